@@ -1,0 +1,122 @@
+"""Command line: `fedranklite run --config X [--set a.b=v ...] [--quiet]`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+from .config import ConfigError, load_config
+
+
+def _offline_defaults() -> None:
+    # The quick start must work without a network: never wait on the hub unless the user asks for it.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _format_score(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=False)
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as exc:
+        console.print(f"[bold red]config error[/]: {exc}", highlight=False)
+        return 2
+    from .data import DataError
+    from .engine import build_engine
+    from .models import ModelError
+
+    start = time.perf_counter()
+    try:
+        engine = build_engine(cfg)
+    except (DataError, ModelError) as exc:
+        console.print(f"[bold red]error[/]: {exc}", highlight=False)
+        return 2
+    log = logging.getLogger("fedranklite")
+    total = cfg.federation.num_rounds
+    console.print(f"[bold]{cfg.experiment_name}[/]: {engine.fed.num_clients} clients, {cfg.federation.clients_per_round}"
+                  f"/round, scheduler={cfg.federation.scheduler.type}, aggregation={cfg.federation.aggregation}, "
+                  f"policy={cfg.deadline.straggler_policy}, deadline={cfg.deadline.seconds}, "
+                  f"model={cfg.model.name} (set up in {time.perf_counter() - start:.1f}s)", highlight=False)
+
+    def describe(rec: dict) -> str:
+        ranks = " ".join(f"{c}:{r}" for c, r in rec["ranks"].items())
+        return (f"round {rec['round']}/{total}  {engine.metric}={_format_score(rec['score'])}  "
+                f"sim={rec['sim_time']:.1f}s  stragglers={len(rec['stragglers'])}  ranks[{ranks}]")
+
+    if args.quiet:
+        summary = engine.run(on_round=lambda rec: log.info(describe(rec)))
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("[bold blue]rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=console) as progress:
+            task = progress.add_task("starting", total=total)
+
+            def on_round(rec: dict) -> None:
+                progress.update(task, advance=1, description=describe(rec).split("  ", 1)[1])
+
+            summary = engine.run(on_round=on_round)
+    print_summary(console, summary, cfg.results_dir)
+    return 0
+
+
+def print_summary(console, summary: dict, results_dir) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{summary['experiment_name']}  ({results_dir}/metrics.json)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    ttt = summary["time_to_target"]
+    fair = summary["fairness_final"] or {}
+    rows = [
+        (f"final {summary['metric']}", _format_score(summary["final_score"])),
+        (f"best {summary['metric']}", _format_score(summary["best_score"])),
+        ("target", str(summary["target"])),
+        ("time to target (round / sim s)",
+         "not reached" if ttt["round"] is None else f"{ttt['round']} / {ttt['sim_seconds']:.1f}"),
+        ("simulated time (s)", f"{summary['sim_time_total']:.1f}"),
+        ("wall time (s)", f"{summary['wall_time_total']:.1f}"),
+        ("deadline compliance", f"{summary['deadline_compliance_pct']:.0f} %"),
+        ("stragglers (client-rounds)", str(summary["stragglers_total"])),
+        ("fairness p10/p50/p90 (client loss)", " / ".join(_format_score(v) for v in fair.values())),
+        ("bytes up / down per client-round",
+         f"{summary['bytes']['up_per_client_per_round']:,.0f} / {summary['bytes']['down_per_client_per_round']:,.0f}"),
+        ("peak memory, max over clients (MB)",
+         f"{max(summary['peak_memory_mb'].values()):.0f}" if summary["peak_memory_mb"] else "-"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedranklite", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one experiment from a YAML config")
+    run.add_argument("--config", "-c", required=True, help="experiment YAML (may inherit with _base_)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set federation.num_rounds=3 (repeatable)")
+    run.add_argument("--quiet", "-q", action="store_true", help="log lines instead of a progress bar")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    _offline_defaults()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "quiet", False) else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""One client's round: load the truncated global adapter, train at the assigned rank, report.
+
+Also the encoding of text into token ids (once per run) and evaluation of the global model.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import psutil
+import torch
+from torch import nn
+
+from .data import TextSplit
+from .metrics import SCORE_METRICS
+from .models import FedModel
+from .ranks import State, num_bytes, truncate
+
+
+# ================================================================== encoding and batches
+@dataclass
+class Encoded:
+    """Token ids of a split (unpadded, one list per row) and its labels."""
+
+    input_ids: list[list[int]]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(split: TextSplit, tokenizer, max_length: int) -> Encoded:
+    columns = list(zip(*split.texts)) if len(split) else [[]]
+    if len(columns) == 1:
+        enc = tokenizer(list(columns[0]), truncation=True, max_length=max_length)
+    else:
+        enc = tokenizer(list(columns[0]), list(columns[1]), truncation=True, max_length=max_length)
+    return Encoded(list(enc["input_ids"]), split.labels)
+
+
+def collate(encoded: Encoded, idx: Sequence[int], pad_id: int, device: torch.device, regression: bool):
+    """Pad a batch to its longest row (dynamic padding keeps short-text batches cheap)."""
+    rows = [encoded.input_ids[i] for i in idx]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[k, : len(r)] = 1
+    labels = torch.as_tensor(encoded.labels[np.asarray(idx)], dtype=torch.float32 if regression else torch.long)
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    if regression:
+        return nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return nn.functional.cross_entropy(logits.float(), labels)
+
+
+def _pad_id(model: FedModel) -> int:
+    pad = model.tokenizer.pad_token_id
+    return 0 if pad is None else int(pad)
+
+
+@torch.no_grad()
+def mean_loss(model: FedModel, encoded: Encoded, idx: Sequence[int], batch_size: int, device: torch.device,
+              regression: bool) -> float:
+    """Mean loss over rows `idx` in eval mode (no dropout)."""
+    if len(idx) == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for start in range(0, len(idx), batch_size):
+        chunk = idx[start:start + batch_size]
+        ids, mask, labels = collate(encoded, chunk, _pad_id(model), device, regression)
+        total += loss_fn(model(ids, mask), labels, regression).item() * len(chunk)
+    model.train(was_training)
+    return total / len(idx)
+
+
+# ================================================================== local training
+@dataclass
+class TrainSettings:
+    local_epochs: int = 1
+    max_local_steps: Optional[int] = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    grad_clip: Optional[float] = 1.0
+    probe_samples: int = 32
+    regression: bool = False
+
+    @classmethod
+    def from_config(cls, cfg, regression: bool) -> "TrainSettings":
+        t = cfg.training
+        return cls(t.local_epochs, t.max_local_steps, t.batch_size, t.lr, t.optimizer, t.weight_decay,
+                   t.momentum, t.grad_clip, t.probe_samples, regression)
+
+    def planned_steps(self, num_rows: int) -> int:
+        steps = self.local_epochs * math.ceil(num_rows / self.batch_size)
+        return min(steps, self.max_local_steps) if self.max_local_steps else steps
+
+
+@dataclass
+class ClientResult:
+    """A client's rank-r update and what it measured (the telemetry of the round)."""
+
+    cid: int
+    rank: int
+    update: State  # rank-r LoRA factors + head, as sent to the server
+    num_samples: int  # rows actually trained on (the aggregation weight)
+    steps: int
+    planned_steps: int
+    loss_before: float
+    loss_after: float
+    wall_seconds: float  # measured time of the local training loop
+    peak_memory_mb: float
+    bytes_down: int
+    bytes_up: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def loss_drop(self) -> float:
+        return self.loss_before - self.loss_after
+
+    @property
+    def throughput(self) -> float:
+        return self.num_samples / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+    @property
+    def finished(self) -> bool:
+        return self.steps >= self.planned_steps
+
+
+def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+class PeakMemory:
+    """Peak memory of the training loop: CUDA allocator peak when on a GPU, else process RSS."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.process = psutil.Process()
+        self.peak = 0
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        self.sample()
+
+    def sample(self) -> None:
+        if not self.cuda:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def megabytes(self) -> float:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated() / 2 ** 20
+        return self.peak / 2 ** 20
+
+
+# a callback asked before each step: (steps done so far, wall seconds so far) -> may another step run?
+StepGate = Callable[[int, float], bool]
+
+
+def train_client(model: FedModel, global_state: State, cid: int, rank: int, encoded: Encoded,
+                 rows: np.ndarray, settings: TrainSettings, device: torch.device, seed: int,
+                 may_step: Optional[StepGate] = None) -> ClientResult:
+    """Run one client's local training at `rank` and return its rank-r update.
+
+    `seed` fixes the data order and dropout for this (round, client), so the result does not depend
+    on which process or in which order clients run. A fresh optimizer is made every round: optimizer
+    state never leaks across clients or rank changes.
+    """
+    download = truncate(global_state, rank)
+    model.load_adapter_state(download)
+    model.set_rank(rank)
+    model.to(device)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    probe = rows[: settings.probe_samples] if settings.probe_samples else rows[:0]
+    loss_before = mean_loss(model, encoded, probe, settings.batch_size, device, settings.regression) \
+        if len(probe) else float("nan")
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, settings)
+    planned = settings.planned_steps(len(rows))
+    memory = PeakMemory(device)
+    model.train()
+    steps = samples = 0
+    first_losses: list[float] = []
+    last_losses: list[float] = []
+    start = time.perf_counter()
+    pad_id = _pad_id(model)
+    stopped = False
+    for _epoch in range(settings.local_epochs):
+        order = rng.permutation(rows)
+        for b in range(0, len(order), settings.batch_size):
+            if steps >= planned:
+                break
+            if may_step is not None and not may_step(steps, time.perf_counter() - start):
+                stopped = True
+                break
+            idx = order[b:b + settings.batch_size]
+            ids, mask, labels = collate(encoded, idx, pad_id, device, settings.regression)
+            loss = loss_fn(model(ids, mask), labels, settings.regression)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            optimizer.step()
+            steps += 1
+            samples += len(idx)
+            value = loss.item()
+            if len(first_losses) < 4:
+                first_losses.append(value)
+            last_losses = (last_losses + [value])[-4:]
+            memory.sample()
+        if stopped or steps >= planned:
+            break
+    wall = time.perf_counter() - start
+    if len(probe):
+        loss_after = mean_loss(model, encoded, probe, settings.batch_size, device, settings.regression)
+    else:  # no probe: compare the first and last few training-batch losses
+        loss_before = float(np.mean(first_losses)) if first_losses else float("nan")
+        loss_after = float(np.mean(last_losses)) if last_losses else float("nan")
+    update = truncate({k: v.detach().to("cpu") for k, v in model.adapter_state().items()}, rank)
+    return ClientResult(cid=cid, rank=rank, update=update, num_samples=samples, steps=steps, planned_steps=planned,
+                        loss_before=loss_before, loss_after=loss_after, wall_seconds=wall,
+                        peak_memory_mb=memory.megabytes(), bytes_down=num_bytes(download), bytes_up=num_bytes(update))
+
+
+# ================================================================== evaluation of the global model
+@torch.no_grad()
+def evaluate(model: FedModel, global_state: State, encoded: Encoded, metric: str, batch_size: int,
+             device: torch.device, regression: bool, extra_metrics: Sequence[str] = ()) -> dict:
+    """Score of the global adapter (at full r_max) on the evaluation split."""
+    model.load_adapter_state(global_state)
+    model.set_rank(model.r_max)
+    model.to(device)
+    model.eval()
+    preds, total_loss = [], 0.0
+    idx = np.arange(len(encoded))
+    pad_id = _pad_id(model)
+    for start in range(0, len(idx), batch_size):
+        chunk = idx[start:start + batch_size]
+        ids, mask, labels = collate(encoded, chunk, pad_id, device, regression)
+        logits = model(ids, mask)
+        total_loss += loss_fn(logits, labels, regression).item() * len(chunk)
+        preds.append((logits.squeeze(-1) if regression else logits.argmax(-1)).float().cpu().numpy())
+    pred = np.concatenate(preds) if preds else np.zeros(0)
+    out = {"loss": total_loss / max(len(idx), 1), "num_samples": int(len(idx))}
+    for name in [metric, *[m for m in extra_metrics if m != metric]]:
+        out[name] = SCORE_METRICS[name].fn(pred if regression else pred.astype(np.int64), encoded.labels)
+    out["score"] = out[metric]
+    return out

@@ -1,0 +1,293 @@
+"""Data: loading (embedded task, Hugging Face hub, local files), label handling and client partitions.
+
+Loading returns plain `TextSplit`s (texts + labels); partitions are pure functions of the labels and a
+seed, so they are reproducible and testable without any model.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .registry import Registry
+
+
+class DataError(ValueError):
+    """Data that cannot be used as configured; the message says what and where."""
+
+
+@dataclass
+class TextSplit:
+    texts: list[tuple[str, ...]]  # one tuple per row: (sentence,) or (sentence1, sentence2)
+    labels: np.ndarray  # int64 class ids, or float32 regression targets
+    label_names: Optional[list[str]] = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: Sequence[int]) -> "TextSplit":
+        idx = np.asarray(idx, dtype=np.int64)
+        return TextSplit([self.texts[i] for i in idx], self.labels[idx], self.label_names)
+
+
+# ================================================================== embedded offline task
+_SUBJECTS = ["the movie", "this film", "the hotel", "the restaurant", "the new phone", "this book", "the service",
+             "the concert", "the laptop", "the museum", "our guide", "the coffee", "the game", "the show",
+             "the course", "this album", "the staff", "the app", "the trip", "the meal"]
+_POSITIVE = ["great", "wonderful", "excellent", "delightful", "superb", "pleasant", "brilliant", "enjoyable",
+             "charming", "impressive", "fantastic", "lovely", "friendly", "helpful", "memorable", "beautiful"]
+_NEGATIVE = ["terrible", "awful", "boring", "disappointing", "dreadful", "poor", "mediocre", "annoying",
+             "bland", "frustrating", "rude", "unpleasant", "forgettable", "ugly", "broken", "tedious"]
+_INTENSIFIERS = ["", "very ", "really ", "quite ", "truly ", "extremely ", "rather ", "incredibly "]
+_FILLERS = ["to be honest", "in my opinion", "all things considered", "if you ask me", "overall",
+            "as far as I can tell", "for the price", "compared to last time"]
+
+
+def _sentiment_row(rng: np.random.Generator) -> tuple[str, int]:
+    """One review sentence and its sentiment (1 positive, 0 negative). Some templates negate or
+    contrast, so the label depends on more than one keyword."""
+    label = int(rng.integers(2))
+    pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
+    same, other = (_POSITIVE, _NEGATIVE) if label == 1 else (_NEGATIVE, _POSITIVE)
+    subj, inten, filler = pick(_SUBJECTS), pick(_INTENSIFIERS), pick(_FILLERS)
+    template = int(rng.integers(6))
+    if template == 0:
+        text = f"{subj} was {inten}{pick(same)}."
+    elif template == 1:
+        text = f"{filler}, I found {subj} {inten}{pick(same)}."
+    elif template == 2:  # negation: "not <opposite>" carries this label
+        text = f"{subj} was not {inten}{pick(other)} at all."
+    elif template == 3:  # contrast: the clause after "but" decides
+        text = f"{subj} seemed {pick(other)} at first, but it turned out {inten}{pick(same)}."
+    elif template == 4:
+        text = f"{subj} felt {pick(same)} and {pick(same)}, {filler}."
+    else:
+        text = f"I would call {subj} {inten}{pick(same)}, {filler}."
+    return text[0].upper() + text[1:], label
+
+
+def make_sentiment(n: int, seed: int, label_noise: float = 0.05) -> TextSplit:
+    """The embedded task: short English reviews with a binary sentiment label, generated from templates
+    with negation and contrast, and `label_noise` of labels flipped (so 100 % is not reachable)."""
+    rng = np.random.default_rng(seed)
+    rows = [_sentiment_row(rng) for _ in range(n)]
+    labels = np.array([r[1] for r in rows], dtype=np.int64)
+    flip = rng.random(n) < label_noise
+    labels[flip] = 1 - labels[flip]
+    return TextSplit([(r[0],) for r in rows], labels, ["negative", "positive"])
+
+
+EMBEDDED_TASKS: Registry[Callable[[int, int], TextSplit]] = Registry("embedded task")
+EMBEDDED_TASKS.register("sentiment")(make_sentiment)
+
+
+# ================================================================== hub and file loading
+_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def _load_file(path: str):
+    import datasets
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file not found: {path}")
+    builder = _FILE_BUILDERS.get(p.suffix.lower())
+    if builder is None:
+        raise DataError(f"{path}: unsupported file type {p.suffix!r}; use one of {sorted(_FILE_BUILDERS)}")
+    if p.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    kwargs = {}
+    if p.suffix.lower() == ".tsv":
+        # GLUE-style TSV: tab separated, quotes are literal text, never field delimiters
+        kwargs = {"sep": "\t", "quoting": csv.QUOTE_NONE}
+    try:
+        return datasets.load_dataset(builder, data_files=str(p), split="train", **kwargs)
+    except Exception as exc:
+        raise DataError(f"{path}: could not be read as {builder}: {exc}") from None
+
+
+def _load_hub(name: str, subset: Optional[str], split: str):
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, subset, split=split)
+    except Exception as exc:
+        raise DataError(
+            f"could not load dataset {name!r}" + (f" ({subset})" if subset else "") + f" split {split!r} from the "
+            f"Hugging Face hub: {type(exc).__name__}: {exc}. Offline? Use data.source: files with local files."
+        ) from None
+
+
+def _to_split(table, text_columns: Sequence[str], label_column: str, task: str,
+              label_names: Optional[list[str]], where: str) -> TextSplit:
+    columns = list(table.column_names)
+    for col in [*text_columns, label_column]:
+        if col not in columns:
+            raise DataError(f"{where}: column {col!r} not found; the columns are {columns}")
+    if len(table) == 0:
+        raise DataError(f"{where}: no rows")
+    texts = list(zip(*[["" if v is None else str(v) for v in table[c]] for c in text_columns]))
+    raw = table[label_column]
+    if task == "regression":
+        try:
+            labels = np.asarray(raw, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: column {label_column!r} must hold numbers for regression") from None
+        if not np.isfinite(labels).all():
+            raise DataError(f"{where}: column {label_column!r} has missing or non-finite values")
+        return TextSplit(texts, labels)
+    return TextSplit(texts, *_class_ids(raw, label_names, label_column, where))
+
+
+def _class_ids(raw: Sequence, label_names: Optional[list[str]], column: str, where: str):
+    if any(v is None for v in raw):
+        raise DataError(f"{where}: column {column!r} has missing labels")
+    if label_names:
+        index = {name: i for i, name in enumerate(label_names)}
+        ids = []
+        for v in raw:
+            key = str(v).strip()
+            if key in index:
+                ids.append(index[key])
+            elif key.lstrip("-").isdigit() and 0 <= int(key) < len(label_names):
+                ids.append(int(key))
+            else:
+                raise DataError(f"{where}: label {v!r} in column {column!r} is not one of {label_names}")
+        return np.asarray(ids, dtype=np.int64), list(label_names)
+    if all(isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.strip().lstrip("-").isdigit())
+           for v in raw):
+        ids = np.asarray([int(v) for v in raw], dtype=np.int64)
+        if ids.min() < 0:
+            raise DataError(f"{where}: negative class label {int(ids.min())} in column {column!r}")
+        return ids, None
+    names = sorted({str(v).strip() for v in raw})
+    index = {name: i for i, name in enumerate(names)}
+    return np.asarray([index[str(v).strip()] for v in raw], dtype=np.int64), names
+
+
+@dataclass
+class LoadedData:
+    train: TextSplit
+    eval: TextSplit
+    num_labels: int  # 1 for regression
+    task: str
+
+
+def load_data(cfg) -> LoadedData:
+    """Train and eval splits as the config's `data` section describes them."""
+    d = cfg.data
+    if d.source == "embedded":
+        make = EMBEDDED_TASKS[d.name]
+        train = make(d.embedded_train_size, cfg.seed)
+        evaluation = make(d.embedded_eval_size, cfg.seed + 10_007)
+    else:
+        if d.source == "hub":
+            train_table, where_train = _load_hub(d.name, d.subset, d.train_split), f"{d.name}:{d.train_split}"
+            eval_table, where_eval = _load_hub(d.name, d.subset, d.eval_split), f"{d.name}:{d.eval_split}"
+        else:
+            train_table, where_train = _load_file(d.train_file), d.train_file
+            eval_table, where_eval = (_load_file(d.eval_file), d.eval_file) if d.eval_file else (None, None)
+        train = _to_split(train_table, d.text_columns, d.label_column, d.task, d.label_names, where_train)
+        if eval_table is None:  # no eval file: hold out a seeded 10 % of the training rows
+            perm = np.random.default_rng(cfg.seed).permutation(len(train))
+            cut = max(1, len(train) // 10)
+            train, evaluation = train.subset(perm[cut:]), train.subset(perm[:cut])
+        else:
+            names = d.label_names or train.label_names
+            evaluation = _to_split(eval_table, d.text_columns, d.label_column, d.task, names, where_eval)
+    if d.task == "regression":
+        return LoadedData(train, evaluation, 1, d.task)
+    num_labels = d.num_labels or (len(train.label_names) if train.label_names else int(train.labels.max()) + 1)
+    for split, where in ((train, "training data"), (evaluation, "evaluation data")):
+        if len(split) and (split.labels.min() < 0 or split.labels.max() >= num_labels):
+            raise DataError(f"{where}: labels must lie in [0, {num_labels - 1}] (data.num_labels={num_labels}), "
+                            f"found {int(split.labels.min())}..{int(split.labels.max())}")
+    if num_labels < 2:
+        raise DataError("classification needs at least two classes in the training data")
+    return LoadedData(train, evaluation, num_labels, d.task)
+
+
+# ================================================================== partitions (pure)
+Partitioner = Callable[..., list[np.ndarray]]
+PARTITIONS: Registry[Partitioner] = Registry("partition")
+
+
+def partition_labels(labels: np.ndarray, task: str, num_bins: int) -> np.ndarray:
+    """Class ids for label-based partitions; regression targets are cut into quantile bins."""
+    if task != "regression":
+        return np.asarray(labels, dtype=np.int64)
+    edges = np.quantile(labels, np.linspace(0, 1, num_bins + 1)[1:-1])
+    return np.searchsorted(edges, labels, side="right").astype(np.int64)
+
+
+@PARTITIONS.register("iid")
+def partition_iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator, **_) -> list[np.ndarray]:
+    return [np.sort(part) for part in np.array_split(rng.permutation(len(labels)), num_clients)]
+
+
+@PARTITIONS.register("dirichlet")
+def partition_dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Generator, alpha: float = 0.5,
+                        min_size: int = 2, max_tries: int = 1000, **_) -> list[np.ndarray]:
+    """Per class, shares over clients ~ Dirichlet(alpha); smaller alpha = more skew. Redrawn until
+    every client holds at least `min_size` rows (as in the NIID-Bench recipe)."""
+    classes = np.unique(labels)
+    for _ in range(max_tries):
+        parts: list[list[int]] = [[] for _ in range(num_clients)]
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            shares = rng.dirichlet(np.full(num_clients, alpha))
+            cuts = (np.cumsum(shares) * len(idx)).astype(int)[:-1]
+            for k, chunk in enumerate(np.split(idx, cuts)):
+                parts[k].extend(chunk.tolist())
+        if min(len(p) for p in parts) >= min_size:
+            return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+    raise DataError(f"dirichlet partition (alpha={alpha}) left a client with fewer than {min_size} rows in "
+                    f"{max_tries} draws: use more data, fewer clients or a larger data.partition.alpha")
+
+
+@PARTITIONS.register("label_skew")
+def partition_label_skew(labels: np.ndarray, num_clients: int, rng: np.random.Generator,
+                         labels_per_client: int = 2, **_) -> list[np.ndarray]:
+    """Each client holds rows of `labels_per_client` classes only (client i always gets class i mod C,
+    the others at random); each class's rows are split evenly among the clients that hold it."""
+    classes = np.unique(labels)
+    k = min(labels_per_client, len(classes))
+    holders: dict[int, list[int]] = {int(c): [] for c in classes}
+    for i in range(num_clients):
+        first = int(classes[i % len(classes)])
+        others = [int(c) for c in rng.permutation(classes) if int(c) != first][: k - 1]
+        for c in [first, *others]:
+            holders[c].append(i)
+    parts: list[list[int]] = [[] for _ in range(num_clients)]
+    for c, owners in holders.items():
+        if not owners:
+            continue
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        for owner, chunk in zip(owners, np.array_split(idx, len(owners))):
+            parts[owner].extend(chunk.tolist())
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def partition(labels: np.ndarray, num_clients: int, kind: str, seed: int, *, task: str = "classification",
+              num_bins: int = 5, max_per_client: Optional[int] = None, **params) -> list[np.ndarray]:
+    """Row indices of each client. Seeded; every client non-empty or a DataError saying why not."""
+    if num_clients > len(labels):
+        raise DataError(f"{num_clients} clients but only {len(labels)} training rows: every client needs data")
+    rng = np.random.default_rng(seed)
+    parts = PARTITIONS[kind](partition_labels(labels, task, num_bins), num_clients, rng, **params)
+    empty = [i for i, p in enumerate(parts) if len(p) == 0]
+    if empty:
+        raise DataError(f"partition {kind!r} left clients {empty} without data; use more data or fewer clients, "
+                        f"or a less skewed partition")
+    if max_per_client is not None:
+        parts = [np.sort(rng.permutation(p)[:max_per_client]) for p in parts]
+    return parts
+
+
+def label_distribution(labels: np.ndarray, parts: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """Row-normalised class histogram per client (clients x classes)."""
+    hist = np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts]).astype(np.float64)
+    return hist / np.maximum(hist.sum(1, keepdims=True), 1)

@@ -1,0 +1,336 @@
+"""The round loop, written once for every backend.
+
+    1 select clients (seeded)            5 deadline policy -> accepted updates
+    2 scheduler.assign -> ranks          6 aggregate -> new global adapter
+    3 runner trains the clients          7 evaluate every k rounds, record the round
+    4 simulated time per client          8 scheduler.observe(reports)
+
+Step 3 is the only backend-specific part: a `ClientRunner` receives the global adapter and one
+`ClientTask` per client and returns `ClientResult`s. The local runner trains them one after another
+on a single resident model.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .aggregation import AGGREGATORS, Contribution
+from .client import ClientResult, Encoded, TrainSettings, encode, evaluate, train_client
+from .config import Config, dump_config
+from .data import LoadedData, load_data, partition
+from .metrics import SCORE_METRICS, RoundLog, default_metric, fairness, reached, summarize, write_json_atomic
+from .models import FedModel, MemoryProfile, build_model
+from .ranks import State, num_bytes, truncate
+from .schedulers import Clients, Reports, build_scheduler
+from .stragglers import STRAGGLER_POLICIES
+from .timing import TimeModel, comm_seconds
+
+log = logging.getLogger(__name__)
+
+
+# ================================================================== tasks and the deadline gate
+@dataclass(frozen=True)
+class DeadlineGate:
+    """Decides before each local step whether the step still fits in the round deadline (simulated
+    seconds). Plain data, so it can travel to a remote client in a message."""
+
+    deadline: float
+    comm_seconds: float
+    compute_factor: float
+    mode: str  # "analytic" | "measured"
+    sec_per_step: float = 0.0  # analytic: simulated seconds of one full batch at this rank
+
+    def __call__(self, steps_done: int, wall_seconds: float) -> bool:
+        if self.mode == "analytic":
+            return self.comm_seconds + (steps_done + 1) * self.sec_per_step <= self.deadline
+        if steps_done == 0:
+            return self.comm_seconds < self.deadline
+        per_step = wall_seconds / steps_done
+        return self.comm_seconds + (wall_seconds + per_step) / self.compute_factor <= self.deadline
+
+
+@dataclass(frozen=True)
+class ClientTask:
+    cid: int
+    rank: int
+    seed: int
+    gate: Optional[DeadlineGate] = None
+
+
+class ClientRunner(Protocol):
+    def run(self, round_idx: int, global_state: State, tasks: Sequence[ClientTask]) -> list[ClientResult]: ...
+
+
+class LocalRunner:
+    """Step 3 in this process: one resident model, clients trained one after another."""
+
+    def __init__(self, model: FedModel, train: Encoded, partitions: Sequence[np.ndarray], settings: TrainSettings,
+                 device: torch.device):
+        self.model, self.train, self.partitions, self.settings, self.device = model, train, partitions, settings, device
+
+    def run(self, round_idx: int, global_state: State, tasks: Sequence[ClientTask]) -> list[ClientResult]:
+        return [train_client(self.model, global_state, t.cid, t.rank, self.train, self.partitions[t.cid],
+                             self.settings, self.device, t.seed, t.gate) for t in tasks]
+
+
+def client_seed(seed: int, round_idx: int, cid: int) -> int:
+    """A seed for one (round, client): independent of execution order and process."""
+    return int(np.random.SeedSequence([seed, round_idx, cid]).generate_state(1)[0])
+
+
+def select_clients(seed: int, round_idx: int, num_clients: int, per_round: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, round_idx, 7919])
+    return np.sort(rng.choice(num_clients, size=per_round, replace=False))
+
+
+# ================================================================== the engine
+@dataclass
+class Federation:
+    """Everything static about a run: config, clients, tiers, partitions, memory caps."""
+
+    cfg: Config
+    data: LoadedData
+    partitions: list[np.ndarray]
+    tier_of: list[str]
+    max_rank: np.ndarray  # per client: largest rank its tier memory holds (0: none)
+    bytes_fixed: int  # bytes of the head (moves every round, both ways)
+    bytes_per_rank: int  # bytes of one rank slice of all LoRA factors (one way)
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.tier_of)
+
+
+def adapter_bytes(state: State) -> tuple[int, int]:
+    """(bytes of non-rank tensors, bytes of one rank slice of the LoRA factors), as sent."""
+    head = num_bytes({k: v for k, v in state.items() if "lora_" not in k})
+    lora = {k: v for k, v in state.items() if "lora_" in k}
+    per_rank = num_bytes(truncate(lora, 1))
+    return head, per_rank
+
+
+def tier_rank_caps(cfg: Config, profile: MemoryProfile) -> dict[str, int]:
+    return {name: profile.max_rank(t.memory_gb, cfg.r_max, cfg.training.batch_size, cfg.model.max_length)
+            for name, t in cfg.tiers.items()}
+
+
+@dataclass
+class RunState:
+    """What changes from round to round (and is checkpointed)."""
+
+    global_state: State
+    round_idx: int = 0  # rounds completed
+    sim_time: float = 0.0
+    records: list[dict] = field(default_factory=list)
+    reached_at: Optional[int] = None
+
+
+class Engine:
+    def __init__(self, cfg: Config, runner: ClientRunner, federation: Federation, model: FedModel,
+                 eval_data: Encoded, device: torch.device):
+        self.cfg, self.runner, self.fed, self.model, self.eval_data, self.device = \
+            cfg, runner, federation, model, eval_data, device
+        self.scheduler = build_scheduler(cfg)
+        self.aggregate = AGGREGATORS[cfg.federation.aggregation]
+        self.policy = STRAGGLER_POLICIES[cfg.deadline.straggler_policy]
+        t = cfg.timing
+        self.time_model = TimeModel(t.mode, t.sec_per_sample, t.sec_per_sample_per_rank)
+        self.metric = cfg.evaluation.metric or default_metric(federation.data.task)
+        self.higher_is_better = SCORE_METRICS[self.metric].higher_is_better
+        self.settings = TrainSettings.from_config(cfg, federation.data.task == "regression")
+        self.state = RunState(global_state=model.adapter_state())
+        self.extra_metrics = _secondary_metrics(federation.data)
+
+    # ---- step 2 inputs: what the scheduler knows about each selected client
+    def describe(self, selected: np.ndarray) -> Clients:
+        cfg, fed = self.cfg, self.fed
+        cf = np.array([cfg.tiers[fed.tier_of[c]].compute_factor for c in selected])
+        intercept, slope = np.zeros(len(selected)), np.zeros(len(selected))
+        for k, c in enumerate(selected):
+            tier = cfg.tiers[fed.tier_of[c]]
+            samples = min(len(fed.partitions[c]), self.settings.planned_steps(len(fed.partitions[c])) * self.settings.batch_size)
+            intercept[k], slope[k] = self.time_model.predict(samples, tier.compute_factor, tier.bandwidth_mbps,
+                                                             2 * fed.bytes_fixed, 2 * fed.bytes_per_rank)
+        return Clients.of(selected, fed.max_rank[selected], cf, intercept, slope)
+
+    def _gate(self, cid: int, rank: int) -> Optional[DeadlineGate]:
+        deadline = self.cfg.deadline.seconds
+        if deadline is None or not self.policy.stops_at_deadline:
+            return None
+        tier = self.cfg.tiers[self.fed.tier_of[cid]]
+        comm = comm_seconds(2 * (self.fed.bytes_fixed + rank * self.fed.bytes_per_rank), tier.bandwidth_mbps)
+        per_step = self.settings.batch_size * (self.time_model.sec_per_sample +
+                                               self.time_model.sec_per_sample_per_rank * rank) / tier.compute_factor
+        return DeadlineGate(deadline, comm, tier.compute_factor, self.time_model.mode, per_step)
+
+    def run_round(self) -> dict:
+        cfg, fed, st = self.cfg, self.fed, self.state
+        r = st.round_idx + 1
+        wall_start = time.perf_counter()
+        selected = select_clients(cfg.seed, r, fed.num_clients, cfg.federation.clients_per_round)
+        fits = fed.max_rank[selected] > 0
+        runnable = selected[fits]
+        out_of_memory = [int(c) for c in selected[~fits]]
+        clients = self.describe(runnable)
+        ranks = self.scheduler.assign(clients) if len(runnable) else np.zeros(0, dtype=np.int64)
+        tasks = [ClientTask(int(c), int(k), client_seed(cfg.seed, r, int(c)), self._gate(int(c), int(k)))
+                 for c, k in zip(runnable, ranks)]
+        results = self.runner.run(r, st.global_state, tasks)
+
+        # step 4: simulated time of every client
+        # (throughput the scheduler sees is that of the simulated hardware: samples / simulated compute s)
+        sim, sim_throughput = np.zeros(len(results)), np.zeros(len(results))
+        for i, res in enumerate(results):
+            tier = cfg.tiers[fed.tier_of[res.cid]]
+            compute = self.time_model.compute_seconds(res.num_samples, res.rank, tier.compute_factor,
+                                                      res.wall_seconds)
+            sim[i] = comm_seconds(res.bytes_down + res.bytes_up, tier.bandwidth_mbps) + compute
+            sim_throughput[i] = res.num_samples / compute if compute > 0 else np.nan
+            self.time_model.observe(res.wall_seconds, res.num_samples)
+        # step 5: deadline policy
+        outcome = self.policy.resolve(sim, [res.finished for res in results], [res.steps > 0 for res in results],
+                                      cfg.deadline.seconds)
+        # step 6: aggregation over accepted updates
+        accepted = [Contribution(res.update, res.rank, res.num_samples)
+                    for res, ok in zip(results, outcome.accepted) if ok]
+        if accepted:
+            st.global_state = self.aggregate(st.global_state, accepted)
+        # step 7: evaluation and the round record
+        evaluation = None
+        if r % cfg.evaluation.eval_every == 0 or r == cfg.federation.num_rounds:
+            evaluation = evaluate(self.model, st.global_state, self.eval_data, self.metric,
+                                  cfg.evaluation.batch_size, self.device, self.settings.regression, self.extra_metrics)
+        st.sim_time += outcome.round_time
+        st.round_idx = r
+        record = self._record(r, results, sim, sim_throughput, outcome, out_of_memory, evaluation,
+                              time.perf_counter() - wall_start)
+        st.records.append(record)
+        if st.reached_at is None and reached(record["score"], cfg.evaluation.target, self.higher_is_better):
+            st.reached_at = r
+        # step 8: the scheduler learns from the round
+        self.scheduler.observe(Reports.of([res.cid for res in results], [res.rank for res in results],
+                                          [res.loss_drop for res in results], sim_throughput,
+                                          outcome.straggler))
+        return record
+
+    def _record(self, r, results, sim, sim_throughput, outcome, out_of_memory, evaluation, wall) -> dict:
+        clients = []
+        for i, res in enumerate(results):
+            status = "accepted" if outcome.accepted[i] else "dropped"
+            if outcome.accepted[i] and not res.finished:
+                status = "partial"
+            clients.append({
+                "cid": res.cid, "tier": self.fed.tier_of[res.cid], "rank": res.rank, "status": status,
+                "straggler": bool(outcome.straggler[i]), "steps": res.steps, "planned_steps": res.planned_steps,
+                "samples": res.num_samples, "loss_before": _finite(res.loss_before),
+                "loss_after": _finite(res.loss_after), "loss_drop": _finite(res.loss_drop),
+                "throughput": _finite(res.throughput), "sim_throughput": _finite(sim_throughput[i]),
+                "wall_seconds": res.wall_seconds, "sim_seconds": float(sim[i]),
+                "bytes_down": res.bytes_down, "bytes_up": res.bytes_up, "peak_memory_mb": res.peak_memory_mb,
+            })
+        straggler_ids = [res.cid for res, s in zip(results, outcome.straggler) if s]
+        return {
+            "round": r,
+            "selected": [c["cid"] for c in clients] + out_of_memory,
+            "ranks": {str(c["cid"]): c["rank"] for c in clients},
+            "clients": clients,
+            "out_of_memory": out_of_memory,
+            "stragglers": straggler_ids,
+            "compliant": not straggler_ids,
+            "round_sim_seconds": float(outcome.round_time),
+            "sim_time": float(self.state.sim_time),
+            "fairness": fairness([c["loss_before"] for c in clients], self.cfg.metrics.fairness_percentiles),
+            "eval": evaluation,
+            "score": None if evaluation is None else evaluation["score"],
+            "bytes_up": int(sum(c["bytes_up"] for c in clients)),
+            "bytes_down": int(sum(c["bytes_down"] for c in clients)),
+            "wall_seconds": wall,
+            "scheduler_notes": list(self.scheduler.notes),
+        }
+
+    def summary(self) -> dict:
+        cfg = self.cfg
+        return summarize(self.state.records, target=cfg.evaluation.target, metric=self.metric,
+                         higher_is_better=self.higher_is_better, percentiles=cfg.metrics.fairness_percentiles,
+                         extra={"experiment_name": cfg.experiment_name, "scheduler": cfg.federation.scheduler.type,
+                                "aggregation": cfg.federation.aggregation,
+                                "straggler_policy": cfg.deadline.straggler_policy,
+                                "deadline_seconds": cfg.deadline.seconds, "time_mode": cfg.timing.mode,
+                                "num_clients": self.fed.num_clients,
+                                "clients_per_round": cfg.federation.clients_per_round,
+                                "tier_rank_caps": {n: int(self.fed.max_rank[self.fed.tier_of.index(n)])
+                                                   for n in cfg.tiers},
+                                "final_eval": self.state.records[-1]["eval"] if self.state.records else None})
+
+    def run(self, on_round: Optional[Callable[[dict], None]] = None) -> dict:
+        cfg = self.cfg
+        out = cfg.results_dir
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+        rounds_log = RoundLog(out / "rounds.jsonl")
+        try:
+            while self.state.round_idx < cfg.federation.num_rounds:
+                record = self.run_round()
+                rounds_log.write(record)
+                write_json_atomic(out / "metrics.json", self.summary())
+                if on_round is not None:
+                    on_round(record)
+                if cfg.evaluation.stop_at_target and self.state.reached_at is not None:
+                    log.info("target %s reached at round %d: stopping", cfg.evaluation.target, self.state.reached_at)
+                    break
+        finally:
+            rounds_log.close()
+        summary = self.summary()
+        write_json_atomic(out / "metrics.json", summary)
+        return summary
+
+
+def _finite(x: float) -> Optional[float]:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def _secondary_metrics(data: LoadedData) -> list[str]:
+    if data.task == "regression":
+        return ["pearson", "spearman", "mse"]
+    return ["accuracy", "f1"] if data.num_labels == 2 else ["accuracy", "f1_macro"]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_engine(cfg: Config, runner_factory: Optional[Callable[..., ClientRunner]] = None) -> Engine:
+    """Load data and model as the config says and wire the engine (the side-effecting edge)."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % (2 ** 32))
+    data = load_data(cfg)
+    tier_of = cfg.client_tiers()
+    p = cfg.data.partition
+    parts = partition(data.train.labels, len(tier_of), p.type, cfg.seed, task=data.task, num_bins=p.num_bins,
+                      max_per_client=cfg.data.samples_per_client, alpha=p.alpha,
+                      labels_per_client=p.labels_per_client)
+    model = build_model(cfg, data.num_labels)
+    device = pick_device(cfg.device)
+    model.to(device)
+    train_enc = encode(data.train, model.tokenizer, cfg.model.max_length)
+    eval_split = data.eval
+    if cfg.evaluation.max_samples and len(eval_split) > cfg.evaluation.max_samples:
+        keep = np.random.default_rng(cfg.seed).permutation(len(eval_split))[: cfg.evaluation.max_samples]
+        eval_split = eval_split.subset(np.sort(keep))
+    eval_enc = encode(eval_split, model.tokenizer, cfg.model.max_length)
+    caps = tier_rank_caps(cfg, model.memory_profile())
+    head_bytes, per_rank = adapter_bytes(model.adapter_state())
+    fed = Federation(cfg, data, parts, tier_of, np.array([caps[t] for t in tier_of], dtype=np.int64),
+                     head_bytes, per_rank)
+    settings = TrainSettings.from_config(cfg, data.task == "regression")
+    runner = (runner_factory or LocalRunner)(model, train_enc, parts, settings, device)
+    return Engine(cfg, runner, fed, model, eval_enc, device)

