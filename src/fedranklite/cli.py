@@ -17,6 +17,18 @@ def _offline_defaults() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _offline_when_local(cfg) -> None:
+    """Nothing of this run lives on the Hub: tell the HF libraries so (set before they are imported),
+    so a machine without network never waits on a connection attempt."""
+    from pathlib import Path
+
+    name = cfg.model.name
+    if name.startswith(("bundled:", "tiny:")) or Path(name).expanduser().exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if cfg.data.source != "hub":
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
 def _format_score(x) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -30,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         console.print(f"[bold red]config error[/]: {exc}", highlight=False)
         return 2
+    _offline_when_local(cfg)
     from .data import DataError
     from .engine import build_engine
     from .models import ModelError

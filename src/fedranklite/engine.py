@@ -263,6 +263,7 @@ class Engine:
                                 "aggregation": cfg.federation.aggregation,
                                 "straggler_policy": cfg.deadline.straggler_policy,
                                 "deadline_seconds": cfg.deadline.seconds, "time_mode": cfg.timing.mode,
+                                "backbone": self.model.source, "pooling": self.model.pooling,
                                 "num_clients": self.fed.num_clients,
                                 "clients_per_round": cfg.federation.clients_per_round,
                                 "tier_rank_caps": {n: int(self.fed.max_rank[self.fed.tier_of.index(n)])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
@@ -203,11 +204,14 @@ class FedModel(nn.Module):
         lora = peft.LoraConfig(r=r_max, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                                bias="none")
         try:
-            self.backbone = peft.get_peft_model(model, lora)
+            with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
+                warnings.simplefilter("ignore", FutureWarning)
+                self.backbone = peft.get_peft_model(model, lora)
         except ValueError as exc:
             raise ModelError(f"model.lora.target_modules={target_modules}: {exc}") from None
         self.tokenizer = backbone.tokenizer
         self.pooling = backbone.pooling
+        self.source = backbone.source
         hidden = model.config.hidden_size
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(hidden, num_labels))
         self.num_labels = num_labels
