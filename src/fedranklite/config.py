@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import difflib
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 BASE_KEY = "_base_"
 
@@ -23,8 +24,27 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # Schema. `extra="forbid"` turns unknown keys into errors; `frozen=True` keeps a run's config fixed.
 # --------------------------------------------------------------------------------------------------
+def _is_number_type(annotation: Any) -> bool:
+    """int, float or Optional of either."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) is typing.Union or type(annotation).__name__ == "UnionType":
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(a in (int, float) for a in args)
+    return False
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode would turn `num_rounds: true` into 1: a YAML boolean is never a number here
+        if isinstance(value, bool) and info.field_name in cls.model_fields \
+                and _is_number_type(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got the boolean {value}")
+        return value
 
 
 class LoraConfig(_Section):
@@ -198,6 +218,10 @@ def _read_yaml(path: Path) -> dict:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -225,9 +249,10 @@ def _load_tree(path: Path, chain: tuple[Path, ...], sources: dict[str, str]) -> 
         raise ConfigError(f"{path}: {BASE_KEY}: must be a path or a list of paths")
     merged: dict = {}
     for base in bases:
-        base_path = (path.parent / base)
-        if not base_path.exists():
-            raise ConfigError(f"{path}: {BASE_KEY}: base file {base_path} not found")
+        base_path = path.parent / base
+        if not base.strip() or not base_path.is_file():
+            why = "is not a file" if base_path.exists() else "not found"
+            raise ConfigError(f"{path}: {BASE_KEY}: base file {base_path} {why}")
         merged = deep_merge(merged, _load_tree(base_path, (*chain, path), sources))
     _record_sources(data, str(path), "", sources)
     return deep_merge(merged, data)
@@ -238,7 +263,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. federation.num_rounds=5")
     key, raw = item.split("=", 1)
-    parts = [p for p in key.strip().split(".")]
+    parts = [p.strip() for p in key.strip().split(".")]
     if not all(parts):
         raise ConfigError(f"--set {item}: empty key segment")
     try:
@@ -254,6 +279,14 @@ def apply_overrides(tree: dict, overrides: list[str], sources: dict[str, str]) -
         patch: Any = value
         for part in reversed(parts):
             patch = {part: patch}
+        # keys the override creates (or turns into a section) are its own, so an error in them names --set
+        node: Any = tree
+        for i, part in enumerate(parts[:-1]):
+            node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                for j in range(i, len(parts)):
+                    sources[".".join(parts[: j + 1])] = "--set"
+                break
         tree = deep_merge(tree, patch)
         sources[".".join(parts)] = "--set"
         _record_sources(value, "--set", ".".join(parts), sources)
@@ -304,6 +337,8 @@ def _format_pydantic(exc: ValidationError, sources: dict[str, str], default: str
         where = _source_of(dotted, sources, default)
         if err["type"] == "extra_forbidden":
             known = _known_fields(Config, loc)
+            if len(loc) == 1:
+                known.append(BASE_KEY)  # a misspelt `_base_` at the top level
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             messages.append(f"{where}: {dotted}: unknown key{hint}")
@@ -369,14 +404,30 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
     data = cfg.data
     if data.source == "files" and not data.train_file:
         problems.append(("data.train_file", "required when data.source is 'files'"))
+    from .data import FILE_TYPES
+
     for key in ("train_file", "eval_file"):
         value = getattr(data, key)
-        if data.source == "files" and value and not Path(value).exists():
-            problems.append((f"data.{key}", f"file not found: {value}"))
+        if data.source != "files" or not value:
+            continue
+        if not Path(value).is_file():
+            problems.append((f"data.{key}", f"file not found: {value} (relative paths are read from the current "
+                                            f"directory, {Path.cwd()})"))
+        elif Path(value).suffix.lower() not in FILE_TYPES:
+            problems.append((f"data.{key}", f"unsupported file type {Path(value).suffix!r} of {value}; "
+                                            f"use one of {sorted(FILE_TYPES)}"))
     if data.task == "regression" and data.num_labels not in (None, 1):
         problems.append(("data.num_labels", "regression uses a single output (num_labels 1)"))
     if data.task == "classification" and data.num_labels == 1:
         problems.append(("data.num_labels", "classification needs at least 2 labels"))
+    if data.label_names is not None and data.task == "classification":
+        if len(data.label_names) < 2 or len(set(data.label_names)) != len(data.label_names):
+            problems.append(("data.label_names", f"need at least 2 distinct names, got {data.label_names}"))
+        elif data.num_labels is not None and data.num_labels != len(data.label_names):
+            problems.append(("data.label_names", f"{len(data.label_names)} names but data.num_labels="
+                                                 f"{data.num_labels}"))
+    if data.source == "embedded" and data.task != "classification":
+        problems.append(("data.task", f"the embedded task {data.name!r} is a classification task"))
     if data.partition.type == "label_skew" and data.num_labels and data.task == "classification" \
             and data.partition.labels_per_client > data.num_labels:
         problems.append(("data.partition.labels_per_client",

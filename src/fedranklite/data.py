@@ -6,6 +6,7 @@ seed, so they are reproducible and testable without any model.
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -13,6 +14,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -86,6 +89,7 @@ EMBEDDED_TASKS.register("sentiment")(make_sentiment)
 
 # ================================================================== hub and file loading
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+FILE_TYPES = tuple(_FILE_BUILDERS)  # the file suffixes `data.source: files` reads
 
 
 def _load_file(path: str):
@@ -106,6 +110,8 @@ def _load_file(path: str):
     try:
         return datasets.load_dataset(builder, data_files=str(p), split="train", **kwargs)
     except Exception as exc:
+        if "corresponds to no data" in str(exc):  # e.g. a CSV with a header line only
+            raise DataError(f"{path}: no rows") from None
         raise DataError(f"{path}: could not be read as {builder}: {exc}") from None
 
 
@@ -157,15 +163,25 @@ def _class_ids(raw: Sequence, label_names: Optional[list[str]], column: str, whe
             else:
                 raise DataError(f"{where}: label {v!r} in column {column!r} is not one of {label_names}")
         return np.asarray(ids, dtype=np.int64), list(label_names)
-    if all(isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.strip().lstrip("-").isdigit())
-           for v in raw):
-        ids = np.asarray([int(v) for v in raw], dtype=np.int64)
+    if all(_is_integral(v) for v in raw):  # 0/1/2, "0"/"1", or 0.0/1.0 (a float column)
+        ids = np.asarray([int(float(v)) if isinstance(v, (float, np.floating)) else int(v) for v in raw],
+                         dtype=np.int64)
         if ids.min() < 0:
             raise DataError(f"{where}: negative class label {int(ids.min())} in column {column!r}")
         return ids, None
     names = sorted({str(v).strip() for v in raw})
     index = {name: i for i, name in enumerate(names)}
     return np.asarray([index[str(v).strip()] for v in raw], dtype=np.int64), names
+
+
+def _is_integral(v) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, (int, np.integer)):
+        return True
+    if isinstance(v, (float, np.floating)):
+        return bool(np.isfinite(v)) and float(v).is_integer()
+    return isinstance(v, str) and v.strip().lstrip("-").isdigit()
 
 
 @dataclass
@@ -183,6 +199,7 @@ def load_data(cfg) -> LoadedData:
         make = EMBEDDED_TASKS[d.name]
         train = make(d.embedded_train_size, cfg.seed)
         evaluation = make(d.embedded_eval_size, cfg.seed + 10_007)
+        where_train = where_eval = f"embedded task {d.name!r}"
     else:
         if d.source == "hub":
             train_table, where_train = _load_hub(d.name, d.subset, d.train_split), f"{d.name}:{d.train_split}"
@@ -194,19 +211,23 @@ def load_data(cfg) -> LoadedData:
         if eval_table is None:  # no eval file: hold out a seeded 10 % of the training rows
             perm = np.random.default_rng(cfg.seed).permutation(len(train))
             cut = max(1, len(train) // 10)
+            if len(train) - cut < 1:
+                raise DataError(f"{where_train}: {len(train)} row(s) cannot be split into training and held-out "
+                                f"evaluation rows; give data.eval_file or more rows")
             train, evaluation = train.subset(perm[cut:]), train.subset(perm[:cut])
+            where_eval = f"{where_train} (held-out 10 %)"
         else:
             names = d.label_names or train.label_names
             evaluation = _to_split(eval_table, d.text_columns, d.label_column, d.task, names, where_eval)
     if d.task == "regression":
         return LoadedData(train, evaluation, 1, d.task)
     num_labels = d.num_labels or (len(train.label_names) if train.label_names else int(train.labels.max()) + 1)
-    for split, where in ((train, "training data"), (evaluation, "evaluation data")):
+    for split, what, where in ((train, "training", where_train), (evaluation, "evaluation", where_eval)):
         if len(split) and (split.labels.min() < 0 or split.labels.max() >= num_labels):
-            raise DataError(f"{where}: labels must lie in [0, {num_labels - 1}] (data.num_labels={num_labels}), "
+            raise DataError(f"{where}: {what} labels must lie in [0, {num_labels - 1}] (data.num_labels={num_labels}), "
                             f"found {int(split.labels.min())}..{int(split.labels.max())}")
     if num_labels < 2:
-        raise DataError("classification needs at least two classes in the training data")
+        raise DataError(f"{where_train}: classification needs at least two classes in the training data")
     return LoadedData(train, evaluation, num_labels, d.task)
 
 
@@ -232,7 +253,9 @@ def partition_iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator
 def partition_dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Generator, alpha: float = 0.5,
                         min_size: int = 2, max_tries: int = 1000, **_) -> list[np.ndarray]:
     """Per class, shares over clients ~ Dirichlet(alpha); smaller alpha = more skew. Redrawn until
-    every client holds at least `min_size` rows (as in the NIID-Bench recipe)."""
+    every client holds at least `min_size` rows (as in the NIID-Bench recipe); with fewer than
+    `min_size` rows per client on average, at least one row each."""
+    min_size = max(1, min(min_size, len(labels) // num_clients))
     classes = np.unique(labels)
     for _ in range(max_tries):
         parts: list[list[int]] = [[] for _ in range(num_clients)]
@@ -240,8 +263,11 @@ def partition_dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Gen
             idx = rng.permutation(np.flatnonzero(labels == c))
             shares = rng.dirichlet(np.full(num_clients, alpha))
             cuts = (np.cumsum(shares) * len(idx)).astype(int)[:-1]
+            # the cuts round down, which would favour the same client positions in every class (with few
+            # rows and a large alpha some clients would never get a row): deal the chunks in random order
+            order = rng.permutation(num_clients)
             for k, chunk in enumerate(np.split(idx, cuts)):
-                parts[k].extend(chunk.tolist())
+                parts[order[k]].extend(chunk.tolist())
         if min(len(p) for p in parts) >= min_size:
             return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
     raise DataError(f"dirichlet partition (alpha={alpha}) left a client with fewer than {min_size} rows in "
@@ -252,15 +278,25 @@ def partition_dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Gen
 def partition_label_skew(labels: np.ndarray, num_clients: int, rng: np.random.Generator,
                          labels_per_client: int = 2, **_) -> list[np.ndarray]:
     """Each client holds rows of `labels_per_client` classes only (client i always gets class i mod C,
-    the others at random); each class's rows are split evenly among the clients that hold it."""
+    the others at random, preferring classes no client holds yet, so every class is held whenever
+    num_clients * labels_per_client >= C); each class's rows are split evenly among the clients that
+    hold it. Rows of a class nobody holds (only possible when num_clients * labels_per_client < C) are
+    left out, with a warning."""
     classes = np.unique(labels)
     k = min(labels_per_client, len(classes))
     holders: dict[int, list[int]] = {int(c): [] for c in classes}
+    unheld = {int(c) for c in classes} - {int(classes[i % len(classes)]) for i in range(num_clients)}
     for i in range(num_clients):
         first = int(classes[i % len(classes)])
-        others = [int(c) for c in rng.permutation(classes) if int(c) != first][: k - 1]
+        pool = [int(c) for c in rng.permutation(classes) if int(c) != first]
+        pool.sort(key=lambda c: c not in unheld)  # stable: random order within each group
+        others = pool[: k - 1]
+        unheld.difference_update(others)
         for c in [first, *others]:
             holders[c].append(i)
+    if unheld:
+        log.warning("label_skew: %d clients x %d labels cannot hold all %d classes; rows of classes %s are "
+                    "not used", num_clients, k, len(classes), sorted(unheld))
     parts: list[list[int]] = [[] for _ in range(num_clients)]
     for c, owners in holders.items():
         if not owners:

@@ -145,7 +145,8 @@ class Engine:
         self.metric = cfg.evaluation.metric or default_metric(federation.data.task)
         self.higher_is_better = SCORE_METRICS[self.metric].higher_is_better
         self.settings = TrainSettings.from_config(cfg, federation.data.task == "regression")
-        self.state = RunState(global_state=model.adapter_state())
+        # the server's copy lives on the CPU, like the updates clients send back
+        self.state = RunState(global_state={k: v.cpu() for k, v in model.adapter_state().items()})
         self.extra_metrics = _secondary_metrics(federation.data)
 
     # ---- step 2 inputs: what the scheduler knows about each selected client

@@ -130,10 +130,8 @@ def summarize(records: Sequence[dict], *, target: Optional[float], metric: str, 
     down_total = int(sum(c["bytes_down"] for c in participations))
     n_part = max(len(participations), 1)
     compliant = [bool(r["compliant"]) for r in records]
-    best = None
-    if evaluated:
-        scores = [r["score"] for r in evaluated]
-        best = max(scores) if higher_is_better else min(scores)
+    finite = [r["score"] for r in evaluated if math.isfinite(r["score"])]  # max() with a NaN is order-dependent
+    best = (max(finite) if higher_is_better else min(finite)) if finite else None
     summary = {
         "rounds_completed": len(records),
         "metric": metric,
@@ -181,26 +179,52 @@ def _mean_dicts(dicts: Iterable[dict]) -> dict:
 
 # ---------------------------------------------------------------- writing results safely
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    """Write to a temporary file in the same folder, then rename: readers never see half a file.
+    NaN and infinities are written as null, so the file is strict JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(json_ready(data), indent=2, allow_nan=False)  # fails before any file is touched
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=_json_default)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results should be as readable as any other
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, briefly, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def json_ready(obj: Any) -> Any:
+    """`obj` with numpy scalars/arrays as Python values and non-finite floats as None (JSON null)."""
+    if isinstance(obj, dict):
+        return {(k.item() if isinstance(k, np.generic) else k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
@@ -210,26 +234,57 @@ class RoundLog:
     def __init__(self, path: str | Path, append: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if append and self.path.exists():
+            _drop_torn_tail(self.path)  # else the next record would be glued onto a torn line
         self._fh = open(self.path, "a" if append else "w")
 
     def write(self, record: dict) -> None:
-        self._fh.write(json.dumps(record, default=_json_default) + "\n")
+        self._fh.write(json.dumps(json_ready(record), allow_nan=False) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         self._fh.close()
 
+    def __enter__(self) -> "RoundLog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     @staticmethod
     def read(path: str | Path) -> list[dict]:
-        """Every complete line (a torn last line from a crash is ignored)."""
+        """Every complete record, in order (a torn last line from a crash is ignored)."""
         out = []
         p = Path(path)
         if not p.exists():
             return out
         for line in p.read_text().splitlines():
+            if not line.strip():
+                continue
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
-                break
+                continue  # torn by a crash mid-write
         return out
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Make `path` end with a newline: keep a last line that is complete JSON, cut one that is not."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1  # 0 when the whole file is one line
+    try:
+        json.loads(data[cut:])
+        complete = True
+    except ValueError:
+        complete = False
+    with open(path, "r+b") as fh:
+        if complete:
+            fh.seek(0, os.SEEK_END)
+            fh.write(b"\n")
+        else:
+            fh.truncate(cut)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -26,6 +26,10 @@ class TimeModel:
     observed_sec_per_sample: Optional[float] = None
     _observations: int = 0
 
+    def __post_init__(self) -> None:
+        if self.mode not in ("measured", "analytic"):
+            raise ValueError(f"unknown time mode {self.mode!r}; known: ['analytic', 'measured']")
+
     def compute_seconds(self, samples: int, rank: int, compute_factor: float,
                         measured_wall: Optional[float] = None) -> float:
         if self.mode == "measured":

@@ -21,12 +21,14 @@ def blockwise(global_state: Mapping[str, torch.Tensor], contributions: Sequence[
     for name, current in global_state.items():
         axis = rank_dim(name)
         stack = stacked(name, contributions, current, axis)
+        wd = w.to(stack.device)  # the global state may live on the GPU, the updates on the CPU
         if axis is None:
-            out[name] = torch.tensordot(w, stack, dims=1).to(current.dtype)
+            out[name] = torch.tensordot(wd, stack, dims=1).to(current.dtype)
             continue
         r_max = current.shape[axis]
-        covers = (torch.arange(r_max)[None, :] < ranks[:, None]).to(torch.float64)  # (K, r_max)
-        slice_w = w[:, None] * covers  # weight of client k on slice j
+        covers = (torch.arange(r_max, device=stack.device)[None, :] < ranks.to(stack.device)[:, None]
+                  ).to(torch.float64)  # (K, r_max)
+        slice_w = wd[:, None] * covers  # weight of client k on slice j
         total = slice_w.sum(0)  # (r_max,)
         shape = [len(contributions)] + [1] * current.dim()
         shape[1 + axis] = r_max

@@ -19,6 +19,6 @@ def fedavg(global_state: Mapping[str, torch.Tensor], contributions: Sequence[Con
     out: State = {}
     for name, current in global_state.items():
         stack = stacked(name, contributions, current, rank_dim(name))
-        avg = torch.tensordot(w, stack, dims=1)
+        avg = torch.tensordot(w.to(stack.device), stack, dims=1)  # global state may live on the GPU
         out[name] = avg.to(current.dtype)
     return out

@@ -2,7 +2,8 @@
 itself in SCHEDULERS; importing this package registers the built-in ones."""
 from __future__ import annotations
 
-from .base import SCHEDULERS, Clients, Reports, Scheduler, greedy_min_max, rank_budget, repair_to_budget
+from .base import (SCHEDULERS, Clients, Reports, Scheduler, feasible_budget, greedy_min_max, rank_budget,
+                   repair_to_budget, repair_with_passes)
 from . import cvx, fixed, lite  # noqa: F401  (registration)
 
 
@@ -15,5 +16,5 @@ def build_scheduler(cfg) -> Scheduler:
     return SCHEDULERS[kind](**params)
 
 
-__all__ = ["SCHEDULERS", "Clients", "Reports", "Scheduler", "build_scheduler", "greedy_min_max",
-           "rank_budget", "repair_to_budget"]
+__all__ = ["SCHEDULERS", "Clients", "Reports", "Scheduler", "build_scheduler", "feasible_budget",
+           "greedy_min_max", "rank_budget", "repair_to_budget", "repair_with_passes"]

@@ -114,14 +114,25 @@ def repair_to_budget(ideal: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: 
 
     Start from clamp(round(ideal)); while the sum is short, add one rank to the clients whose ideal
     exceeds their rank the most (among those below hi); while it is over, take one from those whose
-    rank exceeds their ideal the most (among those above lo). Each pass is O(N) (argpartition) and
-    moves every eligible client by at most one, so there are at most r_max passes: O(N * r_max).
+    rank exceeds their ideal the most (among those above lo). Each pass is O(N) (argpartition, no
+    sort) and either closes the gap or moves every eligible client by one, so a client is moved at
+    most hi - lo times and there are at most max(hi - lo) + 1 <= r_max - r_min + 1 passes, whatever
+    N is: O(N * (r_max - r_min + 1)). `repair_with_passes` also returns the number of passes.
     """
+    return repair_with_passes(ideal, lo, hi, budget)[0]
+
+
+def repair_with_passes(ideal: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
+    """`repair_to_budget` plus the number of correction passes it made (for tests and benchmarks)."""
     ideal = np.asarray(ideal, dtype=np.float64)
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.asarray(hi, dtype=np.int64)
     ranks = np.clip(np.rint(ideal), lo, hi).astype(np.int64)
     budget = feasible_budget(budget, lo, hi)
     gap = budget - int(ranks.sum())
+    passes = 0
     while gap != 0:
+        passes += 1
         if gap > 0:
             eligible = np.flatnonzero(ranks < hi)
             priority = ideal[eligible] - ranks[eligible]
@@ -133,7 +144,7 @@ def repair_to_budget(ideal: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: 
         chosen = eligible if k == eligible.size else eligible[np.argpartition(-priority, k - 1)[:k]]
         ranks[chosen] += 1 if gap > 0 else -1
         gap -= k if gap > 0 else -k
-    return ranks
+    return ranks, passes
 
 
 def greedy_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: np.ndarray,

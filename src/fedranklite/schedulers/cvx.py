@@ -7,7 +7,8 @@ solved as a linear programme with cvxpy (continuous relaxation, epigraph form), 
 integers that sum exactly to the budget: floor the relaxed ranks and hand the remaining units out
 greedily to whichever client stays fastest. When cvxpy is not installed or the solve fails, the same
 problem is solved by integer water-filling (`greedy_min_max`), which is exact for this separable
-problem, and the fallback is logged.
+problem; the fallback is logged and recorded in `notes`. `solver: greedy` skips cvxpy on purpose
+(also recorded in `notes`); `last_method` says which path produced the last assignment.
 """
 from __future__ import annotations
 
@@ -31,17 +32,29 @@ class CvxScheduler(Scheduler):
         self.notes = []
         lo, hi = self.bounds(clients)
         budget = feasible_budget(self.budget(len(clients)), lo, hi)
-        if self.solver != "greedy":
+        if len(clients) == 0:
+            self.last_method = ""
+            return np.zeros(0, dtype=np.int64)
+        if self.solver == "greedy":
+            self.notes.append("cvx: solver=greedy; integer water-filling used (no cvxpy)")
+        else:
             try:
                 relaxed = solve_relaxed(clients.time_intercept, clients.time_per_rank, lo, hi, budget)
-                start = np.clip(np.floor(relaxed + 1e-6).astype(np.int64), lo, hi)
+                # Round the relaxed optimum down, with a margin for the solver's tolerance: a start at or
+                # below the relaxed ranks is below some integer optimum, from which the water-filling is
+                # exact; a start rounded up past it (3 - 1e-7 -> 3) could not be undone.
+                start = np.clip(np.floor(relaxed - 1e-6).astype(np.int64), lo, hi)
                 # floor can overshoot only through the clip at lo; fall back to lo then
                 if start.sum() > budget:
                     start = lo
                 self.last_method = "cvxpy"
                 return greedy_min_max(clients.time_intercept, clients.time_per_rank, start, hi, budget)
-            except Exception as exc:  # missing cvxpy, solver failure, infeasible numerics
-                note = f"cvx: cvxpy unavailable or failed ({type(exc).__name__}: {exc}); greedy fallback used"
+            except ImportError as exc:  # cvxpy is an optional dependency
+                note = f"cvx: cvxpy is not installed ({type(exc).__name__}: {exc}); greedy fallback used"
+                log.warning(note)
+                self.notes.append(note)
+            except Exception as exc:  # solver failure, infeasible numerics
+                note = f"cvx: cvxpy solve failed ({type(exc).__name__}: {exc}); greedy fallback used"
                 log.warning(note)
                 self.notes.append(note)
         self.last_method = "greedy"
@@ -62,6 +75,7 @@ def solve_relaxed(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: 
     # (HiGHS prints a banner to stdout).
     solver = cp.CLARABEL if cp.CLARABEL in cp.installed_solvers() else None
     problem.solve(solver=solver, verbose=False)
-    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or r.value is None:
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or r.value is None \
+            or not np.all(np.isfinite(r.value)):
         raise RuntimeError(f"solver status {problem.status}")
     return np.asarray(r.value, dtype=np.float64)

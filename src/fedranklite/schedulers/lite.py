@@ -10,8 +10,9 @@ weights apply, so loss drops (~0.1) and throughputs (~100 samples/s) are on one 
 are relative importances; `normalize: false` applies the weights to the raw EMAs. Negative EMAs (a
 client whose loss rose) count as 0, so a score is never negative.
 
-Cold start: a client never observed takes the mean EMA of the observed clients in the selection;
-when none is observed every score is equal and the budget is split evenly.
+Cold start: a client never observed takes the mean EMA of the observed clients in the selection
+(negative EMAs counted as 0, as they are in their own scores), separately for loss drop and
+throughput; when none is observed every score is equal and the budget is split evenly.
 
 State is kept in arrays indexed by client id, so a round costs O(N) vectorised work.
 """
@@ -49,8 +50,10 @@ class LiteScheduler(Scheduler):
         if len(clients) == 0:
             return np.zeros(0)
         self._grow(int(clients.cid.max()))
-        gain = np.maximum(_with_cold_start(self.gain_ema[clients.cid]), 0.0)
-        thr = np.maximum(_with_cold_start(self.throughput_ema[clients.cid]), 0.0)
+        # clamp first (np.maximum keeps NaN = unobserved), so a newcomer gets the mean of what the
+        # observed clients actually count with, not a mean dragged below zero by a rising loss
+        gain = _with_cold_start(np.maximum(self.gain_ema[clients.cid], 0.0))
+        thr = _with_cold_start(np.maximum(self.throughput_ema[clients.cid], 0.0))
         if self.normalize:
             gain = gain / max(gain.mean(), _EPS)
             thr = thr / max(thr.mean(), _EPS)

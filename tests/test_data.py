@@ -1,0 +1,500 @@
+"""Data: the embedded task, local-file loading (csv/tsv/json/jsonl/parquet) with clear errors, and the
+seeded client partitions. No model is loaded."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedranklite.config import load_config
+from fedranklite.data import (
+    EMBEDDED_TASKS,
+    PARTITIONS,
+    DataError,
+    TextSplit,
+    _load_file,
+    label_distribution,
+    load_data,
+    make_sentiment,
+    partition,
+    partition_labels,
+)
+
+BASE = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+KINDS = ["iid", "dirichlet", "label_skew"]
+
+
+# ================================================================== embedded task
+def test_embedded_registry():
+    assert "sentiment" in EMBEDDED_TASKS
+    assert EMBEDDED_TASKS["sentiment"] is make_sentiment
+
+
+def test_embedded_task_is_deterministic_per_seed():
+    a, b = make_sentiment(300, seed=4), make_sentiment(300, seed=4)
+    assert a.texts == b.texts
+    assert np.array_equal(a.labels, b.labels)
+    c = make_sentiment(300, seed=5)
+    assert a.texts != c.texts
+    assert sum(x == y for x, y in zip(a.texts, c.texts)) < 150  # not just a shifted copy
+
+
+def test_embedded_task_shape():
+    split = make_sentiment(200, seed=0)
+    assert len(split) == 200
+    assert all(isinstance(t, tuple) and len(t) == 1 and isinstance(t[0], str) for t in split.texts)
+    assert split.labels.dtype == np.int64
+    assert set(np.unique(split.labels)) == {0, 1}
+    assert split.label_names == ["negative", "positive"]
+
+
+def test_embedded_task_has_real_words():
+    split = make_sentiment(1000, seed=1)
+    vocab: set[str] = set()
+    for (text,) in split.texts:
+        assert text[0].isupper() and text.endswith(".")
+        words = re.findall(r"[^\s,.]+", text.lower())
+        assert 3 <= len(words) <= 30
+        assert all(w.isalpha() for w in words), text  # words, not random tokens or ids
+        vocab.update(words)
+    assert len(vocab) >= 60
+    # common English words appear, and sentiment-bearing adjectives too
+    assert {"the", "was", "not", "but"} <= vocab
+    assert len(vocab & {"great", "good", "excellent", "wonderful", "terrible", "awful", "boring", "bad"}) >= 4
+
+
+def test_embedded_task_labels_roughly_balanced():
+    for seed in range(3):
+        frac = make_sentiment(2000, seed=seed).labels.mean()
+        assert 0.45 <= frac <= 0.55
+
+
+def test_embedded_label_noise_flips_a_few_labels_of_the_same_texts():
+    clean, noisy = make_sentiment(4000, seed=2, label_noise=0.0), make_sentiment(4000, seed=2, label_noise=0.05)
+    assert clean.texts == noisy.texts
+    assert 0.03 <= np.mean(clean.labels != noisy.labels) <= 0.07
+
+
+def _naive_bayes_accuracy(train: TextSplit, test: TextSplit) -> float:
+    tok = lambda t: re.findall(r"[a-z]+", t[0].lower())  # noqa: E731
+    vocab = {w: i for i, w in enumerate(sorted({w for t in train.texts for w in tok(t)}))}
+    counts = np.ones((2, len(vocab)))  # Laplace smoothing
+    for t, y in zip(train.texts, train.labels):
+        for w in tok(t):
+            counts[y, vocab[w]] += 1
+    logp = np.log(counts / counts.sum(1, keepdims=True))
+    prior = np.log(np.bincount(train.labels, minlength=2) / len(train))
+    pred = [int(np.argmax(prior + sum(logp[:, vocab[w]] for w in tok(t) if w in vocab))) for t in test.texts]
+    return float(np.mean(np.asarray(pred) == test.labels))
+
+
+def test_embedded_task_is_learnable_from_the_words():
+    # a bag-of-words naive Bayes (which cannot read negation) already beats chance clearly
+    acc = _naive_bayes_accuracy(make_sentiment(1500, seed=0), make_sentiment(500, seed=99))
+    assert acc > 0.65
+
+
+def test_load_data_embedded():
+    cfg = load_config(BASE, ["data.embedded_train_size=120", "data.embedded_eval_size=40", "seed=3"])
+    a, b = load_data(cfg), load_data(cfg)
+    assert (len(a.train), len(a.eval)) == (120, 40)
+    assert a.num_labels == 2 and a.task == "classification"
+    assert a.train.texts == b.train.texts and np.array_equal(a.eval.labels, b.eval.labels)
+    assert a.train.texts[:40] != a.eval.texts  # the evaluation split is drawn separately
+
+
+# ================================================================== local files
+def files_config(train: Path, eval_file: Path | None = None, *extra: str):
+    overrides = ["data.source=files", f"data.train_file={train}", *extra]
+    if eval_file is not None:
+        overrides.append(f"data.eval_file={eval_file}")
+    return load_config(BASE, overrides)
+
+
+def test_csv_single_sentence(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": ["good, very good", "bad", "meh", "fine"], "label": [1, 0, 2, 1]}).to_csv(train, index=False)
+    dev = tmp_path / "dev.csv"
+    pd.DataFrame({"text": ["ok"], "label": [2]}).to_csv(dev, index=False)
+    data = load_data(files_config(train, dev))
+    assert data.train.texts == [("good, very good",), ("bad",), ("meh",), ("fine",)]
+    assert data.train.labels.tolist() == [1, 0, 2, 1] and data.train.labels.dtype == np.int64
+    assert data.eval.texts == [("ok",)] and data.eval.labels.tolist() == [2]
+    assert data.num_labels == 3  # inferred: largest id + 1
+    assert data.task == "classification"
+
+
+def test_tsv_sentence_pair_with_string_labels(tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text('idx\tsentence1\tsentence2\tlabel\n'
+                     '0\tHe said "hi\tA greeting.\tentailment\n'
+                     '1\tCats bark.\tDogs meow.\tnot_entailment\n'
+                     '2\tIt rains.\tIt is wet.\tentailment\n')
+    dev = tmp_path / "dev.tsv"
+    dev.write_text('idx\tsentence1\tsentence2\tlabel\n0\tA\tB\tnot_entailment\n')
+    data = load_data(files_config(train, dev, "data.text_columns=[sentence1, sentence2]"))
+    assert data.train.texts == [('He said "hi', "A greeting."), ("Cats bark.", "Dogs meow."),
+                                ("It rains.", "It is wet.")]  # a quote inside a TSV field is text
+    assert data.train.label_names == ["entailment", "not_entailment"]  # sorted names
+    assert data.train.labels.tolist() == [0, 1, 0]
+    assert data.eval.labels.tolist() == [1]  # the training names map the evaluation labels
+    assert data.num_labels == 2
+
+
+def test_json_array_with_configured_label_names(tmp_path):
+    train = tmp_path / "train.json"
+    rows = [{"premise": f"p{i}", "hypothesis": f"h{i}", "gold": g}
+            for i, g in enumerate(["entailment", "not_entailment", "not_entailment", "entailment"])]
+    train.write_text(json.dumps(rows))
+    data = load_data(files_config(train, None, "data.text_columns=[premise, hypothesis]", "data.label_column=gold",
+                                  "data.label_names=[not_entailment, entailment]"))
+    # no eval file: a seeded 10 % (here 1 row) is held out
+    assert len(data.train) == 3 and len(data.eval) == 1
+    everything = {t: y for split in (data.train, data.eval) for t, y in zip(split.texts, split.labels.tolist())}
+    assert everything == {("p0", "h0"): 1, ("p1", "h1"): 0, ("p2", "h2"): 0, ("p3", "h3"): 1}
+    assert data.train.label_names == ["not_entailment", "entailment"]
+
+
+def test_jsonl_with_integral_float_labels(tmp_path):
+    train = tmp_path / "train.jsonl"
+    labels = [0.0, 1.0, 2.0, 10.0, 1.0, 2.0, 0.0, 10.0, 1.0, 2.0, 0.0]
+    train.write_text("".join(json.dumps({"text": f"t{i}", "label": y}) + "\n" for i, y in enumerate(labels)))
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(json.dumps({"text": "d", "label": 10.0}) + "\n")
+    data = load_data(files_config(train, dev))
+    # 0.0/1.0/... are class ids, not names sorted as strings ("10.0" < "2.0")
+    assert data.train.labels.tolist() == [0, 1, 2, 10, 1, 2, 0, 10, 1, 2, 0]
+    assert data.train.label_names is None
+    assert data.eval.labels.tolist() == [10]
+    assert data.num_labels == 11
+
+
+def test_parquet_regression_sentence_pair(tmp_path):
+    train = tmp_path / "train.parquet"
+    pd.DataFrame({"s1": ["a", "b", "c"], "s2": ["x", "y", "z"], "score": [0.5, 2.25, 4.0]}).to_parquet(train)
+    dev = tmp_path / "dev.parquet"
+    pd.DataFrame({"s1": ["d"], "s2": ["w"], "score": [3.5]}).to_parquet(dev)
+    data = load_data(files_config(train, dev, "data.text_columns=[s1, s2]", "data.label_column=score",
+                                  "data.task=regression"))
+    assert data.task == "regression" and data.num_labels == 1
+    assert data.train.texts == [("a", "x"), ("b", "y"), ("c", "z")]
+    assert data.train.labels.dtype == np.float32
+    assert data.train.labels.tolist() == [0.5, 2.25, 4.0]
+    assert data.eval.labels.tolist() == [3.5]
+
+
+def test_held_out_split_is_seeded_and_disjoint(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": [f"row {i}" for i in range(50)], "label": [i % 2 for i in range(50)]}).to_csv(
+        train, index=False)
+    a, b = load_data(files_config(train)), load_data(files_config(train))
+    assert (len(a.train), len(a.eval)) == (45, 5)
+    assert a.eval.texts == b.eval.texts
+    assert set(a.train.texts).isdisjoint(a.eval.texts)
+    assert set(a.train.texts) | set(a.eval.texts) == {(f"row {i}",) for i in range(50)}
+    other = load_data(load_config(BASE, ["data.source=files", f"data.train_file={train}", "seed=1"]))
+    assert other.eval.texts != a.eval.texts
+
+
+def test_missing_column_lists_the_columns(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"sentence": ["a", "b"], "label": [0, 1]}).to_csv(train, index=False)
+    with pytest.raises(DataError) as info:
+        load_data(files_config(train))  # text_columns defaults to [text]
+    msg = str(info.value)
+    assert str(train) in msg and "'text'" in msg and "['sentence', 'label']" in msg
+
+
+def test_missing_label_column(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"text": "a", "y": 0}\n{"text": "b", "y": 1}\n')
+    with pytest.raises(DataError, match=r"'label'.*\['text', 'y'\]"):
+        load_data(files_config(train))
+
+
+def test_empty_file(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        load_data(files_config(train))
+
+
+def test_header_only_file_has_no_rows(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n")
+    with pytest.raises(DataError) as info:
+        load_data(files_config(train))
+    assert str(train) in str(info.value) and "no rows" in str(info.value)
+
+
+def test_labels_out_of_range_for_num_labels(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": list("abcd"), "label": [0, 1, 2, 1]}).to_csv(train, index=False)
+    dev = tmp_path / "dev.csv"
+    pd.DataFrame({"text": ["e"], "label": [0]}).to_csv(dev, index=False)
+    with pytest.raises(DataError) as info:
+        load_data(files_config(train, dev, "data.num_labels=2"))
+    msg = str(info.value)
+    assert str(train) in msg and "num_labels=2" in msg and "[0, 1]" in msg and "0..2" in msg
+
+
+def test_evaluation_labels_out_of_range(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": list("abcd"), "label": [0, 1, 0, 1]}).to_csv(train, index=False)
+    dev = tmp_path / "dev.csv"
+    pd.DataFrame({"text": ["e", "f"], "label": [1, 3]}).to_csv(dev, index=False)
+    with pytest.raises(DataError) as info:
+        load_data(files_config(train, dev))
+    msg = str(info.value)
+    assert str(dev) in msg and "num_labels=2" in msg
+
+
+def test_unknown_string_label_for_configured_names(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": ["a", "b"], "label": ["pos", "neutral"]}).to_csv(train, index=False)
+    with pytest.raises(DataError, match="'neutral'.*not one of"):
+        load_data(files_config(train, None, "data.label_names=[neg, pos]"))
+
+
+def test_evaluation_label_unseen_in_training(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": ["a", "b"], "label": ["entailment", "not_entailment"]}).to_csv(train, index=False)
+    dev = tmp_path / "dev.csv"
+    pd.DataFrame({"text": ["c"], "label": ["contradiction"]}).to_csv(dev, index=False)
+    with pytest.raises(DataError, match="contradiction"):
+        load_data(files_config(train, dev))
+
+
+def test_negative_label(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": ["a", "b"], "label": [-1, 1]}).to_csv(train, index=False)
+    with pytest.raises(DataError, match="negative"):
+        load_data(files_config(train))
+
+
+def test_missing_label_value(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": null}\n')
+    with pytest.raises(DataError, match="missing"):
+        load_data(files_config(train))
+
+
+def test_single_class_is_not_a_classification_task(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": list("abcdefghijkl"), "label": ["same"] * 12}).to_csv(train, index=False)
+    with pytest.raises(DataError, match="two classes"):
+        load_data(files_config(train))
+
+
+def test_regression_needs_numbers(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": ["a", "b"], "label": ["high", "low"]}).to_csv(train, index=False)
+    with pytest.raises(DataError, match="numbers"):
+        load_data(files_config(train, None, "data.task=regression"))
+
+
+def test_missing_and_unsupported_files(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        _load_file(str(tmp_path / "absent.csv"))
+    other = tmp_path / "train.txt"
+    other.write_text("a\n")
+    with pytest.raises(DataError, match="unsupported"):
+        _load_file(str(other))
+
+
+def test_hub_failure_is_a_data_error(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    cfg = load_config(BASE, ["data.source=hub", "data.name=glue", "data.subset=sst2", "data.eval_split=validation"])
+    with pytest.raises(DataError, match=r"'glue' \(sst2\).*ConnectionError"):
+        load_data(cfg)
+
+
+# ================================================================== partitions
+def class_labels(n=2000, classes=10, seed=0):
+    return np.random.default_rng(seed).integers(classes, size=n)
+
+
+def assert_exact_cover(parts, n):
+    for p in parts:
+        assert p.dtype == np.int64
+        assert np.all(np.diff(p) > 0)  # sorted, no duplicates within a client
+    together = np.sort(np.concatenate(parts))
+    assert np.array_equal(together, np.arange(n))  # every row exactly once
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_partition_covers_every_row_once_and_no_client_is_empty(kind):
+    labels = class_labels()
+    parts = partition(labels, 10, kind, seed=0, alpha=0.5, labels_per_client=2)
+    assert len(parts) == 10
+    assert all(len(p) > 0 for p in parts)
+    assert_exact_cover(parts, len(labels))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_partition_is_reproducible_and_seed_dependent(kind):
+    labels = class_labels()
+    a = partition(labels, 8, kind, seed=11, alpha=0.5, labels_per_client=3)
+    b = partition(labels, 8, kind, seed=11, alpha=0.5, labels_per_client=3)
+    c = partition(labels, 8, kind, seed=12, alpha=0.5, labels_per_client=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(len(x) == len(y) and np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_iid_sizes_differ_by_at_most_one():
+    parts = partition(class_labels(n=1003), 10, "iid", seed=0)
+    sizes = [len(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 1003
+
+
+def mean_tv_distance(labels, parts, classes):
+    overall = np.bincount(labels, minlength=classes) / len(labels)
+    tvs = []
+    for p in parts:
+        local = np.bincount(labels[p], minlength=classes) / len(p)
+        tvs.append(0.5 * np.abs(local - overall).sum())
+    return float(np.mean(tvs))
+
+
+def test_dirichlet_skew_grows_as_alpha_shrinks():
+    labels = class_labels(n=3000, classes=5)
+    skew = {}
+    for alpha in (100.0, 1.0, 0.1):
+        skew[alpha] = np.mean([mean_tv_distance(labels, partition(labels, 10, "dirichlet", seed=s, alpha=alpha), 5)
+                               for s in range(5)])
+    assert skew[100.0] < skew[1.0] < skew[0.1]
+    assert skew[100.0] < 0.1  # close to IID
+    assert skew[0.1] > 0.45  # most clients dominated by one or two classes
+    iid = np.mean([mean_tv_distance(labels, partition(labels, 10, "iid", seed=s), 5) for s in range(5)])
+    assert iid < skew[1.0]
+
+
+def test_label_distribution_by_hand():
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    dist = label_distribution(labels, [np.array([0, 1, 2]), np.array([3, 4, 5])], 3)
+    assert dist.tolist() == [[2 / 3, 1 / 3, 0.0], [0.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_label_skew_gives_each_client_at_most_k_labels(k):
+    labels = class_labels(classes=10)
+    for seed in range(3):
+        parts = partition(labels, 10, "label_skew", seed=seed, labels_per_client=k)
+        held = [set(np.unique(labels[p]).tolist()) for p in parts]
+        assert all(len(h) == k for h in held)  # every class has plenty of rows: exactly k
+        assert set().union(*held) == set(range(10))
+        assert_exact_cover(parts, len(labels))
+
+
+def test_label_skew_covers_every_class_with_fewer_clients_than_classes():
+    labels = class_labels(classes=10)
+    for seed in range(5):
+        parts = partition(labels, 4, "label_skew", seed=seed, labels_per_client=3)  # 4 x 3 >= 10
+        assert all(len(np.unique(labels[p])) <= 3 for p in parts)
+        assert_exact_cover(parts, len(labels))
+
+
+def test_label_skew_that_cannot_hold_every_class_warns(caplog):
+    labels = class_labels(classes=10)
+    with caplog.at_level(logging.WARNING, logger="fedranklite.data"):
+        parts = partition(labels, 2, "label_skew", seed=0, labels_per_client=2)
+    held = [set(np.unique(labels[p]).tolist()) for p in parts]
+    assert all(len(h) == 2 for h in held)
+    used = np.concatenate(parts)
+    assert len(np.unique(used)) == len(used)  # still no row twice
+    assert set(np.unique(labels[used]).tolist()) == set().union(*held)
+    assert "cannot hold all 10 classes" in caplog.text
+
+
+def test_label_skew_k_above_the_number_of_classes_is_all_classes():
+    labels = class_labels(classes=3)
+    parts = partition(labels, 4, "label_skew", seed=0, labels_per_client=5)
+    assert all(len(np.unique(labels[p])) == 3 for p in parts)
+    assert_exact_cover(parts, len(labels))
+
+
+def test_regression_targets_are_binned_into_quantiles():
+    targets = np.random.default_rng(0).permutation(np.arange(100, dtype=np.float32))
+    bins = partition_labels(targets, "regression", num_bins=4)
+    # quartile edges 24.75, 49.5, 74.25: values 0..24 -> 0, 25..49 -> 1, 50..74 -> 2, 75..99 -> 3
+    assert np.array_equal(bins, (targets // 25).astype(np.int64))
+    assert np.bincount(bins).tolist() == [25, 25, 25, 25]
+    classes = np.array([3, 1, 2])
+    assert partition_labels(classes, "classification", 4).tolist() == [3, 1, 2]
+
+
+def test_label_partition_of_regression_targets_uses_the_bins():
+    targets = np.random.default_rng(1).permutation(np.arange(200, dtype=np.float32)) / 40.0  # 0 .. 4.975
+    parts = partition(targets, 4, "label_skew", seed=0, task="regression", num_bins=4, labels_per_client=1)
+    quartile = (targets * 40 // 50).astype(int)  # 50 values per quartile
+    assert sorted(len(set(quartile[p].tolist())) for p in parts) == [1, 1, 1, 1]
+    assert sorted(int(quartile[p][0]) for p in parts) == [0, 1, 2, 3]
+    assert_exact_cover(parts, 200)
+    parts = partition(targets, 5, "dirichlet", seed=0, task="regression", num_bins=5, alpha=0.5)
+    assert_exact_cover(parts, 200)
+    assert all(len(p) > 0 for p in parts)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_max_per_client_caps(kind):
+    labels = class_labels(n=1000)
+    full = partition(labels, 5, kind, seed=3, alpha=1.0, labels_per_client=4)
+    capped = partition(labels, 5, kind, seed=3, alpha=1.0, labels_per_client=4, max_per_client=50)
+    for f, c in zip(full, capped):
+        assert len(c) == min(50, len(f))
+        assert np.isin(c, f).all()
+        assert np.all(np.diff(c) > 0)
+    assert all(len(f) > 50 for f in full)
+
+
+def test_more_clients_than_rows_is_a_data_error():
+    with pytest.raises(DataError, match="5 clients but only 4"):
+        partition(np.array([0, 1, 0, 1]), 5, "iid", seed=0)
+
+
+def test_label_skew_leaving_a_client_empty_is_a_data_error():
+    labels = np.array([0] * 10 + [1])  # class 1 has one row but two holders (clients 1 and 3)
+    with pytest.raises(DataError, match=r"label_skew.*without data"):
+        partition(labels, 4, "label_skew", seed=0, labels_per_client=1)
+
+
+def test_dirichlet_impossible_is_a_data_error():
+    labels = np.arange(10) % 2
+    with pytest.raises(DataError, match="alpha"):
+        partition(labels, 10, "dirichlet", seed=0, alpha=0.001)
+
+
+def test_dirichlet_with_fewer_than_two_rows_per_client_on_average():
+    labels = np.arange(15) % 3  # 15 rows over 10 clients: one row each is the best anyone can ask
+    parts = partition(labels, 10, "dirichlet", seed=0, alpha=100.0)
+    assert all(len(p) >= 1 for p in parts)
+    assert_exact_cover(parts, 15)
+
+
+def test_one_client_gets_everything():
+    labels = class_labels(n=50)
+    for kind in KINDS:
+        parts = partition(labels, 1, kind, seed=0, labels_per_client=10)
+        assert_exact_cover(parts, 50)
+
+
+def test_unknown_partition_kind():
+    assert set(PARTITIONS) == set(KINDS)
+    with pytest.raises(KeyError, match="dirichlet"):
+        partition(class_labels(), 2, "pathological", seed=0)
+
+
+def test_text_split_subset():
+    split = TextSplit([("a",), ("b",), ("c",)], np.array([0, 1, 0]), ["n", "p"])
+    sub = split.subset([2, 0])
+    assert sub.texts == [("c",), ("a",)] and sub.labels.tolist() == [0, 0] and sub.label_names == ["n", "p"]
