@@ -40,3 +40,9 @@ def tiny_config(tmp_path):
         return validate(tiny_tree(tmp_path, **sections))
 
     return make
+
+
+# The tiny model gains nothing from threads, and two cores shared with other processes thrash.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

@@ -65,21 +65,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         return (f"round {rec['round']}/{total}  {engine.metric}={_format_score(rec['score'])}  "
                 f"sim={rec['sim_time']:.1f}s  stragglers={len(rec['stragglers'])}  ranks[{ranks}]")
 
-    if args.quiet:
-        summary = engine.run(on_round=lambda rec: log.info(describe(rec)))
-    else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from .checkpoint import ResumeError
 
-        with Progress(TextColumn("[bold blue]rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=console) as progress:
-            task = progress.add_task("starting", total=total)
-
-            def on_round(rec: dict) -> None:
-                progress.update(task, advance=1, description=describe(rec).split("  ", 1)[1])
-
-            summary = engine.run(on_round=on_round)
+    try:
+        summary = _run_with_progress(engine, args, console, describe, log, total)
+    except ResumeError as exc:
+        console.print(f"[bold red]cannot resume[/]: {exc}", highlight=False)
+        return 2
     print_summary(console, summary, cfg.results_dir)
     return 0
+
+
+def _run_with_progress(engine, args, console, describe, log, total) -> dict:
+    if args.quiet:
+        return engine.run(on_round=lambda rec: log.info(describe(rec)), resume=args.resume)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold blue]rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console) as progress:
+        task = progress.add_task("starting", total=total)
+
+        def on_round(rec: dict) -> None:
+            progress.update(task, completed=rec["round"], description=describe(rec).split("  ", 1)[1])
+
+        return engine.run(on_round=on_round, resume=args.resume)
 
 
 def print_summary(console, summary: dict, results_dir) -> None:
@@ -119,8 +128,60 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set federation.num_rounds=3 (repeatable)")
     run.add_argument("--quiet", "-q", action="store_true", help="log lines instead of a progress bar")
+    run.add_argument("--resume", action="store_true",
+                     help="continue a killed run from results/<experiment_name>/checkpoint.pt (same config)")
     run.set_defaults(func=cmd_run)
+
+    plot = sub.add_parser("plot", help="write PNG figures of a finished (or running) experiment")
+    plot.add_argument("results", nargs="+", help="results folder(s), e.g. results/lite_iid")
+    plot.add_argument("--out", help="folder for the PNGs (default: <results>/plots)")
+    plot.set_defaults(func=cmd_plot)
+
+    compare = sub.add_parser("compare", help="table of headline metrics of several runs")
+    compare.add_argument("results", nargs="+", help="results folders")
+    compare.add_argument("--plot", metavar="PNG", help="also plot every run's score vs simulated time here")
+    compare.set_defaults(func=cmd_compare)
     return parser
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .plots import ResultsError, plot_run
+
+    console = Console(stderr=True)
+    for folder in args.results:
+        try:
+            paths = plot_run(folder, args.out)
+        except ResultsError as exc:
+            console.print(f"[bold red]error[/]: {exc}", highlight=False)
+            return 2
+        for path in paths:
+            print(path)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .plots import ResultsError, compare_rows, plot_compare
+
+    console = Console()
+    try:
+        header, rows = compare_rows(args.results)
+    except ResultsError as exc:
+        Console(stderr=True).print(f"[bold red]error[/]: {exc}", highlight=False)
+        return 2
+    table = Table(title="FedRankLite runs")
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i < 3 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if args.plot:
+        print(plot_compare(args.results, args.plot))
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

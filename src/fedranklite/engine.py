@@ -12,7 +12,6 @@ on a single resident model.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +21,19 @@ import numpy as np
 import torch
 
 from .aggregation import AGGREGATORS, Contribution
+from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .client import ClientResult, Encoded, TrainSettings, encode, evaluate, train_client
 from .config import Config, dump_config
 from .data import LoadedData, load_data, partition
-from .metrics import SCORE_METRICS, RoundLog, default_metric, fairness, reached, summarize, write_json_atomic
+from .metrics import (SCORE_METRICS, RoundLog, default_metric, fairness, reached, rewrite_round_log, summarize,
+                      write_json_atomic)
 from .models import FedModel, MemoryProfile, build_model
 from .ranks import State, num_bytes, truncate
 from .schedulers import Clients, Reports, build_scheduler
 from .stragglers import STRAGGLER_POLICIES
 from .timing import TimeModel, comm_seconds
+from .tracking import open_trackers
+from .validation import reject_reasons
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +198,17 @@ class Engine:
             sim[i] = comm_seconds(res.bytes_down + res.bytes_up, tier.bandwidth_mbps) + compute
             sim_throughput[i] = res.num_samples / compute if compute > 0 else np.nan
             self.time_model.observe(res.wall_seconds, res.num_samples)
-        # step 5: deadline policy
+        # step 5: deadline policy, then the update checks (NaN/Inf, shapes, ranks, norm outliers)
         outcome = self.policy.resolve(sim, [res.finished for res in results], [res.steps > 0 for res in results],
                                       cfg.deadline.seconds)
+        rejected = reject_reasons([res.update for res in results], [res.rank for res in results], st.global_state,
+                                  cfg.federation.max_update_norm_ratio)
+        for res, reason in zip(results, rejected):
+            if reason is not None:
+                log.warning("round %d: update of client %d rejected: %s", r, res.cid, reason)
         # step 6: aggregation over accepted updates
         accepted = [Contribution(res.update, res.rank, res.num_samples)
-                    for res, ok in zip(results, outcome.accepted) if ok]
+                    for res, ok, reason in zip(results, outcome.accepted, rejected) if ok and reason is None]
         if accepted:
             st.global_state = self.aggregate(st.global_state, accepted)
         # step 7: evaluation and the round record
@@ -210,7 +218,7 @@ class Engine:
                                   cfg.evaluation.batch_size, self.device, self.settings.regression, self.extra_metrics)
         st.sim_time += outcome.round_time
         st.round_idx = r
-        record = self._record(r, results, sim, sim_throughput, outcome, out_of_memory, evaluation,
+        record = self._record(r, results, sim, sim_throughput, outcome, rejected, out_of_memory, evaluation,
                               time.perf_counter() - wall_start)
         st.records.append(record)
         if st.reached_at is None and reached(record["score"], cfg.evaluation.target, self.higher_is_better):
@@ -221,12 +229,14 @@ class Engine:
                                           outcome.straggler))
         return record
 
-    def _record(self, r, results, sim, sim_throughput, outcome, out_of_memory, evaluation, wall) -> dict:
+    def _record(self, r, results, sim, sim_throughput, outcome, rejected, out_of_memory, evaluation, wall) -> dict:
         clients = []
         for i, res in enumerate(results):
             status = "accepted" if outcome.accepted[i] else "dropped"
             if outcome.accepted[i] and not res.finished:
                 status = "partial"
+            if rejected[i] is not None:
+                status = "rejected"
             clients.append({
                 "cid": res.cid, "tier": self.fed.tier_of[res.cid], "rank": res.rank, "status": status,
                 "straggler": bool(outcome.straggler[i]), "steps": res.steps, "planned_steps": res.planned_steps,
@@ -235,6 +245,7 @@ class Engine:
                 "throughput": _finite(res.throughput), "sim_throughput": _finite(sim_throughput[i]),
                 "wall_seconds": res.wall_seconds, "sim_seconds": float(sim[i]),
                 "bytes_down": res.bytes_down, "bytes_up": res.bytes_up, "peak_memory_mb": res.peak_memory_mb,
+                "reject_reason": rejected[i],
             })
         straggler_ids = [res.cid for res, s in zip(results, outcome.straggler) if s]
         return {
@@ -243,6 +254,7 @@ class Engine:
             "ranks": {str(c["cid"]): c["rank"] for c in clients},
             "clients": clients,
             "out_of_memory": out_of_memory,
+            "rejected": {str(res.cid): reason for res, reason in zip(results, rejected) if reason is not None},
             "stragglers": straggler_ids,
             "compliant": not straggler_ids,
             "round_sim_seconds": float(outcome.round_time),
@@ -271,27 +283,62 @@ class Engine:
                                                    for n in cfg.tiers},
                                 "final_eval": self.state.records[-1]["eval"] if self.state.records else None})
 
-    def run(self, on_round: Optional[Callable[[dict], None]] = None) -> dict:
+    # ---- checkpoints
+    def checkpoint_payload(self) -> dict:
+        st = self.state
+        return {"round_idx": st.round_idx, "sim_time": st.sim_time, "reached_at": st.reached_at,
+                "global_state": st.global_state, "records": st.records,
+                "scheduler": self.scheduler.state_dict(), "time_model": self.time_model.state_dict(),
+                "rng": rng_state(), "config": self.cfg.to_dict()}
+
+    def restore(self, payload: dict) -> None:
+        if payload["config"] != self.cfg.to_dict():
+            raise ResumeError(f"{self.cfg.results_dir / CHECKPOINT_NAME}: the checkpoint was written with a "
+                              f"different configuration; resume with the same config and --set values")
+        self.state = RunState(global_state=payload["global_state"], round_idx=payload["round_idx"],
+                              sim_time=payload["sim_time"], records=payload["records"],
+                              reached_at=payload["reached_at"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.time_model.load_state_dict(payload["time_model"])
+        set_rng_state(payload["rng"])
+
+    def run(self, on_round: Optional[Callable[[dict], None]] = None, resume: bool = False) -> dict:
         cfg = self.cfg
         out = cfg.results_dir
         out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.restore(load_checkpoint(out / CHECKPOINT_NAME))
+            # rounds.jsonl may hold a round finished after the last checkpoint: rewrite it from the checkpoint
+            rewrite_round_log(out / "rounds.jsonl", self.state.records)
+            log.info("resuming %s after round %d", cfg.experiment_name, self.state.round_idx)
+        else:
+            (out / CHECKPOINT_NAME).unlink(missing_ok=True)
         dump_config(cfg, out / "config.yaml")
-        rounds_log = RoundLog(out / "rounds.jsonl")
+        trackers = open_trackers(cfg.metrics.tracking, out, cfg.to_dict())
+        rounds_log = RoundLog(out / "rounds.jsonl", append=resume)
         try:
-            while self.state.round_idx < cfg.federation.num_rounds:
+            while self.state.round_idx < cfg.federation.num_rounds and not self._target_stop():
                 record = self.run_round()
                 rounds_log.write(record)
+                if cfg.metrics.checkpoint:
+                    save_checkpoint(out / CHECKPOINT_NAME, self.checkpoint_payload())
                 write_json_atomic(out / "metrics.json", self.summary())
+                for tracker in trackers:
+                    tracker.log_round(record)
                 if on_round is not None:
                     on_round(record)
-                if cfg.evaluation.stop_at_target and self.state.reached_at is not None:
-                    log.info("target %s reached at round %d: stopping", cfg.evaluation.target, self.state.reached_at)
-                    break
+            if self._target_stop():
+                log.info("target %s reached at round %d: stopped", cfg.evaluation.target, self.state.reached_at)
         finally:
             rounds_log.close()
+            for tracker in trackers:
+                tracker.close()
         summary = self.summary()
         write_json_atomic(out / "metrics.json", summary)
         return summary
+
+    def _target_stop(self) -> bool:
+        return self.cfg.evaluation.stop_at_target and self.state.reached_at is not None
 
 
 def _finite(x: float) -> Optional[float]:

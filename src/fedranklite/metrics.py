@@ -181,9 +181,17 @@ def _mean_dicts(dicts: Iterable[dict]) -> dict:
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file.
     NaN and infinities are written as null, so the file is strict JSON."""
+    write_text_atomic(path, json.dumps(json_ready(data), indent=2, allow_nan=False))  # fails before any write
+
+
+def rewrite_round_log(path: str | Path, records: Sequence[dict]) -> None:
+    """Replace rounds.jsonl atomically with exactly `records` (used when resuming from a checkpoint)."""
+    write_text_atomic(path, "".join(json.dumps(json_ready(r), allow_nan=False) + "\n" for r in records))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(json_ready(data), indent=2, allow_nan=False)  # fails before any file is touched
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:

@@ -1,0 +1,174 @@
+"""`fedranklite plot` and `fedranklite compare`: figures and tables from a run's results folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .metrics import RoundLog
+
+
+class ResultsError(FileNotFoundError):
+    """A folder that does not hold FedRankLite results."""
+
+
+def load_run(folder: str | Path) -> tuple[dict, list[dict]]:
+    """(metrics.json summary, rounds.jsonl records) of a results folder."""
+    folder = Path(folder)
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.exists():
+        raise ResultsError(f"{folder}: no metrics.json here (expected results/<experiment_name>/)")
+    summary = json.loads(metrics_path.read_text())
+    records = RoundLog.read(folder / "rounds.jsonl")
+    return summary, records
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(summary: dict, folder: Path) -> str:
+    return summary.get("experiment_name") or folder.name
+
+
+def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[Path]:
+    """Write the four standard figures of one run; returns their paths."""
+    folder = Path(folder)
+    summary, records = load_run(folder)
+    out = Path(out_dir) if out_dir else folder / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    name = _label(summary, folder)
+    metric = summary.get("metric", "score")
+    written = []
+
+    # 1. score vs simulated time, with the target line
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    evaluated = [r for r in records if r.get("score") is not None]
+    ax.plot([r["sim_time"] for r in evaluated], [r["score"] for r in evaluated], marker="o", label=name)
+    if summary.get("target") is not None:
+        ax.axhline(summary["target"], color="red", linestyle="--", linewidth=1, label=f"target {summary['target']}")
+    ttt = summary.get("time_to_target") or {}
+    if ttt.get("sim_seconds") is not None:
+        ax.axvline(ttt["sim_seconds"], color="gray", linestyle=":", linewidth=1,
+                   label=f"reached at round {ttt['round']} ({ttt['sim_seconds']:.0f} s)")
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{name}: {metric} vs simulated time")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    written.append(_save(fig, out / "score_vs_time.png", plt))
+
+    # 2. rank per client per round (heatmap; blank = not selected, x = straggler, o = rejected/out of memory)
+    seen = [int(c) for r in records for c in r["ranks"]]
+    num_clients = int(summary.get("num_clients") or (1 + max(seen, default=0)))
+    grid = np.full((num_clients, max(len(records), 1)), np.nan)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(records) + 3), max(3, 0.3 * num_clients + 1.5)))
+    for j, rec in enumerate(records):
+        for cid, rank in rec["ranks"].items():
+            grid[int(cid), j] = rank
+        for cid in rec["stragglers"]:
+            ax.text(j, int(cid), "x", ha="center", va="center", color="white", fontsize=9, fontweight="bold")
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="LoRA rank")
+    ax.set_xticks(range(len(records)), [str(r["round"]) for r in records])
+    ax.set_yticks(range(num_clients))
+    ax.set_xlabel("round")
+    ax.set_ylabel("client")
+    ax.set_title(f"{name}: rank per client per round (blank: not selected, x: straggler)")
+    written.append(_save(fig, out / "ranks_heatmap.png", plt))
+
+    # 3. per-client loss percentiles per round
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    rounds = [r["round"] for r in records]
+    keys = list((records[0]["fairness"] if records else {}).keys())
+    for key in keys:
+        ax.plot(rounds, [r["fairness"].get(key) if r["fairness"].get(key) is not None else np.nan for r in records],
+                marker=".", label=key)
+    if len(keys) >= 2:
+        lo = [r["fairness"].get(keys[0]) or np.nan for r in records]
+        hi = [r["fairness"].get(keys[-1]) or np.nan for r in records]
+        ax.fill_between(rounds, lo, hi, alpha=0.15)
+    ax.set_xlabel("round")
+    ax.set_ylabel("client loss (global model, before local training)")
+    ax.set_title(f"{name}: per-client loss percentiles")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    written.append(_save(fig, out / "client_loss_percentiles.png", plt))
+
+    # 4. bytes per round
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    x = np.arange(len(records))
+    ax.bar(x - 0.2, [r["bytes_down"] / 1e6 for r in records], width=0.4, label="down (server to clients)")
+    ax.bar(x + 0.2, [r["bytes_up"] / 1e6 for r in records], width=0.4, label="up (clients to server)")
+    ax.set_xticks(x, [str(r) for r in rounds])
+    ax.set_xlabel("round")
+    ax.set_ylabel("MB per round (all clients)")
+    ax.set_title(f"{name}: communication per round")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    written.append(_save(fig, out / "bytes_per_round.png", plt))
+    return written
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def compare_rows(folders: Sequence[str | Path]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row of headline metrics per run."""
+    header = ["run", "scheduler", "aggregation", "final", "best", "to target (round / sim s)", "compliance %",
+              "stragglers", "client loss p50", "KB up / client-round", "sim time (s)"]
+    rows = []
+    for folder in folders:
+        s, _ = load_run(folder)
+        ttt = s.get("time_to_target") or {}
+        fair = s.get("fairness_final") or {}
+        p50 = fair.get("p50")
+        rows.append([
+            _label(s, Path(folder)), str(s.get("scheduler", "")), str(s.get("aggregation", "")),
+            _fmt(s.get("final_score")), _fmt(s.get("best_score")),
+            "not reached" if ttt.get("round") is None else f"{ttt['round']} / {ttt['sim_seconds']:.1f}",
+            _fmt(s.get("deadline_compliance_pct"), 0), str(s.get("stragglers_total", "")), _fmt(p50),
+            _fmt(s["bytes"]["up_per_client_per_round"] / 1024, 1), _fmt(s.get("sim_time_total"), 1),
+        ])
+    return header, rows
+
+
+def _fmt(x, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def plot_compare(folders: Sequence[str | Path], path: str | Path) -> Path:
+    """Several runs' score vs simulated time on one figure."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    target = None
+    metric = "score"
+    for folder in folders:
+        s, records = load_run(folder)
+        evaluated = [r for r in records if r.get("score") is not None]
+        ax.plot([r["sim_time"] for r in evaluated], [r["score"] for r in evaluated], marker="o",
+                label=_label(s, Path(folder)))
+        target = s.get("target", target)
+        metric = s.get("metric", metric)
+    if target is not None:
+        ax.axhline(target, color="red", linestyle="--", linewidth=1, label=f"target {target}")
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs simulated time")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, path, plt)

@@ -1,0 +1,72 @@
+"""Checks on client updates before they are aggregated (pure). A rejected update is logged with its
+reason and left out of the round; the round goes on with the others.
+
+Rejected: a missing or unexpected tensor, a shape that is not the assigned rank's (a rank above what
+was assigned shows up here), NaN/Inf values, and an update whose distance from the global adapter is
+more than `max_norm_ratio` times the round's median distance (needs at least 3 updates).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .ranks import rank_dim, truncate
+
+
+def structural_problem(update: Mapping[str, torch.Tensor], rank: int,
+                       global_state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """Why `update` is not a valid rank-`rank` update of `global_state` (None: it is)."""
+    missing = sorted(set(global_state) - set(update))
+    extra = sorted(set(update) - set(global_state))
+    if missing:
+        return f"missing tensors: {missing[:3]}{' ...' if len(missing) > 3 else ''}"
+    if extra:
+        return f"unexpected tensors: {extra[:3]}{' ...' if len(extra) > 3 else ''}"
+    for name, ref in global_state.items():
+        tensor = update[name]
+        axis = rank_dim(name)
+        expected = list(ref.shape)
+        if axis is not None:
+            expected[axis] = rank
+        if list(tensor.shape) != expected:
+            if axis is not None and tensor.dim() == ref.dim() and tensor.shape[axis] > rank:
+                return f"{name}: rank {tensor.shape[axis]} above the assigned rank {rank}"
+            return f"{name}: shape {tuple(tensor.shape)}, expected {tuple(expected)}"
+        if not torch.isfinite(tensor).all():
+            return f"{name}: contains NaN or Inf"
+    return None
+
+
+def update_distance(update: Mapping[str, torch.Tensor], rank: int, global_state: Mapping[str, torch.Tensor]) -> float:
+    """L2 norm of (update - the rank-r global it started from), over all tensors."""
+    start = truncate(global_state, rank)
+    total = 0.0
+    for name, tensor in update.items():
+        total += float(torch.sum((tensor.double() - start[name].double()) ** 2))
+    return total ** 0.5
+
+
+def norm_outliers(distances: Sequence[float], max_norm_ratio: float) -> np.ndarray:
+    """Bool mask of distances above max_norm_ratio x the median (none flagged with fewer than 3)."""
+    d = np.asarray(distances, dtype=np.float64)
+    if d.size < 3:
+        return np.zeros(d.size, dtype=bool)
+    median = float(np.median(d))
+    return d > max_norm_ratio * max(median, 1e-12)
+
+
+def reject_reasons(updates: Sequence[Mapping[str, torch.Tensor]], ranks: Sequence[int],
+                   global_state: Mapping[str, torch.Tensor], max_norm_ratio: Optional[float]) -> list[Optional[str]]:
+    """One reason per update (None: accepted by these checks)."""
+    reasons = [structural_problem(u, r, global_state) for u, r in zip(updates, ranks)]
+    if max_norm_ratio is None:
+        return reasons
+    ok = [i for i, reason in enumerate(reasons) if reason is None]
+    distances = [update_distance(updates[i], ranks[i], global_state) for i in ok]
+    for i, outlier, dist in zip(ok, norm_outliers(distances, max_norm_ratio), distances):
+        if outlier:
+            reasons[i] = (f"update norm {dist:.3g} is more than {max_norm_ratio:g}x the round's median "
+                          f"{float(np.median(distances)):.3g}")
+    return reasons
