@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.set)
     except ConfigError as exc:
-        console.print(f"[bold red]config error[/]: {exc}", highlight=False)
+        console.print(f"[bold red]config error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     _offline_when_local(cfg)
     from .data import DataError
@@ -51,14 +51,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         engine = build_engine(cfg)
     except (DataError, ModelError) as exc:
-        console.print(f"[bold red]error[/]: {exc}", highlight=False)
+        console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     log = logging.getLogger("fedranklite")
     total = cfg.federation.num_rounds
     console.print(f"[bold]{cfg.experiment_name}[/]: {engine.fed.num_clients} clients, {cfg.federation.clients_per_round}"
                   f"/round, scheduler={cfg.federation.scheduler.type}, aggregation={cfg.federation.aggregation}, "
                   f"policy={cfg.deadline.straggler_policy}, deadline={cfg.deadline.seconds}, "
-                  f"model={cfg.model.name} (set up in {time.perf_counter() - start:.1f}s)", highlight=False)
+                  f"model={cfg.model.name} (set up in {time.perf_counter() - start:.1f}s)", highlight=False, soft_wrap=True)
 
     def describe(rec: dict) -> str:
         ranks = " ".join(f"{c}:{r}" for c, r in rec["ranks"].items())
@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = _run_with_progress(engine, args, console, describe, log, total)
     except ResumeError as exc:
-        console.print(f"[bold red]cannot resume[/]: {exc}", highlight=False)
+        console.print(f"[bold red]cannot resume[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     print_summary(console, summary, cfg.results_dir)
     return 0
@@ -154,7 +154,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         try:
             paths = plot_run(folder, args.out)
         except ResultsError as exc:
-            console.print(f"[bold red]error[/]: {exc}", highlight=False)
+            console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
             return 2
         for path in paths:
             print(path)
@@ -167,11 +167,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from .plots import ResultsError, compare_rows, plot_compare
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get the whole table
     try:
         header, rows = compare_rows(args.results)
     except ResultsError as exc:
-        Console(stderr=True).print(f"[bold red]error[/]: {exc}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     table = Table(title="FedRankLite runs")
     for i, col in enumerate(header):

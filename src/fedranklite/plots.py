@@ -80,9 +80,9 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     fig.colorbar(image, ax=ax, label="LoRA rank")
     ax.set_xticks(range(len(records)), [str(r["round"]) for r in records])
     ax.set_yticks(range(num_clients))
-    ax.set_xlabel("round")
+    ax.set_xlabel("round   (blank: not selected, x: straggler)")
     ax.set_ylabel("client")
-    ax.set_title(f"{name}: rank per client per round (blank: not selected, x: straggler)")
+    ax.set_title(f"{name}: rank per client per round")
     written.append(_save(fig, out / "ranks_heatmap.png", plt))
 
     # 3. per-client loss percentiles per round
@@ -127,8 +127,8 @@ def _save(fig, path: Path, plt) -> Path:
 
 def compare_rows(folders: Sequence[str | Path]) -> tuple[list[str], list[list[str]]]:
     """Header and one row of headline metrics per run."""
-    header = ["run", "scheduler", "aggregation", "final", "best", "to target (round / sim s)", "compliance %",
-              "stragglers", "client loss p50", "KB up / client-round", "sim time (s)"]
+    header = ["run", "scheduler", "aggregation", "final", "best", "target at round / sim s", "compliance %",
+              "stragglers", "loss p50", "KB up/client-round", "sim s"]
     rows = []
     for folder in folders:
         s, _ = load_run(folder)
