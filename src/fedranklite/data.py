@@ -200,6 +200,11 @@ def load_data(cfg) -> LoadedData:
         train = make(d.embedded_train_size, cfg.seed)
         evaluation = make(d.embedded_eval_size, cfg.seed + 10_007)
         where_train = where_eval = f"embedded task {d.name!r}"
+    elif d.source == "glue":
+        from .glue import load_glue
+
+        train, evaluation = load_glue(d.name, d.data_dir)
+        where_train, where_eval = f"GLUE {d.name} train", f"GLUE {d.name} dev"
     else:
         if d.source == "hub":
             train_table, where_train = _load_hub(d.name, d.subset, d.train_split), f"{d.name}:{d.train_split}"
