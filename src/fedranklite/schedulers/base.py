@@ -106,7 +106,8 @@ def rank_budget(r_bar: float, num_selected: int) -> int:
 
 def feasible_budget(budget: int, lo: np.ndarray, hi: np.ndarray) -> int:
     """The budget clipped to what the bounds allow (a memory-capped round may not reach it)."""
-    return int(min(max(budget, int(lo.sum())), int(hi.sum())))
+    low, high = int(lo.sum()), int(hi.sum())
+    return low if budget < low else high if budget > high else int(budget)
 
 
 def repair_to_budget(ideal: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) -> np.ndarray:
@@ -125,9 +126,9 @@ def repair_to_budget(ideal: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: 
 def repair_with_passes(ideal: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
     """`repair_to_budget` plus the number of correction passes it made (for tests and benchmarks)."""
     ideal = np.asarray(ideal, dtype=np.float64)
-    lo = np.asarray(lo, dtype=np.int64)
-    hi = np.asarray(hi, dtype=np.int64)
-    ranks = np.clip(np.rint(ideal), lo, hi).astype(np.int64)
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    ranks = np.rint(ideal).astype(np.int64)
+    np.clip(ranks, lo, hi, out=ranks)
     budget = feasible_budget(budget, lo, hi)
     gap = budget - int(ranks.sum())
     passes = 0

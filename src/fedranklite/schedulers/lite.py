@@ -47,18 +47,29 @@ class LiteScheduler(Scheduler):
             self.missed = np.concatenate([self.missed, np.zeros(pad, dtype=bool)])
 
     def scores(self, clients: Clients) -> np.ndarray:
-        if len(clients) == 0:
+        # Written for speed: a dozen 1-D numpy calls, in place where possible (the rule is O(N)).
+        n = len(clients)
+        if n == 0:
             return np.zeros(0)
-        self._grow(int(clients.cid.max()))
+        cid = clients.cid
+        self._grow(int(cid.max()))
         # clamp first (np.maximum keeps NaN = unobserved), so a newcomer gets the mean of what the
         # observed clients actually count with, not a mean dragged below zero by a rising loss
-        gain = _with_cold_start(np.maximum(self.gain_ema[clients.cid], 0.0))
-        thr = _with_cold_start(np.maximum(self.throughput_ema[clients.cid], 0.0))
-        if self.normalize:
-            gain = gain / max(gain.mean(), _EPS)
-            thr = thr / max(thr.mean(), _EPS)
-        score = self.gain_weight * gain + self.throughput_weight * thr
-        return np.where(self.missed[clients.cid], score * self.deadline_penalty, score)
+        gain = np.maximum(self.gain_ema.take(cid), 0.0)
+        thr = np.maximum(self.throughput_ema.take(cid), 0.0)
+        if np.isnan(gain.sum() + thr.sum()):  # some client never observed
+            gain, thr = _with_cold_start(gain), _with_cold_start(thr)
+        gain_w, thr_w = self.gain_weight, self.throughput_weight
+        if self.normalize:  # divide each EMA by its mean over the selection
+            gain_w = gain_w * n / max(float(gain.sum()), _EPS)
+            thr_w = thr_w * n / max(float(thr.sum()), _EPS)
+        gain *= gain_w
+        thr *= thr_w
+        gain += thr
+        missed = self.missed.take(cid)
+        if missed.any():
+            gain[missed] *= self.deadline_penalty
+        return gain
 
     def assign(self, clients: Clients) -> np.ndarray:
         lo, hi = self.bounds(clients)
