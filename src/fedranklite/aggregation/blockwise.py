@@ -30,9 +30,10 @@ def blockwise(global_state: Mapping[str, torch.Tensor], contributions: Sequence[
                   ).to(torch.float64)  # (K, r_max)
         slice_w = wd[:, None] * covers  # weight of client k on slice j
         total = slice_w.sum(0)  # (r_max,)
-        shape = [len(contributions)] + [1] * current.dim()
-        shape[1 + axis] = r_max
-        summed = (stack * slice_w.view(shape)).sum(0)
+        # sum_k slice_w[k, j] * stack[k, ..., j, ...] as one contraction (no K-sized temporary)
+        letters = "abcdefgh"[: current.dim()]
+        rank_letter = letters[axis]
+        summed = torch.einsum(f"k{rank_letter},k{letters}->{letters}", slice_w, stack)
         view = [1] * current.dim()
         view[axis] = r_max
         averaged = summed / total.clamp_min(1e-300).view(view)

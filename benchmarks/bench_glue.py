@@ -1,0 +1,196 @@
+"""GLUE suite at laptop budgets: the ten configs (cvx and lite per task), seeds, centralized references,
+trivial baselines, and SmolLM2-135M next to MiniLM on RTE and SST-2.
+
+    FEDRANKLITE_GLUE_DIR=../shared/data/glue python benchmarks/bench_glue.py \\
+        [--out benchmarks/results/glue.json] [--seeds 3] [--set key=value ...] [--smollm2] [--tasks rte,stsb]
+
+Every run goes through the same engine as `fedranklite run` (configs/experiments/glue/*.yaml), with
+`--set` overrides applied to every run (the defaults below shrink evaluation so the whole suite fits a
+2-core CPU; what was capped is recorded per run under `budget`). RTE, MRPC and STS-B (3 clients) run
+`--seeds` seeds, SST-2 and QNLI (12 clients) one. The centralized reference of each task (one client, all
+the clients' rows, the same model, rank and number of training samples) runs seed 0. Results are written
+after every run (JSON) and as a Markdown table next to it (`.md`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "experiments" / "glue"
+TASKS = ["sst2", "qnli", "mrpc", "stsb", "rte"]
+SMALL = {"mrpc", "stsb", "rte"}
+DEFAULT_SETS = ["evaluation.max_samples=200", "evaluation.eval_every=2"]
+
+
+def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
+    import torch
+
+    from fedranklite.budget import budget_report
+    from fedranklite.centralized import centralized_config
+    from fedranklite.config import load_config
+    from fedranklite.engine import build_engine
+
+    cfg = load_config(config, sets)
+    if centralized:
+        cfg = centralized_config(cfg)
+    start = time.perf_counter()
+    engine = build_engine(cfg)
+    setup = time.perf_counter() - start
+    summary = engine.run()
+    data = engine.fed.data
+    clients = [c for r in engine.state.records for c in r["clients"]]
+    steps = sum(c["steps"] for c in clients)
+    train_wall = sum(c["wall_seconds"] for c in clients)
+    return {
+        "config": str(config.relative_to(ROOT)), "experiment": cfg.experiment_name, "seed": cfg.seed,
+        "centralized": centralized, "scheduler": summary["scheduler"], "backbone": summary["backbone"],
+        "metric": summary["metric"], "final_score": summary["final_score"], "best_score": summary["best_score"],
+        "final_eval": summary["final_eval"], "target": summary["target"],
+        "time_to_target": summary["time_to_target"], "deadline_compliance_pct": summary["deadline_compliance_pct"],
+        "stragglers_total": summary["stragglers_total"],
+        "bytes_up_per_client_round": summary["bytes"]["up_per_client_per_round"],
+        "bytes_down_per_client_round": summary["bytes"]["down_per_client_per_round"],
+        "fairness_final": summary["fairness_final"], "sim_time_total": summary["sim_time_total"],
+        "wall_time_total": summary["wall_time_total"], "setup_seconds": setup,
+        "train_steps": steps, "train_steps_per_s": steps / train_wall if train_wall else None,
+        "train_samples_per_s": sum(c["samples"] for c in clients) / train_wall if train_wall else None,
+        "peak_memory_mb": max(summary["peak_memory_mb"].values()) if summary["peak_memory_mb"] else None,
+        "budget": budget_report(cfg, len(data.train), len(data.eval), engine.fed.partitions),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def baselines(tasks, glue_dir) -> dict:
+    from fedranklite.glue import load_glue, trivial_baseline
+
+    out = {}
+    for t in tasks:
+        train, dev = load_glue(t, glue_dir)
+        out[t] = trivial_baseline(t, train.labels, dev.labels)
+    return out
+
+
+def _fmt(x, nd=3):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def _ms(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def markdown(results: dict) -> str:
+    runs, base = results["runs"], results["baselines"]
+    lines = ["| task | run | backbone | seeds | final dev metric (mean ± sd) | secondary | trivial baseline | "
+             "time-to-target (sim s; reached/seeds) | deadline compliance % | bytes up/down per client-round | "
+             "fairness p10/p50/p90 (client loss) | train samples/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    groups: dict = {}
+    for r in runs:
+        task = r["experiment"].split("_")[1]
+        kind = "centralized" if r["centralized"] else r["scheduler"]
+        bb = "SmolLM2-135M" if "smollm2" in r["experiment"] else "MiniLM-L6"
+        groups.setdefault((task, bb, kind), []).append(r)
+    for (task, bb, kind), rs in sorted(groups.items(), key=lambda kv: (TASKS.index(kv[0][0]), kv[0][1] != "MiniLM-L6",
+                                                                        kv[0][2])):
+        metric = rs[0]["metric"]
+        sec_names = [k for k in ("accuracy", "f1", "spearman") if k != metric and k in (rs[0]["final_eval"] or {})]
+        sec = ", ".join(f"{k} {_ms([(r['final_eval'] or {}).get(k) for r in rs])}" for k in sec_names[:1])
+        ttt = [r["time_to_target"]["sim_seconds"] for r in rs]
+        reached = [t for t in ttt if t is not None]
+        ttt_txt = (f"{np.mean(reached):.0f} ({len(reached)}/{len(rs)})" if reached else f"not reached (0/{len(rs)})")
+        fair = [r["fairness_final"] or {} for r in rs]
+        fair_txt = "/".join(_fmt(np.mean([f.get(p) for f in fair if f.get(p) is not None]) if any(
+            f.get(p) is not None for f in fair) else None, 2) for p in ("p10", "p50", "p90"))
+        b = base.get(task, {})
+        lines.append(
+            f"| {task} | {kind} | {bb} | {len(rs)} | {metric} {_ms([r['final_score'] for r in rs])} | {sec or '-'} | "
+            f"{b.get('score', float('nan')):.3f} ({b.get('what', '')}) | {ttt_txt} | "
+            f"{np.mean([r['deadline_compliance_pct'] for r in rs]):.0f} | "
+            f"{np.mean([r['bytes_up_per_client_round'] for r in rs]) / 1e3:.0f} kB / "
+            f"{np.mean([r['bytes_down_per_client_round'] for r in rs]) / 1e3:.0f} kB | {fair_txt} | "
+            f"{_fmt(np.mean([r['train_samples_per_s'] or 0 for r in rs]), 1)} |")
+    budgets = sorted({f"{r['experiment']}: {r['budget']['label']}; eval {r['budget']['eval']['eval_rows_used']}/"
+                      f"{r['budget']['eval']['eval_rows_available']} dev rows; at most "
+                      f"{r['budget']['total']['max_training_samples']} training samples"
+                      for r in runs if r["seed"] == 0})
+    return "\n".join(lines) + "\n\nBudgets (seed 0 runs):\n\n" + "\n".join(f"- {b}" for b in budgets) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "glue.json"))
+    ap.add_argument("--glue-dir", default=None, help="GLUE TSV folder (default: $FEDRANKLITE_GLUE_DIR, else the hub)")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--seeds", type=int, default=3, help="seeds for RTE, MRPC, STS-B (SST-2, QNLI: 1)")
+    ap.add_argument("--no-centralized", action="store_true")
+    ap.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M on RTE and SST-2 (lite, seed 0)")
+    ap.add_argument("--only-smollm2", action="store_true")
+    ap.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                    help=f"override for every run (default: {' '.join(DEFAULT_SETS)})")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.glue_dir:
+        os.environ["FEDRANKLITE_GLUE_DIR"] = args.glue_dir
+    if os.environ.get("FEDRANKLITE_GLUE_DIR"):
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    sets = list(DEFAULT_SETS if args.set is None else args.set)
+    tasks = [t for t in args.tasks.split(",") if t]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+               "overrides": sets, "baselines": baselines(tasks, os.environ.get("FEDRANKLITE_GLUE_DIR")), "runs": []}
+    if out.exists():  # resume: keep runs done already (e.g. the SmolLM2 runs added later)
+        old = json.loads(out.read_text())
+        results["runs"] = old.get("runs", [])
+    done = {(r["experiment"], r["seed"]) for r in results["runs"]}
+    # order: every task once (seed 0, both schedulers, centralized), then SmolLM2, then the other seeds,
+    # so a run cut short still has a row for every task
+    plan = []
+    if not args.only_smollm2:
+        for t in tasks:
+            plan += [(CONFIGS / f"{t}_{sched}.yaml", 0, False) for sched in ("cvx", "lite")]
+            if not args.no_centralized:
+                plan.append((CONFIGS / f"{t}_lite.yaml", 0, True))
+    if args.smollm2 or args.only_smollm2:
+        plan += [(CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, False) for t in ("rte", "sst2") if t in tasks]
+    if not args.only_smollm2:
+        plan += [(CONFIGS / f"{t}_{sched}.yaml", s, False) for s in range(1, args.seeds) for t in tasks
+                 if t in SMALL for sched in ("cvx", "lite")]
+    for config, seed, central in plan:
+        from fedranklite.config import load_config
+
+        name = load_config(config, sets).experiment_name + ("_centralized" if central else "")
+        if (name, seed) in done:
+            continue
+        run_sets = [*sets, f"seed={seed}", f"output_dir={ROOT / 'results' / 'bench_glue' / f'seed{seed}'}"]
+        t0 = time.perf_counter()
+        rec = run_one(config, run_sets, central)
+        print(f"{rec['experiment']} seed {seed}: {rec['metric']}={rec['final_score']:.3f} "
+              f"({time.perf_counter() - t0:.0f}s, {rec['train_samples_per_s']:.1f} samples/s)", flush=True)
+        results["runs"].append(rec)
+        out.write_text(json.dumps(results, indent=1, default=float))
+        out.with_suffix(".md").write_text(markdown(results))
+    out.write_text(json.dumps(results, indent=1, default=float))
+    out.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

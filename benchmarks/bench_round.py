@@ -1,0 +1,92 @@
+"""Round cost: one federated round of our local engine (fixed rank 8, all 10 clients) vs a plain
+hand-written FedAvg loop over the same model, data split, rank and local steps, in the same process.
+Target: ours <= 1.10x the plain loop."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from bench_overhead import bare_setup
+from common import base_config, write
+
+ROWS_PER_CLIENT, ROUNDS = 96, 2
+
+
+def plain_round(model, head, encoded, partitions, global_state, lr, batch, round_idx):
+    """Every client: load the global adapter+head, one local epoch, send it back; average (FedAvg)."""
+    from fedranklite.client import collate
+
+    trainable = {n: p for n, p in list(model.named_parameters()) + [("head." + n, p) for n, p in head.named_parameters()]
+                 if p.requires_grad}
+    updates, weights = [], []
+    for cid, rows in enumerate(partitions):
+        with torch.no_grad():
+            for n, p in trainable.items():
+                p.copy_(global_state[n])
+        opt = torch.optim.AdamW(list(trainable.values()), lr=lr)
+        rng = np.random.default_rng([round_idx, cid])
+        model.train(), head.train()
+        for b in range(0, len(rows), batch):
+            idx = rng.permutation(rows)[b:b + batch]
+            ids, mask, labels = collate(encoded, idx, 0, torch.device("cpu"), False)
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).float()
+            loss = torch.nn.functional.cross_entropy(head((hidden * m).sum(1) / m.sum(1)), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(trainable.values()), 1.0)
+            opt.step()
+        updates.append({n: p.detach().clone() for n, p in trainable.items()})
+        weights.append(len(rows))
+    w = torch.tensor(weights, dtype=torch.float32) / sum(weights)
+    return {n: sum(wk * u[n] for wk, u in zip(w, updates)) for n in global_state}
+
+
+def main():
+    from fedranklite.engine import build_engine
+
+    overrides = ["federation.clients_per_round=10", "federation.num_rounds=100", "federation.scheduler.type=fixed",
+                 "federation.scheduler.rank=8", "federation.aggregation=fedavg", "training.max_local_steps=null",
+                 f"data.samples_per_client={ROWS_PER_CLIENT}", "timing.mode=analytic"]
+    results = {}
+    for label, probe in (("ours_probe32", 32), ("ours_probe0", 0)):
+        engine = build_engine(base_config(*overrides, f"training.probe_samples={probe}",
+                                          f"experiment_name=bench_round_{label}", "output_dir=/tmp/fedranklite-bench"))
+        times = []
+        for _ in range(ROUNDS):
+            start = time.perf_counter()
+            engine.run_round()
+            times.append(time.perf_counter() - start)
+        results[label] = times
+        print(label, [f"{t:.1f}s" for t in times])
+    cfg = engine.cfg
+    model, head = bare_setup(cfg, engine.fed.data.num_labels)
+    global_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    global_state.update({"head." + n: p.detach().clone() for n, p in head.named_parameters()})
+    encoded = engine.runner.train
+    times = []
+    for r in range(ROUNDS):
+        start = time.perf_counter()
+        global_state = plain_round(model, head, encoded, engine.fed.partitions, global_state, cfg.training.lr,
+                                   cfg.training.batch_size, r)
+        times.append(time.perf_counter() - start)
+    results["plain"] = times
+    print("plain", [f"{t:.1f}s" for t in times])
+    med = {k: statistics.median(v) for k, v in results.items()}
+    write("round_cost", {
+        "settings": {"backbone": cfg.model.name, "clients": 10, "rows_per_client": ROWS_PER_CLIENT, "rank": 8,
+                     "local_epochs": 1, "batch": cfg.training.batch_size, "rounds_timed": ROUNDS},
+        "seconds_per_round": results, "median_seconds_per_round": med,
+        "ratio_ours_vs_plain_probe32": med["ours_probe32"] / med["plain"],
+        "ratio_ours_vs_plain_probe0": med["ours_probe0"] / med["plain"],
+        "target": "<= 1.10",
+        "met_probe32": med["ours_probe32"] / med["plain"] <= 1.10,
+        "met_probe0": med["ours_probe0"] / med["plain"] <= 1.10,
+    })
+
+
+if __name__ == "__main__":
+    main()
