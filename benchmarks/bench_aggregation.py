@@ -2,12 +2,13 @@
 adapter shapes (6 layers x query/value, r_max 16, hidden 384, 2-class head) and mixed ranks."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 
-from common import write
+from common import quiet_clock, write
+
+clock = quiet_clock()
 
 
 def shapes(r_max=16, hidden=384, layers=6, modules=("query", "value"), labels=2):
@@ -39,9 +40,9 @@ def main():
             fn(glob, contribs[:2])  # warm-up
             best = float("inf")
             for _ in range(3):
-                start = time.perf_counter()
+                start = clock()
                 fn(glob, contribs)
-                best = min(best, time.perf_counter() - start)
+                best = min(best, clock() - start)
             rows.append({"aggregator": name, "clients": k, "seconds": best, "ms_per_client": 1000 * best / k})
             print(f"{name:9s} K={k:5d}: {best * 1000:8.1f} ms ({1000 * best / k:.3f} ms/client)")
         del contribs
@@ -49,7 +50,7 @@ def main():
     for name in ("fedavg", "blockwise"):
         r = [x for x in rows if x["aggregator"] == name]
         per[name] = r[-1]["ms_per_client"] / r[1]["ms_per_client"]  # 1000 vs 100: ~1 when linear
-    write("aggregation", {"settings": {"r_max": r_max, "tensors": len(glob),
+    write("aggregation", {"settings": {"r_max": r_max, "tensors": len(glob), "clock": "process CPU time, 1 torch thread",
                                        "params": int(sum(t.numel() for t in glob.values()))},
                           "rows": rows, "per_client_cost_ratio_1000_vs_100": per,
                           "target": "time linear in clients (per-client cost ratio ~1)",

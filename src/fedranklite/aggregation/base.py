@@ -30,13 +30,18 @@ def normalized_weights(contributions: Sequence[Contribution]) -> torch.Tensor:
     return w / w.sum()
 
 
-def stacked(name: str, contributions: Sequence[Contribution], like: torch.Tensor, rank_axis: int | None) -> torch.Tensor:
-    """The clients' tensors for `name` zero-padded to `like`'s shape and stacked: shape (K, *like.shape)."""
-    out = like.new_zeros((len(contributions), *like.shape), dtype=torch.float64)
-    for k, c in enumerate(contributions):
-        t = c.state[name].to(torch.float64)
+def weighted_sum(name: str, contributions: Sequence[Contribution], weights: Sequence[float], like: torch.Tensor,
+                 rank_axis: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sum_k w_k * (client k's tensor zero-padded to `like`'s shape), in float64, streamed client by
+    client (memory independent of the number of clients, time linear in it). For a LoRA factor also
+    returns, per rank slice j, the total weight of the clients whose rank covered j."""
+    acc = torch.zeros(like.shape, dtype=torch.float64, device=like.device)
+    covered = None if rank_axis is None else torch.zeros(like.shape[rank_axis], dtype=torch.float64)
+    for w, c in zip(weights, contributions):
+        t = c.state[name].to(device=like.device, dtype=torch.float64)
         if rank_axis is None:
-            out[k] = t
+            acc.add_(t, alpha=w)
         else:
-            out[k].narrow(rank_axis, 0, t.shape[rank_axis]).copy_(t)
-    return out
+            acc.narrow(rank_axis, 0, t.shape[rank_axis]).add_(t, alpha=w)
+            covered[: c.rank] += w  # the declared rank, even if the tensor arrived zero-padded
+    return acc, covered

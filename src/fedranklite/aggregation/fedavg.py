@@ -8,17 +8,14 @@ from typing import Mapping, Sequence
 import torch
 
 from ..ranks import State, rank_dim
-from .base import AGGREGATORS, Contribution, normalized_weights, stacked
+from .base import AGGREGATORS, Contribution, normalized_weights, weighted_sum
 
 
 @AGGREGATORS.register("fedavg")
 def fedavg(global_state: Mapping[str, torch.Tensor], contributions: Sequence[Contribution]) -> State:
     if not contributions:
         return dict(global_state)
-    w = normalized_weights(contributions)
-    out: State = {}
-    for name, current in global_state.items():
-        stack = stacked(name, contributions, current, rank_dim(name))
-        avg = torch.tensordot(w.to(stack.device), stack, dims=1)  # global state may live on the GPU
-        out[name] = avg.to(current.dtype)
-    return out
+    w = normalized_weights(contributions).tolist()
+    # zero padding is implicit: a rank-r update adds nothing to slices r.. of the weighted sum
+    return {name: weighted_sum(name, contributions, w, current, rank_dim(name))[0].to(current.dtype)
+            for name, current in global_state.items()}
