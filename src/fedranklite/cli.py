@@ -43,6 +43,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[bold red]config error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     _offline_when_local(cfg)
+    if cfg.engine.backend == "flower":
+        return _run_flower(cfg, args, console)
     from .data import DataError
     from .engine import build_engine
     from .models import ModelError
@@ -72,6 +74,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ResumeError as exc:
         console.print(f"[bold red]cannot resume[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
+    print_summary(console, summary, cfg.results_dir)
+    return 0
+
+
+def _run_flower(cfg, args, console) -> int:
+    """engine.backend: flower: the same Engine, with step 3 as Flower messages (fedranklite.flower)."""
+    try:
+        from .flower import launch
+    except ImportError as exc:
+        console.print(f"[bold red]error[/]: engine.backend=flower needs Flower: pip install -e \".[flower]\" ({exc})",
+                      highlight=False, soft_wrap=True)
+        return 2
+    fl = cfg.engine.flower
+    log = logging.getLogger("fedranklite")
+    total = cfg.federation.num_rounds
+    console.print(f"[bold]{cfg.experiment_name}[/]: Flower {fl.mode}, {cfg.num_clients} clients on "
+                  f"{fl.num_supernodes or cfg.num_clients} SuperNodes, {cfg.federation.clients_per_round}/round, "
+                  f"scheduler={cfg.federation.scheduler.type}, aggregation={cfg.federation.aggregation}, "
+                  f"policy={cfg.deadline.straggler_policy}, deadline={cfg.deadline.seconds}, model={cfg.model.name}",
+                  highlight=False, soft_wrap=True)
+
+    def on_round(rec: dict) -> None:
+        ranks = " ".join(f"{c}:{r}" for c, r in rec["ranks"].items())
+        log.info(f"round {rec['round']}/{total}  score={_format_score(rec['score'])}  sim={rec['sim_time']:.1f}s  "
+                 f"stragglers={len(rec['stragglers'])}  ranks[{ranks}]")
+
+    from .checkpoint import ResumeError
+    from .data import DataError
+    from .models import ModelError
+
+    try:
+        if fl.mode == "simulation":
+            _, summary = launch.simulate(cfg, on_round=on_round, resume=args.resume)
+        else:
+            summary = launch.deploy(cfg, resume=args.resume)
+    except (DataError, ModelError, ResumeError) as exc:
+        console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except RuntimeError as exc:
+        console.print(f"[bold red]Flower run failed[/]: {exc}", highlight=False, soft_wrap=True)
+        return 1
     print_summary(console, summary, cfg.results_dir)
     return 0
 

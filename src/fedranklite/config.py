@@ -162,6 +162,28 @@ class MetricsConfig(_Section):
     tracking: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # off by default
 
 
+class FlowerConfig(_Section):
+    """engine.backend: flower (see src/fedranklite/flower/ and the README's "Running on Flower")."""
+
+    mode: Literal["simulation", "deployment"] = "simulation"
+    num_supernodes: Optional[int] = Field(None, ge=1)  # default: one SuperNode per client (partition-id = cid)
+    # wall seconds the server waits for the replies of a round (null: until every client answered or its
+    # SuperNode is reported offline); a client that has not answered by then is a straggler
+    round_timeout: Optional[float] = Field(None, gt=0)
+    # simulation: CPUs per virtual client (null: every CPU, so one Ray worker keeps the model resident)
+    client_cpus: Optional[float] = Field(None, gt=0)
+    # deployment: where the SuperLink listens (its HTTP API) and the first SuperNode runtime port
+    superlink_host: str = "127.0.0.1"
+    superlink_port: int = Field(9300, ge=0, le=65535)  # 0: a free port
+    supernode_base_port: int = Field(9310, ge=0, le=65535)  # SuperNode i: base + i (0: free ports)
+    startup_timeout: float = Field(120.0, gt=0)  # deployment: seconds to wait for the SuperLink / SuperNodes
+
+
+class EngineConfig(_Section):
+    backend: Literal["local", "flower"] = "local"
+    flower: FlowerConfig = FlowerConfig()
+
+
 class Config(_Section):
     experiment_name: str = "default"
     seed: int = 0
@@ -176,6 +198,7 @@ class Config(_Section):
     timing: TimingConfig = TimingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     metrics: MetricsConfig = MetricsConfig()
+    engine: EngineConfig = EngineConfig()
 
     # ---- derived values, so no caller recomputes them differently ----
     @property

@@ -201,8 +201,17 @@ class Engine:
         # step 5: deadline policy, then the update checks (NaN/Inf, shapes, ranks, norm outliers)
         outcome = self.policy.resolve(sim, [res.finished for res in results], [res.steps > 0 for res in results],
                                       cfg.deadline.seconds)
-        rejected = reject_reasons([res.update for res in results], [res.rank for res in results], st.global_state,
-                                  cfg.federation.max_update_norm_ratio)
+        # a client a remote runner never heard back from (extra["lost"]: timeout, dead node) is a straggler
+        # without an update, whatever the policy; the update checks see only the others
+        lost = np.array([bool(res.extra.get("lost")) for res in results], dtype=bool)
+        if lost.any():
+            outcome.straggler[lost] = True
+            outcome.accepted[lost] = False
+        kept = [i for i in range(len(results)) if not lost[i]]
+        rejected: list = [None] * len(results)
+        for i, reason in zip(kept, reject_reasons([results[i].update for i in kept], [results[i].rank for i in kept],
+                                                  st.global_state, cfg.federation.max_update_norm_ratio)):
+            rejected[i] = reason
         for res, reason in zip(results, rejected):
             if reason is not None:
                 log.warning("round %d: update of client %d rejected: %s", r, res.cid, reason)
@@ -237,6 +246,8 @@ class Engine:
                 status = "partial"
             if rejected[i] is not None:
                 status = "rejected"
+            if res.extra.get("lost"):
+                status = "lost"
             clients.append({
                 "cid": res.cid, "tier": self.fed.tier_of[res.cid], "rank": res.rank, "status": status,
                 "straggler": bool(outcome.straggler[i]), "steps": res.steps, "planned_steps": res.planned_steps,
@@ -246,6 +257,7 @@ class Engine:
                 "wall_seconds": res.wall_seconds, "sim_seconds": float(sim[i]),
                 "bytes_down": res.bytes_down, "bytes_up": res.bytes_up, "peak_memory_mb": res.peak_memory_mb,
                 "reject_reason": rejected[i],
+                **({"lost": res.extra["lost"]} if res.extra.get("lost") else {}),
             })
         straggler_ids = [res.cid for res, s in zip(results, outcome.straggler) if s]
         return {

@@ -1,0 +1,48 @@
+"""The ClientApp: one client's round with the project's own `client.train_client`.
+
+The model, tokenised rows and partitions stay resident in the worker process (`task.client_side`), so a
+message costs one local training, not a model build. In Flower's simulation engine the workers are
+long-lived Ray actors; in deployment a SuperNode starts one `flwr-clientapp` process per message (Flower's
+design), so there the build happens per message (see the README, "Running on Flower").
+"""
+from __future__ import annotations
+
+import os
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..client import train_client
+from .task import BUILDS, arrays_to_state, client_side, owner, result_content, task_from_record
+
+app = ClientApp()
+
+
+def _partition(context: Context) -> tuple[int, int]:
+    cfg = context.node_config
+    if "partition-id" not in cfg or "num-partitions" not in cfg:
+        raise ValueError("this SuperNode has no partition: start it with "
+                         "--node-config 'partition-id=<i> num-partitions=<N>'")
+    return int(cfg["partition-id"]), int(cfg["num-partitions"])
+
+
+@app.query("partition")
+def query_partition(msg: Message, context: Context) -> Message:
+    pid, num = _partition(context)
+    return Message(RecordDict({"node": ConfigRecord({"partition-id": pid, "num-partitions": num,
+                                                     "pid": os.getpid()})}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    pid, num = _partition(context)
+    rec = msg.content["task"]
+    task, _round = task_from_record(rec)
+    if owner(task.cid, num) != pid:
+        raise ValueError(f"client {task.cid} is not held by partition {pid} of {num}")
+    side = client_side(str(rec["cfg"]))
+    download = arrays_to_state(msg.content["arrays"])
+    res = train_client(side.model, download, task.cid, task.rank, side.train, side.partitions[task.cid],
+                       side.settings, side.device, task.seed, task.gate)
+    return Message(result_content(res, {"pid": os.getpid(), "partition-id": pid, "builds": BUILDS["count"]}),
+                   reply_to=msg)

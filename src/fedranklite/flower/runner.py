@@ -1,0 +1,147 @@
+"""FlowerRunner: step 3 of the engine's round loop (client training) as Flower messages.
+
+`run(round_idx, global_state, tasks)` sends every client its task and its rank-truncated global adapter
+through the Grid, waits for the replies (until all came, the round's wall timeout passed, or the SuperLink
+reported the client's SuperNode unavailable), and returns one `ClientResult` per task, in task order.
+A client without a reply comes back with no steps and `extra["lost"]` (the engine records it as a
+straggler); the run goes on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+
+from ..client import ClientResult, Encoded, TrainSettings
+from ..engine import ClientTask
+from ..ranks import State, truncate
+from .task import QUERY_PARTITION, TRAIN, config_json, lost_result, owner, result_from_content, state_to_arrays, \
+    task_record, wire_bytes
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05  # between pulls from the in-memory Grid of the simulation engine
+POLL_SECONDS_REMOTE = 0.25  # between pulls over HTTP from a SuperLink
+DEFAULT_TTL = 3600.0
+
+
+class FlowerRunner:
+    def __init__(self, model, train: Encoded, partitions: Sequence[np.ndarray], settings: TrainSettings,
+                 device: torch.device, cfg, grid=None):
+        self.partitions, self.settings = partitions, settings
+        self.cfg = cfg
+        self.cfg_text = config_json(cfg)
+        self.round_timeout: Optional[float] = cfg.engine.flower.round_timeout
+        self.grid = grid
+        self.node_partition: dict[int, tuple[int, int]] = {}  # node id -> (partition id, num partitions)
+        self.lost: list[dict] = []  # every lost client-round: {"round", "cid", "reason"}
+        self.last_round_wall: float = 0.0
+        self.worker_builds: dict[int, int] = {}  # ClientApp process id -> model builds it reported
+
+    @classmethod
+    def factory(cls, cfg, grid=None):
+        """A `runner_factory` for `engine.build_engine`."""
+        return lambda model, train, partitions, settings, device: cls(model, train, partitions, settings, device,
+                                                                      cfg, grid)
+
+    def bind(self, grid) -> None:
+        self.grid = grid
+
+    # ---- which SuperNode holds which client
+    def refresh_nodes(self, wait_for: int = 0, timeout: float = 60.0) -> dict[int, int]:
+        """Ask new SuperNodes their partition id; return cid -> node id for the nodes online now.
+
+        `wait_for`: wait (up to `timeout` s) until at least that many nodes are connected."""
+        deadline = time.monotonic() + timeout
+        while True:
+            online = set(int(n) for n in self.grid.get_node_ids())
+            if len(online) >= wait_for or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        new = sorted(online - set(self.node_partition))
+        if new:
+            msgs = [Message(RecordDict({"q": ConfigRecord({"ask": "partition"})}), dst_node_id=n,
+                            message_type=QUERY_PARTITION, group_id="partition", ttl=DEFAULT_TTL) for n in new]
+            replies = self._exchange(msgs, timeout=max(timeout, self.round_timeout or 0))
+            for n, reply in zip(new, replies):
+                if reply is None or reply.has_error():
+                    why = "no reply" if reply is None else reply.error.reason
+                    log.warning("SuperNode %d did not say its partition: %s", n, why)
+                    continue
+                info = reply.content["node"]
+                self.node_partition[n] = (int(info["partition-id"]), int(info["num-partitions"]))
+        holder: dict[int, int] = {}
+        for n in sorted(online):
+            if n in self.node_partition:
+                pid, num = self.node_partition[n]
+                for cid in range(self.cfg.num_clients):
+                    if owner(cid, num) == pid:
+                        holder.setdefault(cid, n)
+        return holder
+
+    # ---- the ClientRunner protocol
+    def run(self, round_idx: int, global_state: State, tasks: Sequence[ClientTask]) -> list[ClientResult]:
+        if self.grid is None:
+            raise RuntimeError("FlowerRunner is not bound to a Grid (run it from the ServerApp)")
+        start = time.perf_counter()
+        holder = self.refresh_nodes()
+        out: list[Optional[ClientResult]] = [None] * len(tasks)
+        sent: list[tuple[int, ClientTask, int]] = []  # (index in tasks, task, bytes down)
+        msgs: list[Message] = []
+        for i, t in enumerate(tasks):
+            arrays = state_to_arrays(truncate(global_state, t.rank))
+            nbytes = wire_bytes(arrays)
+            node = holder.get(t.cid)
+            if node is None:
+                out[i] = self._lost(round_idx, t, 0, "no SuperNode online holds this client")
+                continue
+            content = RecordDict({"arrays": arrays, "task": task_record(t, round_idx, self.cfg_text)})
+            msgs.append(Message(content, dst_node_id=node, message_type=TRAIN, group_id=str(round_idx),
+                                ttl=DEFAULT_TTL))
+            sent.append((i, t, nbytes))
+        replies = self._exchange(msgs, timeout=self.round_timeout)
+        for (i, t, nbytes), reply in zip(sent, replies):
+            if reply is None:
+                out[i] = self._lost(round_idx, t, nbytes, f"no reply within the round timeout ({self.round_timeout} s)")
+            elif reply.has_error():
+                out[i] = self._lost(round_idx, t, nbytes, f"error reply: {reply.error.reason}")
+            else:
+                out[i] = result_from_content(reply.content, t, nbytes)
+                info = out[i].extra.get("flower", {})
+                if "pid" in info:
+                    self.worker_builds[int(info["pid"])] = int(info.get("builds", 0))
+        self.last_round_wall = time.perf_counter() - start
+        return [r for r in out if r is not None]
+
+    def _lost(self, round_idx: int, task: ClientTask, nbytes: int, reason: str) -> ClientResult:
+        log.warning("round %d: client %d is a straggler: %s", round_idx, task.cid, reason)
+        self.lost.append({"round": round_idx, "cid": task.cid, "reason": reason})
+        planned = self.settings.planned_steps(len(self.partitions[task.cid]))
+        return lost_result(task, planned, nbytes, reason)
+
+    # ---- push, then pull until every reply came or the timeout passed
+    def _exchange(self, msgs: list[Message], timeout: Optional[float]) -> list[Optional[Message]]:
+        if not msgs:
+            return []
+        index: dict[str, int] = {}
+        for k, msg in enumerate(msgs):  # one by one: a message the SuperLink refuses leaves no gap in the ids
+            for mid in self.grid.push_messages([msg]):
+                if mid:
+                    index[str(mid)] = k
+        replies: list[Optional[Message]] = [None] * len(msgs)
+        pending = set(index)
+        end = None if timeout is None else time.monotonic() + timeout
+        while pending:
+            for reply in self.grid.pull_messages(pending):
+                mid = str(reply.metadata.reply_to_message_id)
+                if mid in pending:
+                    replies[index[mid]] = reply
+                    pending.discard(mid)
+            if not pending or (end is not None and time.monotonic() >= end):
+                break
+            time.sleep(POLL_SECONDS if type(self.grid).__name__ == "InMemoryGrid" else POLL_SECONDS_REMOTE)
+        return replies

@@ -1,0 +1,166 @@
+"""The Flower backend: wire format, equivalence with the local engine (simulation), CLI, deployment on
+127.0.0.1 (SuperLink + 3 SuperNodes) and a SuperNode killed mid-round."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("flwr")
+pytest.importorskip("ray")
+
+from conftest import tiny_tree  # noqa: E402
+from fedranklite.config import validate  # noqa: E402
+from fedranklite.engine import ClientTask, DeadlineGate, build_engine  # noqa: E402
+from fedranklite.flower.task import arrays_to_state, state_to_arrays, task_from_record, task_record, \
+    wire_bytes  # noqa: E402
+from fedranklite.metrics import RoundLog  # noqa: E402
+from fedranklite.ranks import num_bytes, truncate  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_tensors_and_tasks_cross_the_wire_unchanged():
+    state = {"x.lora_A.weight": torch.randn(8, 5), "x.lora_B.weight": torch.randn(7, 8), "head.bias": torch.randn(2)}
+    for rank in (1, 3, 8):
+        down = truncate(state, rank)  # B narrowed on dim 1: a non-contiguous slice
+        rec = state_to_arrays(down)
+        assert wire_bytes(rec) == num_bytes(down)  # raw payload: exactly the local engine's byte count
+        back = arrays_to_state(rec)
+        assert all(torch.equal(back[k], down[k]) for k in down)
+    task = ClientTask(3, 5, 4_000_000_000, DeadlineGate(90.0, 1.5, 0.25, "analytic", 0.7))
+    assert task_from_record(task_record(task, 2, "{}")) == (task, 2)
+    assert task_from_record(task_record(ClientTask(0, 1, 7), 1, "{}"))[0] == ClientTask(0, 1, 7)
+
+
+def equivalence_tree(tmp_path, **kw):
+    # 4 clients every round, 3 rounds, analytic time with a deadline the slow tier misses (use_partial:
+    # the deadline gate travels to the ClientApp and stops it early, exactly as in the local engine)
+    return tiny_tree(tmp_path, federation={"num_rounds": 3, "clients_per_round": 4},
+                     deadline={"seconds": 4.0, "straggler_policy": "use_partial"}, **kw)
+
+
+def test_simulation_matches_local_engine(tmp_path):
+    from fedranklite.flower.launch import simulate
+
+    local = build_engine(validate(equivalence_tree(tmp_path, experiment_name="local")))
+    local.run()
+    flower, summary = simulate(validate(equivalence_tree(tmp_path, experiment_name="flower",
+                                                         engine={"backend": "flower"})))
+    assert summary["rounds_completed"] == 3
+    assert [r["ranks"] for r in flower.state.records] == [r["ranks"] for r in local.state.records]
+    diff = max(float((flower.state.global_state[k] - t).abs().max()) for k, t in local.state.global_state.items())
+    assert diff <= 1e-6, diff
+    for a, b in zip(local.state.records, flower.state.records):
+        assert [c["status"] for c in a["clients"]] == [c["status"] for c in b["clients"]]
+        assert [c["steps"] for c in a["clients"]] == [c["steps"] for c in b["clients"]]
+        assert [(c["bytes_down"], c["bytes_up"]) for c in a["clients"]] == \
+               [(c["bytes_down"], c["bytes_up"]) for c in b["clients"]]
+        assert a["round_sim_seconds"] == pytest.approx(b["round_sim_seconds"])
+    assert any(c["status"] == "partial" for r in flower.state.records for c in r["clients"])
+    # the ClientApp model stays resident: every worker process built it once, whatever it trained
+    assert flower.runner.worker_builds and set(flower.runner.worker_builds.values()) == {1}
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "fedranklite", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_flower_backend_writes_the_same_files(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_tree(tmp_path)))
+    runs = {}
+    for backend in ("local", "flower"):
+        proc = cli("run", "--config", str(path), "--quiet", "--set", f"experiment_name={backend}",
+                   "--set", f"engine.backend={backend}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = tmp_path / "results" / backend
+        runs[backend] = (json.loads((out / "metrics.json").read_text()), RoundLog.read(out / "rounds.jsonl"))
+    (m_local, r_local), (m_flower, r_flower) = runs["local"], runs["flower"]
+    assert set(m_local) == set(m_flower)
+    assert [r["ranks"] for r in r_local] == [r["ranks"] for r in r_flower]
+    for a, b in zip(r_local, r_flower):
+        assert set(a) == set(b) and [set(c) for c in a["clients"]] == [set(c) for c in b["clients"]]
+    assert m_flower["final_score"] == pytest.approx(m_local["final_score"])
+    assert (tmp_path / "results" / "flower" / "flower.json").exists()
+
+
+# ---------------------------------------------------------------------------------------- deployment
+def deployment_config(tmp_path, name, rounds, round_timeout=None):
+    return validate(tiny_tree(
+        tmp_path, experiment_name=name, federation={"num_rounds": rounds, "clients_per_round": 3},
+        tiers={"fast": {"compute_factor": 1.0, "num_clients": 2, "memory_gb": 8, "bandwidth_mbps": 100},
+               "slow": {"compute_factor": 0.25, "num_clients": 1, "memory_gb": 8, "bandwidth_mbps": 10}},
+        engine={"backend": "flower", "flower": {"mode": "deployment", "superlink_port": 0, "supernode_base_port": 0,
+                                                "round_timeout": round_timeout}}))
+
+
+def check_results(cfg, rounds):
+    out = cfg.results_dir
+    metrics = json.loads((out / "metrics.json").read_text())
+    records = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert metrics["rounds_completed"] == rounds == len(records)
+    assert [r["round"] for r in records] == list(range(1, rounds + 1))
+    payload = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert payload["round_idx"] == rounds
+    assert all(torch.isfinite(t).all() for t in payload["global_state"].values())
+    return metrics, records, json.loads((out / "flower.json").read_text())
+
+
+def test_deployment_superlink_and_three_supernodes(tmp_path):
+    from fedranklite.flower.launch import Deployment, alive
+
+    cfg = deployment_config(tmp_path, "deployed", rounds=2)
+    dep = Deployment(cfg, tmp_path / "run")
+    try:
+        dep.start()
+        assert len(dep.supernodes) == 3
+        rc = dep.submit(timeout=420)
+    finally:
+        dep.stop()
+    assert rc == 0, (tmp_path / "run" / "logs" / "flwr_run.log").read_text()[-3000:]
+    assert dep.stopped_pids and not alive(dep.stopped_pids)  # every process it started, and theirs, stopped
+    metrics, records, report = check_results(cfg, 2)
+    assert sorted(v["partition-id"] for v in report["nodes"].values()) == [0, 1, 2] and report["lost"] == []
+    assert all(c["status"] == "accepted" and c["steps"] > 0 for r in records for c in r["clients"])
+    # the same experiment on the local engine picks the same ranks
+    local = build_engine(cfg.model_copy(update={"experiment_name": "deployed_local"}))
+    local.run()
+    assert [r["ranks"] for r in records] == [r["ranks"] for r in local.state.records]
+
+
+def test_supernode_killed_mid_round_is_a_straggler_and_the_run_completes(tmp_path):
+    from fedranklite.flower.launch import Deployment, alive
+
+    cfg = deployment_config(tmp_path, "fault", rounds=2, round_timeout=45)
+    dep = Deployment(cfg, tmp_path / "run")
+    victim = 2  # SuperNode with partition-id 2 holds client 2
+    log2 = tmp_path / "run" / "logs" / f"supernode{victim}.log"
+    try:
+        dep.start()
+        dep.submit(wait=False)
+        end = time.monotonic() + 300
+        while "Receiving: train message" not in (log2.read_text() if log2.exists() else ""):
+            assert time.monotonic() < end and dep.run_proc.poll() is None, "round 1 never reached SuperNode 2"
+            time.sleep(0.2)
+        time.sleep(1.0)  # its ClientApp is starting / training: kill the node mid-round
+        dep.kill_supernode(victim)
+        rc = dep.wait(timeout=420)
+    finally:
+        dep.stop()
+    assert rc == 0, (tmp_path / "run" / "logs" / "flwr_run.log").read_text()[-3000:]
+    assert not alive(dep.stopped_pids)
+    metrics, records, report = check_results(cfg, 2)
+    first = {c["cid"]: c for c in records[0]["clients"]}
+    assert first[victim]["status"] == "lost" and first[victim]["straggler"] and first[victim]["steps"] == 0
+    assert victim in records[0]["stragglers"] and not records[0]["compliant"]
+    assert all(first[c]["status"] == "accepted" for c in first if c != victim)
+    assert any(e["cid"] == victim and e["round"] == 1 for e in report["lost"])
+    assert metrics["stragglers_total"] >= 1
