@@ -28,10 +28,10 @@ def plain_round(model, head, encoded, partitions, global_state, lr, batch, round
             for n, p in trainable.items():
                 p.copy_(global_state[n])
         opt = torch.optim.AdamW(list(trainable.values()), lr=lr)
-        rng = np.random.default_rng([round_idx, cid])
+        order = np.random.default_rng([round_idx, cid]).permutation(rows)
         model.train(), head.train()
         for b in range(0, len(rows), batch):
-            idx = rng.permutation(rows)[b:b + batch]
+            idx = order[b:b + batch]
             ids, mask, labels = collate(encoded, idx, 0, torch.device("cpu"), False)
             hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
             m = mask.unsqueeze(-1).float()
@@ -51,7 +51,8 @@ def main():
 
     overrides = ["federation.clients_per_round=10", "federation.num_rounds=100", "federation.scheduler.type=fixed",
                  "federation.scheduler.rank=8", "federation.aggregation=fedavg", "training.max_local_steps=null",
-                 f"data.samples_per_client={ROWS_PER_CLIENT}", "timing.mode=analytic"]
+                 f"data.samples_per_client={ROWS_PER_CLIENT}", "timing.mode=analytic",
+                 "evaluation.eval_every=1000"]  # the plain loop does not evaluate either
     results = {}
     for label, probe in (("ours_probe32", 32), ("ours_probe0", 0)):
         engine = build_engine(base_config(*overrides, f"training.probe_samples={probe}",

@@ -128,7 +128,7 @@ def repair_with_passes(ideal: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget
     ideal = np.asarray(ideal, dtype=np.float64)
     lo, hi = np.asarray(lo), np.asarray(hi)
     ranks = np.rint(ideal).astype(np.int64)
-    np.clip(ranks, lo, hi, out=ranks)
+    np.minimum(np.maximum(ranks, lo, out=ranks), hi, out=ranks)  # clamp; np.clip is ~5x slower here
     budget = feasible_budget(budget, lo, hi)
     gap = budget - int(ranks.sum())
     passes = 0

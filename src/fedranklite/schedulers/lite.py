@@ -68,7 +68,7 @@ class LiteScheduler(Scheduler):
         gain += thr
         missed = self.missed.take(cid)
         if missed.any():
-            gain[missed] *= self.deadline_penalty
+            gain *= np.where(missed, self.deadline_penalty, 1.0)
         return gain
 
     def assign(self, clients: Clients) -> np.ndarray:
