@@ -54,3 +54,18 @@ def test_scripts_run_py_is_the_same_command(tmp_path):
                            "--set", "federation.num_rounds=1"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "results" / "tiny" / "metrics.json").exists()
+
+
+def test_centralized_reference_and_budget_label(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_tree(tmp_path)))
+    proc = cli("run", "--config", str(path), "--quiet", "--centralized", "--set", "federation.num_rounds=1")
+    assert proc.returncode == 0, proc.stderr
+    folders = [p.name for p in (tmp_path / "results").iterdir()]
+    assert len(folders) == 1 and folders[0].startswith("tiny") and folders[0] != "tiny"
+    metrics = json.loads((tmp_path / "results" / folders[0] / "metrics.json").read_text())
+    assert metrics["num_clients"] == 1 and metrics["clients_per_round"] == 1
+    # the central client trains the federation's round budget: 3 clients x 3 steps
+    rec = metrics["rounds"][0]
+    assert list(rec["ranks"].values()) == [8]
+    assert metrics["budget"]["label"].startswith("capped")

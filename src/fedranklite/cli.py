@@ -25,7 +25,12 @@ def _offline_when_local(cfg) -> None:
     name = cfg.model.name
     if name.startswith(("bundled:", "tiny:")) or Path(name).expanduser().exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if cfg.data.source != "hub":
+    local_glue = False
+    if cfg.data.source == "glue":
+        from .glue import resolve_data_dir
+
+        local_glue = resolve_data_dir(cfg.data.data_dir) is not None  # else the hub fallback needs the network
+    if cfg.data.source in ("embedded", "files") or local_glue:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
@@ -39,6 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, quiet=False)
     try:
         cfg = load_config(args.config, args.set)
+        if args.centralized:
+            from .centralized import centralized_config
+
+            cfg = centralized_config(cfg)
     except ConfigError as exc:
         console.print(f"[bold red]config error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -157,6 +166,7 @@ def print_summary(console, summary: dict, results_dir) -> None:
          f"{summary['bytes']['up_per_client_per_round']:,.0f} / {summary['bytes']['down_per_client_per_round']:,.0f}"),
         ("peak memory, max over clients (MB)",
          f"{max(summary['peak_memory_mb'].values()):.0f}" if summary["peak_memory_mb"] else "-"),
+        ("budget", summary.get("budget", {}).get("label", "-")),
     ]
     for k, v in rows:
         table.add_row(k, v)
@@ -173,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", "-q", action="store_true", help="log lines instead of a progress bar")
     run.add_argument("--resume", action="store_true",
                      help="continue a killed run from results/<experiment_name>/checkpoint.pt (same config)")
+    run.add_argument("--centralized", action="store_true",
+                     help="the centralized reference of this config: one client with all the training data, "
+                          "same model, rank and sample budget (results under <experiment_name>_centralized)")
     run.set_defaults(func=cmd_run)
 
     plot = sub.add_parser("plot", help="write PNG figures of a finished (or running) experiment")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .aggregation import AGGREGATORS, Contribution
+from .budget import budget_report
 from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .client import ClientResult, Encoded, TrainSettings, encode, evaluate, train_client
 from .config import Config, dump_config
@@ -293,7 +294,9 @@ class Engine:
                                 "clients_per_round": cfg.federation.clients_per_round,
                                 "tier_rank_caps": {n: int(self.fed.max_rank[self.fed.tier_of.index(n)])
                                                    for n in cfg.tiers},
-                                "final_eval": self.state.records[-1]["eval"] if self.state.records else None})
+                                "final_eval": self.state.records[-1]["eval"] if self.state.records else None,
+                                "budget": budget_report(cfg, len(self.fed.data.train), len(self.fed.data.eval),
+                                                        self.fed.partitions)})
 
     # ---- checkpoints
     def checkpoint_payload(self) -> dict:
