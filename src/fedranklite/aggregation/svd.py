@@ -1,0 +1,46 @@
+"""`svd` (FlexLoRA-style): for every LoRA pair, average the clients' full low-rank products
+dW_k = B_k A_k (each at its own rank, sample-weighted), then re-factorize the average with a truncated
+SVD to r_max: B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T (balanced split). By Eckart-Young the result is the
+best rank-r_max approximation of the averaged product in Frobenius norm, and because the components are
+ordered by singular value, a client later given rank r gets the best rank-r approximation. Parameters
+without a rank dimension (the head) are a plain sample-weighted average.
+
+The averaged product is formed densely (out x in, float64), one pair at a time, streamed client by
+client; `stack` reaches the same factors from the thin stacked factors without the dense matrix."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+
+from ..ranks import State, rank_dim
+from .base import AGGREGATORS, Contribution, normalized_weights
+from .lowrank import client_factors, head_average, lora_pairs, split_svd
+
+
+def averaged_product(contributions: Sequence[Contribution], weights: Sequence[float], a: str, b: str,
+                     like_A: torch.Tensor, like_B: torch.Tensor) -> torch.Tensor:
+    """sum_k w_k B_k A_k (float64, out x in) with each client at its declared rank."""
+    dW = torch.zeros(like_B.shape[0], like_A.shape[1], dtype=torch.float64, device=like_A.device)
+    for w, c in zip(weights, contributions):
+        Bk, Ak = client_factors(c.state, a, b, c.rank, like_A.device)
+        dW.addmm_(Bk, Ak, alpha=w)
+    return dW
+
+
+@AGGREGATORS.register("svd")
+def svd(global_state: Mapping[str, torch.Tensor], contributions: Sequence[Contribution]) -> State:
+    if not contributions:
+        return dict(global_state)
+    w = normalized_weights(contributions).tolist()
+    out: State = {}
+    for a, b in lora_pairs(global_state):
+        gA, gB = global_state[a], global_state[b]
+        dW = averaged_product(contributions, w, a, b, gA, gB)
+        U, S, Vh = torch.linalg.svd(dW, full_matrices=False)
+        B, A = split_svd(U, S, Vh, gA.shape[0])
+        out[a], out[b] = A.to(gA.dtype), B.to(gB.dtype)
+    for name in global_state:
+        if rank_dim(name) is None:
+            out[name] = head_average(global_state, contributions, w, name)
+    return {name: out[name] for name in global_state}
