@@ -18,11 +18,12 @@ def two_runs(tiny_config):
     return folders
 
 
-def test_plot_writes_four_readable_pngs(two_runs, capsys):
+def test_plot_writes_five_readable_pngs(two_runs, capsys):
     assert cli.main(["plot", str(two_runs[0])]) == 0
     printed = capsys.readouterr().out.split()
     names = sorted(p.rsplit("/", 1)[1] for p in printed)
-    assert names == ["bytes_per_round.png", "client_loss_percentiles.png", "ranks_heatmap.png", "score_vs_time.png"]
+    assert names == ["bytes_per_round.png", "client_loss_percentiles.png", "rank_energy.png", "ranks_heatmap.png",
+                     "score_vs_time.png"]
     from matplotlib.image import imread
 
     for path in printed:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .aggregation import AGGREGATORS, Contribution
+from .diagnostics import rank_energy
 from .budget import budget_report
 from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .client import ClientResult, Encoded, TrainSettings, encode, evaluate, train_client
@@ -279,6 +280,8 @@ class Engine:
             "bytes_down": int(sum(c["bytes_down"] for c in clients)),
             "wall_seconds": wall,
             "scheduler_notes": list(self.scheduler.notes),
+            # per LoRA module group: energy of each rank block of the global adapter, effective ranks
+            "rank_energy": rank_energy(self.state.global_state),
         }
 
     def summary(self) -> dict:

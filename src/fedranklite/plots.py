@@ -39,7 +39,8 @@ def _label(summary: dict, folder: Path) -> str:
 
 
 def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[Path]:
-    """Write the four standard figures of one run; returns their paths."""
+    """Write the standard figures of one run (four, plus rank_energy.png when the records have
+    `rank_energy`); returns their paths."""
     folder = Path(folder)
     summary, records = load_run(folder)
     out = Path(out_dir) if out_dir else folder / "plots"
@@ -115,7 +116,41 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
     written.append(_save(fig, out / "bytes_per_round.png", plt))
+
+    # 5. rank-collapse diagnostics: energy of each rank block of the global adapter vs round
+    if any(r.get("rank_energy") for r in records):
+        written.append(_plot_rank_energy(records, out / "rank_energy.png", name, plt))
     return written
+
+
+def _plot_rank_energy(records: list[dict], path: Path, name: str, plt) -> Path:
+    """One panel per LoRA module group: energy ||B[:, j]||^2 ||A[j, :]||^2 of rank block j (summed over
+    layers) vs round, one line per block, log scale; the title gives the last round's effective ranks."""
+    with_key = [r for r in records if r.get("rank_energy")]
+    groups = list(with_key[-1]["rank_energy"])
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        rounds = [r["round"] for r in with_key if group in r["rank_energy"]]
+        energy = [r["rank_energy"][group]["energy"] for r in with_key if group in r["rank_energy"]]
+        blocks = max(len(e) for e in energy)
+        grid = np.full((len(energy), blocks), np.nan)
+        for i, e in enumerate(energy):
+            grid[i, :len(e)] = e
+        grid[grid <= 0] = np.nan  # zero energy cannot sit on a log axis: the line stops
+        colors = plt.get_cmap("viridis")(np.linspace(0, 0.95, blocks))
+        for j in range(blocks):
+            ax.plot(rounds, grid[:, j], marker=".", color=colors[j], label=f"block {j}")
+        if np.isfinite(grid).any():
+            ax.set_yscale("log")
+        last = with_key[-1]["rank_energy"].get(group, {})
+        ax.set_title(f"{name}: {group}\neffective rank {last.get('effective_rank', float('nan')):.2f} "
+                     f"(blocks {last.get('block_effective_rank', float('nan')):.2f}) at the last round")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("round")
+        ax.set_ylabel("energy of rank block (sum over layers)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path, plt)
 
 
 def _save(fig, path: Path, plt) -> Path:
