@@ -2,7 +2,6 @@
 not one per client). Each run is a fresh process. Target: ratio <= 1.2."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 

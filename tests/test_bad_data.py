@@ -1,7 +1,6 @@
 """Bad data through the command line: a clear one-line error and exit 2, never a traceback."""
 from __future__ import annotations
 
-import pytest
 import yaml
 
 from conftest import tiny_tree

@@ -1,7 +1,6 @@
 """Fault injection: corrupted client updates are rejected with a reason and the round goes on."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -16,7 +16,6 @@ import pytest
 
 from fedranklite.schedulers import (SCHEDULERS, Clients, Reports, build_scheduler, feasible_budget,
                                     greedy_min_max, rank_budget, repair_to_budget, repair_with_passes)
-from fedranklite.schedulers import base as sched_base
 from fedranklite.schedulers import cvx as cvx_mod
 from fedranklite.schedulers import lite as lite_mod
 from fedranklite.schedulers.cvx import CvxScheduler

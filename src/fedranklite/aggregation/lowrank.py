@@ -7,7 +7,7 @@ for every rank (see models.py), so the scale never enters the aggregation and is
 """
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -62,3 +62,28 @@ def head_average(global_state: Mapping[str, torch.Tensor], contributions, weight
     for w, c in zip(weights, contributions):
         acc.add_(c.state[name].to(device=current.device, dtype=torch.float64), alpha=w)
     return acc.to(current.dtype)
+
+
+# (contributions, weights, A key, B key, global A, global B) -> SVD (U, S, Vh) of sum_k w_k B_k A_k
+PairSVD = Callable[[Sequence, Sequence[float], str, str, torch.Tensor, torch.Tensor],
+                   tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def refactorize(global_state: Mapping[str, torch.Tensor], contributions: Sequence, pair_svd: PairSVD) -> dict:
+    """The shared shape of the product-space aggregators (svd, stack): for every LoRA pair, the SVD of
+    the weighted sum of the clients' products B_k A_k (computed by `pair_svd`), truncated and split back
+    into rank-r_max factors; the head is a weighted average."""
+    from .base import normalized_weights
+
+    if not contributions:
+        return dict(global_state)
+    w = normalized_weights(contributions).tolist()
+    out: dict = {}
+    for a, b in lora_pairs(global_state):
+        gA, gB = global_state[a], global_state[b]
+        B, A = split_svd(*pair_svd(contributions, w, a, b, gA, gB), gA.shape[0])
+        out[a], out[b] = A.to(gA.dtype), B.to(gB.dtype)
+    for name in global_state:
+        if name not in out:
+            out[name] = head_average(global_state, contributions, w, name)
+    return {name: out[name] for name in global_state}

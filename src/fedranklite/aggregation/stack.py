@@ -23,9 +23,9 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..ranks import State, rank_dim
-from .base import AGGREGATORS, Contribution, normalized_weights
-from .lowrank import client_factors, factored_svd, head_average, lora_pairs, split_svd
+from ..ranks import State
+from .base import AGGREGATORS, Contribution
+from .lowrank import client_factors, factored_svd, refactorize
 
 
 def stacked_factors(contributions: Sequence[Contribution], weights: Sequence[float], a: str, b: str,
@@ -41,16 +41,7 @@ def stacked_factors(contributions: Sequence[Contribution], weights: Sequence[flo
 
 @AGGREGATORS.register("stack")
 def stack(global_state: Mapping[str, torch.Tensor], contributions: Sequence[Contribution]) -> State:
-    if not contributions:
-        return dict(global_state)
-    w = normalized_weights(contributions).tolist()
-    out: State = {}
-    for a, b in lora_pairs(global_state):
-        gA, gB = global_state[a], global_state[b]
-        Bst, Ast = stacked_factors(contributions, w, a, b, gA.device)
-        B, A = split_svd(*factored_svd(Bst, Ast), gA.shape[0])
-        out[a], out[b] = A.to(gA.dtype), B.to(gB.dtype)
-    for name in global_state:
-        if rank_dim(name) is None:
-            out[name] = head_average(global_state, contributions, w, name)
-    return {name: out[name] for name in global_state}
+    def pair_svd(contribs, w, a, b, gA, gB):
+        return factored_svd(*stacked_factors(contribs, w, a, b, gA.device))
+
+    return refactorize(global_state, contributions, pair_svd)

@@ -13,9 +13,9 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..ranks import State, rank_dim
-from .base import AGGREGATORS, Contribution, normalized_weights
-from .lowrank import client_factors, head_average, lora_pairs, split_svd
+from ..ranks import State
+from .base import AGGREGATORS, Contribution
+from .lowrank import client_factors, refactorize
 
 
 def averaged_product(contributions: Sequence[Contribution], weights: Sequence[float], a: str, b: str,
@@ -30,17 +30,7 @@ def averaged_product(contributions: Sequence[Contribution], weights: Sequence[fl
 
 @AGGREGATORS.register("svd")
 def svd(global_state: Mapping[str, torch.Tensor], contributions: Sequence[Contribution]) -> State:
-    if not contributions:
-        return dict(global_state)
-    w = normalized_weights(contributions).tolist()
-    out: State = {}
-    for a, b in lora_pairs(global_state):
-        gA, gB = global_state[a], global_state[b]
-        dW = averaged_product(contributions, w, a, b, gA, gB)
-        U, S, Vh = torch.linalg.svd(dW, full_matrices=False)
-        B, A = split_svd(U, S, Vh, gA.shape[0])
-        out[a], out[b] = A.to(gA.dtype), B.to(gB.dtype)
-    for name in global_state:
-        if rank_dim(name) is None:
-            out[name] = head_average(global_state, contributions, w, name)
-    return {name: out[name] for name in global_state}
+    def pair_svd(contribs, w, a, b, gA, gB):
+        return torch.linalg.svd(averaged_product(contribs, w, a, b, gA, gB), full_matrices=False)
+
+    return refactorize(global_state, contributions, pair_svd)
