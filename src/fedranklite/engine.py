@@ -156,11 +156,13 @@ class Engine:
     # ---- step 2 inputs: what the scheduler knows about each selected client
     def describe(self, selected: np.ndarray) -> Clients:
         cfg, fed = self.cfg, self.fed
-        cf = np.array([cfg.tiers[fed.tier_of[c]].compute_factor for c in selected])
-        intercept, slope = np.zeros(len(selected)), np.zeros(len(selected))
+        n = len(selected)
+        cf, intercept, slope = np.zeros(n), np.zeros(n), np.zeros(n)
         for k, c in enumerate(selected):
             tier = cfg.tiers[fed.tier_of[c]]
-            samples = min(len(fed.partitions[c]), self.settings.planned_steps(len(fed.partitions[c])) * self.settings.batch_size)
+            rows = len(fed.partitions[c])
+            samples = min(rows, self.settings.planned_steps(rows) * self.settings.batch_size)
+            cf[k] = tier.compute_factor
             intercept[k], slope[k] = self.time_model.predict(samples, tier.compute_factor, tier.bandwidth_mbps,
                                                              2 * fed.bytes_fixed, 2 * fed.bytes_per_rank)
         return Clients.of(selected, fed.max_rank[selected], cf, intercept, slope)
@@ -171,8 +173,9 @@ class Engine:
             return None
         tier = self.cfg.tiers[self.fed.tier_of[cid]]
         comm = comm_seconds(2 * (self.fed.bytes_fixed + rank * self.fed.bytes_per_rank), tier.bandwidth_mbps)
-        per_step = self.settings.batch_size * (self.time_model.sec_per_sample +
-                                               self.time_model.sec_per_sample_per_rank * rank) / tier.compute_factor
+        # analytic mode: the time model's own cost of one full batch (measured mode times steps as they run)
+        per_step = self.time_model.compute_seconds(self.settings.batch_size, rank, tier.compute_factor) \
+            if self.time_model.mode == "analytic" else 0.0
         return DeadlineGate(deadline, comm, tier.compute_factor, self.time_model.mode, per_step)
 
     def run_round(self) -> dict:
