@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "experiments" / "glue"
 TASKS = ["sst2", "qnli", "mrpc", "stsb", "rte"]
 SMALL = {"mrpc", "stsb", "rte"}
-DEFAULT_SETS = ["evaluation.max_samples=200", "evaluation.eval_every=2"]
+DEFAULT_SETS = ["evaluation.max_samples=400", "evaluation.eval_every=2"]
 
 
 def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:

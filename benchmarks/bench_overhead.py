@@ -43,9 +43,9 @@ def bare_train(model, head, encoded, rows, lr, seed):
     samples = 0
     for step in range(STEPS):
         idx = order[step * BATCH:(step + 1) * BATCH]
-        ids, mask, labels = collate(encoded, idx, 0, torch.device("cpu"), False)
-        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).float()
+        inputs, labels = collate(encoded, idx, 0, torch.device("cpu"), False)
+        hidden = model(**inputs).last_hidden_state
+        m = inputs["attention_mask"].unsqueeze(-1).float()
         logits = head((hidden * m).sum(1) / m.sum(1))
         loss = torch.nn.functional.cross_entropy(logits, labels)
         opt.zero_grad(set_to_none=True)

@@ -32,9 +32,9 @@ def plain_round(model, head, encoded, partitions, global_state, lr, batch, round
         model.train(), head.train()
         for b in range(0, len(rows), batch):
             idx = order[b:b + batch]
-            ids, mask, labels = collate(encoded, idx, 0, torch.device("cpu"), False)
-            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-            m = mask.unsqueeze(-1).float()
+            inputs, labels = collate(encoded, idx, 0, torch.device("cpu"), False)
+            hidden = model(**inputs).last_hidden_state
+            m = inputs["attention_mask"].unsqueeze(-1).float()
             loss = torch.nn.functional.cross_entropy(head((hidden * m).sum(1) / m.sum(1)), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -193,7 +193,7 @@ def test_budget_report_labels_what_was_capped(tmp_path):
     assert rep["local"]["capped"] and rep["local"]["steps_per_client_round"] == 8
     assert rep["local"]["steps_per_client_round_full"] == 25 and rep["local"]["samples_per_client_round"] == 128
     assert rep["eval"] == {"eval_rows_available": 872, "eval_rows_used": 400, "max_samples": 400, "capped": True}
-    assert rep["total"]["max_training_samples"] == 4 * 4 * 128
+    assert rep["total"]["max_training_samples"] == 5 * 4 * 128  # rounds x clients per round x samples
     assert rep["label"] == "capped: training data, local steps, evaluation"
     full = budget_report(cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"max_samples": None}),
                                                 "training": cfg.training.model_copy(update={"max_local_steps": None})}),

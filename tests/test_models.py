@@ -160,3 +160,73 @@ def test_memory_profile_caps_rank():
     assert prof.max_rank(gb, r_max=8, batch_size=1, seq_len=1) == 3
     assert prof.max_rank(1.0, r_max=8, batch_size=1, seq_len=1) == 8
     assert prof.max_rank(1000 / 1024 ** 3, r_max=8, batch_size=1, seq_len=1) == 0
+
+
+# ---------------------------------------------------------------- sentence pairs: cross vs siamese
+def _pair_split():
+    from fedranklite.data import TextSplit
+    texts = [("the film was great", "it was great"), ("awful plot", "the acting was not bad at all"),
+             ("i liked it", "i liked it")]
+    return TextSplit(texts, np.array([1, 0, 1]))
+
+
+def test_siamese_encoding_keeps_the_two_texts_apart_and_cross_joins_them():
+    model = make_model()
+    split = _pair_split()
+    cross = encode(split, model.tokenizer, 32)
+    siamese = encode(split, model.tokenizer, 32, siamese=True)
+    assert cross.pair_ids is None and siamese.pair_ids is not None
+    single = [model.tokenizer(a)["input_ids"] for a, _ in split.texts]
+    second = [model.tokenizer(b)["input_ids"] for _, b in split.texts]
+    assert siamese.input_ids == single and siamese.pair_ids == second
+    # the cross encoding is one sequence holding both texts ([CLS] a [SEP] b [SEP])
+    assert all(len(c) == len(a) + len(b) - 1 for c, a, b in zip(cross.input_ids, single, second))
+
+
+def test_siamese_forward_is_the_head_on_pair_features_of_the_two_embeddings():
+    from fedranklite.client import collate
+    from fedranklite.models import COSINE_SCALE, pair_features
+
+    torch.manual_seed(0)
+    model = FedModel(load_backbone("tiny:bert"), num_labels=2, r_max=8, alpha=16.0, dropout=0.0,
+                     target_modules=["query", "value"], head_dropout=0.0, siamese=True).eval()
+    assert model.head[1].in_features == 2 * 32 + 2
+    assert torch.count_nonzero(model.head[1].weight) == 0  # starts from a constant prediction
+    torch.nn.init.normal_(model.head[1].weight)
+    enc = encode(_pair_split(), model.tokenizer, 32, siamese=True)
+    inputs, _ = collate(enc, [0, 1, 2], 0, torch.device("cpu"), False)
+    with torch.no_grad():
+        u = model.embed(inputs["input_ids"], inputs["attention_mask"])
+        v = model.embed(inputs["pair_ids"], inputs["pair_mask"])
+        feats = pair_features(u, v)
+        torch.testing.assert_close(model(**inputs), model.head(feats))
+    cos = torch.nn.functional.cosine_similarity(u, v)
+    torch.testing.assert_close(feats[:, 0], COSINE_SCALE * cos)
+    torch.testing.assert_close(feats[:, 1], COSINE_SCALE * (1 - cos))
+    assert feats[2, 0].item() == pytest.approx(COSINE_SCALE, abs=1e-4)  # identical texts: cos 1, |u-v| 0
+    assert feats[2, 2:34].abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="pair_ids"):
+        model(inputs["input_ids"], inputs["attention_mask"])
+
+
+def test_siamese_client_trains_and_masks_ranks_like_cross():
+    torch.manual_seed(0)
+    model = FedModel(load_backbone("tiny:bert"), num_labels=2, r_max=8, alpha=16.0, dropout=0.0,
+                     target_modules=["query", "value"], head_dropout=0.0, siamese=True)
+    enc = encode(_pair_split(), model.tokenizer, 32, siamese=True)
+    res = train_client(model, model.adapter_state(), 0, 3, enc, np.arange(3),
+                       TrainSettings(local_epochs=2, batch_size=2, lr=1e-2, probe_samples=3),
+                       torch.device("cpu"), seed=1)
+    assert res.steps == 4 and np.isfinite(res.loss_after)
+    assert all(v.shape[rank_dim(k)] == 3 for k, v in res.update.items() if rank_dim(k) is not None)
+    assert torch.count_nonzero(res.update["head.1.weight"]) > 0
+
+
+def test_pair_encoding_auto_is_siamese_only_for_sentence_transformers_pairs():
+    from fedranklite.models import Backbone, use_siamese
+
+    st = Backbone(None, None, "mean", "x", sentence_encoder=True)
+    plain = Backbone(None, None, "mean", "x", sentence_encoder=False)
+    assert use_siamese("auto", st, 2) and not use_siamese("auto", plain, 2)
+    assert not use_siamese("auto", st, 1) and not use_siamese("siamese", st, 1)
+    assert use_siamese("siamese", plain, 2) and not use_siamese("cross", st, 2)

@@ -58,20 +58,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import build_engine
     from .models import ModelError
 
+    from .surrogate import CalibrationError, build_surrogate_engine
+
     start = time.perf_counter()
     try:
-        engine = build_engine(cfg)
-    except (DataError, ModelError) as exc:
+        engine = build_surrogate_engine(cfg) if cfg.engine.backend == "surrogate" else build_engine(cfg)
+    except (DataError, ModelError, CalibrationError) as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     log = logging.getLogger("fedranklite")
     total = cfg.federation.num_rounds
-    console.print(f"[bold]{cfg.experiment_name}[/]: {engine.fed.num_clients} clients, {cfg.federation.clients_per_round}"
+    console.print(f"[bold]{cfg.experiment_name}[/]: {'surrogate, ' if cfg.engine.backend == 'surrogate' else ''}"
+                  f"{engine.fed.num_clients} clients, {cfg.federation.clients_per_round}"
                   f"/round, scheduler={cfg.federation.scheduler.type}, aggregation={cfg.federation.aggregation}, "
                   f"policy={cfg.deadline.straggler_policy}, deadline={cfg.deadline.seconds}, "
                   f"model={cfg.model.name} (set up in {time.perf_counter() - start:.1f}s)", highlight=False, soft_wrap=True)
 
     def describe(rec: dict) -> str:
+        if "ranks" not in rec:  # compact records (thousands of clients per round)
+            cols = rec["client_columns"]
+            return (f"round {rec['round']}/{total}  {engine.metric}={_format_score(rec['score'])}  "
+                    f"sim={rec['sim_time']:.1f}s  clients={len(cols['cid'])}  stragglers={len(rec['stragglers'])}  "
+                    f"mean rank={sum(cols['rank']) / max(len(cols['rank']), 1):.2f}")
         ranks = " ".join(f"{c}:{r}" for c, r in rec["ranks"].items())
         return (f"round {rec['round']}/{total}  {engine.metric}={_format_score(rec['score'])}  "
                 f"sim={rec['sim_time']:.1f}s  stragglers={len(rec['stragglers'])}  ranks[{ranks}]")
@@ -193,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="folder for the PNGs (default: <results>/plots)")
     plot.set_defaults(func=cmd_plot)
 
+    cal = sub.add_parser("calibrate", help="fit the what-if surrogate (engine.backend: surrogate) on a real run")
+    cal.add_argument("results", help="results folder of a finished real run, e.g. results/lite_noniid_hard")
+    cal.add_argument("--out", help="where to write the fit (default: <results>/surrogate.json)")
+    cal.set_defaults(func=cmd_calibrate)
+
     compare = sub.add_parser("compare", help="table of headline metrics of several runs")
     compare.add_argument("results", nargs="+", help="results folders")
     compare.add_argument("--plot", metavar="PNG", help="also plot every run's score vs simulated time here")
@@ -214,6 +227,35 @@ def cmd_plot(args: argparse.Namespace) -> int:
             return 2
         for path in paths:
             print(path)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from .surrogate import FIT_FILE, CalibrationError, calibrate
+
+    console = Console(stderr=True)
+    try:
+        fit = calibrate(args.results)
+    except CalibrationError as exc:
+        console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        return 2
+    path = fit.save(args.out or Path(args.results) / FIT_FILE)
+    src = fit.source
+    console.print(
+        f"fitted on {src['rounds']} rounds / {src['client_rounds']} client-rounds of {src['experiment']}:\n"
+        f"  time   per sample = {fit.sec_per_sample:.4g} + {fit.sec_per_sample_per_rank:.4g} x rank s (R^2 "
+        f"{src['time_r2']:.3f}, {src['time_mode']} timing)\n"
+        f"  score  {fit.metric}: S_0 {fit.score_start:.4f} -> S* {fit.score_limit:.4f}, k {fit.rate:.3f} of the gap per "
+        f"full-rank round (trend RMSE {src['score_rmse']:.4f} over {src['evaluations']} evaluations)\n"
+        f"  drops  phi {fit.drop_fraction:.4f}, beta {fit.rank_exponent:.3f}, noise sd {fit.noise_sigma:.3f} "
+        f"({src['drop_points']} positive drops), client spread sd {fit.client_sigma:.3f}\n"
+        f"  loss   client loss level = {fit.loss_intercept:.4f} + {fit.loss_slope:.4f} x score",
+        highlight=False, soft_wrap=True)
+    print(path)
     return 0
 
 

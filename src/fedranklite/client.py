@@ -23,35 +23,51 @@ from .ranks import State, num_bytes, truncate
 # ================================================================== encoding and batches
 @dataclass
 class Encoded:
-    """Token ids of a split (unpadded, one list per row) and its labels."""
+    """Token ids of a split (unpadded, one list per row) and its labels. Siamese pairs keep the second
+    text's ids apart in `pair_ids`; otherwise a pair is one sequence in `input_ids`."""
 
     input_ids: list[list[int]]
     labels: np.ndarray
+    pair_ids: Optional[list[list[int]]] = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
 
-def encode(split: TextSplit, tokenizer, max_length: int) -> Encoded:
+def encode(split: TextSplit, tokenizer, max_length: int, siamese: bool = False) -> Encoded:
     columns = list(zip(*split.texts)) if len(split) else [[]]
     if len(columns) == 1:
         enc = tokenizer(list(columns[0]), truncation=True, max_length=max_length)
+    elif siamese:
+        first = tokenizer(list(columns[0]), truncation=True, max_length=max_length)
+        second = tokenizer(list(columns[1]), truncation=True, max_length=max_length)
+        return Encoded(list(first["input_ids"]), split.labels, list(second["input_ids"]))
     else:
         enc = tokenizer(list(columns[0]), list(columns[1]), truncation=True, max_length=max_length)
     return Encoded(list(enc["input_ids"]), split.labels)
 
 
-def collate(encoded: Encoded, idx: Sequence[int], pad_id: int, device: torch.device, regression: bool):
-    """Pad a batch to its longest row (dynamic padding keeps short-text batches cheap)."""
-    rows = [encoded.input_ids[i] for i in idx]
+def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for k, r in enumerate(rows):
         ids[k, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[k, : len(r)] = 1
+    return ids, mask
+
+
+def collate(encoded: Encoded, idx: Sequence[int], pad_id: int, device: torch.device, regression: bool
+            ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(model inputs, labels) of a batch, padded to its longest row (dynamic padding keeps short-text
+    batches cheap). Call the model as `model(**inputs)`."""
+    ids, mask = _pad([encoded.input_ids[i] for i in idx], pad_id)
+    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if encoded.pair_ids is not None:
+        pair_ids, pair_mask = _pad([encoded.pair_ids[i] for i in idx], pad_id)
+        inputs.update(pair_ids=pair_ids.to(device), pair_mask=pair_mask.to(device))
     labels = torch.as_tensor(encoded.labels[np.asarray(idx)], dtype=torch.float32 if regression else torch.long)
-    return ids.to(device), mask.to(device), labels.to(device)
+    return inputs, labels.to(device)
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -76,8 +92,8 @@ def mean_loss(model: FedModel, encoded: Encoded, idx: Sequence[int], batch_size:
     total = 0.0
     for start in range(0, len(idx), batch_size):
         chunk = idx[start:start + batch_size]
-        ids, mask, labels = collate(encoded, chunk, _pad_id(model), device, regression)
-        total += loss_fn(model(ids, mask), labels, regression).item() * len(chunk)
+        inputs, labels = collate(encoded, chunk, _pad_id(model), device, regression)
+        total += loss_fn(model(**inputs), labels, regression).item() * len(chunk)
     model.train(was_training)
     return total / len(idx)
 
@@ -95,12 +111,13 @@ class TrainSettings:
     grad_clip: Optional[float] = 1.0
     probe_samples: int = 32
     regression: bool = False
+    head_lr: Optional[float] = None  # None: lr
 
     @classmethod
     def from_config(cls, cfg, regression: bool) -> "TrainSettings":
         t = cfg.training
         return cls(t.local_epochs, t.max_local_steps, t.batch_size, t.lr, t.optimizer, t.weight_decay,
-                   t.momentum, t.grad_clip, t.probe_samples, regression)
+                   t.momentum, t.grad_clip, t.probe_samples, regression, t.head_lr)
 
     def planned_steps(self, num_rows: int) -> int:
         steps = self.local_epochs * math.ceil(num_rows / self.batch_size)
@@ -138,12 +155,17 @@ class ClientResult:
         return self.steps >= self.planned_steps
 
 
-def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
+def make_optimizer(model: FedModel, s: TrainSettings) -> torch.optim.Optimizer:
+    """The optimizer over the trainable parameters: LoRA factors at `lr`, the head at `head_lr`."""
+    head = {id(p) for p in model.head.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in head]},
+              {"params": [p for p in trainable if id(p) in head], "lr": s.head_lr or s.lr}]
     if s.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     if s.optimizer == "adam":
-        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
-    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        return torch.optim.Adam(groups, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
 
 
 class PeakMemory:
@@ -191,7 +213,7 @@ def train_client(model: FedModel, global_state: State, cid: int, rank: int, enco
         if len(probe) else float("nan")
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, settings)
+    optimizer = make_optimizer(model, settings)
     planned = settings.planned_steps(len(rows))
     memory = PeakMemory(device)
     model.train()
@@ -210,8 +232,8 @@ def train_client(model: FedModel, global_state: State, cid: int, rank: int, enco
                 stopped = True
                 break
             idx = order[b:b + settings.batch_size]
-            ids, mask, labels = collate(encoded, idx, pad_id, device, settings.regression)
-            loss = loss_fn(model(ids, mask), labels, settings.regression)
+            inputs, labels = collate(encoded, idx, pad_id, device, settings.regression)
+            loss = loss_fn(model(**inputs), labels, settings.regression)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.grad_clip:
@@ -252,8 +274,8 @@ def evaluate(model: FedModel, global_state: State, encoded: Encoded, metric: str
     pad_id = _pad_id(model)
     for start in range(0, len(idx), batch_size):
         chunk = idx[start:start + batch_size]
-        ids, mask, labels = collate(encoded, chunk, pad_id, device, regression)
-        logits = model(ids, mask)
+        inputs, labels = collate(encoded, chunk, pad_id, device, regression)
+        logits = model(**inputs)
         total_loss += loss_fn(logits, labels, regression).item() * len(chunk)
         preds.append((logits.squeeze(-1) if regression else logits.argmax(-1)).float().cpu().numpy())
     pred = np.concatenate(preds) if preds else np.zeros(0)

@@ -60,6 +60,8 @@ class ModelConfig(_Section):
     quantization: Literal["none", "8bit", "4bit"] = "none"
     cache_dir: Optional[str] = None  # converted GGUF checkpoints (default $FEDRANKLITE_CACHE or ~/.cache/fedranklite)
     max_length: int = Field(64, ge=4)
+    # sentence pairs: one sequence (cross) or each text apart (siamese, sentence-transformers' bi-encoder way)
+    pair_encoding: Literal["auto", "cross", "siamese"] = "auto"
     head_dropout: float = Field(0.1, ge=0, lt=1)
     lora: LoraConfig = LoraConfig()
 
@@ -94,6 +96,9 @@ class TrainingConfig(_Section):
     max_local_steps: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
+    # learning rate of the task head (null: lr). A new head on frozen features needs far larger steps than
+    # the LoRA factors to move within the few dozen steps of a laptop budget
+    head_lr: Optional[float] = Field(None, gt=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -160,6 +165,10 @@ class MetricsConfig(_Section):
     fairness_percentiles: list[float] = Field(default_factory=lambda: [10.0, 50.0, 90.0], min_length=1)
     checkpoint: bool = True  # atomic checkpoint after every round (what `--resume` continues from)
     tracking: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # off by default
+    # per-client fields of a round record: a list of dicts (full) or one list per field (columns: compact,
+    # for thousands of clients per round; `ranks` and per-client maps are then left out of metrics.json)
+    client_records: Literal["full", "columns"] = "full"
+    summary_every: int = Field(1, ge=1)  # rewrite metrics.json every k rounds (and after the last)
 
 
 class FlowerConfig(_Section):
@@ -179,9 +188,17 @@ class FlowerConfig(_Section):
     startup_timeout: float = Field(120.0, gt=0)  # deployment: seconds to wait for the SuperLink / SuperNodes
 
 
+class SurrogateConfig(_Section):
+    """engine.backend: surrogate (what-if simulation, see src/fedranklite/surrogate.py)."""
+
+    calibration: Optional[str] = None  # surrogate.json from `fedranklite calibrate <results dir>`
+    rows_per_client: Optional[int] = Field(None, ge=1)  # default: the sizes of the config's real data partition
+
+
 class EngineConfig(_Section):
-    backend: Literal["local", "flower"] = "local"
+    backend: Literal["local", "flower", "surrogate"] = "local"
     flower: FlowerConfig = FlowerConfig()
+    surrogate: SurrogateConfig = SurrogateConfig()
 
 
 class Config(_Section):
@@ -503,6 +520,14 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
             problems.append(("metrics.fairness_percentiles", f"{p} is not a percentile in [0, 100]"))
     if cfg.evaluation.target is not None and not math.isfinite(cfg.evaluation.target):
         problems.append(("evaluation.target", "must be a finite number"))
+    if cfg.engine.backend == "surrogate":
+        sur = cfg.engine.surrogate
+        if not sur.calibration:
+            problems.append(("engine.surrogate.calibration", "required for engine.backend: surrogate (a "
+                             "surrogate.json written by `fedranklite calibrate <results dir of a real run>`)"))
+        elif not (Path(sur.calibration).is_file() or (Path(sur.calibration) / "surrogate.json").is_file()):
+            problems.append(("engine.surrogate.calibration", f"not found: {sur.calibration} (make it with "
+                             f"`fedranklite calibrate <results dir of a real run>`)"))
     return problems
 
 

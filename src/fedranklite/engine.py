@@ -7,10 +7,13 @@
 
 Step 3 is the only backend-specific part: a `ClientRunner` receives the global adapter and one
 `ClientTask` per client and returns `ClientResult`s. The local runner trains them one after another
-on a single resident model.
+on a single resident model; the Flower runner sends them as messages; the surrogate runner
+(surrogate.py) replaces training by a calibrated model. Step 7 calls an `Evaluator` (global adapter ->
+scores), the model's dev-set evaluation in real runs.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -100,12 +103,17 @@ class Federation:
     """Everything static about a run: config, clients, tiers, partitions, memory caps."""
 
     cfg: Config
-    data: LoadedData
-    partitions: list[np.ndarray]
+    data: Optional[LoadedData]  # None for the surrogate backend (no text is read)
+    partitions: Optional[list[np.ndarray]]  # rows of each client (None: the surrogate knows only counts)
     tier_of: list[str]
     max_rank: np.ndarray  # per client: largest rank its tier memory holds (0: none)
     bytes_fixed: int  # bytes of the head (moves every round, both ways)
     bytes_per_rank: int  # bytes of one rank slice of all LoRA factors (one way)
+    rows: Optional[np.ndarray] = None  # training rows per client (default: the partition sizes)
+
+    def __post_init__(self) -> None:
+        if self.rows is None:
+            self.rows = np.array([len(p) for p in self.partitions], dtype=np.int64)
 
     @property
     def num_clients(self) -> int:
@@ -136,22 +144,27 @@ class RunState:
     reached_at: Optional[int] = None
 
 
+# step 7: the global adapter -> {"score": ..., "loss": ..., <metric>: ...}
+Evaluator = Callable[[State], dict]
+
+
 class Engine:
-    def __init__(self, cfg: Config, runner: ClientRunner, federation: Federation, model: FedModel,
-                 eval_data: Encoded, device: torch.device):
-        self.cfg, self.runner, self.fed, self.model, self.eval_data, self.device = \
-            cfg, runner, federation, model, eval_data, device
+    def __init__(self, cfg: Config, runner: ClientRunner, federation: Federation, evaluator: Evaluator,
+                 global_state: State, model_info: dict, task: str):
+        """`model_info`: what the summary says about the model (backbone, pooling, memory profile);
+        `task`: classification | regression."""
+        self.cfg, self.runner, self.fed, self.evaluator, self.model_info = \
+            cfg, runner, federation, evaluator, model_info
         self.scheduler = build_scheduler(cfg)
         self.aggregate = AGGREGATORS[cfg.federation.aggregation]
         self.policy = STRAGGLER_POLICIES[cfg.deadline.straggler_policy]
         t = cfg.timing
         self.time_model = TimeModel(t.mode, t.sec_per_sample, t.sec_per_sample_per_rank)
-        self.metric = cfg.evaluation.metric or default_metric(federation.data.task)
+        self.metric = cfg.evaluation.metric or default_metric(task)
         self.higher_is_better = SCORE_METRICS[self.metric].higher_is_better
-        self.settings = TrainSettings.from_config(cfg, federation.data.task == "regression")
+        self.settings = TrainSettings.from_config(cfg, task == "regression")
         # the server's copy lives on the CPU, like the updates clients send back
-        self.state = RunState(global_state={k: v.cpu() for k, v in model.adapter_state().items()})
-        self.extra_metrics = _secondary_metrics(federation.data)
+        self.state = RunState(global_state={k: v.cpu() for k, v in global_state.items()})
 
     # ---- step 2 inputs: what the scheduler knows about each selected client
     def describe(self, selected: np.ndarray) -> Clients:
@@ -160,7 +173,7 @@ class Engine:
         cf, intercept, slope = np.zeros(n), np.zeros(n), np.zeros(n)
         for k, c in enumerate(selected):
             tier = cfg.tiers[fed.tier_of[c]]
-            rows = len(fed.partitions[c])
+            rows = int(fed.rows[c])
             samples = min(rows, self.settings.planned_steps(rows) * self.settings.batch_size)
             cf[k] = tier.compute_factor
             intercept[k], slope[k] = self.time_model.predict(samples, tier.compute_factor, tier.bandwidth_mbps,
@@ -227,8 +240,7 @@ class Engine:
         # step 7: evaluation and the round record
         evaluation = None
         if r % cfg.evaluation.eval_every == 0 or r == cfg.federation.num_rounds:
-            evaluation = evaluate(self.model, st.global_state, self.eval_data, self.metric,
-                                  cfg.evaluation.batch_size, self.device, self.settings.regression, self.extra_metrics)
+            evaluation = self.evaluator(st.global_state)
         st.sim_time += outcome.round_time
         st.round_idx = r
         record = self._record(r, results, sim, sim_throughput, outcome, rejected, out_of_memory, evaluation,
@@ -243,48 +255,62 @@ class Engine:
         return record
 
     def _record(self, r, results, sim, sim_throughput, outcome, rejected, out_of_memory, evaluation, wall) -> dict:
-        clients = []
+        status = []
         for i, res in enumerate(results):
-            status = "accepted" if outcome.accepted[i] else "dropped"
+            st = "accepted" if outcome.accepted[i] else "dropped"
             if outcome.accepted[i] and not res.finished:
-                status = "partial"
+                st = "partial"
             if rejected[i] is not None:
-                status = "rejected"
+                st = "rejected"
             if res.extra.get("lost"):
-                status = "lost"
-            clients.append({
-                "cid": res.cid, "tier": self.fed.tier_of[res.cid], "rank": res.rank, "status": status,
-                "straggler": bool(outcome.straggler[i]), "steps": res.steps, "planned_steps": res.planned_steps,
-                "samples": res.num_samples, "loss_before": _finite(res.loss_before),
-                "loss_after": _finite(res.loss_after), "loss_drop": _finite(res.loss_drop),
-                "throughput": _finite(res.throughput), "sim_throughput": _finite(sim_throughput[i]),
-                "wall_seconds": res.wall_seconds, "sim_seconds": float(sim[i]),
-                "bytes_down": res.bytes_down, "bytes_up": res.bytes_up, "peak_memory_mb": res.peak_memory_mb,
-                "reject_reason": rejected[i],
-                **({"lost": res.extra["lost"]} if res.extra.get("lost") else {}),
-            })
+                st = "lost"
+            status.append(st)
+        tier_of = self.fed.tier_of
+        columns = {
+            "cid": [res.cid for res in results], "tier": [tier_of[res.cid] for res in results],
+            "rank": [res.rank for res in results], "status": status,
+            "straggler": [bool(x) for x in outcome.straggler], "steps": [res.steps for res in results],
+            "planned_steps": [res.planned_steps for res in results], "samples": [res.num_samples for res in results],
+            "loss_before": [_finite(res.loss_before) for res in results],
+            "loss_after": [_finite(res.loss_after) for res in results],
+            "loss_drop": [_finite(res.loss_drop) for res in results],
+            "throughput": [_finite(res.throughput) for res in results],
+            "sim_throughput": [_finite(x) for x in sim_throughput.tolist()],
+            "wall_seconds": [res.wall_seconds for res in results], "sim_seconds": sim.tolist(),
+            "bytes_down": [res.bytes_down for res in results], "bytes_up": [res.bytes_up for res in results],
+            "peak_memory_mb": [res.peak_memory_mb for res in results], "reject_reason": list(rejected),
+        }
         straggler_ids = [res.cid for res, s in zip(results, outcome.straggler) if s]
-        return {
-            "round": r,
-            "selected": [c["cid"] for c in clients] + out_of_memory,
-            "ranks": {str(c["cid"]): c["rank"] for c in clients},
-            "clients": clients,
+        record = {"round": r, "selected": columns["cid"] + out_of_memory}
+        if self.cfg.metrics.client_records == "full":
+            keys = list(columns)
+            clients = []
+            for i, res in enumerate(results):
+                c = {k: columns[k][i] for k in keys}
+                if res.extra.get("lost"):
+                    c["lost"] = res.extra["lost"]
+                clients.append(c)
+            record.update(ranks={str(c["cid"]): c["rank"] for c in clients}, clients=clients)
+        else:  # columns: one array per field (thousands of clients per round, see metrics.client_columns)
+            record["client_columns"] = {k: _column_array(v) for k, v in columns.items()}
+        record.update({
             "out_of_memory": out_of_memory,
             "rejected": {str(res.cid): reason for res, reason in zip(results, rejected) if reason is not None},
             "stragglers": straggler_ids,
             "compliant": not straggler_ids,
             "round_sim_seconds": float(outcome.round_time),
             "sim_time": float(self.state.sim_time),
-            "fairness": fairness([c["loss_before"] for c in clients], self.cfg.metrics.fairness_percentiles),
+            "fairness": fairness(columns["loss_before"], self.cfg.metrics.fairness_percentiles),
             "eval": evaluation,
             "score": None if evaluation is None else evaluation["score"],
-            "bytes_up": int(sum(c["bytes_up"] for c in clients)),
-            "bytes_down": int(sum(c["bytes_down"] for c in clients)),
+            "bytes_up": int(sum(columns["bytes_up"])),
+            "bytes_down": int(sum(columns["bytes_down"])),
             "wall_seconds": wall,
             "scheduler_notes": list(self.scheduler.notes),
             # per LoRA module group: energy of each rank block of the global adapter, effective ranks
             "rank_energy": rank_energy(self.state.global_state),
-        }
+        })
+        return record
 
     def summary(self) -> dict:
         cfg = self.cfg
@@ -294,14 +320,17 @@ class Engine:
                                 "aggregation": cfg.federation.aggregation,
                                 "straggler_policy": cfg.deadline.straggler_policy,
                                 "deadline_seconds": cfg.deadline.seconds, "time_mode": cfg.timing.mode,
-                                "backbone": self.model.source, "pooling": self.model.pooling,
+                                **self.model_info,
                                 "num_clients": self.fed.num_clients,
                                 "clients_per_round": cfg.federation.clients_per_round,
                                 "tier_rank_caps": {n: int(self.fed.max_rank[self.fed.tier_of.index(n)])
                                                    for n in cfg.tiers},
                                 "final_eval": self.state.records[-1]["eval"] if self.state.records else None,
-                                "budget": budget_report(cfg, len(self.fed.data.train), len(self.fed.data.eval),
-                                                        self.fed.partitions)})
+                                "budget": self.budget()})
+
+    def budget(self) -> Optional[dict]:
+        data = self.fed.data
+        return None if data is None else budget_report(self.cfg, len(data.train), len(data.eval), self.fed.partitions)
 
     # ---- checkpoints
     def checkpoint_payload(self) -> dict:
@@ -342,7 +371,8 @@ class Engine:
                 rounds_log.write(record)
                 if cfg.metrics.checkpoint:
                     save_checkpoint(out / CHECKPOINT_NAME, self.checkpoint_payload())
-                write_json_atomic(out / "metrics.json", self.summary())
+                if self.state.round_idx % cfg.metrics.summary_every == 0:
+                    write_json_atomic(out / "metrics.json", self.summary())
                 for tracker in trackers:
                     tracker.log_round(record)
                 if on_round is not None:
@@ -359,6 +389,17 @@ class Engine:
 
     def _target_stop(self) -> bool:
         return self.cfg.evaluation.stop_at_target and self.state.reached_at is not None
+
+
+def _column_array(values: list) -> np.ndarray:
+    """A compact column: numbers as a numpy array (missing floats as NaN), anything else as objects."""
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return np.asarray(values, dtype=bool)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=np.int64)
+    if all(v is None or isinstance(v, (int, float, np.number)) for v in values):
+        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    return np.asarray(values, dtype=object)
 
 
 def _finite(x: float) -> Optional[float]:
@@ -390,16 +431,27 @@ def build_engine(cfg: Config, runner_factory: Optional[Callable[..., ClientRunne
     model = build_model(cfg, data.num_labels)
     device = pick_device(cfg.device)
     model.to(device)
-    train_enc = encode(data.train, model.tokenizer, cfg.model.max_length)
+    train_enc = encode(data.train, model.tokenizer, cfg.model.max_length, model.siamese)
     eval_split = data.eval
     if cfg.evaluation.max_samples and len(eval_split) > cfg.evaluation.max_samples:
         keep = np.random.default_rng(cfg.seed).permutation(len(eval_split))[: cfg.evaluation.max_samples]
         eval_split = eval_split.subset(np.sort(keep))
-    eval_enc = encode(eval_split, model.tokenizer, cfg.model.max_length)
-    caps = tier_rank_caps(cfg, model.memory_profile())
+    eval_enc = encode(eval_split, model.tokenizer, cfg.model.max_length, model.siamese)
+    profile = model.memory_profile()
+    caps = tier_rank_caps(cfg, profile)
     head_bytes, per_rank = adapter_bytes(model.adapter_state())
     fed = Federation(cfg, data, parts, tier_of, np.array([caps[t] for t in tier_of], dtype=np.int64),
                      head_bytes, per_rank)
     settings = TrainSettings.from_config(cfg, data.task == "regression")
     runner = (runner_factory or LocalRunner)(model, train_enc, parts, settings, device)
-    return Engine(cfg, runner, fed, model, eval_enc, device)
+    metric = cfg.evaluation.metric or default_metric(data.task)
+    extra = _secondary_metrics(data)
+
+    def evaluator(state: State) -> dict:
+        return evaluate(model, state, eval_enc, metric, cfg.evaluation.batch_size, device, settings.regression, extra)
+
+    info = {"backbone": model.source, "pooling": model.pooling, "pair_encoding": "siamese" if model.siamese else
+            "cross", "memory_profile": dataclasses.asdict(profile)}
+    engine = Engine(cfg, runner, fed, evaluator, model.adapter_state(), info, data.task)
+    engine.model = model  # for inspection (notebooks, tests); the round loop only uses the evaluator
+    return engine

@@ -47,6 +47,7 @@ class Backbone:
     tokenizer: object
     pooling: str  # mean | last | cls
     source: str  # where it came from, for the record
+    sentence_encoder: bool = False  # a sentence-transformers checkpoint (trained as a bi-encoder)
 
 
 def _quiet_transformers() -> None:
@@ -268,10 +269,11 @@ def load_backbone(name: str, pooling: str = "auto", quantization: str = "none", 
     if tokenizer.pad_token is None:  # causal LMs ship without one
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
+    st_pooling = _sentence_transformers_pooling(path) if path.exists() else None
     if pooling == "auto":
-        pooling = (_sentence_transformers_pooling(path) if path.exists() else None) or \
+        pooling = st_pooling or \
             ("last" if getattr(config, "is_decoder", False) or config.model_type in _CAUSAL_TYPES else "mean")
-    return Backbone(model, tokenizer, pooling, location)
+    return Backbone(model, tokenizer, pooling, location, sentence_encoder=st_pooling is not None)
 
 
 _CAUSAL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi", "phi3", "gemma", "gemma2",
@@ -292,11 +294,34 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
     raise ValueError(f"unknown pooling {how!r}")
 
 
+# Siamese pair head: the cosine of the two embeddings enters the head as a similarity s*cos and a distance
+# s*(1 - cos). The scale s lets the head lean on the cosine within a few Adam steps at LoRA learning rates
+# (the role of the scale in SBERT/CoSENT cosine losses); the distance copy turns the threshold on the
+# cosine into a weight that learns at the same scaled rate (a bias would move s times slower and the
+# head would drift to the majority class before the threshold caught up).
+COSINE_SCALE = 10.0
+PAIR_EXTRA = 2  # pair_features width beyond 2 x hidden
+
+
+def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Features of a sentence pair from its two pooled embeddings: [s cos, s (1 - cos), |u^ - v^|, u^ * v^]
+    on the L2-normalised embeddings u^, v^ (the sentence-transformers recipe plus the cosine itself)."""
+    u, v = nn.functional.normalize(u, dim=-1), nn.functional.normalize(v, dim=-1)
+    cos = (u * v).sum(-1, keepdim=True)
+    return torch.cat([COSINE_SCALE * cos, COSINE_SCALE * (1 - cos), (u - v).abs(), u * v], dim=-1)
+
+
 class FedModel(nn.Module):
-    """Backbone (frozen) + LoRA at r_max (masked to the active rank) + pooled linear head."""
+    """Backbone (frozen) + LoRA at r_max (masked to the active rank) + pooled linear head.
+
+    Sentence pairs are read either as one sequence (`siamese=False`, a cross-encoder: the way causal LMs
+    and generic encoders see them) or, `siamese=True`, each sentence encoded on its own and the head fed
+    `pair_features` of the two embeddings: the way sentence-transformers checkpoints were trained, whose
+    zero-shot cosine already carries most of STS-B and RTE's signal."""
 
     def __init__(self, backbone: Backbone, num_labels: int, r_max: int, alpha: float, dropout: float,
-                 target_modules: list[str], head_dropout: float = 0.1, quantized: bool = False):
+                 target_modules: list[str], head_dropout: float = 0.1, quantized: bool = False,
+                 siamese: bool = False):
         super().__init__()
         import peft
 
@@ -321,7 +346,11 @@ class FedModel(nn.Module):
         self.pooling = backbone.pooling
         self.source = backbone.source
         hidden = model.config.hidden_size
-        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(hidden, num_labels))
+        self.siamese = bool(siamese)
+        self.head = nn.Sequential(nn.Dropout(head_dropout),
+                                  nn.Linear(2 * hidden + PAIR_EXTRA if siamese else hidden, num_labels))
+        if siamese:  # start from a constant prediction: the first steps then follow the scaled cosine
+            nn.init.zeros_(self.head[1].weight)
         self.num_labels = num_labels
         self.r_max = r_max
         self.rank = r_max
@@ -344,10 +373,18 @@ class FedModel(nn.Module):
         return hook
 
     # ---- forward
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        pooled = pool(hidden, attention_mask, self.pooling).to(self.head[1].weight.dtype)
+        return pool(hidden, attention_mask, self.pooling).to(self.head[1].weight.dtype)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                pair_ids: Optional[torch.Tensor] = None, pair_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        pooled = self.embed(input_ids, attention_mask)
+        if self.siamese:
+            if pair_ids is None:
+                raise ValueError("a siamese model needs the second text of each pair (pair_ids, pair_mask)")
+            pooled = pair_features(pooled, self.embed(pair_ids, pair_mask))
         return self.head(pooled)
 
     # ---- rank masking
@@ -440,5 +477,16 @@ def build_model(cfg, num_labels: int) -> FedModel:
     lora = cfg.model.lora
     torch.manual_seed(cfg.seed)
     model = FedModel(backbone, num_labels, lora.r_max, lora.alpha, lora.dropout, list(lora.target_modules),
-                     cfg.model.head_dropout, quantized=cfg.model.quantization != "none")
+                     cfg.model.head_dropout, quantized=cfg.model.quantization != "none",
+                     siamese=use_siamese(cfg.model.pair_encoding, backbone, len(cfg.data.text_columns)))
     return model
+
+
+def use_siamese(pair_encoding: str, backbone: Backbone, num_text_columns: int) -> bool:
+    """model.pair_encoding -> encode the two texts of a pair apart? `auto`: yes for sentence-transformers
+    checkpoints (bi-encoders), no otherwise. Single-text tasks are always one sequence."""
+    if num_text_columns != 2:
+        return False
+    if pair_encoding == "auto":
+        return backbone.sentence_encoder
+    return pair_encoding == "siamese"

@@ -170,7 +170,7 @@ def _build(cfg_text: str) -> ClientSide:
     model = build_model(cfg, data.num_labels)
     device = pick_device(cfg.device)
     model.to(device)
-    train_enc = encode(data.train, model.tokenizer, cfg.model.max_length)
+    train_enc = encode(data.train, model.tokenizer, cfg.model.max_length, model.siamese)
     return ClientSide(model, train_enc, parts, TrainSettings.from_config(cfg, data.task == "regression"), device)
 
 
