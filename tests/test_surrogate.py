@@ -131,6 +131,11 @@ def test_surrogate_at_scale_with_compact_records(tmp_path):
     assert summary["bytes"]["up_per_client_per_round"] > 0 and len(summary["bytes"]["per_client"]) <= 2000
     lines = (engine.cfg.results_dir / "rounds.jsonl").read_text().splitlines()
     assert len(lines) == 5 and "client_columns" in json.loads(lines[0])
+    # plots: a rank distribution per round instead of a 2,000-row heatmap
+    from fedranklite.plots import plot_run
+
+    names = {p.name for p in plot_run(engine.cfg.results_dir)}
+    assert "ranks_distribution.png" in names and "ranks_heatmap.png" not in names
 
 
 def test_surrogate_config_errors_name_the_key(tmp_path):

@@ -174,7 +174,7 @@ def print_summary(console, summary: dict, results_dir) -> None:
          f"{summary['bytes']['up_per_client_per_round']:,.0f} / {summary['bytes']['down_per_client_per_round']:,.0f}"),
         ("peak memory, max over clients (MB)",
          f"{max(summary['peak_memory_mb'].values()):.0f}" if summary["peak_memory_mb"] else "-"),
-        ("budget", summary.get("budget", {}).get("label", "-")),
+        ("budget", (summary.get("budget") or {}).get("label", "-")),
     ]
     for k, v in rows:
         table.add_row(k, v)

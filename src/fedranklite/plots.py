@@ -67,24 +67,13 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     ax.legend()
     written.append(_save(fig, out / "score_vs_time.png", plt))
 
-    # 2. rank per client per round (heatmap; blank = not selected, x = straggler, o = rejected/out of memory)
-    seen = [int(c) for r in records for c in r["ranks"]]
-    num_clients = int(summary.get("num_clients") or (1 + max(seen, default=0)))
-    grid = np.full((num_clients, max(len(records), 1)), np.nan)
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(records) + 3), max(3, 0.3 * num_clients + 1.5)))
-    for j, rec in enumerate(records):
-        for cid, rank in rec["ranks"].items():
-            grid[int(cid), j] = rank
-        for cid in rec["stragglers"]:
-            ax.text(j, int(cid), "x", ha="center", va="center", color="white", fontsize=9, fontweight="bold")
-    image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="LoRA rank")
-    ax.set_xticks(range(len(records)), [str(r["round"]) for r in records])
-    ax.set_yticks(range(num_clients))
-    ax.set_xlabel("round   (blank: not selected, x: straggler)")
-    ax.set_ylabel("client")
-    ax.set_title(f"{name}: rank per client per round")
-    written.append(_save(fig, out / "ranks_heatmap.png", plt))
+    # 2. rank per client per round (heatmap; blank = not selected, x = straggler, o = rejected/out of memory);
+    # beyond HEATMAP_MAX_CLIENTS clients (surrogate what-if runs) the distribution of ranks per round instead
+    num_clients = int(summary.get("num_clients") or 0)
+    if "ranks" in (records[0] if records else {}) and num_clients <= HEATMAP_MAX_CLIENTS:
+        written.append(_rank_heatmap(records, summary, name, out, plt))
+    elif records:
+        written.append(_rank_distribution(records, name, out, plt))
 
     # 3. per-client loss percentiles per round
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -207,3 +196,48 @@ def plot_compare(folders: Sequence[str | Path], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return _save(fig, path, plt)
+
+
+HEATMAP_MAX_CLIENTS = 200
+
+
+def _rank_heatmap(records, summary, name, out, plt):
+    seen = [int(c) for r in records for c in r["ranks"]]
+    num_clients = int(summary.get("num_clients") or (1 + max(seen, default=0)))
+    grid = np.full((num_clients, max(len(records), 1)), np.nan)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(records) + 3), max(3, 0.3 * num_clients + 1.5)))
+    for j, rec in enumerate(records):
+        for cid, rank in rec["ranks"].items():
+            grid[int(cid), j] = rank
+        for cid in rec["stragglers"]:
+            ax.text(j, int(cid), "x", ha="center", va="center", color="white", fontsize=9, fontweight="bold")
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="LoRA rank")
+    ax.set_xticks(range(len(records)), [str(r["round"]) for r in records])
+    ax.set_yticks(range(num_clients))
+    ax.set_xlabel("round   (blank: not selected, x: straggler)")
+    ax.set_ylabel("client")
+    ax.set_title(f"{name}: rank per client per round")
+    return _save(fig, out / "ranks_heatmap.png", plt)
+
+
+def _rank_distribution(records, name, out, plt):
+    """Mean and 10-90 % band of the assigned ranks per round, and the share of stragglers."""
+    from .metrics import client_columns
+
+    rounds = [r["round"] for r in records]
+    ranks = [np.asarray(client_columns(r)["rank"], dtype=np.float64) for r in records]
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    ax.plot(rounds, [x.mean() if x.size else np.nan for x in ranks], marker=".", label="mean rank")
+    ax.fill_between(rounds, [np.percentile(x, 10) if x.size else np.nan for x in ranks],
+                    [np.percentile(x, 90) if x.size else np.nan for x in ranks], alpha=0.2, label="p10-p90")
+    ax.set_xlabel("round")
+    ax.set_ylabel("LoRA rank")
+    share = ax.twinx()
+    share.plot(rounds, [100 * len(r["stragglers"]) / max(len(x), 1) for r, x in zip(records, ranks)],
+               color="red", linestyle="--", label="stragglers %")
+    share.set_ylabel("stragglers (% of selected)")
+    ax.legend(loc="upper left")
+    share.legend(loc="upper right")
+    ax.set_title(f"{name}: ranks per round ({len(ranks[0]) if ranks else 0} clients per round)")
+    return _save(fig, out / "ranks_distribution.png", plt)
