@@ -61,7 +61,10 @@ def run_one(sets: list[str]) -> dict:
     from fedranklite.config import load_config
     from fedranklite.surrogate import build_surrogate_engine
 
+    import psutil
+
     cfg = load_config(CONFIG, sets)
+    rss_before = psutil.Process().memory_info().rss / 2 ** 20  # after every import: the run's own growth is extra
     start = time.perf_counter()
     engine = build_surrogate_engine(cfg)
     setup = time.perf_counter() - start
@@ -72,6 +75,7 @@ def run_one(sets: list[str]) -> dict:
     return {"clients": engine.fed.num_clients, "per_round": cfg.federation.clients_per_round, "rounds": rounds,
             "setup_seconds": setup, "wall_seconds": wall, "wall_per_round": wall / rounds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_before_run_mb": rss_before, "rss_after_run_mb": psutil.Process().memory_info().rss / 2 ** 20,
             "client_compliance_pct": summary["client_compliance_pct"],
             "round_compliance_pct": summary["deadline_compliance_pct"],
             "time_to_target": summary["time_to_target"], "final_score": summary["final_score"],
@@ -165,15 +169,21 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _growth(row: dict) -> str:
+    if "rss_after_run_mb" not in row:
+        return "-"
+    return f"+{row['rss_after_run_mb'] - row['rss_before_run_mb']:.0f}"
+
+
 def markdown(result: dict) -> str:
-    lines = ["| N | scheduler | rounds | wall s / round | peak RSS MB | client compliance % | round compliance % | "
+    lines = ["| N | scheduler | rounds | wall s / round | peak RSS MB (growth during the run) | client compliance % | round compliance % | "
              "time-to-target (round / sim s) | final score | mean rank | kB up per client-round |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["scaling"]:
         t = r["time_to_target"]
         ttt = "not reached" if t["round"] is None else f"{t['round']} / {t['sim_seconds']:.0f}"
         lines.append(f"| {r['clients']:,} | {r['scheduler']} | {r['rounds']} | {r['wall_per_round']:.3f} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['client_compliance_pct']:.1f} | {r['round_compliance_pct']:.0f} | "
+                     f"{r['peak_rss_mb']:.0f} ({_growth(r)}) | {r['client_compliance_pct']:.1f} | {r['round_compliance_pct']:.0f} | "
                      f"{ttt} | {r['final_score']:.3f} | {r['mean_rank']:.2f} | {r['bytes_up_per_client_round'] / 1e3:.0f} |")
     lines.insert(0, f"Surrogate fitted on {result['fit']['source']['rounds']} real rounds of "
                     f"{result['fit']['source']['experiment']}; time-to-target is to {result['target']} "

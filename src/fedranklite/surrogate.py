@@ -45,7 +45,7 @@ import yaml
 
 from .client import ClientResult, TrainSettings
 from .config import Config, validate
-from .metrics import SCORE_METRICS, RoundLog, client_columns
+from .metrics import SCORE_METRICS, RoundLog, client_columns, json_ready
 from .models import MemoryProfile
 from .ranks import State
 from .timing import comm_seconds
@@ -94,7 +94,7 @@ class SurrogateFit:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(asdict(self), indent=2))
+        path.write_text(json.dumps(json_ready(asdict(self)), indent=2, allow_nan=False))  # strict JSON: inf -> null
         return path
 
     @classmethod
@@ -107,7 +107,8 @@ class SurrogateFit:
         except OSError as exc:
             raise CalibrationError(f"{path}: cannot read the surrogate calibration ({exc}); make one with "
                                    f"`fedranklite calibrate <results dir of a real run>`") from None
-        data["score_range"] = tuple(data["score_range"])
+        lo, hi = data["score_range"]
+        data["score_range"] = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
         return cls(**data)
 
 
