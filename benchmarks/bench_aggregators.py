@@ -24,6 +24,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_glue import _ms  # noqa: E402  (mean ± sd over seeds, as in the GLUE table)
+
 AGGREGATORS = ["fedavg", "blockwise", "svd", "stack", "hetlora"]
 SCHEDULERS = ["lite", "cvx"]
 GLUE_SETS = ["evaluation.max_samples=400", "evaluation.eval_every=5"]
@@ -59,13 +61,6 @@ def run_one(task: str, aggregator: str, scheduler: str, seed: int, out_dir: Path
             "block_effective_rank": group["block_effective_rank"] if group else None,
             "effective_rank": group["effective_rank"] if group else None, "upper_half_energy_share": tail_share,
             "sim_time_total": summary["sim_time_total"], "wall_time_total": summary["wall_time_total"]}
-
-
-def _ms(xs) -> str:
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "-"
-    return f"{np.mean(xs):.3f} ± {np.std(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
 
 
 def markdown(runs: list[dict]) -> str:

@@ -164,3 +164,17 @@ def test_shipped_whatif_config_resolves_to_100k_clients_on_the_shipped_calibrati
     assert cfg.federation.clients_per_round == 10_000 and cfg.metrics.client_records == "columns"
     fit = SurrogateFit.load(cfg.engine.surrogate.calibration)
     assert fit.r_max == cfg.r_max and fit.rate > 0 and fit.sec_per_sample > 0
+
+
+def test_surrogate_reports_the_calibrated_metric_when_the_config_names_none(tmp_path):
+    cfg, _ = _real_run(tmp_path)
+    fit = calibrate(cfg.results_dir)
+    fit.metric = "f1"  # e.g. a calibration on MRPC; the what-if config leaves evaluation.metric unset
+    path = fit.save(tmp_path / "fit_f1.json")
+    tree = tiny_tree(tmp_path, experiment_name="f1_whatif", engine={"backend": "surrogate",
+                                                                    "surrogate": {"calibration": str(path)}})
+    assert validate(tree).evaluation.metric is None
+    engine = build_surrogate_engine(validate(tree))
+    summary = engine.run()
+    assert engine.metric == "f1" and summary["metric"] == "f1"
+    assert all(r["eval"]["f1"] == r["score"] for r in engine.state.records)

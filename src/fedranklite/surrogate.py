@@ -215,7 +215,7 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
                 per_sample.append(compute * t.compute_factor / samples)
     a, b, time_r2 = fit_time(ranks, per_sample)
 
-    # global loss trajectory (eval loss after each round; rounds without an evaluation are skipped)
+    # score trajectory, client losses and drops (rounds without an evaluation are simulated through)
     first = client_columns(records[0])
     before0 = [x for x in first["loss_before"] if x is not None]
     evaluated = [r for r in records if r.get("eval")]
@@ -294,8 +294,7 @@ def gated_steps(gate, planned: int) -> int:
 class SurrogateRunner:
     """A ClientRunner whose clients follow the fitted surrogate instead of training a model."""
 
-    def __init__(self, fit: SurrogateFit, cfg: Config, rows: np.ndarray, tier_of: Sequence[str],
-                 settings: TrainSettings):
+    def __init__(self, fit: SurrogateFit, cfg: Config, rows: np.ndarray, settings: TrainSettings):
         self.fit, self.cfg, self.rows, self.settings = fit, cfg, rows, settings
         self.profile = MemoryProfile(**fit.memory_profile)
         rng = np.random.default_rng([cfg.seed, 4242])
@@ -349,15 +348,17 @@ def partition_sizes(cfg: Config) -> np.ndarray:
 
 
 def surrogate_config(cfg: Config, fit: SurrogateFit) -> Config:
-    """The run's config with the calibrated (analytic) time model and r_max of the fitted model."""
+    """The run's config with the calibrated (analytic) time model and the fitted run's metric (the only
+    score the surrogate predicts)."""
     tree = cfg.to_dict()
     tree["timing"] = {"mode": "analytic", "sec_per_sample": fit.sec_per_sample,
                       "sec_per_sample_per_rank": fit.sec_per_sample_per_rank}
+    tree["evaluation"]["metric"] = fit.metric
     return validate(tree, origin=f"surrogate run of {cfg.experiment_name}")
 
 
 def build_surrogate_engine(cfg: Config):
-    """An Engine whose step 3 is the SurrogateRunner and whose evaluation reads the surrogate's loss."""
+    """An Engine whose step 3 is the SurrogateRunner and whose evaluation reads the surrogate's score gap."""
     from .engine import Engine, Federation, tier_rank_caps
 
     sur = cfg.engine.surrogate
@@ -380,7 +381,7 @@ def build_surrogate_engine(cfg: Config):
                      fit.head_bytes, fit.bytes_per_rank, rows=rows)
     regression = SCORE_METRICS[fit.metric].task == "regression"
     settings = TrainSettings.from_config(cfg, regression)
-    runner = SurrogateRunner(fit, cfg, rows, tier_of, settings)
+    runner = SurrogateRunner(fit, cfg, rows, settings)
 
     def evaluator(state: State) -> dict:
         score = fit.score(float(state[STATE_KEY][0]))
@@ -390,8 +391,4 @@ def build_surrogate_engine(cfg: Config):
     info = {"backbone": f"surrogate of {fit.source.get('experiment')} ({fit.source.get('results_dir')})",
             "surrogate": {k: v for k, v in asdict(fit).items() if k not in ("memory_profile",)},
             "memory_profile": fit.memory_profile}
-    cfg_metric = cfg.evaluation.metric or fit.metric
-    if cfg_metric != fit.metric:
-        cfg = validate({**cfg.to_dict(), "evaluation": {**cfg.evaluation.model_dump(), "metric": fit.metric}},
-                       origin="surrogate run")
     return Engine(cfg, runner, fed, evaluator, start, info, "regression" if regression else "classification")
