@@ -56,6 +56,23 @@ def scale_sets(n: int, rounds: int, calibration: Path, out_dir: Path, name: str)
             f"metrics.summary_every={rounds}", "evaluation.stop_at_target=false"]
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0), so that the peak measured
+    after the run is the run's own and not the import of torch; False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_since_reset() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def run_one(sets: list[str]) -> dict:
     """One surrogate run in this process (called in a fresh subprocess by `scale`)."""
     from fedranklite.config import load_config
@@ -65,6 +82,7 @@ def run_one(sets: list[str]) -> dict:
 
     cfg = load_config(CONFIG, sets)
     rss_before = psutil.Process().memory_info().rss / 2 ** 20  # after every import: the run's own growth is extra
+    hwm_reset = reset_peak_rss()
     start = time.perf_counter()
     engine = build_surrogate_engine(cfg)
     setup = time.perf_counter() - start
@@ -76,6 +94,7 @@ def run_one(sets: list[str]) -> dict:
             "setup_seconds": setup, "wall_seconds": wall, "wall_per_round": wall / rounds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_before_run_mb": rss_before, "rss_after_run_mb": psutil.Process().memory_info().rss / 2 ** 20,
+            "run_peak_rss_mb": peak_rss_since_reset() if hwm_reset else None,
             "client_compliance_pct": summary["client_compliance_pct"],
             "round_compliance_pct": summary["deadline_compliance_pct"],
             "time_to_target": summary["time_to_target"], "final_score": summary["final_score"],
@@ -169,21 +188,22 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _growth(row: dict) -> str:
-    if "rss_after_run_mb" not in row:
+def _run_peak(row: dict) -> str:
+    """The run's own peak RSS and its growth over the RSS before the run (imports, config)."""
+    if row.get("run_peak_rss_mb") is None:
         return "-"
-    return f"+{row['rss_after_run_mb'] - row['rss_before_run_mb']:.0f}"
+    return f"{row['run_peak_rss_mb']:.0f} (+{row['run_peak_rss_mb'] - row['rss_before_run_mb']:.0f})"
 
 
 def markdown(result: dict) -> str:
-    lines = ["| N | scheduler | rounds | wall s / round | peak RSS MB (growth during the run) | client compliance % | round compliance % | "
+    lines = ["| N | scheduler | rounds | wall s / round | peak RSS MB during the run (growth over its start) | client compliance % | round compliance % | "
              "time-to-target (round / sim s) | final score | mean rank | kB up per client-round |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["scaling"]:
         t = r["time_to_target"]
         ttt = "not reached" if t["round"] is None else f"{t['round']} / {t['sim_seconds']:.0f}"
         lines.append(f"| {r['clients']:,} | {r['scheduler']} | {r['rounds']} | {r['wall_per_round']:.3f} | "
-                     f"{r['peak_rss_mb']:.0f} ({_growth(r)}) | {r['client_compliance_pct']:.1f} | {r['round_compliance_pct']:.0f} | "
+                     f"{_run_peak(r)} | {r['client_compliance_pct']:.1f} | {r['round_compliance_pct']:.0f} | "
                      f"{ttt} | {r['final_score']:.3f} | {r['mean_rank']:.2f} | {r['bytes_up_per_client_round'] / 1e3:.0f} |")
     lines.insert(0, f"Surrogate fitted on {result['fit']['source']['rounds']} real rounds of "
                     f"{result['fit']['source']['experiment']}; time-to-target is to {result['target']} "
@@ -205,6 +225,8 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/fedranklite_bench_surrogate")
     parser.add_argument("--calibration", help="reuse this surrogate.json instead of a new calibration run")
     parser.add_argument("--quick", action="store_true", help="N = 1k, 10k only, 20 rounds (a smoke test)")
+    parser.add_argument("--rescale", action="store_true",
+                        help="keep the calibration and N = 10 check of --out, re-run only the scaling table")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -215,9 +237,18 @@ def main() -> None:
     torch.set_num_threads(1)
     from fedranklite.config import load_config
     from fedranklite.engine import build_engine
-    from fedranklite.surrogate import calibrate
+    from fedranklite.surrogate import SurrogateFit, calibrate
 
     work = Path(args.work)
+    out = Path(args.out)
+    sizes = [1000, 10000] if args.quick else [1000, 10000, 100000]
+    rounds_for = lambda n, s: 20 if args.quick else (100 if (s == "lite" or n < 100000) else 30)  # noqa: E731
+    if args.rescale:
+        result = json.loads(out.read_text())
+        work.mkdir(parents=True, exist_ok=True)
+        calibration = SurrogateFit(**result["fit"]).save(work / "surrogate.json")
+        result["scaling"] = scale(calibration, work, sizes, rounds_for)
+        return write(result, out)
     result: dict = {"config": str(CONFIG.relative_to(ROOT)), "cal_rounds": CAL_ROUNDS}
     start = time.perf_counter()
     if args.calibration:
@@ -229,8 +260,6 @@ def main() -> None:
         fit = calibrate(cfg.results_dir)
         calibration = fit.save(work / "surrogate.json")
         result["calibration_seconds"] = time.perf_counter() - start
-    from fedranklite.surrogate import SurrogateFit
-
     result["fit"] = SurrogateFit.load(calibration).__dict__
     result["target"] = reachable_target(calibration)
     result["check"] = {}
@@ -238,11 +267,12 @@ def main() -> None:
         real, sur = real_and_surrogate(1, SCHEDULERS[sched], calibration, work, CAL_ROUNDS)
         result["check"][sched] = compare(real, sur)
         print(sched, {k: v for k, v in result["check"][sched].items() if k != "rounds"}, flush=True)
-    sizes = [1000, 10000] if args.quick else [1000, 10000, 100000]
-    result["scaling"] = scale(calibration, work, sizes,
-                              lambda n, s: 20 if args.quick else (100 if (s == "lite" or n < 100000) else 30))
+    result["scaling"] = scale(calibration, work, sizes, rounds_for)
     result["total_seconds"] = time.perf_counter() - start
-    out = Path(args.out)
+    write(result, out)
+
+
+def write(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=float))
     out.with_suffix(".md").write_text(markdown(result))
