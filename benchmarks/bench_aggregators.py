@@ -66,7 +66,7 @@ def run_one(task: str, aggregator: str, scheduler: str, seed: int, out_dir: Path
 
     config, sets = config_for(task, scheduler)
     cfg = load_config(config, sets + [f"federation.aggregation={aggregator}", f"seed={seed}",
-                                      f"experiment_name=agg_{task}_{aggregator}_{scheduler}_s{seed}",
+                                      f"experiment_name={run_name(task, aggregator, scheduler, seed)}",
                                       f"output_dir={out_dir}", "metrics.checkpoint=false"])
     engine = build_engine(cfg)
     summary = engine.run()
@@ -87,8 +87,16 @@ def run_one(task: str, aggregator: str, scheduler: str, seed: int, out_dir: Path
 WORK = ROOT / "results" / "bench_aggregators"
 
 
+def run_key(r: dict) -> tuple:
+    return r["task"], r["aggregator"], r["scheduler"], r["seed"]
+
+
+def run_name(task: str, aggregator: str, scheduler: str, seed: int) -> str:
+    return f"agg_{task}_{aggregator}_{scheduler}_s{seed}"
+
+
 def run_dir(r: dict) -> Path:
-    return WORK / f"agg_{r['task']}_{r['aggregator']}_{r['scheduler']}_s{r['seed']}"
+    return WORK / run_name(*run_key(r))
 
 
 def upper_half_share(energy: list[float]) -> float:
@@ -249,8 +257,7 @@ def record(out: Path, rec: dict | None) -> list[dict]:
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         runs = json.loads(out.read_text())["runs"] if out.exists() else []
-        key = lambda r: (r["task"], r["aggregator"], r["scheduler"], r["seed"])  # noqa: E731
-        if rec is not None and key(rec) not in {key(r) for r in runs}:
+        if rec is not None and run_key(rec) not in {run_key(r) for r in runs}:
             runs.append(rec)
         for r in runs:  # (re)read trajectories from the run folders where they are still there
             r["trajectory"] = trajectory(run_dir(r)) or r.get("trajectory")
@@ -265,7 +272,7 @@ def claim(task: str, agg: str, sched: str, seed: int) -> bool:
     """Take a run for this process: False when another live process holds it (two processes writing one
     rounds.jsonl corrupt it). A claim file holds the owner's pid; a dead owner's claim is taken over."""
     WORK.mkdir(parents=True, exist_ok=True)
-    path = WORK / f"agg_{task}_{agg}_{sched}_s{seed}.claim"
+    path = WORK / f"{run_name(task, agg, sched, seed)}.claim"
     with open(WORK / "claims.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
@@ -305,7 +312,7 @@ def main() -> int:
             + ([(CONTROL, "fedavg")] if args.control and task == "noniid" else [])]
     for task, agg, sched, seed in reversed(plan) if args.reverse else plan:
         runs = json.loads(out.read_text())["runs"] if out.exists() else []  # another process may have run it
-        if (task, agg, sched, seed) in {(r["task"], r["aggregator"], r["scheduler"], r["seed"]) for r in runs}:
+        if (task, agg, sched, seed) in {run_key(r) for r in runs}:
             continue
         if not claim(task, agg, sched, seed):
             continue
