@@ -259,8 +259,9 @@ def record(out: Path, rec: dict | None) -> list[dict]:
         runs = json.loads(out.read_text())["runs"] if out.exists() else []
         if rec is not None and run_key(rec) not in {run_key(r) for r in runs}:
             runs.append(rec)
-        for r in runs:  # (re)read trajectories from the run folders where they are still there
-            r["trajectory"] = trajectory(run_dir(r)) or r.get("trajectory")
+        for r in runs:  # records written before run_one kept the trajectory: read it from their folder
+            if not r.get("trajectory"):
+                r["trajectory"] = trajectory(run_dir(r))
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps({"runs": runs}, indent=1, default=float))
         tmp.replace(out)

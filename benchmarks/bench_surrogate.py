@@ -114,7 +114,7 @@ def scale(calibration: Path, out_dir: Path, sizes, rounds_for) -> list[dict]:
             if proc.returncode != 0:
                 raise RuntimeError(f"N={n} {sched}: {proc.stderr[-2000:]}")
             row = {"scheduler": sched, **json.loads(proc.stdout.strip().splitlines()[-1])}
-            print(f"N={n:>6} {sched:<10} {row['wall_per_round']:.3f} s/round, {row['peak_rss_mb']:.0f} MB, "
+            print(f"N={n:>6} {sched:<10} {row['wall_per_round']:.3f} s/round, peak {_run_peak(row)} MB, "
                   f"client compliance {row['client_compliance_pct']:.1f} %, ttt {row['time_to_target']}", flush=True)
             rows.append(row)
     return rows
