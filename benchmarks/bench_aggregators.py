@@ -69,8 +69,8 @@ def run_one(task: str, aggregator: str, scheduler: str, seed: int, out_dir: Path
                                       f"experiment_name={run_name(task, aggregator, scheduler, seed)}",
                                       f"output_dir={out_dir}", "metrics.checkpoint=false"])
     engine = build_engine(cfg)
-    summary = engine.run()
-    energy = engine.state.records[-1]["rank_energy"]
+    summary = engine.run().to_json()  # as metrics.json holds it
+    energy = engine.state.records[-1].rank_energy
     group = next(iter(energy.values())) if energy else None
     tail_share = upper_half_share(group["energy"]) if group else None
     return {"task": task, "aggregator": aggregator, "scheduler": scheduler, "seed": seed,

@@ -45,11 +45,11 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
     start = time.perf_counter()
     engine = build_engine(cfg)
     setup = time.perf_counter() - start
-    summary = engine.run()
+    summary = engine.run().to_json()  # as metrics.json holds it
     data = engine.fed.data
-    clients = [c for r in engine.state.records for c in r["clients"]]
-    steps = sum(c["steps"] for c in clients)
-    train_wall = sum(c["wall_seconds"] for c in clients)
+    clients = [c for r in engine.state.records for c in r.clients]
+    steps = sum(c.steps for c in clients)
+    train_wall = sum(c.wall_seconds for c in clients)
     return {
         "config": str(config.relative_to(ROOT)), "experiment": cfg.experiment_name, "seed": cfg.seed,
         "centralized": centralized, "scheduler": summary["scheduler"], "backbone": summary["backbone"],

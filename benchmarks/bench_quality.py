@@ -31,7 +31,7 @@ def main():
                                   BUDGET + [f"federation.scheduler.type={sched}", f"seed={seed}",
                                             f"experiment_name=quality_{exp}_{sched}_{seed}"])
                 start = time.perf_counter()
-                s = build_engine(cfg).run()
+                s = build_engine(cfg).run().to_json()  # as metrics.json holds it
                 runs.append({"experiment": exp, "scheduler": sched, "seed": seed, "final_score": s["final_score"],
                              "best_score": s["best_score"], "ttt_round": s["time_to_target"]["round"],
                              "ttt_sim_seconds": s["time_to_target"]["sim_seconds"],

@@ -87,7 +87,7 @@ def run_one(sets: list[str]) -> dict:
     engine = build_surrogate_engine(cfg)
     setup = time.perf_counter() - start
     start = time.perf_counter()
-    summary = engine.run()
+    summary = engine.run().to_json()  # as metrics.json holds it
     wall = time.perf_counter() - start
     rounds = summary["rounds_completed"]
     return {"clients": engine.fed.num_clients, "per_round": cfg.federation.clients_per_round, "rounds": rounds,
@@ -139,19 +139,17 @@ def real_and_surrogate(seed: int, sched_sets: list[str], calibration: Path, out_
 def compare(real, sur) -> dict:
     rank_diff, time_rel, strag_real, strag_sur, per_round = [], [], 0, 0, []
     for a, b in zip(real.state.records, sur.state.records):
-        ra = np.array([c["rank"] for c in a["clients"]])
-        rb = np.array([c["rank"] for c in b["clients"]])
-        ta = np.array([c["sim_seconds"] for c in a["clients"]])
-        tb = np.array([c["sim_seconds"] for c in b["clients"]])
+        ra, rb = np.asarray(a.clients.rank), np.asarray(b.clients.rank)
+        ta, tb = np.asarray(a.clients.sim_seconds), np.asarray(b.clients.sim_seconds)
         rank_diff.append(float(np.mean(np.abs(ra - rb))))
         time_rel.append(float(np.mean(np.abs(ta - tb) / ta)))
-        strag_real += len(a["stragglers"])
-        strag_sur += len(b["stragglers"])
-        per_round.append({"round": a["round"], "ranks_real": ra.tolist(), "ranks_surrogate": rb.tolist(),
-                          "round_seconds_real": a["round_sim_seconds"], "round_seconds_surrogate": b["round_sim_seconds"],
-                          "stragglers_real": a["stragglers"], "stragglers_surrogate": b["stragglers"],
-                          "score_real": a["score"], "score_surrogate": b["score"]})
-    sr, ss = real.summary(), sur.summary()
+        strag_real += len(a.stragglers)
+        strag_sur += len(b.stragglers)
+        per_round.append({"round": a.round, "ranks_real": ra.tolist(), "ranks_surrogate": rb.tolist(),
+                          "round_seconds_real": a.round_sim_seconds, "round_seconds_surrogate": b.round_sim_seconds,
+                          "stragglers_real": a.stragglers, "stragglers_surrogate": b.stragglers,
+                          "score_real": a.score, "score_surrogate": b.score})
+    sr, ss = real.summary().to_json(), sur.summary().to_json()
     return {"mean_abs_rank_diff": float(np.mean(rank_diff)), "max_round_rank_diff": float(np.max(rank_diff)),
             "mean_rel_client_time_diff": float(np.mean(time_rel)),
             "round_compliance_real": sr["deadline_compliance_pct"], "round_compliance_surrogate": ss["deadline_compliance_pct"],

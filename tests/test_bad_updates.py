@@ -68,15 +68,15 @@ def test_corrupted_update_is_rejected_logged_and_round_goes_on(tiny_config, kind
     engine = build_engine(cfg, runner_factory=FaultyRunner)
     with caplog.at_level("WARNING"):
         summary = engine.run()
-    assert summary["rounds_completed"] == 2
+    assert summary.rounds_completed == 2
     for rec in engine.state.records:
-        bad = rec["clients"][0]
-        assert bad["status"] == "rejected" and reason_part in bad["reject_reason"]
-        assert rec["rejected"] == {str(bad["cid"]): bad["reject_reason"]}
-        assert all(c["status"] == "accepted" for c in rec["clients"][1:])
+        bad = rec.clients.rows()[0]
+        assert bad.status == "rejected" and reason_part in bad.reject_reason
+        assert rec.rejected == {str(bad.cid): bad.reject_reason}
+        assert all(c.status == "accepted" for c in rec.clients.rows()[1:])
     assert "rejected" in caplog.text
     assert all(torch.isfinite(t).all() for t in engine.state.global_state.values())
-    assert summary["final_score"] is not None
+    assert summary.final_score is not None
 
 
 def test_structural_checks_by_hand():

@@ -76,8 +76,8 @@ def test_engine_records_rank_energy_and_plot_draws_it_only_when_present(tiny_con
     engine = build_engine(cfg)
     engine.run()
     for rec in engine.state.records:
-        assert set(rec["rank_energy"]) == {"query", "value"}
-        for g in rec["rank_energy"].values():
+        assert set(rec.rank_energy) == {"query", "value"}
+        for g in rec.rank_energy.values():
             assert len(g["energy"]) == 8 and all(e >= 0 for e in g["energy"])
             assert 0 <= g["effective_rank"] <= 8 and 0 <= g["block_effective_rank"] <= 8
     lines = (cfg.results_dir / "rounds.jsonl").read_text().splitlines()

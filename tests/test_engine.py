@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fedranklite.engine import DeadlineGate, build_engine, client_seed, select_clients
-from fedranklite.metrics import RoundLog
+from fedranklite.results_io import RoundLog
 
 
 def run(cfg):
@@ -28,20 +28,20 @@ def test_run_writes_every_result_file_and_metric(tiny_config):
                 "final_score", "rounds", "sim_time_total"):
         assert key in on_disk, key
     rec = RoundLog.read(out / "rounds.jsonl")[0]
-    assert len(rec["clients"]) == 3 and set(rec["fairness"]) == {"p10", "p50", "p90"}
-    for c in rec["clients"]:
+    assert len(rec.clients.rows()) == 3 and set(rec.fairness) == {"p10", "p50", "p90"}
+    for c in rec.clients.rows():
         # bytes are those of the real tensors: rank-r LoRA factors + head, float32
-        assert c["bytes_up"] == engine.fed.bytes_fixed + c["rank"] * engine.fed.bytes_per_rank
-        assert c["bytes_down"] == c["bytes_up"]
-        assert c["peak_memory_mb"] > 0
-    assert sum(rec["ranks"].values()) == round(4 * 3)  # lite hands out exactly r_bar * selected
-    assert 0.0 <= summary["final_score"] <= 1.0
+        assert c.bytes_up == engine.fed.bytes_fixed + c.rank * engine.fed.bytes_per_rank
+        assert c.bytes_down == c.bytes_up
+        assert c.peak_memory_mb > 0
+    assert sum(rec.ranks.values()) == round(4 * 3)  # lite hands out exactly r_bar * selected
+    assert 0.0 <= summary.final_score <= 1.0
 
 
 def test_same_seed_same_ranks_and_same_adapter(tiny_config):
     a, _ = run(tiny_config(experiment_name="a"))
     b, _ = run(tiny_config(experiment_name="b"))
-    assert [r["ranks"] for r in a.state.records] == [r["ranks"] for r in b.state.records]
+    assert [r.ranks for r in a.state.records] == [r.ranks for r in b.state.records]
     for name, t in a.state.global_state.items():
         assert torch.equal(t, b.state.global_state[name]), name
     c, _ = run(tiny_config(experiment_name="c", seed=1))
@@ -52,12 +52,12 @@ def test_analytic_time_is_deterministic_and_matches_formula(tiny_config):
     cfg = tiny_config(deadline={"seconds": None})
     engine, _ = run(cfg)
     rec = engine.state.records[0]
-    for c in rec["clients"]:
-        tier = cfg.tiers[c["tier"]]
-        compute = c["samples"] * (0.05 + 0.01 * c["rank"]) / tier.compute_factor
-        comm = (c["bytes_up"] + c["bytes_down"]) * 8 / (tier.bandwidth_mbps * 1e6)
-        assert c["sim_seconds"] == pytest.approx(compute + comm)
-    assert rec["round_sim_seconds"] == pytest.approx(max(c["sim_seconds"] for c in rec["clients"]))
+    for c in rec.clients.rows():
+        tier = cfg.tiers[c.tier]
+        compute = c.samples * (0.05 + 0.01 * c.rank) / tier.compute_factor
+        comm = (c.bytes_up + c.bytes_down) * 8 / (tier.bandwidth_mbps * 1e6)
+        assert c.sim_seconds == pytest.approx(compute + comm)
+    assert rec.round_sim_seconds == pytest.approx(max(c.sim_seconds for c in rec.clients.rows()))
 
 
 # A deadline that a slow-tier (0.25x) client cannot meet with 3 full steps of 8 samples:
@@ -73,35 +73,35 @@ def all_clients_every_round(tiny_config, policy):
 def test_drop_discards_late_updates_and_round_ends_at_deadline(tiny_config):
     engine, summary = run(all_clients_every_round(tiny_config, "drop"))
     rec = engine.state.records[0]
-    slow = [c for c in rec["clients"] if c["tier"] == "slow"]
-    fast = [c for c in rec["clients"] if c["tier"] == "fast"]
-    assert slow and all(c["straggler"] and c["status"] == "dropped" for c in slow)
-    assert all(c["status"] == "accepted" and not c["straggler"] for c in fast)
-    assert rec["round_sim_seconds"] == pytest.approx(DEADLINE)
-    assert not rec["compliant"] and summary["deadline_compliance_pct"] == 0.0
+    slow = [c for c in rec.clients.rows() if c.tier == "slow"]
+    fast = [c for c in rec.clients.rows() if c.tier == "fast"]
+    assert slow and all(c.straggler and c.status == "dropped" for c in slow)
+    assert all(c.status == "accepted" and not c.straggler for c in fast)
+    assert rec.round_sim_seconds == pytest.approx(DEADLINE)
+    assert not rec.compliant and summary.deadline_compliance_pct == 0.0
 
 
 def test_wait_accepts_everyone_and_lasts_as_long_as_the_slowest(tiny_config):
     engine, _ = run(all_clients_every_round(tiny_config, "wait"))
     rec = engine.state.records[0]
-    assert all(c["status"] == "accepted" and c["steps"] == c["planned_steps"] for c in rec["clients"])
-    assert rec["round_sim_seconds"] == pytest.approx(max(c["sim_seconds"] for c in rec["clients"]))
-    assert rec["round_sim_seconds"] > DEADLINE
-    assert sorted(rec["stragglers"]) == [c["cid"] for c in rec["clients"] if c["tier"] == "slow"]
+    assert all(c.status == "accepted" and c.steps == c.planned_steps for c in rec.clients.rows())
+    assert rec.round_sim_seconds == pytest.approx(max(c.sim_seconds for c in rec.clients.rows()))
+    assert rec.round_sim_seconds > DEADLINE
+    assert sorted(rec.stragglers) == [c.cid for c in rec.clients.rows() if c.tier == "slow"]
 
 
 def test_use_partial_keeps_the_steps_that_fit(tiny_config):
     engine, _ = run(all_clients_every_round(tiny_config, "use_partial"))
     rec = engine.state.records[0]
-    for c in rec["clients"]:
-        assert c["sim_seconds"] <= DEADLINE + 1e-9
-        if c["tier"] == "slow":
-            assert c["straggler"] and c["status"] == "partial" and 0 < c["steps"] < c["planned_steps"]
+    for c in rec.clients.rows():
+        assert c.sim_seconds <= DEADLINE + 1e-9
+        if c.tier == "slow":
+            assert c.straggler and c.status == "partial" and 0 < c.steps < c.planned_steps
             # exactly the steps that fit: comm + steps * 8 * (0.05 + 0.01 r) / 0.25 <= deadline < one more
-            per_step = 8 * (0.05 + 0.01 * c["rank"]) / 0.25
-            comm = (c["bytes_up"] + c["bytes_down"]) * 8 / 10e6
-            assert comm + c["steps"] * per_step <= DEADLINE < comm + (c["steps"] + 1) * per_step
-    assert rec["round_sim_seconds"] <= DEADLINE
+            per_step = 8 * (0.05 + 0.01 * c.rank) / 0.25
+            comm = (c.bytes_up + c.bytes_down) * 8 / 10e6
+            assert comm + c.steps * per_step <= DEADLINE < comm + (c.steps + 1) * per_step
+    assert rec.round_sim_seconds <= DEADLINE
 
 
 def test_tier_memory_caps_rank_and_reports_clients_that_cannot_train(tiny_config):
@@ -117,16 +117,16 @@ def test_tier_memory_caps_rank_and_reports_clients_that_cannot_train(tiny_config
                                       tiers={"slow": {"memory_gb": 1e-6}, "fast": {"memory_gb": tight}}))
     summary = engine.run()
     rec = engine.state.records[0]
-    assert sorted(rec["out_of_memory"]) == [2, 3]
-    assert [c["cid"] for c in rec["clients"]] == [0, 1]
-    assert all(c["rank"] == 2 for c in rec["clients"])  # fixed rank 6 capped to the memory's 2
-    assert summary["tier_rank_caps"] == {"fast": 2, "slow": 0}
+    assert sorted(rec.out_of_memory) == [2, 3]
+    assert [c.cid for c in rec.clients.rows()] == [0, 1]
+    assert all(c.rank == 2 for c in rec.clients.rows())  # fixed rank 6 capped to the memory's 2
+    assert summary.run["tier_rank_caps"] == {"fast": 2, "slow": 0}
 
 
 def test_stop_at_target_ends_early(tiny_config):
     engine, summary = run(tiny_config(federation={"num_rounds": 4}, evaluation={"target": 0.0, "stop_at_target": True}))
-    assert summary["rounds_completed"] == 1
-    assert summary["time_to_target"] == {"round": 1, "sim_seconds": engine.state.records[0]["sim_time"]}
+    assert summary.rounds_completed == 1
+    assert (summary.time_to_target.round, summary.time_to_target.sim_seconds) == (1, engine.state.records[0].sim_time)
 
 
 @pytest.mark.parametrize("scheduler", ["fixed", "cvx", "lite"])
@@ -134,11 +134,11 @@ def test_stop_at_target_ends_early(tiny_config):
 def test_every_scheduler_and_aggregator_runs(tiny_config, scheduler, aggregation):
     cfg = tiny_config(federation={"aggregation": aggregation, "scheduler": {"type": scheduler}, "num_rounds": 1})
     engine, summary = run(cfg)
-    ranks = list(engine.state.records[0]["ranks"].values())
+    ranks = list(engine.state.records[0].ranks.values())
     assert all(1 <= r <= 8 for r in ranks)
     if scheduler != "fixed":
         assert sum(ranks) == 12
-    assert summary["rounds_completed"] == 1
+    assert summary.rounds_completed == 1
 
 
 def test_regression_task_runs_with_pearson(tiny_config, tmp_path):
@@ -153,9 +153,9 @@ def test_regression_task_runs_with_pearson(tiny_config, tmp_path):
                             "label_column": "score", "task": "regression", "partition": {"type": "dirichlet"}},
                       federation={"num_rounds": 1})
     engine, summary = run(cfg)
-    assert summary["metric"] == "pearson"
+    assert summary.metric == "pearson"
     assert engine.model.num_labels == 1
-    assert {"pearson", "spearman", "mse"} <= set(summary["final_eval"])
+    assert {"pearson", "spearman", "mse"} <= set(summary.run["final_eval"])
 
 
 def test_selection_and_client_seeds_are_reproducible():

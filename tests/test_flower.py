@@ -20,7 +20,7 @@ from fedranklite.config import validate  # noqa: E402
 from fedranklite.engine import ClientTask, DeadlineGate, build_engine  # noqa: E402
 from fedranklite.flower.task import arrays_to_state, state_to_arrays, task_from_record, task_record, \
     wire_bytes  # noqa: E402
-from fedranklite.metrics import RoundLog  # noqa: E402
+from fedranklite.results_io import RoundLog  # noqa: E402
 from fedranklite.ranks import num_bytes, truncate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,17 +53,17 @@ def test_simulation_matches_local_engine(tmp_path):
     local.run()
     flower, summary = simulate(validate(equivalence_tree(tmp_path, experiment_name="flower",
                                                          engine={"backend": "flower"})))
-    assert summary["rounds_completed"] == 3
-    assert [r["ranks"] for r in flower.state.records] == [r["ranks"] for r in local.state.records]
+    assert summary.rounds_completed == 3
+    assert [r.ranks for r in flower.state.records] == [r.ranks for r in local.state.records]
     diff = max(float((flower.state.global_state[k] - t).abs().max()) for k, t in local.state.global_state.items())
     assert diff <= 1e-6, diff
     for a, b in zip(local.state.records, flower.state.records):
-        assert [c["status"] for c in a["clients"]] == [c["status"] for c in b["clients"]]
-        assert [c["steps"] for c in a["clients"]] == [c["steps"] for c in b["clients"]]
-        assert [(c["bytes_down"], c["bytes_up"]) for c in a["clients"]] == \
-               [(c["bytes_down"], c["bytes_up"]) for c in b["clients"]]
-        assert a["round_sim_seconds"] == pytest.approx(b["round_sim_seconds"])
-    assert any(c["status"] == "partial" for r in flower.state.records for c in r["clients"])
+        assert [c.status for c in a.clients.rows()] == [c.status for c in b.clients.rows()]
+        assert [c.steps for c in a.clients.rows()] == [c.steps for c in b.clients.rows()]
+        assert [(c.bytes_down, c.bytes_up) for c in a.clients.rows()] == \
+               [(c.bytes_down, c.bytes_up) for c in b.clients.rows()]
+        assert a.round_sim_seconds == pytest.approx(b.round_sim_seconds)
+    assert any(c.status == "partial" for r in flower.state.records for c in r.clients.rows())
     # the ClientApp model stays resident: every worker process built it once, whatever it trained
     assert flower.runner.worker_builds and set(flower.runner.worker_builds.values()) == {1}
 
@@ -85,9 +85,9 @@ def test_cli_flower_backend_writes_the_same_files(tmp_path):
         runs[backend] = (json.loads((out / "metrics.json").read_text()), RoundLog.read(out / "rounds.jsonl"))
     (m_local, r_local), (m_flower, r_flower) = runs["local"], runs["flower"]
     assert set(m_local) == set(m_flower)
-    assert [r["ranks"] for r in r_local] == [r["ranks"] for r in r_flower]
+    assert [r.ranks for r in r_local] == [r.ranks for r in r_flower]
     for a, b in zip(r_local, r_flower):
-        assert set(a) == set(b) and [set(c) for c in a["clients"]] == [set(c) for c in b["clients"]]
+        assert [c.status for c in a.clients] == [c.status for c in b.clients]
     assert m_flower["final_score"] == pytest.approx(m_local["final_score"])
     assert (tmp_path / "results" / "flower" / "flower.json").exists()
 
@@ -105,9 +105,9 @@ def deployment_config(tmp_path, name, rounds, round_timeout=None):
 def check_results(cfg, rounds):
     out = cfg.results_dir
     metrics = json.loads((out / "metrics.json").read_text())
-    records = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    records = RoundLog.read(out / "rounds.jsonl")
     assert metrics["rounds_completed"] == rounds == len(records)
-    assert [r["round"] for r in records] == list(range(1, rounds + 1))
+    assert [r.round for r in records] == list(range(1, rounds + 1))
     payload = torch.load(out / "checkpoint.pt", weights_only=False)
     assert payload["round_idx"] == rounds
     assert all(torch.isfinite(t).all() for t in payload["global_state"].values())
@@ -129,11 +129,11 @@ def test_deployment_superlink_and_three_supernodes(tmp_path):
     assert dep.stopped_pids and not alive(dep.stopped_pids)  # every process it started, and theirs, stopped
     metrics, records, report = check_results(cfg, 2)
     assert sorted(v["partition-id"] for v in report["nodes"].values()) == [0, 1, 2] and report["lost"] == []
-    assert all(c["status"] == "accepted" and c["steps"] > 0 for r in records for c in r["clients"])
+    assert all(c.status == "accepted" and c.steps > 0 for r in records for c in r.clients.rows())
     # the same experiment on the local engine picks the same ranks
     local = build_engine(cfg.model_copy(update={"experiment_name": "deployed_local"}))
     local.run()
-    assert [r["ranks"] for r in records] == [r["ranks"] for r in local.state.records]
+    assert [r.ranks for r in records] == [r.ranks for r in local.state.records]
 
 
 def test_supernode_killed_mid_round_is_a_straggler_and_the_run_completes(tmp_path):
@@ -158,9 +158,10 @@ def test_supernode_killed_mid_round_is_a_straggler_and_the_run_completes(tmp_pat
     assert rc == 0, (tmp_path / "run" / "logs" / "flwr_run.log").read_text()[-3000:]
     assert not alive(dep.stopped_pids)
     metrics, records, report = check_results(cfg, 2)
-    first = {c["cid"]: c for c in records[0]["clients"]}
-    assert first[victim]["status"] == "lost" and first[victim]["straggler"] and first[victim]["steps"] == 0
-    assert victim in records[0]["stragglers"] and not records[0]["compliant"]
-    assert all(first[c]["status"] == "accepted" for c in first if c != victim)
+    first = {c.cid: c for c in records[0].clients}
+    assert first[victim].status == "lost" and first[victim].straggler and first[victim].steps == 0
+    assert first[victim].lost  # why it never answered
+    assert victim in records[0].stragglers and not records[0].compliant
+    assert all(first[c].status == "accepted" for c in first if c != victim)
     assert any(e["cid"] == victim and e["round"] == 1 for e in report["lost"])
     assert metrics["stragglers_total"] >= 1

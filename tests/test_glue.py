@@ -261,5 +261,5 @@ def test_tiny_glue_run_end_to_end(small_glue, tmp_path):
     cfg = load_config(GLUE_CONFIGS / "rte_lite.yaml", [f"data.data_dir={folder}", *sets])
     engine = build_engine(centralized_config(cfg))
     summary = engine.run()
-    assert summary["num_clients"] == 1 and summary["rounds_completed"] == 2
-    assert all(c["steps"] == 6 for r in engine.state.records for c in r["clients"])  # 3 clients x 2 steps
+    assert summary.run["num_clients"] == 1 and summary.rounds_completed == 2
+    assert all(c.steps == 6 for r in engine.state.records for c in r.clients.rows())  # 3 clients x 2 steps

@@ -42,4 +42,4 @@ def test_compare_prints_a_row_per_run_and_an_overlay_plot(two_runs, capsys, tmp_
 
 def test_plot_of_a_folder_without_results_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["plot", str(tmp_path)]) == 2
-    assert "no metrics.json" in capsys.readouterr().err
+    assert "metrics.json: not found" in capsys.readouterr().err

@@ -70,17 +70,29 @@ def test_bounds_with_memory_caps():
 
 
 def test_build_scheduler_from_config_section():
-    section = SimpleNamespace(model_dump=lambda: dict(type="lite", r_min=2, r_max=None, r_bar=6.0, rank=None,
-                                                      ema=0.3, gain_weight=2.0, throughput_weight=0.1,
-                                                      deadline_penalty=0.25, normalize=False, solver="auto"))
+    section = SCHEDULERS.parse(dict(type="lite", r_min=2, r_bar=6.0, ema=0.3, gain_weight=2.0, throughput_weight=0.1,
+                                    deadline_penalty=0.25, normalize=False))
     cfg = SimpleNamespace(federation=SimpleNamespace(scheduler=section), r_max=16)
     s = build_scheduler(cfg)
     assert isinstance(s, LiteScheduler)
     assert (s.r_min, s.r_max, s.r_bar) == (2, 16, 6.0)
     assert (s.ema, s.gain_weight, s.throughput_weight, s.deadline_penalty, s.normalize) == (0.3, 2.0, 0.1, 0.25, False)
-    section.model_dump = lambda: dict(type="cvx", r_min=1, r_max=None, r_bar=4.0, solver="greedy", ema=0.5)
+    cfg.federation.scheduler = SCHEDULERS.parse(dict(type="cvx", r_min=1, r_bar=4.0, solver="greedy"))
     s = build_scheduler(cfg)
     assert isinstance(s, CvxScheduler) and s.solver == "greedy" and s.r_max == 16
+
+
+@pytest.mark.parametrize("section, message", [
+    (dict(type="fixed", ema=0.9), "scheduler 'fixed'"),  # a lite parameter on another scheduler
+    (dict(type="cvx", rank=4), "scheduler 'cvx'"),
+    (dict(type="lite", solver="greedy"), "scheduler 'lite'"),
+])
+def test_a_scheduler_rejects_parameters_of_another(section, message):
+    from fedranklite.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate({"tiers": {"t": {"compute_factor": 1, "num_clients": 2, "memory_gb": 8}},
+                  "federation": {"clients_per_round": 2, "scheduler": section}})
 
 
 # --------------------------------------------------------------------------------------------------

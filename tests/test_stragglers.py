@@ -19,7 +19,7 @@ DEADLINE = 10.0
 
 
 def resolve(policy, sim=SIM, finished=FINISHED, trained=TRAINED, deadline=DEADLINE):
-    return STRAGGLER_POLICIES[policy].resolve(np.array(sim), np.array(finished), np.array(trained), deadline)
+    return STRAGGLER_POLICIES[policy]().resolve(np.array(sim), np.array(finished), np.array(trained), deadline)
 
 
 def test_registry_and_stop_flags():
@@ -103,7 +103,7 @@ def test_empty_round(policy):
 @pytest.mark.parametrize("policy", ["drop", "wait", "use_partial"])
 def test_outputs_are_bool_arrays_and_inputs_untouched(policy):
     trained = np.array(TRAINED)
-    out = STRAGGLER_POLICIES[policy].resolve(np.array(SIM), np.array(FINISHED), trained, DEADLINE)
+    out = STRAGGLER_POLICIES[policy]().resolve(np.array(SIM), np.array(FINISHED), trained, DEADLINE)
     assert out.accepted.dtype == bool and out.straggler.dtype == bool
     out.accepted[:] = False
     assert trained.tolist() == TRAINED

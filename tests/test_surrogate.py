@@ -11,7 +11,6 @@ import pytest
 
 from fedranklite.config import ConfigError, validate
 from fedranklite.engine import build_engine
-from fedranklite.metrics import client_columns
 from fedranklite.surrogate import (STATE_KEY, CalibrationError, SurrogateFit, build_surrogate_engine, calibrate,
                                    fit_drops, fit_progress, fit_time, samples_for)
 
@@ -95,15 +94,15 @@ def test_calibrate_a_real_run_and_replay_it_with_the_surrogate(tmp_path):
     # cvx ranks depend only on the time model and tiers, which the surrogate reproduces exactly: so do the
     # ranks, per-client simulated times, steps (deadline), compliance and bytes of every round
     for a, b in zip(real.state.records, sur.state.records):
-        assert a["ranks"] == b["ranks"]
-        assert [c["steps"] for c in a["clients"]] == [c["steps"] for c in b["clients"]]
-        assert [c["sim_seconds"] for c in a["clients"]] == pytest.approx([c["sim_seconds"] for c in b["clients"]])
-        assert [c["bytes_up"] for c in a["clients"]] == [c["bytes_up"] for c in b["clients"]]
-        assert a["compliant"] == b["compliant"] and a["stragglers"] == b["stragglers"]
-    assert summary["deadline_compliance_pct"] == real.summary()["deadline_compliance_pct"]
+        assert a.ranks == b.ranks
+        assert [c.steps for c in a.clients.rows()] == [c.steps for c in b.clients.rows()]
+        assert [c.sim_seconds for c in a.clients.rows()] == pytest.approx([c.sim_seconds for c in b.clients.rows()])
+        assert [c.bytes_up for c in a.clients.rows()] == [c.bytes_up for c in b.clients.rows()]
+        assert a.compliant == b.compliant and a.stragglers == b.stragglers
+    assert summary.deadline_compliance_pct == real.summary().deadline_compliance_pct
     # the global "adapter" is the surrogate's score gap; every round evaluates its score
     assert set(sur.state.global_state) == {STATE_KEY}
-    scores = [r["score"] for r in sur.state.records]
+    scores = [r.score for r in sur.state.records]
     assert all(s is not None and 0 <= s <= 1 for s in scores)
     written = json.loads((sur.cfg.results_dir / "metrics.json").read_text())
     assert written["surrogate"]["rate"] == pytest.approx(fit.rate)
@@ -121,16 +120,15 @@ def test_surrogate_at_scale_with_compact_records(tmp_path):
         "metrics": {"client_records": "columns", "checkpoint": False, "summary_every": 5}})
     engine = build_surrogate_engine(validate(tree))
     summary = engine.run()
-    assert summary["rounds_completed"] == 5 and engine.fed.num_clients == 2000
+    assert summary.rounds_completed == 5 and engine.fed.num_clients == 2000
     for rec in engine.state.records:
-        cols = client_columns(rec)
-        assert len(cols["cid"]) == 500 and int(np.sum(cols["rank"])) == 4 * 500  # lite: exact budget
-        assert "clients" not in rec and "ranks" not in rec
+        cols = rec.clients
+        assert len(cols.cid) == 500 and int(np.sum(cols.rank)) == 4 * 500  # lite: exact budget
     # slow clients miss the 8 s deadline at high rank and are dropped: client compliance is partial
-    assert 0 < summary["client_compliance_pct"] < 100
-    assert summary["bytes"]["up_per_client_per_round"] > 0 and len(summary["bytes"]["per_client"]) <= 2000
+    assert 0 < summary.client_compliance_pct < 100
+    assert summary.bytes["up_per_client_per_round"] > 0 and len(summary.bytes["per_client"]) <= 2000
     lines = (engine.cfg.results_dir / "rounds.jsonl").read_text().splitlines()
-    assert len(lines) == 5 and "client_columns" in json.loads(lines[0])
+    assert len(lines) == 5 and "client_columns" in json.loads(lines[0]) and "clients" not in json.loads(lines[0])
     # plots: a rank distribution per round instead of a 2,000-row heatmap
     from fedranklite.plots import plot_run
 
@@ -176,5 +174,5 @@ def test_surrogate_reports_the_calibrated_metric_when_the_config_names_none(tmp_
     assert validate(tree).evaluation.metric is None
     engine = build_surrogate_engine(validate(tree))
     summary = engine.run()
-    assert engine.metric == "f1" and summary["metric"] == "f1"
-    assert all(r["eval"]["f1"] == r["score"] for r in engine.state.records)
+    assert engine.metric == "f1" and summary.metric == "f1"
+    assert all(r.eval["f1"] == r.score for r in engine.state.records)

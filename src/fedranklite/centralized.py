@@ -39,8 +39,9 @@ def centralized_config(cfg: Config, name_suffix: str = SUFFIX) -> Config:
         "bandwidth_mbps": None,
     }}
     tree["federation"].update({"num_clients": None, "clients_per_round": 1, "aggregation": "fedavg"})
-    tree["federation"]["scheduler"].update({"type": "fixed", "rank": cfg.r_max, "r_min": 1,
-                                            "r_bar": float(cfg.r_max)})
+    # a fresh scheduler section: the federated scheduler's own parameters mean nothing to `fixed`
+    tree["federation"]["scheduler"] = {"type": "fixed", "rank": cfg.r_max, "r_min": 1, "r_bar": float(cfg.r_max),
+                                       "r_max": cfg.federation.scheduler.r_max}
     if steps is not None:
         tree["training"]["max_local_steps"] = steps
     else:

@@ -52,93 +52,71 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[bold red]config error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     _offline_when_local(cfg)
-    if cfg.engine.backend == "flower":
-        return _run_flower(cfg, args, console)
+    from .backends import start
+    from .checkpoint import ResumeError
     from .data import DataError
-    from .engine import build_engine
     from .models import ModelError
+    from .surrogate import CalibrationError
 
-    from .surrogate import CalibrationError, build_surrogate_engine
-
-    start = time.perf_counter()
+    log = logging.getLogger("fedranklite")
+    total = cfg.federation.num_rounds
+    began = time.perf_counter()
     try:
-        engine = build_surrogate_engine(cfg) if cfg.engine.backend == "surrogate" else build_engine(cfg)
+        run = start(cfg)
+    except ImportError as exc:  # an optional dependency of the chosen backend (Flower)
+        console.print(f"[bold red]error[/]: engine.backend={cfg.engine.backend} needs a package that is not "
+                      f"installed: {exc} (pip install -e \".[{cfg.engine.backend}]\")", highlight=False, soft_wrap=True)
+        return 2
     except (DataError, ModelError, CalibrationError) as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
-    log = logging.getLogger("fedranklite")
-    total = cfg.federation.num_rounds
-    console.print(f"[bold]{cfg.experiment_name}[/]: {'surrogate, ' if cfg.engine.backend == 'surrogate' else ''}"
-                  f"{engine.fed.num_clients} clients, {cfg.federation.clients_per_round}"
-                  f"/round, scheduler={cfg.federation.scheduler.type}, aggregation={cfg.federation.aggregation}, "
-                  f"policy={cfg.deadline.straggler_policy}, deadline={cfg.deadline.seconds}, "
-                  f"model={cfg.model.name} (set up in {time.perf_counter() - start:.1f}s)", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{cfg.experiment_name}[/]: {describe_run(cfg)} (set up in "
+                  f"{time.perf_counter() - began:.1f}s)", highlight=False, soft_wrap=True)
+    metric = cfg.evaluation.metric or getattr(run, "metric", "score")
 
-    def describe(rec: dict) -> str:
-        if "ranks" not in rec:  # compact records (thousands of clients per round)
-            cols = rec["client_columns"]
-            return (f"round {rec['round']}/{total}  {engine.metric}={_format_score(rec['score'])}  "
-                    f"sim={rec['sim_time']:.1f}s  clients={len(cols['cid'])}  stragglers={len(rec['stragglers'])}  "
-                    f"mean rank={sum(cols['rank']) / max(len(cols['rank']), 1):.2f}")
-        ranks = " ".join(f"{c}:{r}" for c, r in rec["ranks"].items())
-        return (f"round {rec['round']}/{total}  {engine.metric}={_format_score(rec['score'])}  "
-                f"sim={rec['sim_time']:.1f}s  stragglers={len(rec['stragglers'])}  ranks[{ranks}]")
-
-    from .checkpoint import ResumeError
+    def describe(rec) -> str:
+        ranks = rec.clients.rank
+        if cfg.metrics.client_records == "columns":  # thousands of clients per round: a distribution
+            return (f"round {rec.round}/{total}  {metric}={_format_score(rec.score)}  sim={rec.sim_time:.1f}s  "
+                    f"clients={len(ranks)}  stragglers={len(rec.stragglers)}  "
+                    f"mean rank={float(ranks.mean()) if len(ranks) else 0.0:.2f}")
+        shown = " ".join(f"{c}:{r}" for c, r in rec.ranks.items())
+        return (f"round {rec.round}/{total}  {metric}={_format_score(rec.score)}  sim={rec.sim_time:.1f}s  "
+                f"stragglers={len(rec.stragglers)}  ranks[{shown}]")
 
     try:
-        summary = _run_with_progress(engine, args, console, describe, log, total)
+        summary = _run_with_progress(run, args, console, describe, log, total)
     except ResumeError as exc:
         console.print(f"[bold red]cannot resume[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
-    print_summary(console, summary, cfg.results_dir)
-    return 0
-
-
-def _run_flower(cfg, args, console) -> int:
-    """engine.backend: flower: the same Engine, with step 3 as Flower messages (fedranklite.flower)."""
-    try:
-        from .flower import launch
-    except ImportError as exc:
-        console.print(f"[bold red]error[/]: engine.backend=flower needs Flower: pip install -e \".[flower]\" ({exc})",
-                      highlight=False, soft_wrap=True)
-        return 2
-    fl = cfg.engine.flower
-    log = logging.getLogger("fedranklite")
-    total = cfg.federation.num_rounds
-    console.print(f"[bold]{cfg.experiment_name}[/]: Flower {fl.mode}, {cfg.num_clients} clients on "
-                  f"{fl.num_supernodes or cfg.num_clients} SuperNodes, {cfg.federation.clients_per_round}/round, "
-                  f"scheduler={cfg.federation.scheduler.type}, aggregation={cfg.federation.aggregation}, "
-                  f"policy={cfg.deadline.straggler_policy}, deadline={cfg.deadline.seconds}, model={cfg.model.name}",
-                  highlight=False, soft_wrap=True)
-
-    def on_round(rec: dict) -> None:
-        ranks = " ".join(f"{c}:{r}" for c, r in rec["ranks"].items())
-        log.info(f"round {rec['round']}/{total}  score={_format_score(rec['score'])}  sim={rec['sim_time']:.1f}s  "
-                 f"stragglers={len(rec['stragglers'])}  ranks[{ranks}]")
-
-    from .checkpoint import ResumeError
-    from .data import DataError
-    from .models import ModelError
-
-    try:
-        if fl.mode == "simulation":
-            _, summary = launch.simulate(cfg, on_round=on_round, resume=args.resume)
-        else:
-            summary = launch.deploy(cfg, resume=args.resume)
-    except (DataError, ModelError, ResumeError) as exc:
+    except (DataError, ModelError) as exc:  # raised inside a Flower run, where set-up happens per process
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     except RuntimeError as exc:
+        if cfg.engine.backend != "flower":
+            raise
         console.print(f"[bold red]Flower run failed[/]: {exc}", highlight=False, soft_wrap=True)
         return 1
     print_summary(console, summary, cfg.results_dir)
     return 0
 
 
-def _run_with_progress(engine, args, console, describe, log, total) -> dict:
+def describe_run(cfg) -> str:
+    """One line saying what runs: backend, clients, plugins, deadline, model."""
+    backend = cfg.engine.backend
+    if backend == "flower":
+        fl = cfg.engine.flower
+        where = f"Flower {fl.mode}, {cfg.num_clients} clients on {fl.num_supernodes or cfg.num_clients} SuperNodes"
+    else:
+        where = f"{'surrogate, ' if backend == 'surrogate' else ''}{cfg.num_clients} clients"
+    return (f"{where}, {cfg.federation.clients_per_round}/round, scheduler={cfg.federation.scheduler.type}, "
+            f"aggregation={cfg.federation.aggregation.type}, policy={cfg.deadline.straggler_policy.type}, "
+            f"deadline={cfg.deadline.seconds}, timing={cfg.timing.mode}, model={cfg.model.name}")
+
+
+def _run_with_progress(run, args, console, describe, log, total) -> dict:
     if args.quiet:
-        return engine.run(on_round=lambda rec: log.info(describe(rec)), resume=args.resume)
+        return run.run(on_round=lambda rec: log.info(describe(rec)), resume=args.resume)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("[bold blue]rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -146,35 +124,37 @@ def _run_with_progress(engine, args, console, describe, log, total) -> dict:
         task = progress.add_task("starting", total=total)
 
         def on_round(rec: dict) -> None:
-            progress.update(task, completed=rec["round"], description=describe(rec).split("  ", 1)[1])
+            progress.update(task, completed=rec.round, description=describe(rec).split("  ", 1)[1])
 
-        return engine.run(on_round=on_round, resume=args.resume)
+        return run.run(on_round=on_round, resume=args.resume)
 
 
-def print_summary(console, summary: dict, results_dir) -> None:
+def print_summary(console, summary, results_dir) -> None:
+    """The headline numbers of a finished run (a RunSummary) as a table."""
     from rich.table import Table
 
-    table = Table(title=f"{summary['experiment_name']}  ({results_dir}/metrics.json)")
+    table = Table(title=f"{summary.run.get('experiment_name', results_dir)}  ({results_dir}/metrics.json)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    ttt = summary["time_to_target"]
-    fair = summary["fairness_final"] or {}
+    ttt = summary.time_to_target
+    fair = summary.fairness_final or {}
     rows = [
-        (f"final {summary['metric']}", _format_score(summary["final_score"])),
-        (f"best {summary['metric']}", _format_score(summary["best_score"])),
-        ("target", str(summary["target"])),
+        (f"final {summary.metric}", _format_score(summary.final_score)),
+        (f"best {summary.metric}", _format_score(summary.best_score)),
+        ("target", str(summary.target)),
         ("time to target (round / sim s)",
-         "not reached" if ttt["round"] is None else f"{ttt['round']} / {ttt['sim_seconds']:.1f}"),
-        ("simulated time (s)", f"{summary['sim_time_total']:.1f}"),
-        ("wall time (s)", f"{summary['wall_time_total']:.1f}"),
-        ("deadline compliance", f"{summary['deadline_compliance_pct']:.0f} %"),
-        ("stragglers (client-rounds)", str(summary["stragglers_total"])),
+         "not reached" if ttt.round is None else f"{ttt.round} / {ttt.sim_seconds:.1f}"),
+        ("simulated time (s)", f"{summary.sim_time_total:.1f}"),
+        ("wall time (s)", f"{summary.wall_time_total:.1f}"),
+        ("deadline compliance", "-" if summary.deadline_compliance_pct is None
+         else f"{summary.deadline_compliance_pct:.0f} %"),
+        ("stragglers (client-rounds)", str(summary.stragglers_total)),
         ("fairness p10/p50/p90 (client loss)", " / ".join(_format_score(v) for v in fair.values())),
         ("bytes up / down per client-round",
-         f"{summary['bytes']['up_per_client_per_round']:,.0f} / {summary['bytes']['down_per_client_per_round']:,.0f}"),
+         f"{summary.bytes['up_per_client_per_round']:,.0f} / {summary.bytes['down_per_client_per_round']:,.0f}"),
         ("peak memory, max over clients (MB)",
-         f"{max(summary['peak_memory_mb'].values()):.0f}" if summary["peak_memory_mb"] else "-"),
-        ("budget", (summary.get("budget") or {}).get("label", "-")),
+         f"{max(summary.peak_memory_mb.values()):.0f}" if summary.peak_memory_mb else "-"),
+        ("budget", (summary.run.get("budget") or {}).get("label", "-")),
     ]
     for k, v in rows:
         table.add_row(k, v)
@@ -202,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=cmd_plot)
 
     cal = sub.add_parser("calibrate", help="fit the what-if surrogate (engine.backend: surrogate) on a real run")
-    cal.add_argument("results", help="results folder of a finished real run, e.g. results/lite_noniid_hard")
+    cal.add_argument("results", help="results folder of a finished real run, e.g. results/lite_noniid_deadline")
     cal.add_argument("--out", help="where to write the fit (default: <results>/surrogate.json)")
     cal.set_defaults(func=cmd_calibrate)
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .data import TextSplit
-from .metrics import SCORE_METRICS
+from .scoring import SCORE_METRICS
 from .models import FedModel
 from .ranks import State, num_bytes, truncate
 
@@ -140,7 +140,8 @@ class ClientResult:
     peak_memory_mb: float
     bytes_down: int
     bytes_up: int
-    extra: dict = field(default_factory=dict)
+    lost: Optional[str] = None  # why a remote client never answered (its update is then empty); None: it did
+    extra: dict = field(default_factory=dict)  # backend diagnostics (e.g. Flower's worker pid), never read by the engine
 
     @property
     def loss_drop(self) -> float:

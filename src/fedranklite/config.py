@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from .aggregation import AGGREGATORS
+from .backends import BACKENDS
+from .data import EMBEDDED_TASKS, FILE_TYPES, PARTITIONS, DataError
+from .glue import GLUE_TASKS, preset
+from .scoring import SCORE_METRICS
+from .registry import PluginSlot, Registry, Section
+from .schedulers import SCHEDULERS
+from .stragglers import STRAGGLER_POLICIES
+from .timing import TIMING_MODES
 
 BASE_KEY = "_base_"
 
@@ -23,28 +33,10 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------------------------------------
 # Schema. `extra="forbid"` turns unknown keys into errors; `frozen=True` keeps a run's config fixed.
+# Plugin sections (scheduler, aggregation, partition, straggler policy, timing, engine) are validated by
+# the chosen plugin's own config class, which lives next to its implementation (registry.py).
 # --------------------------------------------------------------------------------------------------
-def _is_number_type(annotation: Any) -> bool:
-    """int, float or Optional of either."""
-    if annotation in (int, float):
-        return True
-    if typing.get_origin(annotation) is typing.Union or type(annotation).__name__ == "UnionType":
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return bool(args) and all(a in (int, float) for a in args)
-    return False
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        # pydantic's lax mode would turn `num_rounds: true` into 1: a YAML boolean is never a number here
-        if isinstance(value, bool) and info.field_name in cls.model_fields \
-                and _is_number_type(cls.model_fields[info.field_name].annotation):
-            raise ValueError(f"expected a number, got the boolean {value}")
-        return value
+_Section = Section
 
 
 class LoraConfig(_Section):
@@ -66,26 +58,12 @@ class ModelConfig(_Section):
     lora: LoraConfig = LoraConfig()
 
 
-class SchedulerConfig(_Section):
-    type: str = "lite"
-    r_min: int = Field(2, ge=1)
-    r_max: Optional[int] = Field(None, ge=1)  # defaults to model.lora.r_max
-    r_bar: float = Field(8.0, gt=0)  # mean rank per selected client: budget = r_bar * num_selected
-    rank: Optional[int] = Field(None, ge=1)  # `fixed`: the rank for everyone (defaults to r_bar)
-    ema: float = Field(0.5, gt=0, le=1)  # weight of the newest observation
-    gain_weight: float = Field(1.0, ge=0)
-    throughput_weight: float = Field(0.5, ge=0)
-    deadline_penalty: float = Field(0.5, ge=0, le=1)
-    normalize: bool = True  # divide each EMA by its mean over the selected clients (scale-free weights)
-    solver: Literal["auto", "cvxpy", "greedy"] = "auto"  # `cvx` only
-
-
 class FederationConfig(_Section):
     num_clients: Optional[int] = Field(None, ge=1)  # must equal the sum of tier counts when given
     num_rounds: int = Field(10, ge=1)
     clients_per_round: int = Field(5, ge=1)
-    aggregation: str = "blockwise"
-    scheduler: SchedulerConfig = SchedulerConfig()
+    aggregation: AGGREGATORS.field("blockwise") = Field("blockwise", validate_default=True)
+    scheduler: SCHEDULERS.field("lite") = Field("lite", validate_default=True)
     # client updates further than this many times the round's median from the global adapter are
     # rejected (null: no norm check; NaN/Inf and wrong shapes are always rejected)
     max_update_norm_ratio: Optional[float] = Field(10.0, gt=1)
@@ -132,6 +110,58 @@ class DataConfig(_Section):
     samples_per_client: Optional[int] = Field(None, ge=1)  # cap on each client's training rows
     partition: PartitionConfig = PartitionConfig()
 
+    def problems(self) -> list[tuple[str, str]]:
+        """Checks across the fields of this section, with the files it names."""
+        problems: list[tuple[str, str]] = []
+
+        def unknown(key: str, value: str, known) -> None:
+            close = difflib.get_close_matches(value, list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append((key, f"unknown name {value!r}{hint}; choose one of {sorted(known)}"))
+
+        if self.source == "embedded" and self.name not in EMBEDDED_TASKS:
+            unknown("data.name", self.name, EMBEDDED_TASKS)
+        if self.source == "glue":
+            if self.name not in GLUE_TASKS:
+                unknown("data.name", self.name, GLUE_TASKS)
+            elif self.task != GLUE_TASKS[self.name].task:
+                problems.append(("data.task", f"GLUE {self.name} is a {GLUE_TASKS[self.name].task} task "
+                                              f"(inherit its defaults with _base_: [..., 'glue:{self.name}'])"))
+        if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
+            problems.append(("data.data_dir", f"not a folder: {self.data_dir} (relative paths are read from the "
+                                              f"current directory, {Path.cwd()})"))
+        if self.source == "files" and not self.train_file:
+            problems.append(("data.train_file", "required when data.source is 'files'"))
+        for key in ("train_file", "eval_file"):
+            value = getattr(self, key)
+            if self.source != "files" or not value:
+                continue
+            if not Path(value).is_file():
+                problems.append((f"data.{key}", f"file not found: {value} (relative paths are read from the "
+                                                f"current directory, {Path.cwd()})"))
+            elif Path(value).suffix.lower() not in FILE_TYPES:
+                problems.append((f"data.{key}", f"unsupported file type {Path(value).suffix!r} of {value}; "
+                                                f"use one of {sorted(FILE_TYPES)}"))
+        if self.task == "regression" and self.num_labels not in (None, 1):
+            problems.append(("data.num_labels", "regression uses a single output (num_labels 1)"))
+        if self.task == "classification" and self.num_labels == 1:
+            problems.append(("data.num_labels", "classification needs at least 2 labels"))
+        if self.label_names is not None and self.task == "classification":
+            if len(self.label_names) < 2 or len(set(self.label_names)) != len(self.label_names):
+                problems.append(("data.label_names", f"need at least 2 distinct names, got {self.label_names}"))
+            elif self.num_labels is not None and self.num_labels != len(self.label_names):
+                problems.append(("data.label_names", f"{len(self.label_names)} names but data.num_labels="
+                                                     f"{self.num_labels}"))
+        if self.source == "embedded" and self.task != "classification":
+            problems.append(("data.task", f"the embedded task {self.name!r} is a classification task"))
+        if self.partition.type not in PARTITIONS:
+            unknown("data.partition.type", self.partition.type, PARTITIONS)
+        if self.partition.type == "label_skew" and self.num_labels and self.task == "classification" \
+                and self.partition.labels_per_client > self.num_labels:
+            problems.append(("data.partition.labels_per_client",
+                             f"{self.partition.labels_per_client} exceeds num_labels={self.num_labels}"))
+        return problems
+
 
 class TierConfig(_Section):
     compute_factor: float = Field(..., gt=0)
@@ -142,14 +172,7 @@ class TierConfig(_Section):
 
 class DeadlineConfig(_Section):
     seconds: Optional[float] = Field(None, gt=0)  # None: no deadline
-    straggler_policy: str = "wait"
-
-
-class TimingConfig(_Section):
-    mode: Literal["measured", "analytic"] = "measured"
-    # analytic mode: seconds per training sample on a compute_factor=1 device, at rank 0 and per rank unit
-    sec_per_sample: float = Field(0.05, ge=0)
-    sec_per_sample_per_rank: float = Field(0.005, ge=0)
+    straggler_policy: STRAGGLER_POLICIES.field("wait") = Field("wait", validate_default=True)
 
 
 class EvaluationConfig(_Section):
@@ -159,6 +182,22 @@ class EvaluationConfig(_Section):
     metric: Optional[str] = None  # default: accuracy (classification), pearson (regression)
     target: Optional[float] = None
     stop_at_target: bool = False
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in SCORE_METRICS:
+            close = difflib.get_close_matches(value, list(SCORE_METRICS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown name {value!r}{hint}; choose one of {sorted(SCORE_METRICS)}")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _finite_target(cls, value: Optional[float]) -> Optional[float]:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
 
 
 class MetricsConfig(_Section):
@@ -170,39 +209,17 @@ class MetricsConfig(_Section):
     client_records: Literal["full", "columns"] = "full"
     summary_every: int = Field(1, ge=1)  # rewrite metrics.json every k rounds (and after the last)
 
-
-class FlowerConfig(_Section):
-    """engine.backend: flower (see src/fedranklite/flower/ and the README's "Running on Flower")."""
-
-    mode: Literal["simulation", "deployment"] = "simulation"
-    num_supernodes: Optional[int] = Field(None, ge=1)  # default: one SuperNode per client (partition-id = cid)
-    # wall seconds the server waits for the replies of a round (null: until every client answered or its
-    # SuperNode is reported offline); a client that has not answered by then is a straggler
-    round_timeout: Optional[float] = Field(None, gt=0)
-    # simulation: CPUs per virtual client (null: every CPU, so one Ray worker keeps the model resident)
-    client_cpus: Optional[float] = Field(None, gt=0)
-    # deployment: where the SuperLink listens (its HTTP API) and the first SuperNode runtime port
-    superlink_host: str = "127.0.0.1"
-    superlink_port: int = Field(9300, ge=0, le=65535)  # 0: a free port
-    supernode_base_port: int = Field(9310, ge=0, le=65535)  # SuperNode i: base + i (0: free ports)
-    startup_timeout: float = Field(120.0, gt=0)  # deployment: seconds to wait for the SuperLink / SuperNodes
-
-
-class SurrogateConfig(_Section):
-    """engine.backend: surrogate (what-if simulation, see src/fedranklite/surrogate.py)."""
-
-    calibration: Optional[str] = None  # surrogate.json from `fedranklite calibrate <results dir>`
-    rows_per_client: Optional[int] = Field(None, ge=1)  # default: the sizes of the config's real data partition
-
-
-class EngineConfig(_Section):
-    backend: Literal["local", "flower", "surrogate"] = "local"
-    flower: FlowerConfig = FlowerConfig()
-    surrogate: SurrogateConfig = SurrogateConfig()
+    @field_validator("fairness_percentiles")
+    @classmethod
+    def _percentiles(cls, values: list[float]) -> list[float]:
+        bad = [p for p in values if not 0 <= p <= 100]
+        if bad:
+            raise ValueError(f"{bad[0]} is not a percentile in [0, 100]")
+        return values
 
 
 class Config(_Section):
-    experiment_name: str = "default"
+    experiment_name: str = "default"  # load_config: the experiment file's name unless the config names one
     seed: int = 0
     output_dir: str = "results"
     device: str = "auto"
@@ -210,12 +227,19 @@ class Config(_Section):
     federation: FederationConfig = FederationConfig()
     training: TrainingConfig = TrainingConfig()
     data: DataConfig = DataConfig()
-    tiers: dict[str, TierConfig] = Field(default_factory=dict)
+    tiers: dict[str, TierConfig] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("tiers")
+    @classmethod
+    def _some_tier(cls, tiers: dict[str, TierConfig]) -> dict[str, TierConfig]:
+        if not tiers:
+            raise ValueError("at least one hardware tier is needed")
+        return tiers
     deadline: DeadlineConfig = DeadlineConfig()
-    timing: TimingConfig = TimingConfig()
+    timing: TIMING_MODES.field("measured") = Field("measured", validate_default=True)
     evaluation: EvaluationConfig = EvaluationConfig()
     metrics: MetricsConfig = MetricsConfig()
-    engine: EngineConfig = EngineConfig()
+    engine: BACKENDS.field("local") = Field("local", validate_default=True)
 
     # ---- derived values, so no caller recomputes them differently ----
     @property
@@ -241,15 +265,49 @@ class Config(_Section):
 # --------------------------------------------------------------------------------------------------
 # YAML loading, inheritance and merge
 # --------------------------------------------------------------------------------------------------
-def deep_merge(base: dict, override: dict) -> dict:
-    """Dicts merge key by key; lists and scalars in `override` replace those in `base`."""
+def deep_merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
+    """Dicts merge key by key; lists and scalars in `override` replace those in `base`. A plugin section
+    (scheduler, aggregation, ...) whose plugin `override` changes keeps only the inherited parameters the
+    new plugin has: `--set federation.scheduler.type=cvx` on a lite config drops lite's `ema`, keeps `r_bar`."""
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        where = (*path, str(key))
+        slot = PLUGIN_SLOTS.get(where)
+        if slot is not None:
+            out[key] = _merge_plugin(slot, out.get(key), value, where)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value, where)
         else:
             out[key] = value
     return out
+
+
+def _merge_plugin(slot: PluginSlot, base: Any, override: Any, path: tuple[str, ...]) -> Any:
+    reg = slot.registry
+    base = {reg.key: base} if isinstance(base, str) else base
+    override = {reg.key: override} if isinstance(override, str) else override
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return override
+    old, new = base.get(reg.key, slot.default), override.get(reg.key, base.get(reg.key, slot.default))
+    if new != old and isinstance(new, str) and new in reg:
+        fields = reg.config_class(new).model_fields
+        base = {k: v for k, v in base.items() if k in fields}
+    return deep_merge(base, override, path)
+
+
+def _plugin_slots(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], PluginSlot]:
+    """Dotted paths of every plugin section in the schema."""
+    slots = {}
+    for name, field in model.model_fields.items():
+        slot = next((m for m in field.metadata if isinstance(m, PluginSlot)), None)
+        if slot is not None:
+            slots[(*prefix, name)] = slot
+            continue
+        sub = _unwrap_model(field.annotation)
+        if sub is not None and not field.annotation.__class__.__name__.startswith("dict") \
+                and typing.get_origin(field.annotation) is not dict:
+            slots.update(_plugin_slots(sub, (*prefix, name)))
+    return slots
 
 
 def _record_sources(tree: Any, source: str, prefix: str, sources: dict[str, str]) -> None:
@@ -285,9 +343,6 @@ PRESET_PREFIXES = ("glue:",)
 
 def _preset(name: str, path: Path) -> dict:
     """The config tree of a virtual base such as `glue:rte` (the task defaults in fedranklite/glue.py)."""
-    from .data import DataError
-    from .glue import preset
-
     try:
         return preset(name.split(":", 1)[1])
     except DataError as exc:
@@ -372,17 +427,31 @@ def _source_of(key: str, sources: dict[str, str], default: str) -> str:
     return default
 
 
-def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names valid at the parent of `loc` (for 'did you mean' on a misspelt key)."""
+def _known_fields(model: type[BaseModel], loc: tuple, tree: Any) -> tuple[list[str], Optional[str]]:
+    """Field names valid at the parent of `loc` (for 'did you mean' on a misspelt key), and the plugin
+    that section belongs to (None outside plugin sections)."""
     current: Any = model
-    for part in loc[:-1]:
+    plugin = None
+    node = tree
+    for i, part in enumerate(loc[:-1]):
+        node = node.get(part) if isinstance(node, dict) else None
+        slot = PLUGIN_SLOTS.get(tuple(str(p) for p in loc[: i + 1]))
+        if slot is not None:
+            name = node if isinstance(node, str) else (node or {}).get(slot.registry.key, slot.default) \
+                if isinstance(node, dict) or node is None else None
+            if not (isinstance(name, str) and name in slot.registry):
+                return [], None
+            current = slot.registry.config_class(name)
+            plugin = f"{slot.registry.kind} {name!r}"
+            continue
         fields = getattr(current, "model_fields", {})
         if part in fields:
             current = _unwrap_model(fields[part].annotation)
+            plugin = None
         # else: a dict key such as a tier name; its value type is already `current`
         if current is None:
-            return []
-    return list(getattr(current, "model_fields", {}))
+            return [], None
+    return list(getattr(current, "model_fields", {})), plugin
 
 
 def _unwrap_model(annotation: Any) -> Any:
@@ -395,81 +464,44 @@ def _unwrap_model(annotation: Any) -> Any:
     return None
 
 
-def _format_pydantic(exc: ValidationError, sources: dict[str, str], default: str) -> list[str]:
+def _format_pydantic(exc: ValidationError, sources: dict[str, str], default: str, tree: Any) -> list[str]:
     messages = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         dotted = ".".join(str(p) for p in loc)
         where = _source_of(dotted, sources, default)
         if err["type"] == "extra_forbidden":
-            known = _known_fields(Config, loc)
+            known, plugin = _known_fields(Config, loc, tree)
             if len(loc) == 1:
                 known.append(BASE_KEY)  # a misspelt `_base_` at the top level
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            messages.append(f"{where}: {dotted}: unknown key{hint}")
+            owner = f" of {plugin}" if plugin else ""
+            messages.append(f"{where}: {dotted}: unknown key{owner}{hint}")
         else:
             given = err.get("input")
-            given_txt = "" if isinstance(given, dict) else f" (got {given!r})"
-            messages.append(f"{where}: {dotted}: {err['msg']}{given_txt}")
+            slot = PLUGIN_SLOTS.get(tuple(str(p) for p in loc))
+            if slot is not None and err["type"] in ("unknown_plugin", "plugin_missing") and isinstance(given, dict):
+                dotted = f"{dotted}.{slot.registry.key}"  # name the key that holds the plugin's name
+                where = _source_of(dotted, sources, default)
+            given_txt = "" if isinstance(given, dict) or err["type"] == "unknown_plugin" else f" (got {given!r})"
+            msg = err["msg"].removeprefix("Value error, ")
+            messages.append(f"{where}: {dotted}: {msg}{given_txt}")
     return messages
 
 
 def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
-    """Checks that need more than one field or a registry. Returns (dotted key, message) pairs."""
-    from .aggregation import AGGREGATORS
-    from .data import EMBEDDED_TASKS, PARTITIONS
-    from .metrics import SCORE_METRICS
-    from .schedulers import SCHEDULERS
-    from .stragglers import STRAGGLER_POLICIES
-
+    """Checks that span sections; each plugin adds its own through `PluginConfig.problems(cfg)`.
+    Returns (dotted key, message) pairs."""
     problems: list[tuple[str, str]] = []
+    for path in PLUGIN_SLOTS:
+        section: Any = cfg
+        for part in path:
+            section = getattr(section, part)
+        prefix = ".".join(path)
+        problems += [(f"{prefix}.{key}", msg) for key, msg in section.problems(cfg)]
+    problems += cfg.data.problems()
 
-    def unknown(key: str, value: str, known) -> None:
-        close = difflib.get_close_matches(value, list(known), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        problems.append((key, f"unknown name {value!r}{hint}; choose one of {sorted(known)}"))
-
-    sched = cfg.federation.scheduler
-    if sched.type not in SCHEDULERS:
-        unknown("federation.scheduler.type", sched.type, SCHEDULERS)
-    if cfg.federation.aggregation not in AGGREGATORS:
-        unknown("federation.aggregation", cfg.federation.aggregation, AGGREGATORS)
-    if cfg.data.partition.type not in PARTITIONS:
-        unknown("data.partition.type", cfg.data.partition.type, PARTITIONS)
-    if cfg.deadline.straggler_policy not in STRAGGLER_POLICIES:
-        unknown("deadline.straggler_policy", cfg.deadline.straggler_policy, STRAGGLER_POLICIES)
-    if cfg.evaluation.metric is not None and cfg.evaluation.metric not in SCORE_METRICS:
-        unknown("evaluation.metric", cfg.evaluation.metric, SCORE_METRICS)
-    if cfg.data.source == "embedded" and cfg.data.name not in EMBEDDED_TASKS:
-        unknown("data.name", cfg.data.name, EMBEDDED_TASKS)
-    if cfg.data.source == "glue":
-        from .glue import GLUE_TASKS
-
-        if cfg.data.name not in GLUE_TASKS:
-            unknown("data.name", cfg.data.name, GLUE_TASKS)
-        elif cfg.data.task != GLUE_TASKS[cfg.data.name].task:
-            problems.append(("data.task", f"GLUE {cfg.data.name} is a {GLUE_TASKS[cfg.data.name].task} task "
-                                          f"(inherit its defaults with _base_: [..., 'glue:{cfg.data.name}'])"))
-    if cfg.data.data_dir is not None and not Path(cfg.data.data_dir).expanduser().is_dir():
-        problems.append(("data.data_dir", f"not a folder: {cfg.data.data_dir} (relative paths are read from the "
-                                          f"current directory, {Path.cwd()})"))
-
-    r_max = cfg.r_max
-    if sched.r_max is not None and sched.r_max > cfg.model.lora.r_max:
-        problems.append(("federation.scheduler.r_max",
-                         f"{sched.r_max} exceeds model.lora.r_max={cfg.model.lora.r_max}, the rank the adapters carry"))
-    if sched.r_min > r_max:
-        problems.append(("federation.scheduler.r_min", f"r_min={sched.r_min} is greater than r_max={r_max}"))
-    if not (sched.r_min <= sched.r_bar <= r_max):
-        problems.append(("federation.scheduler.r_bar",
-                         f"r_bar={sched.r_bar} must lie within [r_min={sched.r_min}, r_max={r_max}]"))
-    if sched.rank is not None and not (sched.r_min <= sched.rank <= r_max):
-        problems.append(("federation.scheduler.rank",
-                         f"rank={sched.rank} must lie within [r_min={sched.r_min}, r_max={r_max}]"))
-
-    if not cfg.tiers:
-        problems.append(("tiers", "at least one hardware tier is needed"))
     n = cfg.num_clients
     if cfg.federation.num_clients is not None and cfg.tiers and cfg.federation.num_clients != n:
         problems.append(("federation.num_clients",
@@ -477,57 +509,11 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
     if cfg.tiers and cfg.federation.clients_per_round > n:
         problems.append(("federation.clients_per_round",
                          f"{cfg.federation.clients_per_round} is more than the {n} clients in the tiers"))
-
-    data = cfg.data
-    if data.source == "files" and not data.train_file:
-        problems.append(("data.train_file", "required when data.source is 'files'"))
-    from .data import FILE_TYPES
-
-    for key in ("train_file", "eval_file"):
-        value = getattr(data, key)
-        if data.source != "files" or not value:
-            continue
-        if not Path(value).is_file():
-            problems.append((f"data.{key}", f"file not found: {value} (relative paths are read from the current "
-                                            f"directory, {Path.cwd()})"))
-        elif Path(value).suffix.lower() not in FILE_TYPES:
-            problems.append((f"data.{key}", f"unsupported file type {Path(value).suffix!r} of {value}; "
-                                            f"use one of {sorted(FILE_TYPES)}"))
-    if data.task == "regression" and data.num_labels not in (None, 1):
-        problems.append(("data.num_labels", "regression uses a single output (num_labels 1)"))
-    if data.task == "classification" and data.num_labels == 1:
-        problems.append(("data.num_labels", "classification needs at least 2 labels"))
-    if data.label_names is not None and data.task == "classification":
-        if len(data.label_names) < 2 or len(set(data.label_names)) != len(data.label_names):
-            problems.append(("data.label_names", f"need at least 2 distinct names, got {data.label_names}"))
-        elif data.num_labels is not None and data.num_labels != len(data.label_names):
-            problems.append(("data.label_names", f"{len(data.label_names)} names but data.num_labels="
-                                                 f"{data.num_labels}"))
-    if data.source == "embedded" and data.task != "classification":
-        problems.append(("data.task", f"the embedded task {data.name!r} is a classification task"))
-    if data.partition.type == "label_skew" and data.num_labels and data.task == "classification" \
-            and data.partition.labels_per_client > data.num_labels:
-        problems.append(("data.partition.labels_per_client",
-                         f"{data.partition.labels_per_client} exceeds num_labels={data.num_labels}"))
-
     metric = cfg.evaluation.metric
     if metric is not None and metric in SCORE_METRICS:
         kind = SCORE_METRICS[metric].task
-        if kind != "any" and kind != data.task:
-            problems.append(("evaluation.metric", f"{metric!r} is a {kind} metric but data.task is {data.task!r}"))
-    for p in cfg.metrics.fairness_percentiles:
-        if not 0 <= p <= 100:
-            problems.append(("metrics.fairness_percentiles", f"{p} is not a percentile in [0, 100]"))
-    if cfg.evaluation.target is not None and not math.isfinite(cfg.evaluation.target):
-        problems.append(("evaluation.target", "must be a finite number"))
-    if cfg.engine.backend == "surrogate":
-        sur = cfg.engine.surrogate
-        if not sur.calibration:
-            problems.append(("engine.surrogate.calibration", "required for engine.backend: surrogate (a "
-                             "surrogate.json written by `fedranklite calibrate <results dir of a real run>`)"))
-        elif not (Path(sur.calibration).is_file() or (Path(sur.calibration) / "surrogate.json").is_file()):
-            problems.append(("engine.surrogate.calibration", f"not found: {sur.calibration} (make it with "
-                             f"`fedranklite calibrate <results dir of a real run>`)"))
+        if kind != "any" and kind != cfg.data.task:
+            problems.append(("evaluation.metric", f"{metric!r} is a {kind} metric but data.task is {cfg.data.task!r}"))
     return problems
 
 
@@ -536,7 +522,8 @@ def validate(tree: dict, sources: Optional[dict[str, str]] = None, origin: str =
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_format_pydantic(exc, sources, origin))) from None
+        lines = _format_pydantic(exc, sources, origin, tree)
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     problems = semantic_problems(cfg)
     if problems:
         lines = [f"{_source_of(key, sources, origin)}: {key}: {msg}" for key, msg in problems]
@@ -550,8 +537,13 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Conf
     path = Path(path)
     tree = _load_tree(path, (), sources)
     tree = apply_overrides(tree, list(overrides or []), sources)
+    if tree.get("experiment_name") is None:  # results/<the experiment file's name>/ unless the config names one
+        tree["experiment_name"] = path.stem
     return validate(tree, sources, origin=str(path.resolve()))
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+PLUGIN_SLOTS = _plugin_slots(Config)

@@ -29,13 +29,15 @@ from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state
 from .client import ClientResult, Encoded, TrainSettings, encode, evaluate, train_client
 from .config import Config, dump_config
 from .data import LoadedData, load_data, partition
-from .metrics import (SCORE_METRICS, RoundLog, default_metric, fairness, reached, rewrite_round_log, summarize,
-                      write_json_atomic)
+from .records import ClientReport, ClientTable, RoundRecord, RunSummary
+from .results_io import ROUNDS_FILE, SUMMARY_FILE, RoundLog, rewrite_round_log, write_json_atomic
+from .scoring import SCORE_METRICS, default_metric
+from .summary import fairness, reached, summarize
 from .models import FedModel, MemoryProfile, build_model
 from .ranks import State, num_bytes, truncate
 from .schedulers import Clients, Reports, build_scheduler
 from .stragglers import STRAGGLER_POLICIES
-from .timing import TimeModel, comm_seconds
+from .timing import TIMING_MODES, comm_seconds
 from .tracking import open_trackers
 from .validation import reject_reasons
 
@@ -140,7 +142,7 @@ class RunState:
     global_state: State
     round_idx: int = 0  # rounds completed
     sim_time: float = 0.0
-    records: list[dict] = field(default_factory=list)
+    records: list[RoundRecord] = field(default_factory=list)
     reached_at: Optional[int] = None
 
 
@@ -156,10 +158,9 @@ class Engine:
         self.cfg, self.runner, self.fed, self.evaluator, self.model_info = \
             cfg, runner, federation, evaluator, model_info
         self.scheduler = build_scheduler(cfg)
-        self.aggregate = AGGREGATORS[cfg.federation.aggregation]
-        self.policy = STRAGGLER_POLICIES[cfg.deadline.straggler_policy]
-        t = cfg.timing
-        self.time_model = TimeModel(t.mode, t.sec_per_sample, t.sec_per_sample_per_rank)
+        self.aggregate = AGGREGATORS.build(cfg.federation.aggregation)
+        self.policy = STRAGGLER_POLICIES.build(cfg.deadline.straggler_policy)
+        self.time_model = TIMING_MODES.build(cfg.timing)
         self.metric = cfg.evaluation.metric or default_metric(task)
         self.higher_is_better = SCORE_METRICS[self.metric].higher_is_better
         self.settings = TrainSettings.from_config(cfg, task == "regression")
@@ -186,12 +187,12 @@ class Engine:
             return None
         tier = self.cfg.tiers[self.fed.tier_of[cid]]
         comm = comm_seconds(2 * (self.fed.bytes_fixed + rank * self.fed.bytes_per_rank), tier.bandwidth_mbps)
-        # analytic mode: the time model's own cost of one full batch (measured mode times steps as they run)
+        # a deterministic time model prices one full batch itself (measured mode times steps as they run)
         per_step = self.time_model.compute_seconds(self.settings.batch_size, rank, tier.compute_factor) \
-            if self.time_model.mode == "analytic" else 0.0
+            if self.time_model.deterministic else 0.0
         return DeadlineGate(deadline, comm, tier.compute_factor, self.time_model.mode, per_step)
 
-    def run_round(self) -> dict:
+    def run_round(self) -> RoundRecord:
         cfg, fed, st = self.cfg, self.fed, self.state
         r = st.round_idx + 1
         wall_start = time.perf_counter()
@@ -218,9 +219,9 @@ class Engine:
         # step 5: deadline policy, then the update checks (NaN/Inf, shapes, ranks, norm outliers)
         outcome = self.policy.resolve(sim, [res.finished for res in results], [res.steps > 0 for res in results],
                                       cfg.deadline.seconds)
-        # a client a remote runner never heard back from (extra["lost"]: timeout, dead node) is a straggler
+        # a client a remote runner never heard back from (`lost`: timeout, dead node) is a straggler
         # without an update, whatever the policy; the update checks see only the others
-        lost = np.array([bool(res.extra.get("lost")) for res in results], dtype=bool)
+        lost = np.array([bool(res.lost) for res in results], dtype=bool)
         if lost.any():
             outcome.straggler[lost] = True
             outcome.accepted[lost] = False
@@ -246,7 +247,7 @@ class Engine:
         record = self._record(r, results, sim, sim_throughput, outcome, rejected, out_of_memory, evaluation,
                               time.perf_counter() - wall_start)
         st.records.append(record)
-        if st.reached_at is None and reached(record["score"], cfg.evaluation.target, self.higher_is_better):
+        if st.reached_at is None and reached(record.score, cfg.evaluation.target, self.higher_is_better):
             st.reached_at = r
         # step 8: the scheduler learns from the round
         self.scheduler.observe(Reports.of([res.cid for res in results], [res.rank for res in results],
@@ -254,79 +255,50 @@ class Engine:
                                           outcome.straggler))
         return record
 
-    def _record(self, r, results, sim, sim_throughput, outcome, rejected, out_of_memory, evaluation, wall) -> dict:
-        status = []
+    def _record(self, r, results, sim, sim_throughput, outcome, rejected, out_of_memory, evaluation,
+                wall) -> RoundRecord:
+        reports = []
         for i, res in enumerate(results):
-            st = "accepted" if outcome.accepted[i] else "dropped"
+            status = "accepted" if outcome.accepted[i] else "dropped"
             if outcome.accepted[i] and not res.finished:
-                st = "partial"
+                status = "partial"
             if rejected[i] is not None:
-                st = "rejected"
-            if res.extra.get("lost"):
-                st = "lost"
-            status.append(st)
-        tier_of = self.fed.tier_of
-        columns = {
-            "cid": [res.cid for res in results], "tier": [tier_of[res.cid] for res in results],
-            "rank": [res.rank for res in results], "status": status,
-            "straggler": [bool(x) for x in outcome.straggler], "steps": [res.steps for res in results],
-            "planned_steps": [res.planned_steps for res in results], "samples": [res.num_samples for res in results],
-            "loss_before": [_finite(res.loss_before) for res in results],
-            "loss_after": [_finite(res.loss_after) for res in results],
-            "loss_drop": [_finite(res.loss_drop) for res in results],
-            "throughput": [_finite(res.throughput) for res in results],
-            "sim_throughput": [_finite(x) for x in sim_throughput.tolist()],
-            "wall_seconds": [res.wall_seconds for res in results], "sim_seconds": sim.tolist(),
-            "bytes_down": [res.bytes_down for res in results], "bytes_up": [res.bytes_up for res in results],
-            "peak_memory_mb": [res.peak_memory_mb for res in results], "reject_reason": list(rejected),
-        }
-        straggler_ids = [res.cid for res, s in zip(results, outcome.straggler) if s]
-        record = {"round": r, "selected": columns["cid"] + out_of_memory}
-        if self.cfg.metrics.client_records == "full":
-            keys = list(columns)
-            clients = []
-            for i, res in enumerate(results):
-                c = {k: columns[k][i] for k in keys}
-                if res.extra.get("lost"):
-                    c["lost"] = res.extra["lost"]
-                clients.append(c)
-            record.update(ranks={str(c["cid"]): c["rank"] for c in clients}, clients=clients)
-        else:  # columns: one array per field (thousands of clients per round, see metrics.client_columns)
-            record["client_columns"] = {k: _column_array(v) for k, v in columns.items()}
-        record.update({
-            "out_of_memory": out_of_memory,
-            "rejected": {str(res.cid): reason for res, reason in zip(results, rejected) if reason is not None},
-            "stragglers": straggler_ids,
-            "compliant": not straggler_ids,
-            "round_sim_seconds": float(outcome.round_time),
-            "sim_time": float(self.state.sim_time),
-            "fairness": fairness(columns["loss_before"], self.cfg.metrics.fairness_percentiles),
-            "eval": evaluation,
-            "score": None if evaluation is None else evaluation["score"],
-            "bytes_up": int(sum(columns["bytes_up"])),
-            "bytes_down": int(sum(columns["bytes_down"])),
-            "wall_seconds": wall,
-            "scheduler_notes": list(self.scheduler.notes),
-            # per LoRA module group: energy of each rank block of the global adapter, effective ranks
-            "rank_energy": rank_energy(self.state.global_state),
-        })
-        return record
+                status = "rejected"
+            if res.lost:
+                status = "lost"
+            reports.append(ClientReport(
+                cid=res.cid, tier=self.fed.tier_of[res.cid], rank=res.rank, status=status,
+                straggler=bool(outcome.straggler[i]), steps=res.steps, planned_steps=res.planned_steps,
+                samples=res.num_samples, loss_before=_finite(res.loss_before), loss_after=_finite(res.loss_after),
+                loss_drop=_finite(res.loss_drop), throughput=_finite(res.throughput),
+                sim_throughput=_finite(sim_throughput[i]), wall_seconds=res.wall_seconds,
+                sim_seconds=float(sim[i]), bytes_down=res.bytes_down, bytes_up=res.bytes_up,
+                peak_memory_mb=res.peak_memory_mb, reject_reason=rejected[i], lost=res.lost))
+        table = ClientTable.from_reports(reports)
+        return RoundRecord(
+            round=r, selected=[rep.cid for rep in reports] + out_of_memory, clients=table,
+            out_of_memory=out_of_memory,
+            rejected={str(rep.cid): rep.reject_reason for rep in reports if rep.reject_reason is not None},
+            stragglers=[rep.cid for rep in reports if rep.straggler],
+            compliant=not any(rep.straggler for rep in reports),
+            round_sim_seconds=float(outcome.round_time), sim_time=float(self.state.sim_time),
+            fairness=fairness([rep.loss_before for rep in reports], self.cfg.metrics.fairness_percentiles),
+            eval=evaluation, score=None if evaluation is None else evaluation["score"],
+            bytes_up=int(sum(rep.bytes_up for rep in reports)), bytes_down=int(sum(rep.bytes_down for rep in reports)),
+            wall_seconds=wall, scheduler_notes=list(self.scheduler.notes),
+            rank_energy=rank_energy(self.state.global_state))
 
-    def summary(self) -> dict:
+    def summary(self) -> RunSummary:
         cfg = self.cfg
+        run = {"experiment_name": cfg.experiment_name, "scheduler": cfg.federation.scheduler.type,
+               "aggregation": cfg.federation.aggregation.type, "straggler_policy": cfg.deadline.straggler_policy.type,
+               "deadline_seconds": cfg.deadline.seconds, "time_mode": cfg.timing.mode, **self.model_info,
+               "num_clients": self.fed.num_clients, "clients_per_round": cfg.federation.clients_per_round,
+               "tier_rank_caps": {n: int(self.fed.max_rank[self.fed.tier_of.index(n)]) for n in cfg.tiers},
+               "final_eval": self.state.records[-1].eval if self.state.records else None, "budget": self.budget()}
         return summarize(self.state.records, target=cfg.evaluation.target, metric=self.metric,
                          higher_is_better=self.higher_is_better, percentiles=cfg.metrics.fairness_percentiles,
-                         extra={"experiment_name": cfg.experiment_name, "scheduler": cfg.federation.scheduler.type,
-                                "aggregation": cfg.federation.aggregation,
-                                "straggler_policy": cfg.deadline.straggler_policy,
-                                "deadline_seconds": cfg.deadline.seconds, "time_mode": cfg.timing.mode,
-                                **self.model_info,
-                                "num_clients": self.fed.num_clients,
-                                "clients_per_round": cfg.federation.clients_per_round,
-                                "tier_rank_caps": {n: int(self.fed.max_rank[self.fed.tier_of.index(n)])
-                                                   for n in cfg.tiers},
-                                "final_eval": self.state.records[-1]["eval"] if self.state.records else None,
-                                "budget": self.budget()})
+                         run=run, per_client_maps=cfg.metrics.client_records == "full")
 
     def budget(self) -> Optional[dict]:
         data = self.fed.data
@@ -336,7 +308,7 @@ class Engine:
     def checkpoint_payload(self) -> dict:
         st = self.state
         return {"round_idx": st.round_idx, "sim_time": st.sim_time, "reached_at": st.reached_at,
-                "global_state": st.global_state, "records": st.records,
+                "global_state": st.global_state, "records": [rec.to_json("columns") for rec in st.records],
                 "scheduler": self.scheduler.state_dict(), "time_model": self.time_model.state_dict(),
                 "rng": rng_state(), "config": self.cfg.to_dict()}
 
@@ -345,26 +317,27 @@ class Engine:
             raise ResumeError(f"{self.cfg.results_dir / CHECKPOINT_NAME}: the checkpoint was written with a "
                               f"different configuration; resume with the same config and --set values")
         self.state = RunState(global_state=payload["global_state"], round_idx=payload["round_idx"],
-                              sim_time=payload["sim_time"], records=payload["records"],
+                              sim_time=payload["sim_time"],
+                              records=[RoundRecord.from_json(rec) for rec in payload["records"]],
                               reached_at=payload["reached_at"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.time_model.load_state_dict(payload["time_model"])
         set_rng_state(payload["rng"])
 
-    def run(self, on_round: Optional[Callable[[dict], None]] = None, resume: bool = False) -> dict:
+    def run(self, on_round: Optional[Callable[[RoundRecord], None]] = None, resume: bool = False) -> RunSummary:
         cfg = self.cfg
         out = cfg.results_dir
         out.mkdir(parents=True, exist_ok=True)
         if resume:
             self.restore(load_checkpoint(out / CHECKPOINT_NAME))
             # rounds.jsonl may hold a round finished after the last checkpoint: rewrite it from the checkpoint
-            rewrite_round_log(out / "rounds.jsonl", self.state.records)
+            rewrite_round_log(out / ROUNDS_FILE, self.state.records, cfg.metrics.client_records)
             log.info("resuming %s after round %d", cfg.experiment_name, self.state.round_idx)
         else:
             (out / CHECKPOINT_NAME).unlink(missing_ok=True)
         dump_config(cfg, out / "config.yaml")
         trackers = open_trackers(cfg.metrics.tracking, out, cfg.to_dict())
-        rounds_log = RoundLog(out / "rounds.jsonl", append=resume)
+        rounds_log = RoundLog(out / ROUNDS_FILE, append=resume, layout=cfg.metrics.client_records)
         try:
             while self.state.round_idx < cfg.federation.num_rounds and not self._target_stop():
                 record = self.run_round()
@@ -372,7 +345,7 @@ class Engine:
                 if cfg.metrics.checkpoint:
                     save_checkpoint(out / CHECKPOINT_NAME, self.checkpoint_payload())
                 if self.state.round_idx % cfg.metrics.summary_every == 0:
-                    write_json_atomic(out / "metrics.json", self.summary())
+                    write_json_atomic(out / SUMMARY_FILE, self.summary().to_json())
                 for tracker in trackers:
                     tracker.log_round(record)
                 if on_round is not None:
@@ -384,22 +357,11 @@ class Engine:
             for tracker in trackers:
                 tracker.close()
         summary = self.summary()
-        write_json_atomic(out / "metrics.json", summary)
+        write_json_atomic(out / SUMMARY_FILE, summary.to_json())
         return summary
 
     def _target_stop(self) -> bool:
         return self.cfg.evaluation.stop_at_target and self.state.reached_at is not None
-
-
-def _column_array(values: list) -> np.ndarray:
-    """A compact column: numbers as a numpy array (missing floats as NaN), anything else as objects."""
-    if all(isinstance(v, (bool, np.bool_)) for v in values):
-        return np.asarray(values, dtype=bool)
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        return np.asarray(values, dtype=np.int64)
-    if all(v is None or isinstance(v, (int, float, np.number)) for v in values):
-        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
-    return np.asarray(values, dtype=object)
 
 
 def _finite(x: float) -> Optional[float]:

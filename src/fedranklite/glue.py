@@ -238,7 +238,7 @@ def trivial_baseline(task_name: str, train_labels: np.ndarray, eval_labels: np.n
     """The score of a model that ignores its input, on the dev labels: the training majority class for
     classification (scored with the task's metric: MRPC's F1 of always 'equivalent' is high), and for
     STS-B the reference bar the issue sets (Pearson 0.5; a constant prediction has Pearson 0)."""
-    from .metrics import SCORE_METRICS
+    from .scoring import SCORE_METRICS
 
     task = get_task(task_name)
     if task.task == "regression":

@@ -1,28 +1,20 @@
 """`fedranklite plot` and `fedranklite compare`: figures and tables from a run's results folder."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from .metrics import RoundLog
+from .records import RoundRecord, RunSummary
+from .results_io import ResultsError, read_run
+
+__all__ = ["ResultsError", "compare_rows", "load_run", "plot_compare", "plot_run"]
 
 
-class ResultsError(FileNotFoundError):
-    """A folder that does not hold FedRankLite results."""
-
-
-def load_run(folder: str | Path) -> tuple[dict, list[dict]]:
+def load_run(folder: str | Path) -> tuple[RunSummary, list[RoundRecord]]:
     """(metrics.json summary, rounds.jsonl records) of a results folder."""
-    folder = Path(folder)
-    metrics_path = folder / "metrics.json"
-    if not metrics_path.exists():
-        raise ResultsError(f"{folder}: no metrics.json here (expected results/<experiment_name>/)")
-    summary = json.loads(metrics_path.read_text())
-    records = RoundLog.read(folder / "rounds.jsonl")
-    return summary, records
+    return read_run(folder)
 
 
 def _pyplot():
@@ -34,8 +26,8 @@ def _pyplot():
     return plt
 
 
-def _label(summary: dict, folder: Path) -> str:
-    return summary.get("experiment_name") or folder.name
+def _label(summary: RunSummary, folder: Path) -> str:
+    return summary.run.get("experiment_name") or folder.name
 
 
 def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[Path]:
@@ -47,19 +39,19 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     name = _label(summary, folder)
-    metric = summary.get("metric", "score")
+    metric = summary.metric
     written = []
 
     # 1. score vs simulated time, with the target line
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    evaluated = [r for r in records if r.get("score") is not None]
-    ax.plot([r["sim_time"] for r in evaluated], [r["score"] for r in evaluated], marker="o", label=name)
-    if summary.get("target") is not None:
-        ax.axhline(summary["target"], color="red", linestyle="--", linewidth=1, label=f"target {summary['target']}")
-    ttt = summary.get("time_to_target") or {}
-    if ttt.get("sim_seconds") is not None:
-        ax.axvline(ttt["sim_seconds"], color="gray", linestyle=":", linewidth=1,
-                   label=f"reached at round {ttt['round']} ({ttt['sim_seconds']:.0f} s)")
+    evaluated = [r for r in records if r.score is not None]
+    ax.plot([r.sim_time for r in evaluated], [r.score for r in evaluated], marker="o", label=name)
+    if summary.target is not None:
+        ax.axhline(summary.target, color="red", linestyle="--", linewidth=1, label=f"target {summary.target}")
+    ttt = summary.time_to_target
+    if ttt.sim_seconds is not None:
+        ax.axvline(ttt.sim_seconds, color="gray", linestyle=":", linewidth=1,
+                   label=f"reached at round {ttt.round} ({ttt.sim_seconds:.0f} s)")
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel(metric)
     ax.set_title(f"{name}: {metric} vs simulated time")
@@ -69,22 +61,22 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
 
     # 2. rank per client per round (heatmap; blank = not selected, x = straggler, o = rejected/out of memory);
     # beyond HEATMAP_MAX_CLIENTS clients (surrogate what-if runs) the distribution of ranks per round instead
-    num_clients = int(summary.get("num_clients") or 0)
-    if "ranks" in (records[0] if records else {}) and num_clients <= HEATMAP_MAX_CLIENTS:
+    num_clients = int(summary.run.get("num_clients") or 0)
+    if records and num_clients <= HEATMAP_MAX_CLIENTS:
         written.append(_rank_heatmap(records, summary, name, out, plt))
     elif records:
         written.append(_rank_distribution(records, name, out, plt))
 
     # 3. per-client loss percentiles per round
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    rounds = [r["round"] for r in records]
-    keys = list((records[0]["fairness"] if records else {}).keys())
+    rounds = [r.round for r in records]
+    keys = list((records[0].fairness if records else {}).keys())
     for key in keys:
-        ax.plot(rounds, [r["fairness"].get(key) if r["fairness"].get(key) is not None else np.nan for r in records],
+        ax.plot(rounds, [r.fairness.get(key) if r.fairness.get(key) is not None else np.nan for r in records],
                 marker=".", label=key)
     if len(keys) >= 2:
-        lo = [r["fairness"].get(keys[0]) or np.nan for r in records]
-        hi = [r["fairness"].get(keys[-1]) or np.nan for r in records]
+        lo = [r.fairness.get(keys[0]) or np.nan for r in records]
+        hi = [r.fairness.get(keys[-1]) or np.nan for r in records]
         ax.fill_between(rounds, lo, hi, alpha=0.15)
     ax.set_xlabel("round")
     ax.set_ylabel("client loss (global model, before local training)")
@@ -96,8 +88,8 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     # 4. bytes per round
     fig, ax = plt.subplots(figsize=(7, 4.2))
     x = np.arange(len(records))
-    ax.bar(x - 0.2, [r["bytes_down"] / 1e6 for r in records], width=0.4, label="down (server to clients)")
-    ax.bar(x + 0.2, [r["bytes_up"] / 1e6 for r in records], width=0.4, label="up (clients to server)")
+    ax.bar(x - 0.2, [r.bytes_down / 1e6 for r in records], width=0.4, label="down (server to clients)")
+    ax.bar(x + 0.2, [r.bytes_up / 1e6 for r in records], width=0.4, label="up (clients to server)")
     ax.set_xticks(x, [str(r) for r in rounds])
     ax.set_xlabel("round")
     ax.set_ylabel("MB per round (all clients)")
@@ -107,20 +99,20 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     written.append(_save(fig, out / "bytes_per_round.png", plt))
 
     # 5. rank-collapse diagnostics: energy of each rank block of the global adapter vs round
-    if any(r.get("rank_energy") for r in records):
+    if any(r.rank_energy for r in records):
         written.append(_plot_rank_energy(records, out / "rank_energy.png", name, plt))
     return written
 
 
-def _plot_rank_energy(records: list[dict], path: Path, name: str, plt) -> Path:
+def _plot_rank_energy(records: list[RoundRecord], path: Path, name: str, plt) -> Path:
     """One panel per LoRA module group: energy ||B[:, j]||^2 ||A[j, :]||^2 of rank block j (summed over
     layers) vs round, one line per block, log scale; the title gives the last round's effective ranks."""
-    with_key = [r for r in records if r.get("rank_energy")]
-    groups = list(with_key[-1]["rank_energy"])
+    with_key = [r for r in records if r.rank_energy]
+    groups = list(with_key[-1].rank_energy)
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
     for ax, group in zip(axes[0], groups):
-        rounds = [r["round"] for r in with_key if group in r["rank_energy"]]
-        energy = [r["rank_energy"][group]["energy"] for r in with_key if group in r["rank_energy"]]
+        rounds = [r.round for r in with_key if group in r.rank_energy]
+        energy = [r.rank_energy[group]["energy"] for r in with_key if group in r.rank_energy]
         blocks = max(len(e) for e in energy)
         grid = np.full((len(energy), blocks), np.nan)
         for i, e in enumerate(energy):
@@ -131,7 +123,7 @@ def _plot_rank_energy(records: list[dict], path: Path, name: str, plt) -> Path:
             ax.plot(rounds, grid[:, j], marker=".", color=colors[j], label=f"block {j}")
         if np.isfinite(grid).any():
             ax.set_yscale("log")
-        last = with_key[-1]["rank_energy"].get(group, {})
+        last = with_key[-1].rank_energy.get(group, {})
         ax.set_title(f"{name}: {group}\neffective rank {last.get('effective_rank', float('nan')):.2f} "
                      f"(blocks {last.get('block_effective_rank', float('nan')):.2f}) at the last round")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -156,15 +148,14 @@ def compare_rows(folders: Sequence[str | Path]) -> tuple[list[str], list[list[st
     rows = []
     for folder in folders:
         s, _ = load_run(folder)
-        ttt = s.get("time_to_target") or {}
-        fair = s.get("fairness_final") or {}
-        p50 = fair.get("p50")
+        ttt = s.time_to_target
+        p50 = (s.fairness_final or {}).get("p50")
         rows.append([
-            _label(s, Path(folder)), str(s.get("scheduler", "")), str(s.get("aggregation", "")),
-            _fmt(s.get("final_score")), _fmt(s.get("best_score")),
-            "not reached" if ttt.get("round") is None else f"{ttt['round']} / {ttt['sim_seconds']:.1f}",
-            _fmt(s.get("deadline_compliance_pct"), 0), str(s.get("stragglers_total", "")), _fmt(p50),
-            _fmt(s["bytes"]["up_per_client_per_round"] / 1024, 1), _fmt(s.get("sim_time_total"), 1),
+            _label(s, Path(folder)), str(s.run.get("scheduler", "")), str(s.run.get("aggregation", "")),
+            _fmt(s.final_score), _fmt(s.best_score),
+            "not reached" if ttt.round is None else f"{ttt.round} / {ttt.sim_seconds:.1f}",
+            _fmt(s.deadline_compliance_pct, 0), str(s.stragglers_total), _fmt(p50),
+            _fmt(s.bytes["up_per_client_per_round"] / 1024, 1), _fmt(s.sim_time_total, 1),
         ])
     return header, rows
 
@@ -181,11 +172,11 @@ def plot_compare(folders: Sequence[str | Path], path: str | Path) -> Path:
     metric = "score"
     for folder in folders:
         s, records = load_run(folder)
-        evaluated = [r for r in records if r.get("score") is not None]
-        ax.plot([r["sim_time"] for r in evaluated], [r["score"] for r in evaluated], marker="o",
+        evaluated = [r for r in records if r.score is not None]
+        ax.plot([r.sim_time for r in evaluated], [r.score for r in evaluated], marker="o",
                 label=_label(s, Path(folder)))
-        target = s.get("target", target)
-        metric = s.get("metric", metric)
+        target = s.target if s.target is not None else target
+        metric = s.metric
     if target is not None:
         ax.axhline(target, color="red", linestyle="--", linewidth=1, label=f"target {target}")
     ax.set_xlabel("simulated time (s)")
@@ -202,18 +193,18 @@ HEATMAP_MAX_CLIENTS = 200
 
 
 def _rank_heatmap(records, summary, name, out, plt):
-    seen = [int(c) for r in records for c in r["ranks"]]
-    num_clients = int(summary.get("num_clients") or (1 + max(seen, default=0)))
+    seen = [int(c) for r in records for c in r.clients.cid]
+    num_clients = int(summary.run.get("num_clients") or (1 + max(seen, default=0)))
     grid = np.full((num_clients, max(len(records), 1)), np.nan)
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(records) + 3), max(3, 0.3 * num_clients + 1.5)))
     for j, rec in enumerate(records):
-        for cid, rank in rec["ranks"].items():
-            grid[int(cid), j] = rank
-        for cid in rec["stragglers"]:
+        for cid, rank in rec.ranks.items():
+            grid[cid, j] = rank
+        for cid in rec.stragglers:
             ax.text(j, int(cid), "x", ha="center", va="center", color="white", fontsize=9, fontweight="bold")
     image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
     fig.colorbar(image, ax=ax, label="LoRA rank")
-    ax.set_xticks(range(len(records)), [str(r["round"]) for r in records])
+    ax.set_xticks(range(len(records)), [str(r.round) for r in records])
     ax.set_yticks(range(num_clients))
     ax.set_xlabel("round   (blank: not selected, x: straggler)")
     ax.set_ylabel("client")
@@ -223,10 +214,8 @@ def _rank_heatmap(records, summary, name, out, plt):
 
 def _rank_distribution(records, name, out, plt):
     """Mean and 10-90 % band of the assigned ranks per round, and the share of stragglers."""
-    from .metrics import client_columns
-
-    rounds = [r["round"] for r in records]
-    ranks = [np.asarray(client_columns(r)["rank"], dtype=np.float64) for r in records]
+    rounds = [r.round for r in records]
+    ranks = [np.asarray(r.clients.rank, dtype=np.float64) for r in records]
     fig, ax = plt.subplots(figsize=(8, 4.2))
     ax.plot(rounds, [x.mean() if x.size else np.nan for x in ranks], marker=".", label="mean rank")
     ax.fill_between(rounds, [np.percentile(x, 10) if x.size else np.nan for x in ranks],
@@ -234,7 +223,7 @@ def _rank_distribution(records, name, out, plt):
     ax.set_xlabel("round")
     ax.set_ylabel("LoRA rank")
     share = ax.twinx()
-    share.plot(rounds, [100 * len(r["stragglers"]) / max(len(x), 1) for r, x in zip(records, ranks)],
+    share.plot(rounds, [100 * len(r.stragglers) / max(len(x), 1) for r, x in zip(records, ranks)],
                color="red", linestyle="--", label="stragglers %")
     share.set_ylabel("stragglers (% of selected)")
     ax.legend(loc="upper left")

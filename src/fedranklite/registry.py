@@ -18,6 +18,7 @@ A plugin without parameters may be written as a bare name (`aggregation: blockwi
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Optional, TypeVar
 
@@ -73,6 +74,15 @@ class PluginConfig(Section):
 
 
 @dataclass(frozen=True)
+class PluginSlot:
+    """Marks a config field that holds one plugin of `registry` (the config loader reads it to name the
+    plugin in errors and to merge sections when a later file picks another plugin)."""
+
+    registry: "Registry"
+    default: Optional[str]
+
+
+@dataclass(frozen=True)
 class Entry(Generic[T]):
     name: str
     config: type[PluginConfig]  # the registered config class (with its discriminating field)
@@ -97,7 +107,10 @@ class Registry(Generic[T]):
 
         return add
 
-    def add(self, name: str, impl: T, config: Optional[type[PluginConfig]] = None) -> type[PluginConfig]:
+    def add(self, name: str, impl: T | str, config: Optional[type[PluginConfig]] = None) -> type[PluginConfig]:
+        """`impl` may be a "package.module:attr" string: the config class is known at once, the module is
+        imported when the plugin is first built (for implementations whose imports would form a cycle with
+        the config loader, or need an optional dependency)."""
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         params = config or self.base
@@ -121,7 +134,11 @@ class Registry(Generic[T]):
             raise KeyError(self.unknown_message(name)) from None
 
     def __getitem__(self, name: str) -> T:
-        return self.entry(name).impl
+        impl = self.entry(name).impl
+        if isinstance(impl, str):  # "package.module:attr", imported on first use (see `add`)
+            module, _, attr = impl.partition(":")
+            impl = getattr(importlib.import_module(module), attr)
+        return impl
 
     def config_class(self, name: str) -> type[PluginConfig]:
         return self.entry(name).config
@@ -164,12 +181,14 @@ class Registry(Generic[T]):
 
     def field(self, default: Optional[str] = None) -> Any:
         """The annotation of a config field holding one of this registry's plugins:
-        `scheduler: SCHEDULERS.field("lite") = "lite"`."""
+        `scheduler: SCHEDULERS.field() = Field("lite", validate_default=True)`; `default` is the plugin a
+        section without the key means."""
 
         def validate(value: Any, handler: Any) -> PluginConfig:
             return self.parse(value, default)
 
-        return Annotated[SerializeAsAny[self.base], WrapValidator(validate)]
+
+        return Annotated[SerializeAsAny[self.base], WrapValidator(validate), PluginSlot(self, default)]
 
     def build(self, config: PluginConfig, *args: Any, **kwargs: Any) -> Any:
         """The implementation of `config`'s plugin, built from it: `impl.from_config(config, ...)` when the

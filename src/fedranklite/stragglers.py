@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from .registry import Registry
+from .registry import PluginConfig, Registry
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,19 @@ class RoundOutcome:
     round_time: float  # simulated seconds the round lasted
 
 
-@dataclass(frozen=True)
+class PolicyParams(PluginConfig):
+    """Straggler policies have no parameters yet; a policy that needs some subclasses this."""
+
+
 class StragglerPolicy:
-    name: str
-    stops_at_deadline: bool
+    """How a deadline treats the clients of one round. Subclasses define `stops_at_deadline` and `late`."""
+
+    name = ""
+    stops_at_deadline = False  # clients stop training when their simulated time reaches the deadline
+
+    @classmethod
+    def from_config(cls, params: PolicyParams) -> "StragglerPolicy":
+        return cls()
 
     def resolve(self, sim_time: np.ndarray, finished: np.ndarray, trained_any: np.ndarray,
                 deadline: Optional[float]) -> RoundOutcome:
@@ -45,15 +54,35 @@ class StragglerPolicy:
         if deadline is None:
             return RoundOutcome(trained_any.copy(), np.zeros_like(finished), slowest)
         straggler = ~finished | (sim_time > deadline)
-        if self.name == "wait":
-            return RoundOutcome(trained_any.copy(), straggler, slowest)
-        if self.name == "drop":
-            return RoundOutcome(~straggler & trained_any, straggler, deadline if straggler.any() else slowest)
-        if self.name == "use_partial":
-            return RoundOutcome(trained_any & (sim_time <= deadline), straggler, min(slowest, deadline))
-        raise ValueError(f"policy {self.name!r} has no resolve rule")
+        return self.late(sim_time, straggler, trained_any, deadline, slowest)
+
+    def late(self, sim_time: np.ndarray, straggler: np.ndarray, trained_any: np.ndarray, deadline: float,
+             slowest: float) -> RoundOutcome:
+        raise NotImplementedError
 
 
-STRAGGLER_POLICIES: Registry[StragglerPolicy] = Registry("straggler policy")
-for _policy in (StragglerPolicy("drop", True), StragglerPolicy("wait", False), StragglerPolicy("use_partial", True)):
-    STRAGGLER_POLICIES.register(_policy.name)(_policy)
+STRAGGLER_POLICIES: Registry[type[StragglerPolicy]] = Registry("straggler policy", base=PolicyParams)
+
+
+@STRAGGLER_POLICIES.register("drop")
+class Drop(StragglerPolicy):
+    name, stops_at_deadline = "drop", True
+
+    def late(self, sim_time, straggler, trained_any, deadline, slowest) -> RoundOutcome:
+        return RoundOutcome(~straggler & trained_any, straggler, deadline if straggler.any() else slowest)
+
+
+@STRAGGLER_POLICIES.register("wait")
+class Wait(StragglerPolicy):
+    name, stops_at_deadline = "wait", False
+
+    def late(self, sim_time, straggler, trained_any, deadline, slowest) -> RoundOutcome:
+        return RoundOutcome(trained_any.copy(), straggler, slowest)
+
+
+@STRAGGLER_POLICIES.register("use_partial")
+class UsePartial(StragglerPolicy):
+    name, stops_at_deadline = "use_partial", True
+
+    def late(self, sim_time, straggler, trained_any, deadline, slowest) -> RoundOutcome:
+        return RoundOutcome(trained_any & (sim_time <= deadline), straggler, min(slowest, deadline))

@@ -45,7 +45,8 @@ import yaml
 
 from .client import ClientResult, TrainSettings
 from .config import Config, validate
-from .metrics import SCORE_METRICS, RoundLog, client_columns, json_ready
+from .results_io import ResultsError, json_ready, read_run
+from .scoring import SCORE_METRICS
 from .models import MemoryProfile
 from .ranks import State
 from .timing import comm_seconds
@@ -187,27 +188,26 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
     folder = Path(results_dir)
     try:
         cfg = validate(yaml.safe_load((folder / "config.yaml").read_text()), origin=str(folder / "config.yaml"))
-        summary = json.loads((folder / "metrics.json").read_text())
-    except OSError as exc:
+        summary, records = read_run(folder)
+    except (OSError, ResultsError) as exc:
         raise CalibrationError(f"{folder}: not a finished run's results folder ({exc})") from None
     if cfg.engine.backend == "surrogate":
         raise CalibrationError(f"{folder}: a surrogate run; calibrate on a real run")
-    records = RoundLog.read(folder / "rounds.jsonl")
     if len(records) < 2:
         raise CalibrationError(f"{folder}: needs at least 2 finished rounds, found {len(records)}")
-    if "memory_profile" not in summary:
+    if "memory_profile" not in summary.run:
         raise CalibrationError(f"{folder}/metrics.json has no memory_profile (written by FedRankLite >= 0.3); "
                                f"rerun the experiment")
     r_max = cfg.r_max
-    profile = summary["memory_profile"]
+    profile = summary.run["memory_profile"]
     head_bytes, per_rank = 4 * int(profile["head_params"]), 4 * int(profile["lora_params_per_rank"])
 
     # time: per-sample compute seconds at compute_factor 1
     ranks, per_sample = [], []
     for rec in records:
-        cols = client_columns(rec)
-        for tier, rank, samples, sim, down, up in zip(cols["tier"], cols["rank"], cols["samples"],
-                                                      cols["sim_seconds"], cols["bytes_down"], cols["bytes_up"]):
+        cols = rec.clients
+        for tier, rank, samples, sim, down, up in zip(cols.tier, cols.rank, cols.samples, cols.sim_seconds,
+                                                      cols.bytes_down, cols.bytes_up):
             t = cfg.tiers[tier]
             if samples:
                 compute = sim - comm_seconds(down + up, t.bandwidth_mbps)
@@ -216,9 +216,8 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
     a, b, time_r2 = fit_time(ranks, per_sample)
 
     # score trajectory, client losses and drops (rounds without an evaluation are simulated through)
-    first = client_columns(records[0])
-    before0 = [x for x in first["loss_before"] if x is not None]
-    evaluated = [r for r in records if r.get("eval")]
+    before0 = [x for x in records[0].clients.floats("loss_before") if np.isfinite(x)]
+    evaluated = [r for r in records if r.eval]
     if len(evaluated) < 2 or not before0:
         raise CalibrationError(f"{folder}: needs evaluations in at least 2 rounds and client losses "
                                f"(set evaluation.eval_every: 1)")
@@ -226,29 +225,29 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
     effs, wts, spreads, medians = [], [], [], []
     drops, level, rel, frac = [], [], [], []
     for rec in records:
-        cols = client_columns(rec)
-        accepted = np.array([s in ("accepted", "partial") for s in cols["status"]])
-        q = np.asarray(cols["rank"], dtype=np.float64) / r_max
-        f = np.asarray(cols["steps"], dtype=np.float64) / np.maximum(np.asarray(cols["planned_steps"], float), 1)
+        cols = rec.clients
+        accepted = np.array([s in ("accepted", "partial") for s in cols.status])
+        q = np.asarray(cols.rank, dtype=np.float64) / r_max
+        f = np.asarray(cols.steps, dtype=np.float64) / np.maximum(np.asarray(cols.planned_steps, float), 1)
         effs.append((q, f))
-        wts.append(np.asarray(cols["samples"], dtype=np.float64) * accepted)
-        lb = np.array([np.nan if x is None else x for x in cols["loss_before"]], dtype=np.float64)
+        wts.append(np.asarray(cols.samples, dtype=np.float64) * accepted)
+        lb = cols.floats("loss_before")
         good = lb[np.isfinite(lb) & (lb > 0)]
         if good.size >= 2:  # spread of the clients' losses within a round (data heterogeneity), log scale
             spreads.append(float(np.std(np.log(good))))
         medians.append(float(np.median(good)) if good.size else None)
-        for lbv, dv, qi, fi in zip(lb, cols["loss_drop"], q, f):
-            if np.isfinite(lbv) and dv is not None and np.isfinite(dv):
+        for lbv, dv, qi, fi in zip(lb, cols.floats("loss_drop"), q, f):
+            if np.isfinite(lbv) and np.isfinite(dv):
                 drops.append(dv)
                 level.append(lbv)
                 rel.append(qi)
                 frac.append(fi)
     client_sigma = float(np.mean(spreads)) if spreads else 0.0
     phi, beta, noise, points = fit_drops(drops, level, rel, frac)
-    metric = summary.get("metric", "accuracy")
+    metric = summary.metric
     higher = SCORE_METRICS[metric].higher_is_better
     score_range = _SCORE_RANGES.get(metric, (-math.inf, math.inf))
-    scores = [rec["eval"]["score"] if rec.get("eval") else None for rec in records]
+    scores = [rec.eval["score"] if rec.eval else None for rec in records]
     s0, s_lim, k, rmse = fit_progress(scores, [(q ** beta) * f for q, f in effs], wts, score_range, higher)
     # client loss level vs the score of the global model a round started from (S_0 for round 1)
     prev_score = np.array([s0] + scores[:-1], dtype=object)

@@ -11,11 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from pydantic import Field
+
+from .registry import PluginConfig, Registry
+
 
 def comm_seconds(num_bytes: float, bandwidth_mbps: Optional[float]) -> float:
     return 0.0 if not bandwidth_mbps else float(num_bytes) * 8.0 / (bandwidth_mbps * 1e6)
 
 
+class TimingParams(PluginConfig):
+    # analytic: the cost of a training sample on a compute_factor=1 device, at rank 0 and per rank unit;
+    # measured: the same numbers predict client times for the scheduler until the first client is timed
+    sec_per_sample: float = Field(0.05, ge=0)
+    sec_per_sample_per_rank: float = Field(0.005, ge=0)
+
+
+TIMING_MODES: Registry[type["TimeModel"]] = Registry("timing mode", key="mode", base=TimingParams)
+
+
+@TIMING_MODES.register("measured")
+@TIMING_MODES.register("analytic")
 @dataclass
 class TimeModel:
     mode: str = "measured"
@@ -27,8 +43,17 @@ class TimeModel:
     _observations: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("measured", "analytic"):
-            raise ValueError(f"unknown time mode {self.mode!r}; known: ['analytic', 'measured']")
+        if self.mode not in TIMING_MODES:
+            raise ValueError(f"unknown time mode {self.mode!r}; known: {sorted(TIMING_MODES)}")
+
+    @classmethod
+    def from_config(cls, params: TimingParams) -> "TimeModel":
+        return cls(params.mode, params.sec_per_sample, params.sec_per_sample_per_rank)
+
+    @property
+    def deterministic(self) -> bool:
+        """Simulated time depends only on the work done, not on how fast this machine ran it."""
+        return self.mode == "analytic"
 
     def compute_seconds(self, samples: int, rank: int, compute_factor: float,
                         measured_wall: Optional[float] = None) -> float:

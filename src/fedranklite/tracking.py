@@ -10,24 +10,26 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from .records import RoundRecord
+
 log = logging.getLogger(__name__)
 
 
-def round_scalars(record: dict) -> dict[str, float]:
-    """The per-round numbers worth plotting in a tracker."""
-    out = {"sim_time": record["sim_time"], "round_sim_seconds": record["round_sim_seconds"],
-           "stragglers": len(record["stragglers"]), "compliant": float(record["compliant"]),
-           "bytes_up": record["bytes_up"], "bytes_down": record["bytes_down"]}
-    if record.get("score") is not None:
-        out["score"] = record["score"]
-    if record.get("eval"):
-        out["eval_loss"] = record["eval"]["loss"]
-    for key, value in (record.get("fairness") or {}).items():
+def round_scalars(record: RoundRecord) -> dict[str, float]:
+    """The per-round numbers worth plotting in a tracker (either client-record layout)."""
+    out = {"sim_time": record.sim_time, "round_sim_seconds": record.round_sim_seconds,
+           "stragglers": len(record.stragglers), "compliant": float(record.compliant),
+           "bytes_up": record.bytes_up, "bytes_down": record.bytes_down}
+    if record.score is not None:
+        out["score"] = record.score
+    if record.eval:
+        out["eval_loss"] = record.eval["loss"]
+    for key, value in (record.fairness or {}).items():
         if value is not None:
             out[f"client_loss_{key}"] = value
-    ranks = list(record["ranks"].values())
-    if ranks:
-        out["rank_mean"], out["rank_min"], out["rank_max"] = sum(ranks) / len(ranks), min(ranks), max(ranks)
+    ranks = record.clients.rank
+    if len(ranks):
+        out["rank_mean"], out["rank_min"], out["rank_max"] = float(ranks.mean()), int(ranks.min()), int(ranks.max())
     return out
 
 
@@ -38,9 +40,9 @@ class TensorBoardTracker:
         self.writer = SummaryWriter(log_dir=str(out / "tensorboard"))
         self.writer.add_text("config", f"```\n{config}\n```")
 
-    def log_round(self, record: dict) -> None:
+    def log_round(self, record: RoundRecord) -> None:
         for key, value in round_scalars(record).items():
-            self.writer.add_scalar(key, value, record["round"])
+            self.writer.add_scalar(key, value, record.round)
         self.writer.flush()
 
     def close(self) -> None:
@@ -55,8 +57,8 @@ class WandbTracker:
         self.run = wandb.init(project="fedranklite", name=config.get("experiment_name"), config=config,
                               dir=str(out), mode="offline", reinit=True)
 
-    def log_round(self, record: dict) -> None:
-        self.run.log(round_scalars(record), step=record["round"])
+    def log_round(self, record: RoundRecord) -> None:
+        self.run.log(round_scalars(record), step=record.round)
 
     def close(self) -> None:
         self.run.finish()

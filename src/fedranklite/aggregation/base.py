@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from ..ranks import State
-from ..registry import Registry
+from ..registry import PluginConfig, Registry
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,12 @@ class Contribution:
     weight: float  # usually the number of samples the client trained on
 
 
+class AggregatorParams(PluginConfig):
+    """The built-in aggregators have no parameters; one that needs some subclasses this next to it."""
+
+
 Aggregator = Callable[[Mapping[str, torch.Tensor], Sequence[Contribution]], State]
-AGGREGATORS: Registry[Aggregator] = Registry("aggregation")
+AGGREGATORS: Registry[Aggregator] = Registry("aggregation", base=AggregatorParams)
 
 
 def normalized_weights(contributions: Sequence[Contribution]) -> torch.Tensor:

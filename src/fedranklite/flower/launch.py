@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..config import Config, dump_config
+from ..records import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def deploy(cfg: Config, resume: bool = False) -> dict:
+def deploy(cfg: Config, resume: bool = False) -> RunSummary:
     """Run the experiment on a SuperLink + SuperNodes on this machine; return metrics.json's summary."""
     cfg = _absolute_output(cfg)
     with Deployment(cfg) as dep:
@@ -295,7 +296,7 @@ def deploy(cfg: Config, resume: bool = False) -> dict:
     metrics = cfg.results_dir / "metrics.json"
     if rc != 0 or not metrics.exists():
         raise RuntimeError(f"`flwr run` exited with {rc}; logs in {dep.logs}")
-    return json.loads(metrics.read_text())
+    return RunSummary.from_json(json.loads(metrics.read_text()))
 
 
 def _absolute_output(cfg: Config) -> Config:
@@ -320,10 +321,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _, summary = simulate(cfg, resume=args.resume)
     else:
         summary = deploy(cfg, resume=args.resume)
-    print(json.dumps({k: summary[k] for k in ("experiment_name", "final_score", "rounds_completed",
-                                              "stragglers_total")}, indent=2))
+    print(json.dumps({"experiment_name": cfg.experiment_name, "final_score": summary.final_score,
+                      "rounds_completed": summary.rounds_completed, "stragglers_total": summary.stragglers_total},
+                     indent=2))
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class FlowerRun:
+    """engine.backend: flower as the CLI starts it (backends.py): the simulation reports every round
+    as it ends; a deployment reports the summary when the submitted run finishes."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    def run(self, on_round: Optional[Callable[..., None]] = None, resume: bool = False) -> RunSummary:
+        if self.cfg.engine.flower.mode == "simulation":
+            return simulate(self.cfg, on_round=on_round, resume=resume)[1]
+        return deploy(self.cfg, resume=resume)

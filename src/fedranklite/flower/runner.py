@@ -3,7 +3,7 @@
 `run(round_idx, global_state, tasks)` sends every client its task and its rank-truncated global adapter
 through the Grid, waits for the replies (until all came, the round's wall timeout passed, or the SuperLink
 reported the client's SuperNode unavailable), and returns one `ClientResult` per task, in task order.
-A client without a reply comes back with no steps and `extra["lost"]` (the engine records it as a
+A client without a reply comes back with no steps and `lost` set (the engine records it as a
 straggler); the run goes on.
 """
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from ..backends import BACKENDS
 from ..config import load_config
 from .runner import FlowerRunner
 
@@ -81,7 +82,7 @@ def main(grid: Grid, context: Context) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     cfg = config_from_run_config(context.run_config)
     if cfg.engine.backend != "flower":
-        cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"backend": "flower"})})
+        cfg = cfg.model_copy(update={"engine": BACKENDS.parse({"backend": "flower"})})
     _, summary = serve(grid, cfg, resume=bool(context.run_config.get("resume", False)))
-    log.info("%s: final %s=%s after %d rounds, results in %s", cfg.experiment_name, summary["metric"],
-             summary["final_score"], summary["rounds_completed"], cfg.results_dir)
+    log.info("%s: final %s=%s after %d rounds, results in %s", cfg.experiment_name, summary.metric,
+             summary.final_score, summary.rounds_completed, cfg.results_dir)

@@ -112,7 +112,7 @@ def lost_result(task: ClientTask, planned_steps: int, bytes_down: int, reason: s
     finished, no update. The engine records it as a straggler (`lost` in rounds.jsonl)."""
     return ClientResult(cid=task.cid, rank=task.rank, update={}, num_samples=0, steps=0, planned_steps=planned_steps,
                         loss_before=math.nan, loss_after=math.nan, wall_seconds=0.0, peak_memory_mb=0.0,
-                        bytes_down=bytes_down, bytes_up=0, extra={"lost": reason})
+                        bytes_down=bytes_down, bytes_up=0, lost=reason)
 
 
 # ================================================================== the ClientApp's resident state

@@ -2,19 +2,15 @@
 itself in SCHEDULERS; importing this package registers the built-in ones."""
 from __future__ import annotations
 
-from .base import (SCHEDULERS, Clients, Reports, Scheduler, feasible_budget, greedy_min_max, rank_budget,
-                   repair_to_budget, repair_with_passes)
+from .base import (SCHEDULERS, Clients, Reports, Scheduler, SchedulerParams, feasible_budget, greedy_min_max,
+                   rank_budget, repair_to_budget, repair_with_passes)
 from . import cvx, fixed, lite  # noqa: F401  (registration)
 
 
 def build_scheduler(cfg) -> Scheduler:
-    """The scheduler a Config names, with its section's parameters."""
-    s = cfg.federation.scheduler
-    params = s.model_dump()
-    kind = params.pop("type")
-    params.update(r_max=cfg.r_max)
-    return SCHEDULERS[kind](**params)
+    """The scheduler a Config names, built from its own section."""
+    return SCHEDULERS.build(cfg.federation.scheduler, r_max=cfg.r_max)
 
 
-__all__ = ["SCHEDULERS", "Clients", "Reports", "Scheduler", "build_scheduler", "feasible_budget",
-           "greedy_min_max", "rank_budget", "repair_to_budget", "repair_with_passes"]
+__all__ = ["SCHEDULERS", "Clients", "Reports", "Scheduler", "SchedulerParams", "build_scheduler",
+           "feasible_budget", "greedy_min_max", "rank_budget", "repair_to_budget", "repair_with_passes"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+from pydantic import Field
 
-from ..registry import Registry
+from ..registry import PluginConfig, Registry
 
 
 def _column(value: Any, n: int, dtype) -> np.ndarray:
@@ -67,7 +68,34 @@ class Reports:
         return int(self.cid.size)
 
 
+class SchedulerParams(PluginConfig):
+    """Parameters every scheduler shares; a scheduler with its own adds them in a subclass next to it."""
+
+    r_min: int = Field(2, ge=1)
+    r_max: Optional[int] = Field(None, ge=1)  # defaults to model.lora.r_max
+    r_bar: float = Field(8.0, gt=0)  # mean rank per selected client: budget = r_bar * num_selected
+
+    def problems(self, cfg: Any) -> list[tuple[str, str]]:
+        """The bounds against the rank the adapters carry (model.lora.r_max)."""
+        out = []
+        lora_r_max = cfg.model.lora.r_max
+        if self.r_max is not None and self.r_max > lora_r_max:
+            out.append(("r_max", f"{self.r_max} exceeds model.lora.r_max={lora_r_max}, the rank the adapters carry"))
+        r_max = self.r_max or lora_r_max
+        if self.r_min > r_max:
+            out.append(("r_min", f"r_min={self.r_min} is greater than r_max={r_max}"))
+        if not (self.r_min <= self.r_bar <= r_max):
+            out.append(("r_bar", f"r_bar={self.r_bar} must lie within [r_min={self.r_min}, r_max={r_max}]"))
+        return out
+
+
 class Scheduler(ABC):
+    @classmethod
+    def from_config(cls, params: SchedulerParams, r_max: int) -> "Scheduler":
+        """Built from its config section; `r_max` is the run's resolved maximum rank."""
+        kwargs = params.model_dump(exclude={params.plugin_key, "r_max"})
+        return cls(r_max=r_max, **kwargs)
+
     def __init__(self, r_min: int, r_max: int, r_bar: float):
         self.r_min, self.r_max, self.r_bar = int(r_min), int(r_max), float(r_bar)
         self.notes: list[str] = []  # human-readable remarks of the last assign (e.g. "greedy fallback")
@@ -96,7 +124,7 @@ class Scheduler(ABC):
         return rank_budget(self.r_bar, n)
 
 
-SCHEDULERS: Registry[type[Scheduler]] = Registry("scheduler")
+SCHEDULERS: Registry[type[Scheduler]] = Registry("scheduler", base=SchedulerParams)
 
 
 def rank_budget(r_bar: float, num_selected: int) -> int:

@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import logging
 
+from typing import Literal
+
 import numpy as np
 
-from .base import SCHEDULERS, Clients, Scheduler, feasible_budget, greedy_min_max
+from .base import SCHEDULERS, Clients, Scheduler, SchedulerParams, feasible_budget, greedy_min_max
 
 log = logging.getLogger(__name__)
 
 
-@SCHEDULERS.register("cvx")
+class CvxParams(SchedulerParams):
+    solver: Literal["auto", "cvxpy", "greedy"] = "auto"
+
+
+@SCHEDULERS.register("cvx", CvxParams)
 class CvxScheduler(Scheduler):
-    def __init__(self, r_min: int, r_max: int, r_bar: float, solver: str = "auto", **_):
+    def __init__(self, r_min: int, r_max: int, r_bar: float, solver: str = "auto"):
         super().__init__(r_min, r_max, r_bar)
         self.solver = solver
         self.last_method = ""

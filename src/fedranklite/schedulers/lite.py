@@ -21,16 +21,25 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from .base import SCHEDULERS, Clients, Reports, Scheduler, repair_to_budget
+from .base import SCHEDULERS, Clients, Reports, Scheduler, SchedulerParams, repair_to_budget
 
 _EPS = 1e-12
 
 
-@SCHEDULERS.register("lite")
+class LiteParams(SchedulerParams):
+    ema: float = Field(0.5, gt=0, le=1)  # weight of the newest observation
+    gain_weight: float = Field(1.0, ge=0)  # weight of EMA(loss drop)
+    throughput_weight: float = Field(0.5, ge=0)  # weight of EMA(throughput)
+    deadline_penalty: float = Field(0.5, ge=0, le=1)  # score multiplier after a missed deadline
+    normalize: bool = True  # divide each EMA by its mean over the selected clients (scale-free weights)
+
+
+@SCHEDULERS.register("lite", LiteParams)
 class LiteScheduler(Scheduler):
     def __init__(self, r_min: int, r_max: int, r_bar: float, ema: float = 0.5, gain_weight: float = 1.0,
-                 throughput_weight: float = 0.5, deadline_penalty: float = 0.5, normalize: bool = True, **_):
+                 throughput_weight: float = 0.5, deadline_penalty: float = 0.5, normalize: bool = True):
         super().__init__(r_min, r_max, r_bar)
         self.ema, self.gain_weight, self.throughput_weight = float(ema), float(gain_weight), float(throughput_weight)
         self.deadline_penalty, self.normalize = float(deadline_penalty), bool(normalize)

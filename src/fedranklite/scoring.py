@@ -1,0 +1,67 @@
+"""Evaluation scores by name (`evaluation.metric`), computed with scikit-learn and SciPy."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
+
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class ScoreMetric:
+    name: str
+    task: str  # "classification", "regression" or "any"
+    fn: Callable[[np.ndarray, np.ndarray], float]  # (predictions, labels) -> score
+    higher_is_better: bool = True
+
+
+def accuracy(pred: np.ndarray, label: np.ndarray) -> float:
+    return float(skm.accuracy_score(label, pred)) if len(label) else float("nan")
+
+
+def f1_binary(pred: np.ndarray, label: np.ndarray) -> float:
+    """F1 of the positive class (label 1), as GLUE reports it for MRPC/QQP; 0 when nothing is positive."""
+    return float(skm.f1_score(np.asarray(label) == 1, np.asarray(pred) == 1, zero_division=0.0))
+
+
+def f1_macro(pred: np.ndarray, label: np.ndarray) -> float:
+    """Mean F1 over every class that occurs in the predictions or the labels."""
+    classes = np.union1d(pred, label)
+    return float(skm.f1_score(label, pred, labels=classes, average="macro", zero_division=0.0))
+
+
+def _correlation(fn, pred: np.ndarray, label: np.ndarray) -> float:
+    pred, label = np.asarray(pred, dtype=np.float64), np.asarray(label, dtype=np.float64)
+    if pred.size < 2 or pred.std() == 0 or label.std() == 0:
+        return 0.0  # a constant predictor carries no correlation (SciPy would return NaN and warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(fn(pred, label)[0])
+
+
+def pearson(pred: np.ndarray, label: np.ndarray) -> float:
+    return _correlation(stats.pearsonr, pred, label)
+
+
+def spearman(pred: np.ndarray, label: np.ndarray) -> float:
+    return _correlation(stats.spearmanr, pred, label)
+
+
+def mse(pred: np.ndarray, label: np.ndarray) -> float:
+    return float(skm.mean_squared_error(np.asarray(label, dtype=np.float64), np.asarray(pred, dtype=np.float64)))
+
+
+SCORE_METRICS: Registry[ScoreMetric] = Registry("evaluation metric")
+for _m in (ScoreMetric("accuracy", "classification", accuracy), ScoreMetric("f1", "classification", f1_binary),
+           ScoreMetric("f1_macro", "classification", f1_macro), ScoreMetric("pearson", "regression", pearson),
+           ScoreMetric("spearman", "regression", spearman), ScoreMetric("mse", "regression", mse, False)):
+    SCORE_METRICS.register(_m.name)(_m)
+
+
+def default_metric(task: str) -> str:
+    return "pearson" if task == "regression" else "accuracy"
