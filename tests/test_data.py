@@ -13,17 +13,15 @@ import pytest
 
 from fedranklite.config import load_config
 from fedranklite.data import (
-    EMBEDDED_TASKS,
     PARTITIONS,
-    DataError,
-    TextSplit,
     _load_file,
     label_distribution,
     load_data,
-    make_sentiment,
     partition,
     partition_labels,
 )
+from fedranklite.embedded import EMBEDDED_TASKS, make_sentiment, vocabulary
+from fedranklite.textsplit import DataError, TextSplit
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 KINDS = ["iid", "dirichlet", "label_skew"]
@@ -42,6 +40,12 @@ def test_embedded_task_is_deterministic_per_seed():
     c = make_sentiment(300, seed=5)
     assert a.texts != c.texts
     assert sum(x == y for x, y in zip(a.texts, c.texts)) < 150  # not just a shifted copy
+
+
+def test_embedded_vocabulary_covers_every_generated_word():
+    words = set(vocabulary())
+    for (text,) in make_sentiment(2000, seed=0).texts:
+        assert set(re.sub(r"[.,!?']", " ", text.lower()).split()) <= words, text
 
 
 def test_embedded_task_shape():

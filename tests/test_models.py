@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedranklite.client import TrainSettings, encode, train_client
-from fedranklite.data import make_sentiment
+from fedranklite.embedded import make_sentiment
 from fedranklite.models import FedModel, MemoryProfile, load_backbone, pool
 from fedranklite.ranks import pad, rank_dim, truncate
 
@@ -164,7 +164,7 @@ def test_memory_profile_caps_rank():
 
 # ---------------------------------------------------------------- sentence pairs: cross vs siamese
 def _pair_split():
-    from fedranklite.data import TextSplit
+    from fedranklite.textsplit import TextSplit
     texts = [("the film was great", "it was great"), ("awful plot", "the acting was not bad at all"),
              ("i liked it", "i liked it")]
     return TextSplit(texts, np.array([1, 0, 1]))

@@ -31,7 +31,7 @@ def test_qlora_trains_fp32_adapters_on_a_quantized_base(quant):
     if not _quantizes():
         pytest.skip("bitsandbytes cannot quantize on this platform (the error path is tested below)")
     from fedranklite.client import TrainSettings, encode, train_client
-    from fedranklite.data import make_sentiment
+    from fedranklite.embedded import make_sentiment
     from fedranklite.models import FedModel, load_backbone
 
     plain = load_backbone("bundled:minilm-l6")

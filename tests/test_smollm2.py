@@ -55,7 +55,7 @@ def test_smollm2_converts_once_and_trains_lora_on_q_v():
         train, _ = load_glue("rte", str(GLUE_DIR))
         split = train.subset(np.arange(16))
     else:
-        from fedranklite.data import make_sentiment
+        from fedranklite.embedded import make_sentiment
 
         split = make_sentiment(16, 0)
     enc = encode(split, bb.tokenizer, 48)

@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _offline_when_local(cfg)
     if cfg.engine.backend == "flower":
         return _run_flower(cfg, args, console)
-    from .data import DataError
+    from .textsplit import DataError
     from .engine import build_engine
     from .models import ModelError
 
@@ -118,7 +118,7 @@ def _run_flower(cfg, args, console) -> int:
                  f"stragglers={len(rec['stragglers'])}  ranks[{ranks}]")
 
     from .checkpoint import ResumeError
-    from .data import DataError
+    from .textsplit import DataError
     from .models import ModelError
 
     try:

@@ -14,7 +14,7 @@ import psutil
 import torch
 from torch import nn
 
-from .data import TextSplit
+from .textsplit import TextSplit
 from .metrics import SCORE_METRICS
 from .models import FedModel
 from .ranks import State, num_bytes, truncate

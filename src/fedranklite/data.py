@@ -1,7 +1,9 @@
-"""Data: loading (embedded task, Hugging Face hub, local files), label handling and client partitions.
+"""Data loading by `data.source`: the embedded task, GLUE, the Hugging Face hub or local files, each
+returned as plain `TextSplit`s (texts + labels) with the labels checked against `data.num_labels`.
 
-Loading returns plain `TextSplit`s (texts + labels); partitions are pure functions of the labels and a
-seed, so they are reproducible and testable without any model.
+The per-source readers live elsewhere (`embedded`, `glue`); this module reads hub datasets and local
+files itself and is the one entry point (`load_data`) the engine calls. Client partitions are pure
+functions of the labels and a seed, so they are reproducible and testable without any model.
 """
 from __future__ import annotations
 
@@ -13,78 +15,12 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .embedded import EMBEDDED_TASKS
+from .glue import load_glue
 from .registry import Registry
+from .textsplit import DataError, TextSplit, class_ids
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """Data that cannot be used as configured; the message says what and where."""
-
-
-@dataclass
-class TextSplit:
-    texts: list[tuple[str, ...]]  # one tuple per row: (sentence,) or (sentence1, sentence2)
-    labels: np.ndarray  # int64 class ids, or float32 regression targets
-    label_names: Optional[list[str]] = None
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def subset(self, idx: Sequence[int]) -> "TextSplit":
-        idx = np.asarray(idx, dtype=np.int64)
-        return TextSplit([self.texts[i] for i in idx], self.labels[idx], self.label_names)
-
-
-# ================================================================== embedded offline task
-_SUBJECTS = ["the movie", "this film", "the hotel", "the restaurant", "the new phone", "this book", "the service",
-             "the concert", "the laptop", "the museum", "our guide", "the coffee", "the game", "the show",
-             "the course", "this album", "the staff", "the app", "the trip", "the meal"]
-_POSITIVE = ["great", "wonderful", "excellent", "delightful", "superb", "pleasant", "brilliant", "enjoyable",
-             "charming", "impressive", "fantastic", "lovely", "friendly", "helpful", "memorable", "beautiful"]
-_NEGATIVE = ["terrible", "awful", "boring", "disappointing", "dreadful", "poor", "mediocre", "annoying",
-             "bland", "frustrating", "rude", "unpleasant", "forgettable", "ugly", "broken", "tedious"]
-_INTENSIFIERS = ["", "very ", "really ", "quite ", "truly ", "extremely ", "rather ", "incredibly "]
-_FILLERS = ["to be honest", "in my opinion", "all things considered", "if you ask me", "overall",
-            "as far as I can tell", "for the price", "compared to last time"]
-
-
-def _sentiment_row(rng: np.random.Generator) -> tuple[str, int]:
-    """One review sentence and its sentiment (1 positive, 0 negative). Some templates negate or
-    contrast, so the label depends on more than one keyword."""
-    label = int(rng.integers(2))
-    pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
-    same, other = (_POSITIVE, _NEGATIVE) if label == 1 else (_NEGATIVE, _POSITIVE)
-    subj, inten, filler = pick(_SUBJECTS), pick(_INTENSIFIERS), pick(_FILLERS)
-    template = int(rng.integers(6))
-    if template == 0:
-        text = f"{subj} was {inten}{pick(same)}."
-    elif template == 1:
-        text = f"{filler}, I found {subj} {inten}{pick(same)}."
-    elif template == 2:  # negation: "not <opposite>" carries this label
-        text = f"{subj} was not {inten}{pick(other)} at all."
-    elif template == 3:  # contrast: the clause after "but" decides
-        text = f"{subj} seemed {pick(other)} at first, but it turned out {inten}{pick(same)}."
-    elif template == 4:
-        text = f"{subj} felt {pick(same)} and {pick(same)}, {filler}."
-    else:
-        text = f"I would call {subj} {inten}{pick(same)}, {filler}."
-    return text[0].upper() + text[1:], label
-
-
-def make_sentiment(n: int, seed: int, label_noise: float = 0.05) -> TextSplit:
-    """The embedded task: short English reviews with a binary sentiment label, generated from templates
-    with negation and contrast, and `label_noise` of labels flipped (so 100 % is not reachable)."""
-    rng = np.random.default_rng(seed)
-    rows = [_sentiment_row(rng) for _ in range(n)]
-    labels = np.array([r[1] for r in rows], dtype=np.int64)
-    flip = rng.random(n) < label_noise
-    labels[flip] = 1 - labels[flip]
-    return TextSplit([(r[0],) for r in rows], labels, ["negative", "positive"])
-
-
-EMBEDDED_TASKS: Registry[Callable[[int, int], TextSplit]] = Registry("embedded task")
-EMBEDDED_TASKS.register("sentiment")(make_sentiment)
 
 
 # ================================================================== hub and file loading
@@ -93,7 +29,7 @@ FILE_TYPES = tuple(_FILE_BUILDERS)  # the file suffixes `data.source: files` rea
 
 
 def _load_file(path: str):
-    import datasets
+    import datasets  # heavy: kept off the config path (config imports this module for FILE_TYPES)
 
     p = Path(path)
     if not p.exists():
@@ -116,7 +52,7 @@ def _load_file(path: str):
 
 
 def _load_hub(name: str, subset: Optional[str], split: str):
-    import datasets
+    import datasets  # heavy: kept off the config path
 
     try:
         return datasets.load_dataset(name, subset, split=split)
@@ -145,43 +81,7 @@ def _to_split(table, text_columns: Sequence[str], label_column: str, task: str,
         if not np.isfinite(labels).all():
             raise DataError(f"{where}: column {label_column!r} has missing or non-finite values")
         return TextSplit(texts, labels)
-    return TextSplit(texts, *_class_ids(raw, label_names, label_column, where))
-
-
-def _class_ids(raw: Sequence, label_names: Optional[list[str]], column: str, where: str):
-    if any(v is None for v in raw):
-        raise DataError(f"{where}: column {column!r} has missing labels")
-    if label_names:
-        index = {name: i for i, name in enumerate(label_names)}
-        ids = []
-        for v in raw:
-            key = str(v).strip()
-            if key in index:
-                ids.append(index[key])
-            elif key.lstrip("-").isdigit() and 0 <= int(key) < len(label_names):
-                ids.append(int(key))
-            else:
-                raise DataError(f"{where}: label {v!r} in column {column!r} is not one of {label_names}")
-        return np.asarray(ids, dtype=np.int64), list(label_names)
-    if all(_is_integral(v) for v in raw):  # 0/1/2, "0"/"1", or 0.0/1.0 (a float column)
-        ids = np.asarray([int(float(v)) if isinstance(v, (float, np.floating)) else int(v) for v in raw],
-                         dtype=np.int64)
-        if ids.min() < 0:
-            raise DataError(f"{where}: negative class label {int(ids.min())} in column {column!r}")
-        return ids, None
-    names = sorted({str(v).strip() for v in raw})
-    index = {name: i for i, name in enumerate(names)}
-    return np.asarray([index[str(v).strip()] for v in raw], dtype=np.int64), names
-
-
-def _is_integral(v) -> bool:
-    if isinstance(v, (bool, np.bool_)):
-        return False
-    if isinstance(v, (int, np.integer)):
-        return True
-    if isinstance(v, (float, np.floating)):
-        return bool(np.isfinite(v)) and float(v).is_integer()
-    return isinstance(v, str) and v.strip().lstrip("-").isdigit()
+    return TextSplit(texts, *class_ids(raw, label_names, label_column, where))
 
 
 @dataclass
@@ -201,8 +101,6 @@ def load_data(cfg) -> LoadedData:
         evaluation = make(d.embedded_eval_size, cfg.seed + 10_007)
         where_train = where_eval = f"embedded task {d.name!r}"
     elif d.source == "glue":
-        from .glue import load_glue
-
         train, evaluation = load_glue(d.name, d.data_dir)
         where_train, where_eval = f"GLUE {d.name} train", f"GLUE {d.name} dev"
     else:

@@ -188,14 +188,10 @@ def tiny_backbone(kind: str = "bert", seed: int = 0) -> Backbone:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    from . import data as data_mod
+    from .embedded import vocabulary
 
-    words = set()
-    for group in (data_mod._SUBJECTS, data_mod._POSITIVE, data_mod._NEGATIVE, data_mod._INTENSIFIERS,
-                  data_mod._FILLERS, ["i", "was", "not", "at", "all", "found", "seemed", "first", "but", "it",
-                                      "turned", "out", "felt", "and", "would", "call", "a", "the", "is", "of"]):
-        for phrase in group:
-            words.update(phrase.lower().replace(",", " ").split())
+    # the embedded task's words, plus a few common ones for hand-written test sentences
+    words = set(vocabulary()) | {"a", "the", "is", "of"}
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
     vocab = {tok: i for i, tok in enumerate(specials + sorted(words) + list(".,!?'"))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

@@ -333,7 +333,8 @@ class SurrogateRunner:
 
 def partition_sizes(cfg: Config) -> np.ndarray:
     """Rows per client of the config's real data partition (loads labels and texts, never a model)."""
-    from .data import DataError, load_data, partition
+    from .data import load_data, partition
+    from .textsplit import DataError
 
     data = load_data(cfg)
     p = cfg.data.partition
