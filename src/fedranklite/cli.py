@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_flower(cfg, args, console)
     from .textsplit import DataError
     from .engine import build_engine
-    from .models import ModelError
+    from .backbones import ModelError
 
     from .surrogate import CalibrationError, build_surrogate_engine
 
@@ -119,7 +119,7 @@ def _run_flower(cfg, args, console) -> int:
 
     from .checkpoint import ResumeError
     from .textsplit import DataError
-    from .models import ModelError
+    from .backbones import ModelError
 
     try:
         if fl.mode == "simulation":

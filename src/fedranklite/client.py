@@ -16,7 +16,7 @@ from torch import nn
 
 from .textsplit import TextSplit
 from .metrics import SCORE_METRICS
-from .models import FedModel
+from .fedmodel import FedModel
 from .ranks import State, num_bytes, truncate
 
 

@@ -29,9 +29,10 @@ from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state
 from .client import ClientResult, Encoded, TrainSettings, encode, evaluate, train_client
 from .config import Config, dump_config
 from .data import LoadedData, load_data, partition
+from .memory import MemoryProfile
 from .metrics import (SCORE_METRICS, RoundLog, default_metric, fairness, reached, rewrite_round_log, summarize,
                       write_json_atomic)
-from .models import FedModel, MemoryProfile, build_model
+from .fedmodel import FedModel, build_model
 from .ranks import State, num_bytes, truncate
 from .schedulers import Clients, Reports, build_scheduler
 from .stragglers import STRAGGLER_POLICIES

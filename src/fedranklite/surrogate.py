@@ -46,7 +46,7 @@ import yaml
 from .client import ClientResult, TrainSettings
 from .config import Config, validate
 from .metrics import SCORE_METRICS, RoundLog, client_columns, json_ready
-from .models import MemoryProfile
+from .memory import MemoryProfile
 from .ranks import State
 from .timing import comm_seconds
 

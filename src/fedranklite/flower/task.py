@@ -154,7 +154,7 @@ def _build(cfg_text: str) -> ClientSide:
     from ..config import Config
     from ..data import load_data, partition
     from ..engine import pick_device
-    from ..models import build_model
+    from ..fedmodel import build_model
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     cfg = Config.model_validate(json.loads(cfg_text))  # validated on the server already
