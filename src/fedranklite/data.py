@@ -2,8 +2,8 @@
 returned as plain `TextSplit`s (texts + labels) with the labels checked against `data.num_labels`.
 
 The per-source readers live elsewhere (`embedded`, `glue`); this module reads hub datasets and local
-files itself and is the one entry point (`load_data`) the engine calls. Client partitions are pure
-functions of the labels and a seed, so they are reproducible and testable without any model.
+files itself and is the one entry point (`load_data`) the engine calls. How the training rows are then
+split among the clients is `partitioners.py`.
 """
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .embedded import EMBEDDED_TASKS
 from .glue import load_glue
-from .registry import Registry
 from .textsplit import DataError, TextSplit, class_ids
 
 log = logging.getLogger(__name__)
@@ -132,101 +131,3 @@ def load_data(cfg) -> LoadedData:
     if num_labels < 2:
         raise DataError(f"{where_train}: classification needs at least two classes in the training data")
     return LoadedData(train, evaluation, num_labels, d.task)
-
-
-# ================================================================== partitions (pure)
-Partitioner = Callable[..., list[np.ndarray]]
-PARTITIONS: Registry[Partitioner] = Registry("partition")
-
-
-def partition_labels(labels: np.ndarray, task: str, num_bins: int) -> np.ndarray:
-    """Class ids for label-based partitions; regression targets are cut into quantile bins."""
-    if task != "regression":
-        return np.asarray(labels, dtype=np.int64)
-    edges = np.quantile(labels, np.linspace(0, 1, num_bins + 1)[1:-1])
-    return np.searchsorted(edges, labels, side="right").astype(np.int64)
-
-
-@PARTITIONS.register("iid")
-def partition_iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator, **_) -> list[np.ndarray]:
-    return [np.sort(part) for part in np.array_split(rng.permutation(len(labels)), num_clients)]
-
-
-@PARTITIONS.register("dirichlet")
-def partition_dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Generator, alpha: float = 0.5,
-                        min_size: int = 2, max_tries: int = 1000, **_) -> list[np.ndarray]:
-    """Per class, shares over clients ~ Dirichlet(alpha); smaller alpha = more skew. Redrawn until
-    every client holds at least `min_size` rows (as in the NIID-Bench recipe); with fewer than
-    `min_size` rows per client on average, at least one row each."""
-    min_size = max(1, min(min_size, len(labels) // num_clients))
-    classes = np.unique(labels)
-    for _ in range(max_tries):
-        parts: list[list[int]] = [[] for _ in range(num_clients)]
-        for c in classes:
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            shares = rng.dirichlet(np.full(num_clients, alpha))
-            cuts = (np.cumsum(shares) * len(idx)).astype(int)[:-1]
-            # the cuts round down, which would favour the same client positions in every class (with few
-            # rows and a large alpha some clients would never get a row): deal the chunks in random order
-            order = rng.permutation(num_clients)
-            for k, chunk in enumerate(np.split(idx, cuts)):
-                parts[order[k]].extend(chunk.tolist())
-        if min(len(p) for p in parts) >= min_size:
-            return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
-    raise DataError(f"dirichlet partition (alpha={alpha}) left a client with fewer than {min_size} rows in "
-                    f"{max_tries} draws: use more data, fewer clients or a larger data.partition.alpha")
-
-
-@PARTITIONS.register("label_skew")
-def partition_label_skew(labels: np.ndarray, num_clients: int, rng: np.random.Generator,
-                         labels_per_client: int = 2, **_) -> list[np.ndarray]:
-    """Each client holds rows of `labels_per_client` classes only (client i always gets class i mod C,
-    the others at random, preferring classes no client holds yet, so every class is held whenever
-    num_clients * labels_per_client >= C); each class's rows are split evenly among the clients that
-    hold it. Rows of a class nobody holds (only possible when num_clients * labels_per_client < C) are
-    left out, with a warning."""
-    classes = np.unique(labels)
-    k = min(labels_per_client, len(classes))
-    holders: dict[int, list[int]] = {int(c): [] for c in classes}
-    unheld = {int(c) for c in classes} - {int(classes[i % len(classes)]) for i in range(num_clients)}
-    for i in range(num_clients):
-        first = int(classes[i % len(classes)])
-        pool = [int(c) for c in rng.permutation(classes) if int(c) != first]
-        pool.sort(key=lambda c: c not in unheld)  # stable: random order within each group
-        others = pool[: k - 1]
-        unheld.difference_update(others)
-        for c in [first, *others]:
-            holders[c].append(i)
-    if unheld:
-        log.warning("label_skew: %d clients x %d labels cannot hold all %d classes; rows of classes %s are "
-                    "not used", num_clients, k, len(classes), sorted(unheld))
-    parts: list[list[int]] = [[] for _ in range(num_clients)]
-    for c, owners in holders.items():
-        if not owners:
-            continue
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        for owner, chunk in zip(owners, np.array_split(idx, len(owners))):
-            parts[owner].extend(chunk.tolist())
-    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
-
-
-def partition(labels: np.ndarray, num_clients: int, kind: str, seed: int, *, task: str = "classification",
-              num_bins: int = 5, max_per_client: Optional[int] = None, **params) -> list[np.ndarray]:
-    """Row indices of each client. Seeded; every client non-empty or a DataError saying why not."""
-    if num_clients > len(labels):
-        raise DataError(f"{num_clients} clients but only {len(labels)} training rows: every client needs data")
-    rng = np.random.default_rng(seed)
-    parts = PARTITIONS[kind](partition_labels(labels, task, num_bins), num_clients, rng, **params)
-    empty = [i for i, p in enumerate(parts) if len(p) == 0]
-    if empty:
-        raise DataError(f"partition {kind!r} left clients {empty} without data; use more data or fewer clients, "
-                        f"or a less skewed partition")
-    if max_per_client is not None:
-        parts = [np.sort(rng.permutation(p)[:max_per_client]) for p in parts]
-    return parts
-
-
-def label_distribution(labels: np.ndarray, parts: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
-    """Row-normalised class histogram per client (clients x classes)."""
-    hist = np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts]).astype(np.float64)
-    return hist / np.maximum(hist.sum(1, keepdims=True), 1)
