@@ -19,7 +19,7 @@ def bare_setup(cfg, num_labels):
     import peft
     from transformers import AutoModel
 
-    from fedranklite.models import bundled_path
+    from fedranklite.backbones import bundled_path
 
     torch.manual_seed(0)
     model = AutoModel.from_pretrained(bundled_path(cfg.model.name))
@@ -59,7 +59,7 @@ def bare_train(model, head, encoded, rows, lr, seed):
 def main():
     from fedranklite.client import TrainSettings, encode, train_client
     from fedranklite.data import load_data
-    from fedranklite.models import build_model
+    from fedranklite.fedmodel import build_model
 
     cfg = base_config()
     data = load_data(cfg)

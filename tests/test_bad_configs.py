@@ -25,13 +25,13 @@ def test_corpus_is_large_enough():
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
 def test_broken_config_is_rejected_before_loading(path, capsys, monkeypatch):
     import fedranklite.engine as engine
-    import fedranklite.models as models
+    import fedranklite.fedmodel as fedmodel
 
     def must_not_load(*_a, **_k):
         raise AssertionError("a model or data was loaded for a broken config")
 
     monkeypatch.setattr(engine, "build_engine", must_not_load)
-    monkeypatch.setattr(models, "load_backbone", must_not_load)
+    monkeypatch.setattr(fedmodel, "load_backbone", must_not_load)
     code = cli.main(["run", "--config", str(path)])
     err = capsys.readouterr().err
     flat = " ".join(err.split())  # the console wraps long lines

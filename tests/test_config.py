@@ -686,10 +686,10 @@ def _boom(*args, **kwargs):
 
 def test_rejection_happens_before_any_model_loads(tmp_path, monkeypatch):
     import fedranklite.data as data
-    import fedranklite.models as models
+    import fedranklite.fedmodel as fedmodel
 
-    for name in ("load_backbone", "build_model"):
-        monkeypatch.setattr(models, name, _boom)
+    for name in ("load_backbone", "build_model"):  # load_backbone as build_model sees it
+        monkeypatch.setattr(fedmodel, name, _boom)
     monkeypatch.setattr(data, "load_data", _boom)
     monkeypatch.setattr(data, "_load_file", _boom)
     bad = leaf_on_base(tmp_path, "federation:\n  scheduler: {r_min: 20}\n")
@@ -713,7 +713,7 @@ def test_config_loading_imports_no_model_or_data_library(tmp_path):
         else:
             raise SystemExit("no ConfigError")
         heavy = sorted(m for m in sys.modules
-                       if m in ("fedranklite.models", "fedranklite.client", "fedranklite.engine")
+                       if m in ("fedranklite.backbones", "fedranklite.fedmodel", "fedranklite.client", "fedranklite.engine")
                        or m.split(".")[0] in ("transformers", "peft", "datasets"))
         print("HEAVY", heavy)
         raise SystemExit(1 if heavy else 0)

@@ -6,24 +6,18 @@ import json
 import logging
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from fedranklite.config import load_config
-from fedranklite.data import (
-    EMBEDDED_TASKS,
-    PARTITIONS,
-    DataError,
-    TextSplit,
-    _load_file,
-    label_distribution,
-    load_data,
-    make_sentiment,
-    partition,
-    partition_labels,
-)
+from fedranklite.data import _load_file, load_data
+from fedranklite.embedded import EMBEDDED_TASKS, make_sentiment, vocabulary
+from fedranklite.partitioners import PARTITIONERS, label_distribution, partition_labels, split_clients
+from fedranklite.textsplit import DataError, TextSplit
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 KINDS = ["iid", "dirichlet", "label_skew"]
@@ -42,6 +36,12 @@ def test_embedded_task_is_deterministic_per_seed():
     c = make_sentiment(300, seed=5)
     assert a.texts != c.texts
     assert sum(x == y for x, y in zip(a.texts, c.texts)) < 150  # not just a shifted copy
+
+
+def test_embedded_vocabulary_covers_every_generated_word():
+    words = set(vocabulary())
+    for (text,) in make_sentiment(2000, seed=0).texts:
+        assert set(re.sub(r"[.,!?']", " ", text.lower()).split()) <= words, text
 
 
 def test_embedded_task_shape():
@@ -320,6 +320,15 @@ def test_hub_failure_is_a_data_error(monkeypatch):
 
 
 # ================================================================== partitions
+# (fedranklite.partitioners; the split algorithms are flwr-datasets' partitioners)
+PARAMS = {"iid": {}, "dirichlet": {"alpha": 0.5}, "label_skew": {"labels_per_client": 2}}
+
+
+def split(labels, num_clients, kind, seed, *, task="classification", max_per_client=None, **params):
+    return split_clients(labels, num_clients, {"type": kind, **params}, seed, task=task,
+                         max_per_client=max_per_client)
+
+
 def class_labels(n=2000, classes=10, seed=0):
     return np.random.default_rng(seed).integers(classes, size=n)
 
@@ -335,7 +344,7 @@ def assert_exact_cover(parts, n):
 @pytest.mark.parametrize("kind", KINDS)
 def test_partition_covers_every_row_once_and_no_client_is_empty(kind):
     labels = class_labels()
-    parts = partition(labels, 10, kind, seed=0, alpha=0.5, labels_per_client=2)
+    parts = split(labels, 10, kind, seed=0, **PARAMS[kind])
     assert len(parts) == 10
     assert all(len(p) > 0 for p in parts)
     assert_exact_cover(parts, len(labels))
@@ -344,17 +353,24 @@ def test_partition_covers_every_row_once_and_no_client_is_empty(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_partition_is_reproducible_and_seed_dependent(kind):
     labels = class_labels()
-    a = partition(labels, 8, kind, seed=11, alpha=0.5, labels_per_client=3)
-    b = partition(labels, 8, kind, seed=11, alpha=0.5, labels_per_client=3)
-    c = partition(labels, 8, kind, seed=12, alpha=0.5, labels_per_client=3)
+    a = split(labels, 8, kind, seed=11, **PARAMS[kind])
+    b = split_clients(labels, 8, PARTITIONERS.parse({"type": kind, **PARAMS[kind]}), 11)  # a parsed config
+    c = split(labels, 8, kind, seed=12, **PARAMS[kind])
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not all(len(x) == len(y) and np.array_equal(x, y) for x, y in zip(a, c))
 
 
 def test_iid_sizes_differ_by_at_most_one():
-    parts = partition(class_labels(n=1003), 10, "iid", seed=0)
+    parts = split(class_labels(n=1003), 10, "iid", seed=0)
     sizes = [len(p) for p in parts]
     assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 1003
+
+
+def test_iid_is_flowers_contiguous_shards_of_the_seeded_shuffle():
+    # what FederatedDataset(shuffle=True, seed) + IidPartitioner gives a Flower baseline
+    perm = np.random.default_rng(5).permutation(103)
+    parts = split(class_labels(n=103), 4, "iid", seed=5)
+    assert all(np.array_equal(p, np.sort(s)) for p, s in zip(parts, np.array_split(perm, 4)))
 
 
 def mean_tv_distance(labels, parts, classes):
@@ -370,12 +386,12 @@ def test_dirichlet_skew_grows_as_alpha_shrinks():
     labels = class_labels(n=3000, classes=5)
     skew = {}
     for alpha in (100.0, 1.0, 0.1):
-        skew[alpha] = np.mean([mean_tv_distance(labels, partition(labels, 10, "dirichlet", seed=s, alpha=alpha), 5)
+        skew[alpha] = np.mean([mean_tv_distance(labels, split(labels, 10, "dirichlet", seed=s, alpha=alpha), 5)
                                for s in range(5)])
     assert skew[100.0] < skew[1.0] < skew[0.1]
     assert skew[100.0] < 0.1  # close to IID
     assert skew[0.1] > 0.45  # most clients dominated by one or two classes
-    iid = np.mean([mean_tv_distance(labels, partition(labels, 10, "iid", seed=s), 5) for s in range(5)])
+    iid = np.mean([mean_tv_distance(labels, split(labels, 10, "iid", seed=s), 5) for s in range(5)])
     assert iid < skew[1.0]
 
 
@@ -386,41 +402,50 @@ def test_label_distribution_by_hand():
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_label_skew_gives_each_client_at_most_k_labels(k):
+def test_label_skew_gives_each_client_exactly_k_labels(k):
     labels = class_labels(classes=10)
     for seed in range(3):
-        parts = partition(labels, 10, "label_skew", seed=seed, labels_per_client=k)
+        parts = split(labels, 10, "label_skew", seed=seed, labels_per_client=k)
         held = [set(np.unique(labels[p]).tolist()) for p in parts]
         assert all(len(h) == k for h in held)  # every class has plenty of rows: exactly k
+        assert [i in h for i, h in enumerate(held)] == [True] * 10  # first-deterministic: client i holds class i
         assert set().union(*held) == set(range(10))
         assert_exact_cover(parts, len(labels))
 
 
-def test_label_skew_covers_every_class_with_fewer_clients_than_classes():
+def test_label_skew_deterministic_assignment():
     labels = class_labels(classes=10)
-    for seed in range(5):
-        parts = partition(labels, 4, "label_skew", seed=seed, labels_per_client=3)  # 4 x 3 >= 10
-        assert all(len(np.unique(labels[p])) <= 3 for p in parts)
-        assert_exact_cover(parts, len(labels))
+    parts = split(labels, 4, "label_skew", seed=0, labels_per_client=3, class_assignment_mode="deterministic")
+    held = [sorted(np.unique(labels[p]).tolist()) for p in parts]
+    assert held == [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]]  # client i: classes i, i+1, i+2
 
 
-def test_label_skew_that_cannot_hold_every_class_warns(caplog):
+def test_label_skew_leaves_out_classes_no_client_holds_with_a_warning(caplog):
     labels = class_labels(classes=10)
-    with caplog.at_level(logging.WARNING, logger="fedranklite.data"):
-        parts = partition(labels, 2, "label_skew", seed=0, labels_per_client=2)
+    with caplog.at_level(logging.WARNING, logger="fedranklite.partitioners"):
+        parts = split(labels, 2, "label_skew", seed=0, labels_per_client=2)
     held = [set(np.unique(labels[p]).tolist()) for p in parts]
     assert all(len(h) == 2 for h in held)
     used = np.concatenate(parts)
     assert len(np.unique(used)) == len(used)  # still no row twice
-    assert set(np.unique(labels[used]).tolist()) == set().union(*held)
-    assert "cannot hold all 10 classes" in caplog.text
+    assert np.array_equal(np.sort(used), np.flatnonzero(np.isin(labels, list(set().union(*held)))))
+    assert "of the 10 classes" in caplog.text and "not used" in caplog.text
 
 
 def test_label_skew_k_above_the_number_of_classes_is_all_classes():
     labels = class_labels(classes=3)
-    parts = partition(labels, 4, "label_skew", seed=0, labels_per_client=5)
+    parts = split(labels, 4, "label_skew", seed=0, labels_per_client=5)
     assert all(len(np.unique(labels[p])) == 3 for p in parts)
     assert_exact_cover(parts, len(labels))
+
+
+def test_label_skew_checks_labels_per_client_against_num_labels():
+    params = PARTITIONERS.parse({"type": "label_skew", "labels_per_client": 3})
+    cfg = SimpleNamespace(data=SimpleNamespace(task="classification", num_labels=2))
+    assert params.problems(cfg) == [("labels_per_client", "3 exceeds num_labels=2")]
+    assert params.problems(SimpleNamespace(data=SimpleNamespace(task="classification", num_labels=None))) == []
+    assert params.problems(SimpleNamespace(data=SimpleNamespace(task="regression", num_labels=1))) == []
+    assert PARTITIONERS.parse("dirichlet").problems(cfg) == []
 
 
 def test_regression_targets_are_binned_into_quantiles():
@@ -435,12 +460,12 @@ def test_regression_targets_are_binned_into_quantiles():
 
 def test_label_partition_of_regression_targets_uses_the_bins():
     targets = np.random.default_rng(1).permutation(np.arange(200, dtype=np.float32)) / 40.0  # 0 .. 4.975
-    parts = partition(targets, 4, "label_skew", seed=0, task="regression", num_bins=4, labels_per_client=1)
+    parts = split(targets, 4, "label_skew", seed=0, task="regression", num_bins=4, labels_per_client=1)
     quartile = (targets * 40 // 50).astype(int)  # 50 values per quartile
     assert sorted(len(set(quartile[p].tolist())) for p in parts) == [1, 1, 1, 1]
     assert sorted(int(quartile[p][0]) for p in parts) == [0, 1, 2, 3]
     assert_exact_cover(parts, 200)
-    parts = partition(targets, 5, "dirichlet", seed=0, task="regression", num_bins=5, alpha=0.5)
+    parts = split(targets, 5, "dirichlet", seed=0, task="regression", num_bins=5, alpha=0.5)
     assert_exact_cover(parts, 200)
     assert all(len(p) > 0 for p in parts)
 
@@ -448,8 +473,9 @@ def test_label_partition_of_regression_targets_uses_the_bins():
 @pytest.mark.parametrize("kind", KINDS)
 def test_max_per_client_caps(kind):
     labels = class_labels(n=1000)
-    full = partition(labels, 5, kind, seed=3, alpha=1.0, labels_per_client=4)
-    capped = partition(labels, 5, kind, seed=3, alpha=1.0, labels_per_client=4, max_per_client=50)
+    params = {"iid": {}, "dirichlet": {"alpha": 1.0}, "label_skew": {"labels_per_client": 4}}[kind]
+    full = split(labels, 5, kind, seed=3, **params)
+    capped = split(labels, 5, kind, seed=3, max_per_client=50, **params)
     for f, c in zip(full, capped):
         assert len(c) == min(50, len(f))
         assert np.isin(c, f).all()
@@ -458,40 +484,53 @@ def test_max_per_client_caps(kind):
 
 
 def test_more_clients_than_rows_is_a_data_error():
-    with pytest.raises(DataError, match="5 clients but only 4"):
-        partition(np.array([0, 1, 0, 1]), 5, "iid", seed=0)
+    with pytest.raises(DataError, match="data.partition: 5 clients but only 4"):
+        split(np.array([0, 1, 0, 1]), 5, "iid", seed=0)
 
 
 def test_label_skew_leaving_a_client_empty_is_a_data_error():
     labels = np.array([0] * 10 + [1])  # class 1 has one row but two holders (clients 1 and 3)
-    with pytest.raises(DataError, match=r"label_skew.*without data"):
-        partition(labels, 4, "label_skew", seed=0, labels_per_client=1)
+    with pytest.raises(DataError, match=r"data.partition: label_skew.*without data"):
+        split(labels, 4, "label_skew", seed=0, labels_per_client=1)
 
 
 def test_dirichlet_impossible_is_a_data_error():
     labels = np.arange(10) % 2
-    with pytest.raises(DataError, match="alpha"):
-        partition(labels, 10, "dirichlet", seed=0, alpha=0.001)
+    with pytest.raises(DataError, match="data.partition: dirichlet.*alpha"):
+        split(labels, 10, "dirichlet", seed=0, alpha=0.001)
 
 
-def test_dirichlet_with_fewer_than_two_rows_per_client_on_average():
-    labels = np.arange(15) % 3  # 15 rows over 10 clients: one row each is the best anyone can ask
-    parts = partition(labels, 10, "dirichlet", seed=0, alpha=100.0)
+def test_dirichlet_with_few_rows_per_client():
+    # min_partition_size (2) is lowered to rows // clients; with 3 rows per client Flower's split works ...
+    labels = np.arange(30) % 3
+    parts = split(labels, 10, "dirichlet", seed=0, alpha=100.0)
     assert all(len(p) >= 1 for p in parts)
-    assert_exact_cover(parts, 15)
+    assert_exact_cover(parts, 30)
+    # ... with 1.5 it cannot: each class is cut at the rounded-down cumulative shares in the same client
+    # order, so the first client gets no row of any class at any alpha; one DataError line says what to do
+    with pytest.raises(DataError, match=r"^data.partition: dirichlet.*more data or fewer clients[^\n]*$"):
+        split(np.arange(15) % 3, 10, "dirichlet", seed=0, alpha=100.0)
 
 
 def test_one_client_gets_everything():
     labels = class_labels(n=50)
     for kind in KINDS:
-        parts = partition(labels, 1, kind, seed=0, labels_per_client=10)
+        parts = split(labels, 1, kind, seed=0, **({"labels_per_client": 10} if kind == "label_skew" else {}))
         assert_exact_cover(parts, 50)
 
 
-def test_unknown_partition_kind():
-    assert set(PARTITIONS) == set(KINDS)
-    with pytest.raises(KeyError, match="dirichlet"):
-        partition(class_labels(), 2, "pathological", seed=0)
+def test_unknown_partitioner():
+    assert set(PARTITIONERS) == set(KINDS)
+    with pytest.raises(ValueError, match="unknown partitioner 'dirichlett' .*did you mean 'dirichlet'"):
+        split(class_labels(), 2, "dirichlett", seed=0)
+
+
+def test_unknown_partitioner_parameter_names_the_plugin():
+    with pytest.raises(ValidationError, match=r"(?s)partitioner 'iid'.*alpha.*Extra inputs"):
+        PARTITIONERS.parse({"type": "iid", "alpha": 0.1})
+    with pytest.raises(ValidationError, match=r"(?s)partitioner 'dirichlet'.*labels_per_client"):
+        PARTITIONERS.parse({"type": "dirichlet", "labels_per_client": 2})
+    assert PARTITIONERS.parse({"type": "dirichlet", "alpha": 0.1, "num_bins": 3}).alpha == 0.1
 
 
 def test_text_split_subset():

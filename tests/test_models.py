@@ -6,9 +6,11 @@ import peft
 import pytest
 import torch
 
+from fedranklite.backbones import load_backbone
 from fedranklite.client import TrainSettings, encode, train_client
-from fedranklite.data import make_sentiment
-from fedranklite.models import FedModel, MemoryProfile, load_backbone, pool
+from fedranklite.embedded import make_sentiment
+from fedranklite.fedmodel import FedModel, pool
+from fedranklite.memory import MemoryProfile
 from fedranklite.ranks import pad, rank_dim, truncate
 
 
@@ -164,7 +166,7 @@ def test_memory_profile_caps_rank():
 
 # ---------------------------------------------------------------- sentence pairs: cross vs siamese
 def _pair_split():
-    from fedranklite.data import TextSplit
+    from fedranklite.textsplit import TextSplit
     texts = [("the film was great", "it was great"), ("awful plot", "the acting was not bad at all"),
              ("i liked it", "i liked it")]
     return TextSplit(texts, np.array([1, 0, 1]))
@@ -185,7 +187,7 @@ def test_siamese_encoding_keeps_the_two_texts_apart_and_cross_joins_them():
 
 def test_siamese_forward_is_the_head_on_pair_features_of_the_two_embeddings():
     from fedranklite.client import collate
-    from fedranklite.models import COSINE_SCALE, pair_features
+    from fedranklite.fedmodel import COSINE_SCALE, pair_features
 
     torch.manual_seed(0)
     model = FedModel(load_backbone("tiny:bert"), num_labels=2, r_max=8, alpha=16.0, dropout=0.0,
@@ -223,7 +225,8 @@ def test_siamese_client_trains_and_masks_ranks_like_cross():
 
 
 def test_pair_encoding_auto_is_siamese_only_for_sentence_transformers_pairs():
-    from fedranklite.models import Backbone, use_siamese
+    from fedranklite.backbones import Backbone
+    from fedranklite.fedmodel import use_siamese
 
     st = Backbone(None, None, "mean", "x", sentence_encoder=True)
     plain = Backbone(None, None, "mean", "x", sentence_encoder=False)

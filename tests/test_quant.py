@@ -17,7 +17,7 @@ def _quantizes() -> bool:
     if not has_bnb:
         return False
     try:
-        from fedranklite.models import load_backbone
+        from fedranklite.backbones import load_backbone
 
         load_backbone("bundled:minilm-l6", quantization="4bit")
         return True
@@ -31,8 +31,9 @@ def test_qlora_trains_fp32_adapters_on_a_quantized_base(quant):
     if not _quantizes():
         pytest.skip("bitsandbytes cannot quantize on this platform (the error path is tested below)")
     from fedranklite.client import TrainSettings, encode, train_client
-    from fedranklite.data import make_sentiment
-    from fedranklite.models import FedModel, load_backbone
+    from fedranklite.embedded import make_sentiment
+    from fedranklite.backbones import load_backbone
+    from fedranklite.fedmodel import FedModel
 
     plain = load_backbone("bundled:minilm-l6")
     bb = load_backbone("bundled:minilm-l6", quantization=quant)
@@ -61,7 +62,7 @@ def test_qlora_trains_fp32_adapters_on_a_quantized_base(quant):
 
 
 def test_missing_bitsandbytes_is_a_clear_error(monkeypatch):
-    from fedranklite.models import ModelError, load_backbone
+    from fedranklite.backbones import ModelError, load_backbone
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
     with pytest.raises(ModelError, match=r"model.quantization='4bit' needs bitsandbytes: pip install"):
@@ -72,7 +73,7 @@ def test_platform_that_cannot_quantize_is_a_clear_error(monkeypatch):
     pytest.importorskip("bitsandbytes")
     import transformers
 
-    from fedranklite.models import ModelError, load_backbone
+    from fedranklite.backbones import ModelError, load_backbone
 
     def refuse(*args, **kwargs):
         raise RuntimeError("no kernel for this device")

@@ -22,7 +22,8 @@ GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
 def test_smollm2_converts_once_and_trains_lora_on_q_v():
     from fedranklite.client import TrainSettings, encode, evaluate, train_client
-    from fedranklite.models import FedModel, bundled_path, load_backbone
+    from fedranklite.backbones import bundled_path, load_backbone
+    from fedranklite.fedmodel import FedModel
 
     bb = load_backbone("bundled:smollm2-135m")  # converts on the first use on this machine (~25-35 s)
     folder = bundled_path("bundled:smollm2-135m")
@@ -55,7 +56,7 @@ def test_smollm2_converts_once_and_trains_lora_on_q_v():
         train, _ = load_glue("rte", str(GLUE_DIR))
         split = train.subset(np.arange(16))
     else:
-        from fedranklite.data import make_sentiment
+        from fedranklite.embedded import make_sentiment
 
         split = make_sentiment(16, 0)
     enc = encode(split, bb.tokenizer, 48)

@@ -48,6 +48,6 @@ def centralized_config(cfg: Config, name_suffix: str = SUFFIX) -> Config:
         tree["training"]["local_epochs"] = max(1, round(t.local_epochs * per_round / n))
     if d.samples_per_client is not None:
         tree["data"]["samples_per_client"] = d.samples_per_client * n
-    tree["data"]["partition"]["type"] = "iid"
+    tree["data"]["partition"] = {"type": "iid"}  # not type alone: iid takes none of another partitioner's parameters
     tree["deadline"] = {"seconds": None, "straggler_policy": "wait"}
     return validate(tree, origin=f"centralized reference of {cfg.experiment_name}")

@@ -52,11 +52,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[bold red]config error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     _offline_when_local(cfg)
+    from .backbones import ModelError
     from .backends import start
     from .checkpoint import ResumeError
-    from .data import DataError
-    from .models import ModelError
     from .surrogate import CalibrationError
+    from .textsplit import DataError
 
     log = logging.getLogger("fedranklite")
     total = cfg.federation.num_rounds

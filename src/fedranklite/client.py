@@ -14,9 +14,9 @@ import psutil
 import torch
 from torch import nn
 
-from .data import TextSplit
+from .textsplit import TextSplit
 from .scoring import SCORE_METRICS
-from .models import FedModel
+from .fedmodel import FedModel
 from .ranks import State, num_bytes, truncate
 
 

@@ -16,12 +16,15 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .aggregation import AGGREGATORS
 from .backends import BACKENDS
-from .data import EMBEDDED_TASKS, FILE_TYPES, PARTITIONS, DataError
+from .data import FILE_TYPES
+from .embedded import EMBEDDED_TASKS
 from .glue import GLUE_TASKS, preset
 from .scoring import SCORE_METRICS
+from .partitioners import PARTITIONERS
 from .registry import PluginSlot, Registry, Section
 from .schedulers import SCHEDULERS
 from .stragglers import STRAGGLER_POLICIES
+from .textsplit import DataError
 from .timing import TIMING_MODES
 
 BASE_KEY = "_base_"
@@ -84,13 +87,6 @@ class TrainingConfig(_Section):
     probe_samples: int = Field(32, ge=0)  # per-client loss before/after local training (0: use train loss)
 
 
-class PartitionConfig(_Section):
-    type: str = "iid"
-    alpha: float = Field(0.5, gt=0)  # dirichlet concentration
-    labels_per_client: int = Field(2, ge=1)  # label_skew
-    num_bins: int = Field(5, ge=2)  # regression targets are binned for label-based partitions
-
-
 class DataConfig(_Section):
     source: Literal["embedded", "hub", "files", "glue"] = "embedded"
     name: str = "sentiment"  # embedded task name, hub dataset name, or GLUE task (sst2, qnli, mrpc, stsb, rte)
@@ -108,7 +104,7 @@ class DataConfig(_Section):
     embedded_train_size: int = Field(3000, ge=10)
     embedded_eval_size: int = Field(400, ge=10)
     samples_per_client: Optional[int] = Field(None, ge=1)  # cap on each client's training rows
-    partition: PartitionConfig = PartitionConfig()
+    partition: PARTITIONERS.field("iid") = Field("iid", validate_default=True)  # partitioners.py
 
     def problems(self) -> list[tuple[str, str]]:
         """Checks across the fields of this section, with the files it names."""
@@ -154,12 +150,6 @@ class DataConfig(_Section):
                                                      f"{self.num_labels}"))
         if self.source == "embedded" and self.task != "classification":
             problems.append(("data.task", f"the embedded task {self.name!r} is a classification task"))
-        if self.partition.type not in PARTITIONS:
-            unknown("data.partition.type", self.partition.type, PARTITIONS)
-        if self.partition.type == "label_skew" and self.num_labels and self.task == "classification" \
-                and self.partition.labels_per_client > self.num_labels:
-            problems.append(("data.partition.labels_per_client",
-                             f"{self.partition.labels_per_client} exceeds num_labels={self.num_labels}"))
         return problems
 
 

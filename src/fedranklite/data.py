@@ -1,7 +1,9 @@
-"""Data: loading (embedded task, Hugging Face hub, local files), label handling and client partitions.
+"""Data loading by `data.source`: the embedded task, GLUE, the Hugging Face hub or local files, each
+returned as plain `TextSplit`s (texts + labels) with the labels checked against `data.num_labels`.
 
-Loading returns plain `TextSplit`s (texts + labels); partitions are pure functions of the labels and a
-seed, so they are reproducible and testable without any model.
+The per-source readers live elsewhere (`embedded`, `glue`); this module reads hub datasets and local
+files itself and is the one entry point (`load_data`) the engine calls. How the training rows are then
+split among the clients is `partitioners.py`.
 """
 from __future__ import annotations
 
@@ -9,82 +11,15 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from .registry import Registry
+from .embedded import EMBEDDED_TASKS
+from .glue import load_glue
+from .textsplit import DataError, TextSplit, class_ids
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """Data that cannot be used as configured; the message says what and where."""
-
-
-@dataclass
-class TextSplit:
-    texts: list[tuple[str, ...]]  # one tuple per row: (sentence,) or (sentence1, sentence2)
-    labels: np.ndarray  # int64 class ids, or float32 regression targets
-    label_names: Optional[list[str]] = None
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def subset(self, idx: Sequence[int]) -> "TextSplit":
-        idx = np.asarray(idx, dtype=np.int64)
-        return TextSplit([self.texts[i] for i in idx], self.labels[idx], self.label_names)
-
-
-# ================================================================== embedded offline task
-_SUBJECTS = ["the movie", "this film", "the hotel", "the restaurant", "the new phone", "this book", "the service",
-             "the concert", "the laptop", "the museum", "our guide", "the coffee", "the game", "the show",
-             "the course", "this album", "the staff", "the app", "the trip", "the meal"]
-_POSITIVE = ["great", "wonderful", "excellent", "delightful", "superb", "pleasant", "brilliant", "enjoyable",
-             "charming", "impressive", "fantastic", "lovely", "friendly", "helpful", "memorable", "beautiful"]
-_NEGATIVE = ["terrible", "awful", "boring", "disappointing", "dreadful", "poor", "mediocre", "annoying",
-             "bland", "frustrating", "rude", "unpleasant", "forgettable", "ugly", "broken", "tedious"]
-_INTENSIFIERS = ["", "very ", "really ", "quite ", "truly ", "extremely ", "rather ", "incredibly "]
-_FILLERS = ["to be honest", "in my opinion", "all things considered", "if you ask me", "overall",
-            "as far as I can tell", "for the price", "compared to last time"]
-
-
-def _sentiment_row(rng: np.random.Generator) -> tuple[str, int]:
-    """One review sentence and its sentiment (1 positive, 0 negative). Some templates negate or
-    contrast, so the label depends on more than one keyword."""
-    label = int(rng.integers(2))
-    pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
-    same, other = (_POSITIVE, _NEGATIVE) if label == 1 else (_NEGATIVE, _POSITIVE)
-    subj, inten, filler = pick(_SUBJECTS), pick(_INTENSIFIERS), pick(_FILLERS)
-    template = int(rng.integers(6))
-    if template == 0:
-        text = f"{subj} was {inten}{pick(same)}."
-    elif template == 1:
-        text = f"{filler}, I found {subj} {inten}{pick(same)}."
-    elif template == 2:  # negation: "not <opposite>" carries this label
-        text = f"{subj} was not {inten}{pick(other)} at all."
-    elif template == 3:  # contrast: the clause after "but" decides
-        text = f"{subj} seemed {pick(other)} at first, but it turned out {inten}{pick(same)}."
-    elif template == 4:
-        text = f"{subj} felt {pick(same)} and {pick(same)}, {filler}."
-    else:
-        text = f"I would call {subj} {inten}{pick(same)}, {filler}."
-    return text[0].upper() + text[1:], label
-
-
-def make_sentiment(n: int, seed: int, label_noise: float = 0.05) -> TextSplit:
-    """The embedded task: short English reviews with a binary sentiment label, generated from templates
-    with negation and contrast, and `label_noise` of labels flipped (so 100 % is not reachable)."""
-    rng = np.random.default_rng(seed)
-    rows = [_sentiment_row(rng) for _ in range(n)]
-    labels = np.array([r[1] for r in rows], dtype=np.int64)
-    flip = rng.random(n) < label_noise
-    labels[flip] = 1 - labels[flip]
-    return TextSplit([(r[0],) for r in rows], labels, ["negative", "positive"])
-
-
-EMBEDDED_TASKS: Registry[Callable[[int, int], TextSplit]] = Registry("embedded task")
-EMBEDDED_TASKS.register("sentiment")(make_sentiment)
 
 
 # ================================================================== hub and file loading
@@ -93,7 +28,7 @@ FILE_TYPES = tuple(_FILE_BUILDERS)  # the file suffixes `data.source: files` rea
 
 
 def _load_file(path: str):
-    import datasets
+    import datasets  # heavy: kept off the config path (config imports this module for FILE_TYPES)
 
     p = Path(path)
     if not p.exists():
@@ -116,7 +51,7 @@ def _load_file(path: str):
 
 
 def _load_hub(name: str, subset: Optional[str], split: str):
-    import datasets
+    import datasets  # heavy: kept off the config path
 
     try:
         return datasets.load_dataset(name, subset, split=split)
@@ -145,43 +80,7 @@ def _to_split(table, text_columns: Sequence[str], label_column: str, task: str,
         if not np.isfinite(labels).all():
             raise DataError(f"{where}: column {label_column!r} has missing or non-finite values")
         return TextSplit(texts, labels)
-    return TextSplit(texts, *_class_ids(raw, label_names, label_column, where))
-
-
-def _class_ids(raw: Sequence, label_names: Optional[list[str]], column: str, where: str):
-    if any(v is None for v in raw):
-        raise DataError(f"{where}: column {column!r} has missing labels")
-    if label_names:
-        index = {name: i for i, name in enumerate(label_names)}
-        ids = []
-        for v in raw:
-            key = str(v).strip()
-            if key in index:
-                ids.append(index[key])
-            elif key.lstrip("-").isdigit() and 0 <= int(key) < len(label_names):
-                ids.append(int(key))
-            else:
-                raise DataError(f"{where}: label {v!r} in column {column!r} is not one of {label_names}")
-        return np.asarray(ids, dtype=np.int64), list(label_names)
-    if all(_is_integral(v) for v in raw):  # 0/1/2, "0"/"1", or 0.0/1.0 (a float column)
-        ids = np.asarray([int(float(v)) if isinstance(v, (float, np.floating)) else int(v) for v in raw],
-                         dtype=np.int64)
-        if ids.min() < 0:
-            raise DataError(f"{where}: negative class label {int(ids.min())} in column {column!r}")
-        return ids, None
-    names = sorted({str(v).strip() for v in raw})
-    index = {name: i for i, name in enumerate(names)}
-    return np.asarray([index[str(v).strip()] for v in raw], dtype=np.int64), names
-
-
-def _is_integral(v) -> bool:
-    if isinstance(v, (bool, np.bool_)):
-        return False
-    if isinstance(v, (int, np.integer)):
-        return True
-    if isinstance(v, (float, np.floating)):
-        return bool(np.isfinite(v)) and float(v).is_integer()
-    return isinstance(v, str) and v.strip().lstrip("-").isdigit()
+    return TextSplit(texts, *class_ids(raw, label_names, label_column, where))
 
 
 @dataclass
@@ -201,8 +100,6 @@ def load_data(cfg) -> LoadedData:
         evaluation = make(d.embedded_eval_size, cfg.seed + 10_007)
         where_train = where_eval = f"embedded task {d.name!r}"
     elif d.source == "glue":
-        from .glue import load_glue
-
         train, evaluation = load_glue(d.name, d.data_dir)
         where_train, where_eval = f"GLUE {d.name} train", f"GLUE {d.name} dev"
     else:
@@ -234,101 +131,3 @@ def load_data(cfg) -> LoadedData:
     if num_labels < 2:
         raise DataError(f"{where_train}: classification needs at least two classes in the training data")
     return LoadedData(train, evaluation, num_labels, d.task)
-
-
-# ================================================================== partitions (pure)
-Partitioner = Callable[..., list[np.ndarray]]
-PARTITIONS: Registry[Partitioner] = Registry("partition")
-
-
-def partition_labels(labels: np.ndarray, task: str, num_bins: int) -> np.ndarray:
-    """Class ids for label-based partitions; regression targets are cut into quantile bins."""
-    if task != "regression":
-        return np.asarray(labels, dtype=np.int64)
-    edges = np.quantile(labels, np.linspace(0, 1, num_bins + 1)[1:-1])
-    return np.searchsorted(edges, labels, side="right").astype(np.int64)
-
-
-@PARTITIONS.register("iid")
-def partition_iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator, **_) -> list[np.ndarray]:
-    return [np.sort(part) for part in np.array_split(rng.permutation(len(labels)), num_clients)]
-
-
-@PARTITIONS.register("dirichlet")
-def partition_dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Generator, alpha: float = 0.5,
-                        min_size: int = 2, max_tries: int = 1000, **_) -> list[np.ndarray]:
-    """Per class, shares over clients ~ Dirichlet(alpha); smaller alpha = more skew. Redrawn until
-    every client holds at least `min_size` rows (as in the NIID-Bench recipe); with fewer than
-    `min_size` rows per client on average, at least one row each."""
-    min_size = max(1, min(min_size, len(labels) // num_clients))
-    classes = np.unique(labels)
-    for _ in range(max_tries):
-        parts: list[list[int]] = [[] for _ in range(num_clients)]
-        for c in classes:
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            shares = rng.dirichlet(np.full(num_clients, alpha))
-            cuts = (np.cumsum(shares) * len(idx)).astype(int)[:-1]
-            # the cuts round down, which would favour the same client positions in every class (with few
-            # rows and a large alpha some clients would never get a row): deal the chunks in random order
-            order = rng.permutation(num_clients)
-            for k, chunk in enumerate(np.split(idx, cuts)):
-                parts[order[k]].extend(chunk.tolist())
-        if min(len(p) for p in parts) >= min_size:
-            return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
-    raise DataError(f"dirichlet partition (alpha={alpha}) left a client with fewer than {min_size} rows in "
-                    f"{max_tries} draws: use more data, fewer clients or a larger data.partition.alpha")
-
-
-@PARTITIONS.register("label_skew")
-def partition_label_skew(labels: np.ndarray, num_clients: int, rng: np.random.Generator,
-                         labels_per_client: int = 2, **_) -> list[np.ndarray]:
-    """Each client holds rows of `labels_per_client` classes only (client i always gets class i mod C,
-    the others at random, preferring classes no client holds yet, so every class is held whenever
-    num_clients * labels_per_client >= C); each class's rows are split evenly among the clients that
-    hold it. Rows of a class nobody holds (only possible when num_clients * labels_per_client < C) are
-    left out, with a warning."""
-    classes = np.unique(labels)
-    k = min(labels_per_client, len(classes))
-    holders: dict[int, list[int]] = {int(c): [] for c in classes}
-    unheld = {int(c) for c in classes} - {int(classes[i % len(classes)]) for i in range(num_clients)}
-    for i in range(num_clients):
-        first = int(classes[i % len(classes)])
-        pool = [int(c) for c in rng.permutation(classes) if int(c) != first]
-        pool.sort(key=lambda c: c not in unheld)  # stable: random order within each group
-        others = pool[: k - 1]
-        unheld.difference_update(others)
-        for c in [first, *others]:
-            holders[c].append(i)
-    if unheld:
-        log.warning("label_skew: %d clients x %d labels cannot hold all %d classes; rows of classes %s are "
-                    "not used", num_clients, k, len(classes), sorted(unheld))
-    parts: list[list[int]] = [[] for _ in range(num_clients)]
-    for c, owners in holders.items():
-        if not owners:
-            continue
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        for owner, chunk in zip(owners, np.array_split(idx, len(owners))):
-            parts[owner].extend(chunk.tolist())
-    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
-
-
-def partition(labels: np.ndarray, num_clients: int, kind: str, seed: int, *, task: str = "classification",
-              num_bins: int = 5, max_per_client: Optional[int] = None, **params) -> list[np.ndarray]:
-    """Row indices of each client. Seeded; every client non-empty or a DataError saying why not."""
-    if num_clients > len(labels):
-        raise DataError(f"{num_clients} clients but only {len(labels)} training rows: every client needs data")
-    rng = np.random.default_rng(seed)
-    parts = PARTITIONS[kind](partition_labels(labels, task, num_bins), num_clients, rng, **params)
-    empty = [i for i, p in enumerate(parts) if len(p) == 0]
-    if empty:
-        raise DataError(f"partition {kind!r} left clients {empty} without data; use more data or fewer clients, "
-                        f"or a less skewed partition")
-    if max_per_client is not None:
-        parts = [np.sort(rng.permutation(p)[:max_per_client]) for p in parts]
-    return parts
-
-
-def label_distribution(labels: np.ndarray, parts: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
-    """Row-normalised class histogram per client (clients x classes)."""
-    hist = np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts]).astype(np.float64)
-    return hist / np.maximum(hist.sum(1, keepdims=True), 1)

@@ -28,12 +28,14 @@ from .budget import budget_report
 from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .client import ClientResult, Encoded, TrainSettings, encode, evaluate, train_client
 from .config import Config, dump_config
-from .data import LoadedData, load_data, partition
+from .data import LoadedData, load_data
+from .fedmodel import FedModel, build_model
+from .memory import MemoryProfile
+from .partitioners import split_clients
 from .records import ClientReport, ClientTable, RoundRecord, RunSummary
 from .results_io import ROUNDS_FILE, SUMMARY_FILE, RoundLog, rewrite_round_log, write_json_atomic
 from .scoring import SCORE_METRICS, default_metric
 from .summary import fairness, reached, summarize
-from .models import FedModel, MemoryProfile, build_model
 from .ranks import State, num_bytes, truncate
 from .schedulers import Clients, Reports, build_scheduler
 from .stragglers import STRAGGLER_POLICIES
@@ -386,10 +388,8 @@ def build_engine(cfg: Config, runner_factory: Optional[Callable[..., ClientRunne
     np.random.seed(cfg.seed % (2 ** 32))
     data = load_data(cfg)
     tier_of = cfg.client_tiers()
-    p = cfg.data.partition
-    parts = partition(data.train.labels, len(tier_of), p.type, cfg.seed, task=data.task, num_bins=p.num_bins,
-                      max_per_client=cfg.data.samples_per_client, alpha=p.alpha,
-                      labels_per_client=p.labels_per_client)
+    parts = split_clients(data.train.labels, len(tier_of), cfg.data.partition, cfg.seed, task=data.task,
+                          max_per_client=cfg.data.samples_per_client)
     model = build_model(cfg, data.num_labels)
     device = pick_device(cfg.device)
     model.to(device)

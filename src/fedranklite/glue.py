@@ -27,7 +27,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .data import DataError, TextSplit, _class_ids
+from .scoring import SCORE_METRICS
+from .textsplit import DataError, TextSplit, class_ids
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,9 @@ class GlueTask:
     task: str  # classification | regression
     label_names: Optional[tuple[str, ...]]  # index = class id (the hub's ids too); None for regression
     metric: str  # the GLUE headline metric (evaluation.metric)
-    secondary: tuple[str, ...]  # what GLUE also reports (the engine adds them to every evaluation)
+    # what GLUE also reports: trivial_baseline scores the majority class on them. The engine does not read
+    # this; it reports a fixed set per task type (engine._secondary_metrics), which includes these.
+    secondary: tuple[str, ...]
     target: float  # time-to-target threshold at the laptop budgets of the presets below
     num_clients: int  # federated clients, as in the seed
     clients_per_round: int
@@ -190,7 +193,7 @@ def _split_from_columns(cols: dict[str, list], text: tuple[str, ...], label: str
         except (TypeError, ValueError) as exc:
             raise DataError(f"{where}: column {label!r} must hold numbers for regression ({exc})") from None
         return TextSplit(texts, center_scores(labels))
-    ids, names = _class_ids(raw, list(task.label_names), label, where)
+    ids, names = class_ids(raw, list(task.label_names), label, where)
     return TextSplit(texts, ids, names)
 
 
@@ -208,7 +211,7 @@ def load_glue_tsv(task: GlueTask, data_dir: Path) -> tuple[TextSplit, TextSplit]
 
 
 def load_glue_hub(task: GlueTask) -> tuple[TextSplit, TextSplit]:
-    import datasets
+    import datasets  # heavy: kept off the config path (config imports this module for the presets)
 
     splits = []
     for split in ("train", "validation"):
@@ -238,8 +241,6 @@ def trivial_baseline(task_name: str, train_labels: np.ndarray, eval_labels: np.n
     """The score of a model that ignores its input, on the dev labels: the training majority class for
     classification (scored with the task's metric: MRPC's F1 of always 'equivalent' is high), and for
     STS-B the reference bar the issue sets (Pearson 0.5; a constant prediction has Pearson 0)."""
-    from .scoring import SCORE_METRICS
-
     task = get_task(task_name)
     if task.task == "regression":
         return {"what": "reference bar (a constant predictor scores Pearson 0)", "score": 0.5, "metric": task.metric}

@@ -116,7 +116,10 @@ class Registry(Generic[T]):
         params = config or self.base
         if not issubclass(params, self.base):
             raise TypeError(f"{self.kind} {name!r}: its config must subclass {self.base.__name__}")
+        # the title names the plugin in validation errors ("1 validation error for partitioner 'iid'"),
+        # so an unknown parameter says which plugin rejected it
         registered = create_model(params.__name__, __base__=params, __module__=params.__module__,
+                                  __cls_kwargs__={"title": f"{self.kind} {name!r}"},
                                   **{self.key: (Literal[name], name)})
         registered.plugin_key = self.key
         self._entries[name] = Entry(name, registered, impl)

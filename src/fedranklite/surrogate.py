@@ -47,7 +47,7 @@ from .client import ClientResult, TrainSettings
 from .config import Config, validate
 from .results_io import ResultsError, json_ready, read_run
 from .scoring import SCORE_METRICS
-from .models import MemoryProfile
+from .memory import MemoryProfile
 from .ranks import State
 from .timing import comm_seconds
 
@@ -332,14 +332,14 @@ class SurrogateRunner:
 
 def partition_sizes(cfg: Config) -> np.ndarray:
     """Rows per client of the config's real data partition (loads labels and texts, never a model)."""
-    from .data import DataError, load_data, partition
+    from .data import load_data
+    from .partitioners import split_clients
+    from .textsplit import DataError
 
     data = load_data(cfg)
-    p = cfg.data.partition
     try:
-        parts = partition(data.train.labels, cfg.num_clients, p.type, cfg.seed, task=data.task, num_bins=p.num_bins,
-                          max_per_client=cfg.data.samples_per_client, alpha=p.alpha,
-                          labels_per_client=p.labels_per_client)
+        parts = split_clients(data.train.labels, cfg.num_clients, cfg.data.partition, cfg.seed, task=data.task,
+                              max_per_client=cfg.data.samples_per_client)
     except DataError as exc:
         raise CalibrationError(f"{exc}; for more clients than the data can be split into, set "
                                f"engine.surrogate.rows_per_client") from None

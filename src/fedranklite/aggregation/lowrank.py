@@ -3,7 +3,7 @@ slicing a client's factors to its declared rank, and truncated-SVD factorization
 
 A LoRA pair is two parameters whose names differ only in `lora_A` / `lora_B`; A is (r, in) with the rank
 on dim 0, B is (out, r) with the rank on dim 1, and the pair's update is dW = scale * B @ A with one scale
-for every rank (see models.py), so the scale never enters the aggregation and is left out here.
+for every rank (see fedmodel.py), so the scale never enters the aggregation and is left out here.
 """
 from __future__ import annotations
 

@@ -152,9 +152,10 @@ def client_side(cfg_text: str) -> ClientSide:
 def _build(cfg_text: str) -> ClientSide:
     from ..client import encode
     from ..config import Config
-    from ..data import load_data, partition
+    from ..data import load_data
     from ..engine import pick_device
-    from ..models import build_model
+    from ..fedmodel import build_model
+    from ..partitioners import split_clients
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     cfg = Config.model_validate(json.loads(cfg_text))  # validated on the server already
@@ -164,9 +165,8 @@ def _build(cfg_text: str) -> ClientSide:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2 ** 32))
     data = load_data(cfg)
-    p = cfg.data.partition
-    parts = partition(data.train.labels, cfg.num_clients, p.type, cfg.seed, task=data.task, num_bins=p.num_bins,
-                      max_per_client=cfg.data.samples_per_client, alpha=p.alpha, labels_per_client=p.labels_per_client)
+    parts = split_clients(data.train.labels, cfg.num_clients, cfg.data.partition, cfg.seed, task=data.task,
+                          max_per_client=cfg.data.samples_per_client)
     model = build_model(cfg, data.num_labels)
     device = pick_device(cfg.device)
     model.to(device)
