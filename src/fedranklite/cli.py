@@ -1,4 +1,9 @@
-"""Command line: `fedranklite run --config X [--set a.b=v ...] [--quiet]`."""
+"""Command line: `fedranklite run --config X [--set a.b=v ...] [--quiet]`.
+
+The modules that load models and data (and so import huggingface_hub, transformers, datasets) are
+imported inside the commands, after `_offline_when_local` has set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE:
+those libraries read the variables once, at import.
+"""
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from .base import normalized_weights
+
 
 def lora_pairs(state: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, str]]:
     """(A name, B name) of every LoRA pair of `state`, in state order."""
@@ -73,8 +75,6 @@ def refactorize(global_state: Mapping[str, torch.Tensor], contributions: Sequenc
     """The shared shape of the product-space aggregators (svd, stack): for every LoRA pair, the SVD of
     the weighted sum of the clients' products B_k A_k (computed by `pair_svd`), truncated and split back
     into rank-r_max factors; the head is a weighted average."""
-    from .base import normalized_weights
-
     if not contributions:
         return dict(global_state)
     w = normalized_weights(contributions).tolist()

@@ -54,7 +54,7 @@ class Reports:
     cid: np.ndarray
     rank: np.ndarray
     loss_drop: np.ndarray  # loss before local training minus loss after (positive = it learned)
-    throughput: np.ndarray  # training samples per measured second
+    throughput: np.ndarray  # training samples per simulated compute second on the client's tier (engine step 4)
     missed_deadline: np.ndarray  # bool
 
     @classmethod
@@ -196,3 +196,146 @@ def greedy_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi:
         if ranks[i] < hi[i]:
             heapq.heappush(heap, (float(intercept[i] + slope[i] * (ranks[i] + 1)), i))
     return ranks
+
+
+def bisect_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                   budget: int) -> np.ndarray:
+    """The assignment `greedy_min_max` returns, found without handing ranks out one at a time.
+
+    Every rank above lo is a "unit" that costs the time it brings its client to: unit r of client i
+    costs t_i(r) = intercept_i + slope_i * r, computed with the very float operations of
+    `Clients.predicted_time`, so every comparison below is exact (no tolerance) and ties are ties.
+    With slope_i >= 0 each client's units cost non-decreasing times, so the greedy pops the units in
+    (time, client index) order and takes the K = budget - sum(lo) first ones (budget clipped as
+    `feasible_budget` does); the optimal max time is max(max_i t_i(lo_i), tau), tau the K-th
+    smallest unit time. tau is found by bisection on T over the counts
+        c_i(T) = the largest r in [lo_i, hi_i] with r == lo_i or t_i(r) <= T,
+    a vectorised floor((T - intercept_i) / slope_i) made exact by checking t_i(r) <= T < t_i(r + 1)
+    (slope_i = 0: hi_i if intercept_i <= T else lo_i); sum_i c_i(T) - lo_i counts the units costing
+    <= T and never decreases in T. Clients whose count is equal at both ends of the bracket are
+    settled and leave; once the bracket holds few units (or its ends are adjacent floats) they are
+    listed and tau is the right order statistic (np.partition). The result is every unit costing
+    < tau plus as many units costing exactly tau as the budget still needs, handed out in client
+    index order, each client taking all its units at tau before the next: the greedy's heap
+    tie-break, so the ranks equal `greedy_min_max`'s exactly.
+
+    O(N) per bisection step over the clients not yet settled; the step count is bounded (value
+    halving for 64 steps, then halving of the float's bit pattern: at most ~130 in all) and is a
+    handful in practice. Raises ValueError for a non-finite or negative slope or non-finite intercept.
+    """
+    a = np.asarray(intercept, dtype=np.float64).reshape(-1)
+    b = np.asarray(slope, dtype=np.float64).reshape(-1)
+    lo = np.asarray(lo, dtype=np.int64).reshape(-1)
+    hi = np.asarray(hi, dtype=np.int64).reshape(-1)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("bisect_min_max: intercepts and slopes must be finite")
+    if np.any(b < 0):
+        raise ValueError("bisect_min_max: slopes must be >= 0 (times must not fall as the rank grows)")
+    ranks = lo.copy()
+    k = feasible_budget(budget, lo, hi) - int(lo.sum())  # units to hand out above lo
+    if k <= 0:
+        return ranks
+    if k >= int((hi - lo).sum()):
+        return hi.copy()
+    idx = np.flatnonzero(hi > lo)  # clients still open, ascending (the tie-break order)
+    a, b, c_lo, c_hi = a[idx], b[idx], lo[idx], hi[idx]
+    # bracket (t_lo, t_hi]: no unit costs <= t_lo, every unit costs <= t_hi
+    t_lo = float(np.nextafter((a + b * (c_lo + 1).astype(np.float64)).min(), -np.inf))
+    t_hi = float((a + b * c_hi.astype(np.float64)).max())
+    below = 0  # units (over all clients, settled ones included) costing <= t_lo
+    steps = 0
+    side = 0  # +1: the last probe moved t_hi down, -1: it moved t_lo up
+    while True:
+        open_ = c_hi > c_lo
+        n_open = int(np.count_nonzero(open_))
+        if n_open < 0.75 * idx.size:  # drop settled clients (their count is the same at both ends)
+            done = ~open_
+            ranks[idx[done]] = c_lo[done]
+            idx, a, b, c_lo, c_hi = idx[open_], a[open_], b[open_], c_lo[open_], c_hi[open_]
+        units = int((c_hi - c_lo).sum())
+        if units <= _ENUMERATE_PER_CLIENT * n_open + _ENUMERATE_EXTRA:
+            tau = _kth_unit_time(a, b, c_lo, c_hi, k - below)
+            break
+        if steps < 64 and steps % 4 != 3:
+            # interpolate: where the (k - below)-th unit of the bracket would sit if the units were spread
+            # evenly over it, aimed a little past it on the side the bracket did not move from last time
+            aim = (k - below) + side * 0.5 * n_open
+            mid = t_lo + (t_hi - t_lo) * min(max(aim / units, 0.0), 1.0)
+        else:  # every fourth step halves the bracket, so the step count stays bounded
+            mid = 0.5 * t_lo + 0.5 * t_hi if steps < 64 else _bit_midpoint(t_lo, t_hi)
+        if not t_lo < mid < t_hi:
+            mid = float(np.nextafter(t_lo if mid <= t_lo else t_hi, np.inf if mid <= t_lo else -np.inf))
+            if not t_lo < mid < t_hi:  # adjacent floats: all the units in the bracket cost exactly t_hi
+                tau = t_hi
+                break
+        c_mid = _ranks_within(mid, a, b, c_lo, c_hi)
+        at_mid = below + int((c_mid - c_lo).sum())
+        if at_mid >= k:
+            t_hi, c_hi, side = mid, c_mid, -1
+        else:
+            t_lo, c_lo, below, side = mid, c_mid, at_mid, 1
+        steps += 1
+    # every unit costing < tau, then the units costing exactly tau in client index order
+    c_lt = _ranks_within(float(np.nextafter(tau, -np.inf)), a, b, c_lo, c_hi)
+    c_le = _ranks_within(tau, a, b, c_lo, c_hi)
+    need = k - below - int((c_lt - c_lo).sum())
+    tied = c_le - c_lt
+    take = np.minimum(np.maximum(need - (np.cumsum(tied) - tied), 0), tied)
+    ranks[idx] = c_lt + take
+    return ranks
+
+
+# bisect_min_max lists the units left in its bracket once there are at most this many per open client
+# (plus a constant); tests set both to 0 to drive the bisection down to adjacent floats
+_ENUMERATE_PER_CLIENT = 2
+_ENUMERATE_EXTRA = 256
+
+
+def _ranks_within(t: float, a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray) -> np.ndarray:
+    """Per client, the largest r in [c_lo, c_hi] with r == c_lo or a + b * r <= t (float-exact)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        est = np.floor((t - a) / b)
+    est = np.where(b > 0, est, np.where(a <= t, np.inf, -np.inf))
+    r = np.minimum(np.maximum(est, c_lo), c_hi).astype(np.int64)
+    rf = r.astype(np.float64)
+    up = (r < c_hi) & (a + b * (rf + 1.0) <= t)  # the estimate is one (or more) too low
+    down = (r > c_lo) & (a + b * rf > t)  # ... or too high
+    bad = np.flatnonzero(up | down)
+    if bad.size:  # rounding moved floor() across a boundary: binary search those clients exactly
+        u = up[bad]
+        lo_r = np.where(u, r[bad] + 1, c_lo[bad])  # always a valid answer
+        hi_r = np.where(u, c_hi[bad], r[bad] - 1)  # never below the answer
+        ab, bb = a[bad], b[bad]
+        while True:
+            open_ = lo_r < hi_r
+            if not open_.any():
+                break
+            m = (lo_r + hi_r + 1) // 2
+            ok = ab + bb * m.astype(np.float64) <= t
+            lo_r = np.where(open_ & ok, m, lo_r)
+            hi_r = np.where(open_ & ~ok, m - 1, hi_r)
+        r[bad] = lo_r
+    return r
+
+
+def _kth_unit_time(a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray, j: int) -> float:
+    """The j-th smallest (1-based) of the unit times a_i + b_i * r, r in (c_lo_i, c_hi_i]."""
+    d = c_hi - c_lo
+    owner = np.repeat(np.arange(d.size), d)
+    start = np.cumsum(d) - d
+    r = np.arange(int(d.sum()), dtype=np.int64) - np.repeat(start, d) + np.repeat(c_lo + 1, d)
+    t = a[owner] + b[owner] * r.astype(np.float64)
+    return float(np.partition(t, j - 1)[j - 1])
+
+
+def _bit_midpoint(x: float, y: float) -> float:
+    """A float strictly between x < y when one exists, halving the number of floats between them."""
+    def key(v: float) -> int:
+        i = int(np.array(v, dtype=np.float64).view(np.int64))
+        return i if i >= 0 else -(i & 0x7FFFFFFFFFFFFFFF)
+
+    def unkey(i: int) -> float:
+        v = float(np.array(abs(i), dtype=np.int64).view(np.float64))
+        return v if i >= 0 else -v
+
+    return unkey((key(x) + key(y)) // 2)
