@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import ConfigError, load_config
@@ -25,8 +26,6 @@ def _offline_defaults() -> None:
 def _offline_when_local(cfg) -> None:
     """Nothing of this run lives on the Hub: tell the HF libraries so (set before they are imported),
     so a machine without network never waits on a connection attempt."""
-    from pathlib import Path
-
     name = cfg.model.name
     if name.startswith(("bundled:", "tiny:")) or Path(name).expanduser().exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -191,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--out", help="where to write the fit (default: <results>/surrogate.json)")
     cal.set_defaults(func=cmd_calibrate)
 
+    prof = sub.add_parser("profile", help="measure what a LoRA rank costs on this machine (time, memory, bytes)")
+    prof.add_argument("--config", "-c", required=True, help="experiment YAML: its backbone, batch size, length")
+    prof.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    prof.add_argument("--ranks", default="1,2,4,8,16,32", help="comma-separated ranks (r_max is always added)")
+    prof.add_argument("--repeats", type=int, default=10, help="timed steps per rank (the median is used)")
+    prof.add_argument("--warmup", type=int, default=3, help="untimed steps per rank first")
+    prof.add_argument("--out", help="where to write the profile JSON (default: the cache that timing.mode: "
+                                    "profile reads, ~/.cache/fedranklite/profiles/ or $FEDRANKLITE_CACHE)")
+    prof.set_defaults(func=cmd_profile)
+
     compare = sub.add_parser("compare", help="table of headline metrics of several runs")
     compare.add_argument("results", nargs="+", help="results folders")
     compare.add_argument("--plot", metavar="PNG", help="also plot every run's score vs simulated time here")
@@ -241,6 +250,55 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"  loss   client loss level = {fit.loss_intercept:.4f} + {fit.loss_slope:.4f} x score",
         highlight=False, soft_wrap=True)
     print(path)
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    try:
+        cfg = load_config(args.config, args.set)
+        ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
+        if not ranks or min(ranks) < 1 or args.repeats < 1 or args.warmup < 0:
+            raise ValueError("need ranks >= 1, --repeats >= 1 and --warmup >= 0")
+    except ConfigError as exc:
+        console.print(f"[bold red]config error[/]: {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except ValueError as exc:
+        console.print(f"[bold red]error[/]: --ranks {args.ranks!r}: {exc}", highlight=False, soft_wrap=True)
+        return 2
+    _offline_when_local(cfg)
+    from .backbones import ModelError
+    from .profile import cache_dir, key_file_name, run_profile
+
+    def progress(done: int, total: int, rank: int, seconds: float, memory) -> None:
+        mem = "-" if memory is None else f"{memory:.0f} MB"
+        console.print(f"rank {rank:>4}: {1e3 * seconds:8.1f} ms/step, peak {mem}   ({done}/{total})", highlight=False)
+
+    try:
+        profile = run_profile(cfg, ranks, warmup=args.warmup, repeats=args.repeats, progress=progress)
+    except ModelError as exc:
+        console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        return 2
+    out = Path(args.out) if args.out else cache_dir() / key_file_name(profile.key)
+    profile.save(out)
+    t, m = profile.time_fit, profile.memory_fit
+    table = Table(title=f"rank profile of {cfg.model.name} (batch {cfg.training.batch_size} x "
+                        f"{cfg.model.max_length} tokens, {profile.provenance.get('gpu') or profile.provenance['cpu']})")
+    table.add_column("quantity")
+    table.add_column("fit", justify="right")
+    table.add_row("seconds per sample t(r)", f"{t.intercept:.4g} + {t.slope:.3g} x r  (R^2 {t.r2:.2f})")
+    table.add_row("compute per rank", f"{100 * t.slope / t.intercept:+.3f} % of rank 0 per rank"
+                  if t.intercept > 0 else "-")
+    table.add_row("noise (median IQR per sample)", f"{profile.noise_sec_per_sample:.3g} s; the fitted change "
+                  f"over the sweep is {'within' if profile.slope_within_noise() else 'beyond'} it")
+    table.add_row("peak memory m(r)", "-" if m is None else f"{m.intercept:.0f} + {m.slope:.2f} x r MB")
+    table.add_row("bytes per rank (one way)", f"{profile.bytes_per_rank:,}")
+    table.add_row("head bytes (one way)", f"{profile.bytes_fixed:,}")
+    console.print(table)
+    print(out)
     return 0
 
 

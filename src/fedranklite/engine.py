@@ -55,11 +55,11 @@ class DeadlineGate:
     deadline: float
     comm_seconds: float
     compute_factor: float
-    mode: str  # "analytic" | "measured"
+    mode: str  # the timing mode: "measured" times steps as they run, the others price them (sec_per_step)
     sec_per_step: float = 0.0  # analytic: simulated seconds of one full batch at this rank
 
     def __call__(self, steps_done: int, wall_seconds: float) -> bool:
-        if self.mode == "analytic":
+        if self.mode != "measured":
             return self.comm_seconds + (steps_done + 1) * self.sec_per_step <= self.deadline
         if steps_done == 0:
             return self.comm_seconds < self.deadline
@@ -162,7 +162,7 @@ class Engine:
         self.scheduler = build_scheduler(cfg)
         self.aggregate = AGGREGATORS.build(cfg.federation.aggregation)
         self.policy = STRAGGLER_POLICIES.build(cfg.deadline.straggler_policy)
-        self.time_model = TIMING_MODES.build(cfg.timing)
+        self.time_model = TIMING_MODES.build(cfg.timing, cfg=cfg)
         self.metric = cfg.evaluation.metric or default_metric(task)
         self.higher_is_better = SCORE_METRICS[self.metric].higher_is_better
         self.settings = TrainSettings.from_config(cfg, task == "regression")
@@ -294,7 +294,10 @@ class Engine:
         cfg = self.cfg
         run = {"experiment_name": cfg.experiment_name, "scheduler": cfg.federation.scheduler.type,
                "aggregation": cfg.federation.aggregation.type, "straggler_policy": cfg.deadline.straggler_policy.type,
-               "deadline_seconds": cfg.deadline.seconds, "time_mode": cfg.timing.mode, **self.model_info,
+               "deadline_seconds": cfg.deadline.seconds, "time_mode": cfg.timing.mode,
+               "time_model": {"sec_per_sample": self.time_model.sec_per_sample,
+                              "sec_per_sample_per_rank": self.time_model.sec_per_sample_per_rank},
+               **self.model_info,
                "num_clients": self.fed.num_clients, "clients_per_round": cfg.federation.clients_per_round,
                "tier_rank_caps": {n: int(self.fed.max_rank[self.fed.tier_of.index(n)]) for n in cfg.tiers},
                "final_eval": self.state.records[-1].eval if self.state.records else None, "budget": self.budget()}

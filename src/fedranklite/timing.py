@@ -1,9 +1,13 @@
 """Simulated time: how long a client's round would take on its tier's hardware (pure, no model).
 
-- measured: compute seconds = measured wall seconds / tier compute_factor
+- profile:  compute seconds = samples * t(rank) / compute_factor with t(r) = a + b*r seconds per sample
+            from a measured rank sweep of the backbone (profile.py, `fedranklite profile`): deterministic
+            and measured. The profile is the config's `timing.profile`, else the cached/shipped one for
+            this backbone and batch shape, else measured once and cached.
+- measured: compute seconds = measured wall seconds / tier compute_factor (depends on machine load)
 - analytic: compute seconds = samples * (sec_per_sample + sec_per_sample_per_rank * rank) / compute_factor,
-            a deterministic model for reproducible runs and tests.
-Both add communication time when the tier has a bandwidth: bytes * 8 / (bandwidth_mbps * 1e6),
+            invented constants, for tests and sensitivity sweeps.
+All add communication time when the tier has a bandwidth: bytes * 8 / (bandwidth_mbps * 1e6),
 for the download and the upload.
 """
 from __future__ import annotations
@@ -21,17 +25,25 @@ def comm_seconds(num_bytes: float, bandwidth_mbps: Optional[float]) -> float:
 
 
 class TimingParams(PluginConfig):
+    """Parameters every timing mode shares (none yet)."""
+
+
+class ConstantParams(TimingParams):
     # analytic: the cost of a training sample on a compute_factor=1 device, at rank 0 and per rank unit;
     # measured: the same numbers predict client times for the scheduler until the first client is timed
     sec_per_sample: float = Field(0.05, ge=0)
     sec_per_sample_per_rank: float = Field(0.005, ge=0)
 
 
+class ProfileParams(TimingParams):
+    profile: Optional[str] = None  # a profile JSON from `fedranklite profile`; null: shipped/cached, else measured
+
+
 TIMING_MODES: Registry[type["TimeModel"]] = Registry("timing mode", key="mode", base=TimingParams)
 
 
-@TIMING_MODES.register("measured")
-@TIMING_MODES.register("analytic")
+@TIMING_MODES.register("measured", ConstantParams)
+@TIMING_MODES.register("analytic", ConstantParams)
 @dataclass
 class TimeModel:
     mode: str = "measured"
@@ -47,13 +59,13 @@ class TimeModel:
             raise ValueError(f"unknown time mode {self.mode!r}; known: {sorted(TIMING_MODES)}")
 
     @classmethod
-    def from_config(cls, params: TimingParams) -> "TimeModel":
+    def from_config(cls, params: ConstantParams, cfg=None) -> "TimeModel":
         return cls(params.mode, params.sec_per_sample, params.sec_per_sample_per_rank)
 
     @property
     def deterministic(self) -> bool:
         """Simulated time depends only on the work done, not on how fast this machine ran it."""
-        return self.mode == "analytic"
+        return self.mode != "measured"
 
     def compute_seconds(self, samples: int, rank: int, compute_factor: float,
                         measured_wall: Optional[float] = None) -> float:
@@ -90,3 +102,20 @@ class TimeModel:
     def load_state_dict(self, state: dict) -> None:
         self.observed_sec_per_sample = state["observed_sec_per_sample"]
         self._observations = int(state["observations"])
+
+
+@TIMING_MODES.register("profile", ProfileParams)
+class ProfileTime:
+    """timing.mode: profile: the analytic formula with a and b from a measured rank profile."""
+
+    @classmethod
+    def from_config(cls, params: ProfileParams, cfg=None) -> TimeModel:
+        if cfg is None:
+            raise ValueError("timing.mode: profile needs the run's config to find its profile")
+        # profile.py loads backbones (transformers): imported here so that importing the config stays light
+        # and the HF offline switches set by the CLI are read by those libraries when they load
+        from .profile import ensure_profile
+
+        fit = ensure_profile(cfg).time_fit
+        # a fitted slope below zero is measurement noise (a larger adapter is never cheaper): priced as zero
+        return TimeModel("profile", max(fit.intercept, 0.0), max(fit.slope, 0.0))

@@ -1,0 +1,102 @@
+"""profile.py and timing.mode: profile: the rank sweep on the tiny model, its fits and file, the cache
+used by the timing mode, and deterministic simulated time from a profile."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fedranklite.config import validate
+from fedranklite.profile import (LinearFit, ProfileError, RankProfile, ensure_profile, fit_line, key_file_name,
+                                 profile_key, run_profile)
+
+
+def test_fit_line_recovers_a_line_and_reports_r2():
+    fit = fit_line([1, 2, 4, 8], [0.5 + 0.25 * r for r in (1, 2, 4, 8)])
+    assert fit.intercept == pytest.approx(0.5) and fit.slope == pytest.approx(0.25) and fit.r2 == pytest.approx(1.0)
+    noisy = fit_line([1, 2, 3, 4], [1.0, 3.0, 1.0, 3.0])  # no trend: slope 0.4, R^2 0.2 by hand
+    assert noisy.slope == pytest.approx(0.4) and noisy.r2 == pytest.approx(0.2)
+    assert fit_line([4, 4], [1.0, 3.0]) == LinearFit(2.0, 0.0, 1.0)  # one rank: the mean, no slope
+
+
+def test_rank_sweep_on_the_tiny_model(tiny_config):
+    cfg = tiny_config()
+    prof = run_profile(cfg, ranks=(1, 2), warmup=0, repeats=2)
+    assert prof.ranks == [1, 2, 8]  # r_max (8) is always measured
+    assert len(prof.sec_per_step) == 3 and all(t > 0 for t in prof.sec_per_step)
+    # exact bytes of one rank slice: per layer and adapted module, A (r x in) and B (out x r), fp32
+    hidden, layers = 32, 2  # tiny:bert
+    assert prof.bytes_per_rank == layers * 2 * (hidden + hidden) * 4
+    assert prof.key == profile_key(cfg) and prof.key["batch_size"] == 8
+    assert prof.provenance["torch"] and prof.provenance["threads"] >= 1
+    # the fit is of the per-sample medians
+    direct = fit_line(prof.ranks, [t / 8 for t in prof.sec_per_step])
+    assert prof.time_fit.slope == pytest.approx(direct.slope) and prof.time_fit.intercept == pytest.approx(direct.intercept)
+
+
+def _synthetic(path, key, a=0.01, b=0.001):
+    prof = RankProfile(key=key, ranks=[1, 2, 4], sec_per_step=[8 * (a + b * r) for r in (1, 2, 4)],
+                       sec_per_step_iqr=[1e-4] * 3, peak_memory_mb=[100.0, 100.5, 101.5], bytes_per_rank=1024,
+                       bytes_fixed=264, time_fit=LinearFit(a, b, 1.0), memory_fit=LinearFit(99.5, 0.5, 1.0),
+                       noise_sec_per_sample=1e-5, provenance={"cpu": "test"})
+    return prof.save(path)
+
+
+def test_profile_file_round_trip_and_clear_errors(tmp_path, tiny_config):
+    path = _synthetic(tmp_path / "p.json", profile_key(tiny_config()))
+    back = RankProfile.load(path)
+    assert back.time_fit == LinearFit(0.01, 0.001, 1.0) and back.bytes_per_rank == 1024
+    assert not back.slope_within_noise()  # 0.001 x 3 ranks is 300x the noise
+    with pytest.raises(ProfileError, match="profile not found"):
+        RankProfile.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ProfileError, match="not a rank profile"):
+        RankProfile.load(tmp_path / "bad.json")
+
+
+def test_ensure_profile_measures_once_then_reads_the_cache(tmp_path, tiny_config, monkeypatch):
+    monkeypatch.setenv("FEDRANKLITE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(model={"lora": {"r_max": 2}}, federation={"scheduler": {"r_bar": 2}})
+    said = []
+    first = ensure_profile(cfg, announce=said.append)
+    assert len(said) == 1 and "measuring one now" in said[0]
+    cached = tmp_path / "cache" / "profiles" / key_file_name(profile_key(cfg))
+    assert cached.is_file()
+    again = ensure_profile(cfg, announce=said.append)
+    assert len(said) == 1 and again.time_fit == first.time_fit  # read back, not measured again
+    named = _synthetic(tmp_path / "mine.json", profile_key(cfg), a=0.5)
+    chosen = ensure_profile(tiny_config(timing={"mode": "profile", "profile": str(named)}))
+    assert chosen.time_fit.intercept == 0.5
+
+
+def test_profile_timing_is_deterministic_and_priced_by_the_profile(tmp_path, tiny_config):
+    from fedranklite.engine import build_engine
+
+    path = _synthetic(tmp_path / "p.json", {"backbone": "tiny:bert"}, a=0.02, b=0.004)
+    runs = []
+    for name in ("a", "b"):
+        cfg = tiny_config(experiment_name=name, timing={"mode": "profile", "profile": str(path)},
+                          deadline={"seconds": 1.6, "straggler_policy": "use_partial"})
+        engine = build_engine(cfg)
+        engine.run()
+        runs.append(engine)
+    for rec in runs[0].state.records:
+        for c in rec.clients:
+            tier = runs[0].cfg.tiers[c.tier]
+            compute = c.samples * (0.02 + 0.004 * c.rank) / tier.compute_factor
+            comm = (c.bytes_up + c.bytes_down) * 8 / (tier.bandwidth_mbps * 1e6)
+            assert c.sim_seconds == pytest.approx(compute + comm)
+    assert [r.ranks for r in runs[0].state.records] == [r.ranks for r in runs[1].state.records]
+    assert [[c.sim_seconds for c in r.clients] for r in runs[0].state.records] == \
+        [[c.sim_seconds for c in r.clients] for r in runs[1].state.records]
+    assert any(c.status == "partial" for r in runs[0].state.records for c in r.clients)  # the deadline bit
+
+
+def test_profile_command_rejects_bad_ranks_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "fedranklite", "profile", "--config", "configs/experiments/lite_iid.yaml",
+                           "--ranks", "0,4"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--ranks" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
