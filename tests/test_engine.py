@@ -172,3 +172,17 @@ def test_deadline_gate_analytic_and_measured():
     assert measured(0, 0.0)  # always try a first step
     assert measured(2, 2.0)  # (2 + 1) / 0.5 + 1 = 7 <= 10
     assert not measured(2, 4.0)  # (4 + 2) / 0.5 + 1 = 13 > 10
+
+
+def test_predicted_time_counts_every_local_epoch(tiny_config):
+    """The scheduler's prediction for a client that trains 2 local epochs is the time of both epochs: in a
+    deterministic time mode it equals the simulated time the client then spends (it was one epoch's)."""
+    cfg = tiny_config(training={"local_epochs": 2, "max_local_steps": None, "batch_size": 8, "probe_samples": 0},
+                      federation={"num_rounds": 1, "scheduler": {"type": "fixed", "rank": 4, "r_min": 1, "r_bar": 4}})
+    engine = build_engine(cfg)
+    selected = select_clients(cfg.seed, 1, engine.fed.num_clients, cfg.federation.clients_per_round)
+    predicted = engine.describe(selected).predicted_time(np.full(len(selected), 4))
+    engine.run()
+    rec = engine.state.records[0]
+    assert all(c.steps == c.planned_steps and c.samples == 2 * engine.fed.rows[c.cid] for c in rec.clients)
+    assert [c.sim_seconds for c in rec.clients] == pytest.approx(predicted.tolist())

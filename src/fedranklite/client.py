@@ -123,6 +123,19 @@ class TrainSettings:
         steps = self.local_epochs * math.ceil(num_rows / self.batch_size)
         return min(steps, self.max_local_steps) if self.max_local_steps else steps
 
+    def planned_samples(self, num_rows: int) -> int:
+        """Rows a client trains on when it does all its planned steps (every epoch counts)."""
+        return samples_in_steps(self.planned_steps(num_rows), num_rows, self.batch_size, self.local_epochs)
+
+
+def samples_in_steps(steps: int, rows: int, batch: int, epochs: int) -> int:
+    """Rows trained in the first `steps` batches of `epochs` passes over `rows` rows (the last batch of an
+    epoch is short), as train_client walks them."""
+    per_epoch = math.ceil(rows / batch) if rows else 0
+    full_epochs, rest = divmod(steps, per_epoch) if per_epoch else (0, 0)
+    full_epochs = min(full_epochs, epochs)
+    return full_epochs * rows + (min(rest * batch, rows) if full_epochs < epochs else 0)
+
 
 @dataclass
 class ClientResult:

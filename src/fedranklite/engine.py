@@ -177,7 +177,7 @@ class Engine:
         for k, c in enumerate(selected):
             tier = cfg.tiers[fed.tier_of[c]]
             rows = int(fed.rows[c])
-            samples = min(rows, self.settings.planned_steps(rows) * self.settings.batch_size)
+            samples = self.settings.planned_samples(rows)  # all local epochs, not one pass
             cf[k] = tier.compute_factor
             intercept[k], slope[k] = self.time_model.predict(samples, tier.compute_factor, tier.bandwidth_mbps,
                                                              2 * fed.bytes_fixed, 2 * fed.bytes_per_rank)
