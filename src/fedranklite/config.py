@@ -70,6 +70,10 @@ class FederationConfig(_Section):
     # client updates further than this many times the round's median from the global adapter are
     # rejected (null: no norm check; NaN/Inf and wrong shapes are always rejected)
     max_update_norm_ratio: Optional[float] = Field(10.0, gt=1)
+    # a CSV / JSON-lines file with one row per client: cid, compute_factor, uplink_mbps, downlink_mbps,
+    # availability (hardware.py; relative paths are read from the current directory)
+    client_trace: Optional[str] = None
+    telemetry_ema: float = Field(0.5, gt=0, le=1)  # weight of a client's newest report in the server's estimate
 
 
 class TrainingConfig(_Section):
@@ -157,7 +161,24 @@ class TierConfig(_Section):
     compute_factor: float = Field(..., gt=0)
     num_clients: int = Field(..., ge=1)
     memory_gb: float = Field(..., gt=0)
-    bandwidth_mbps: Optional[float] = Field(None, gt=0)  # None: communication time not simulated
+    bandwidth_mbps: Optional[float] = Field(None, gt=0)  # both ways; None: communication time not simulated
+    uplink_mbps: Optional[float] = Field(None, gt=0)  # client -> server (default: bandwidth_mbps)
+    downlink_mbps: Optional[float] = Field(None, gt=0)  # server -> client (default: bandwidth_mbps)
+    # clients of a tier are not clones (hardware.py): lognormal sigma of each client's speed and bandwidth
+    # around the tier's (drawn once per run), of its compute time each round, and the probability that a
+    # selected client answers. Hidden from the schedulers, which learn clients from their telemetry.
+    speed_sigma: float = Field(0.0, ge=0, le=3)
+    bandwidth_sigma: float = Field(0.0, ge=0, le=3)
+    jitter_sigma: float = Field(0.0, ge=0, le=3)
+    availability: float = Field(1.0, gt=0, le=1)
+
+    @property
+    def uplink(self) -> Optional[float]:
+        return self.uplink_mbps if self.uplink_mbps is not None else self.bandwidth_mbps
+
+    @property
+    def downlink(self) -> Optional[float]:
+        return self.downlink_mbps if self.downlink_mbps is not None else self.bandwidth_mbps
 
 
 class DeadlineConfig(_Section):

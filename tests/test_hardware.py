@@ -1,0 +1,102 @@
+"""hardware.py: per-client deviation, jitter and availability are seeded, follow the tier figures, can come
+from a trace file, and reach the schedulers only through telemetry."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedranklite.hardware import Telemetry, TraceError, draw_hardware, read_trace, round_conditions, tier_arrays
+
+
+def tiers(tiny_config, **extra):
+    fast = {"compute_factor": 1.0, "num_clients": 200, "memory_gb": 8, "bandwidth_mbps": 100, **extra}
+    slow = {"compute_factor": 0.25, "num_clients": 200, "memory_gb": 8, "uplink_mbps": 5, "downlink_mbps": 20, **extra}
+    return tiny_config(tiers={"fast": fast, "slow": slow})
+
+
+def test_no_deviation_means_clients_are_their_tier(tiny_config):
+    cfg = tiers(tiny_config)
+    hw = draw_hardware(cfg, cfg.client_tiers())
+    assert hw.compute_factor.tolist() == [1.0] * 200 + [0.25] * 200
+    assert hw.uplink_mbps.tolist() == [100.0] * 200 + [5.0] * 200
+    assert hw.downlink_mbps.tolist() == [100.0] * 200 + [20.0] * 200
+    jitter, answers = round_conditions(hw, cfg.seed, 1, np.arange(400))
+    assert np.all(jitter == 1.0) and answers.all()
+
+
+def test_deviation_is_seeded_lognormal_around_the_tier(tiny_config):
+    cfg = tiers(tiny_config, speed_sigma=0.5, bandwidth_sigma=0.3)
+    a = draw_hardware(cfg, cfg.client_tiers())
+    b = draw_hardware(cfg, cfg.client_tiers())
+    assert np.array_equal(a.compute_factor, b.compute_factor)  # same seed, same clients
+    other = tiers(tiny_config, speed_sigma=0.5, bandwidth_sigma=0.3).model_copy(update={"seed": 1})
+    assert not np.array_equal(a.compute_factor, draw_hardware(other, other.client_tiers()).compute_factor)
+    log_dev = np.log(a.compute_factor[:200] / 1.0)
+    assert abs(np.median(log_dev)) < 0.12 and 0.4 < log_dev.std() < 0.6  # median 1, sigma 0.5 (200 draws)
+    band = np.log(a.uplink_mbps[200:] / 5.0)
+    assert np.allclose(band, np.log(a.downlink_mbps[200:] / 20.0))  # one deviation for both directions
+    assert 0.2 < band.std() < 0.4
+
+
+def test_round_conditions_are_seeded_per_round_and_follow_availability(tiny_config):
+    cfg = tiers(tiny_config, jitter_sigma=0.2, availability=0.7)
+    hw = draw_hardware(cfg, cfg.client_tiers())
+    everyone = np.arange(400)
+    j1, a1 = round_conditions(hw, cfg.seed, 1, everyone)
+    j1b, a1b = round_conditions(hw, cfg.seed, 1, everyone)
+    j2, a2 = round_conditions(hw, cfg.seed, 2, everyone)
+    assert np.array_equal(j1, j1b) and np.array_equal(a1, a1b) and not np.array_equal(j1, j2)
+    assert 0.6 < a1.mean() < 0.8 and 0.15 < np.log(j1).std() < 0.25
+    # a client's draw does not depend on who else was selected
+    some = np.array([3, 250, 17])
+    js, as_ = round_conditions(hw, cfg.seed, 1, some)
+    assert np.array_equal(js, j1[some]) and np.array_equal(as_, a1[some])
+
+
+def test_trace_file_overrides_the_drawn_values(tmp_path, tiny_config):
+    cfg = tiny_config()  # 4 clients: fast 0-1, slow 2-3
+    path = tmp_path / "trace.csv"
+    path.write_text("cid,compute_factor,uplink_mbps,downlink_mbps,availability\n0,0.5,1,2,0.9\n3,,,,0.5\n")
+    trace = read_trace(path, cfg.num_clients)
+    hw = draw_hardware(cfg, cfg.client_tiers(), trace)
+    assert hw.compute_factor.tolist() == [0.5, 1.0, 0.25, 0.25]
+    assert hw.uplink_mbps.tolist() == [1.0, 100.0, 10.0, 10.0] and hw.downlink_mbps[0] == 2.0
+    assert hw.availability.tolist() == [0.9, 1.0, 1.0, 0.5]
+    jsonl = tmp_path / "trace.jsonl"
+    jsonl.write_text('{"cid": 1, "compute_factor": 2.0}\n')
+    assert read_trace(jsonl, 4)["compute_factor"].tolist()[1] == 2.0
+
+
+@pytest.mark.parametrize("body, message", [
+    ("cid,compute_factor\n9,1.0\n", "cid 9 is not a client"),
+    ("cid,compute_factor\n0,1.0\n0,2.0\n", "appears twice"),
+    ("cid,compute_factor\n0,-1\n", "compute_factor must be a positive"),
+    ("cid,availability\n0,1.5\n", "availability must be in"),
+    ("cid,speed\n0,1\n", "unknown column"),
+    ("cid,compute_factor\nx,1\n", "integer cid"),
+    ("cid,compute_factor\n0,fast\n", "not a number"),
+    ("cid,compute_factor\n", "no client rows"),
+])
+def test_bad_trace_files_are_one_clear_line(tmp_path, body, message):
+    path = tmp_path / "t.csv"
+    path.write_text(body)
+    with pytest.raises(TraceError, match=message) as info:
+        read_trace(path, 4)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_telemetry_falls_back_to_the_prior_and_blends_reports(tiny_config):
+    cfg = tiny_config()
+    prior = tier_arrays(cfg, cfg.client_tiers())
+    tel = Telemetry(weight=0.5)
+    est = tel.estimate(np.array([0, 2]), prior)
+    assert est["compute_factor"].tolist() == [1.0, 0.25]  # nothing observed: the tier prior
+    tel.observe(np.array([2]), np.array([0.1]), np.array([np.nan]), np.array([8.0]))
+    est = tel.estimate(np.array([0, 2]), prior)
+    assert est["compute_factor"].tolist() == [1.0, 0.1] and est["downlink_mbps"].tolist() == [100.0, 8.0]
+    assert est["uplink_mbps"].tolist() == [100.0, 10.0]  # not observed: still the prior
+    tel.observe(np.array([2]), np.array([0.3]), np.array([np.nan]), np.array([np.nan]))
+    assert tel.estimate(np.array([2]), prior)["compute_factor"].tolist() == [pytest.approx(0.2)]  # EMA 0.5
+    fresh = Telemetry()
+    fresh.load_state_dict(tel.state_dict())
+    assert fresh.estimate(np.array([2]), prior)["compute_factor"].tolist() == [pytest.approx(0.2)]
