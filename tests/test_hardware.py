@@ -100,3 +100,81 @@ def test_telemetry_falls_back_to_the_prior_and_blends_reports(tiny_config):
     fresh = Telemetry()
     fresh.load_state_dict(tel.state_dict())
     assert fresh.estimate(np.array([2]), prior)["compute_factor"].tolist() == [pytest.approx(0.2)]
+
+
+def _recording(engine):
+    """Wrap the engine's scheduler so each round's Clients (what the scheduler saw) is kept."""
+    seen = []
+    assign = engine.scheduler.assign
+
+    def spy(clients):
+        seen.append(clients)
+        return assign(clients)
+
+    engine.scheduler.assign = spy
+    return seen
+
+
+def test_hidden_hardware_reaches_the_scheduler_only_through_telemetry(tiny_config):
+    from fedranklite.engine import build_engine
+
+    views = {}
+    for sigma in (0.0, 0.8):
+        cfg = tiny_config(experiment_name=f"s{sigma}", federation={"num_rounds": 3, "clients_per_round": 3},
+                          tiers={"fast": {"compute_factor": 1.0, "num_clients": 2, "memory_gb": 8, "bandwidth_mbps": 100,
+                                          "speed_sigma": sigma},
+                                 "slow": {"compute_factor": 0.25, "num_clients": 2, "memory_gb": 8, "bandwidth_mbps": 10,
+                                          "speed_sigma": sigma}})
+        engine = build_engine(cfg)
+        views[sigma] = (engine, _recording(engine))
+        engine.run()
+    (plain, plain_seen), (hidden, hidden_seen) = views[0.0], views[0.8]
+    # round 1: nobody has reported, so the scheduler sees the tier prior whatever the hidden deviation
+    a, b = plain_seen[0], hidden_seen[0]
+    assert np.array_equal(a.compute_factor, b.compute_factor) and np.array_equal(a.time_intercept, b.time_intercept)
+    # ... while the clients really ran at their own speeds
+    hw = hidden.fed.hardware
+    assert not np.allclose(hw.compute_factor, [1.0, 1.0, 0.25, 0.25])
+    for c in hidden.state.records[0].clients:
+        tier = hidden.cfg.tiers[c.tier]
+        compute = c.samples * (0.05 + 0.01 * c.rank) / hw.compute_factor[c.cid]
+        comm = (c.bytes_up + c.bytes_down) * 8 / (tier.bandwidth_mbps * 1e6)
+        assert c.sim_seconds == pytest.approx(compute + comm)
+    # later rounds: a client seen before is described by its telemetry (its own speed), in both runs alike
+    first = {int(c) for c in hidden.state.records[0].clients.cid}
+    later = hidden_seen[1]
+    for k, cid in enumerate(later.cid):
+        if cid in first:
+            assert later.compute_factor[k] == pytest.approx(hw.compute_factor[cid])
+        else:
+            assert later.compute_factor[k] == hidden.prior["compute_factor"][cid]
+
+
+def test_unavailable_clients_are_lost_for_the_round_seeded(tiny_config):
+    from fedranklite.engine import build_engine
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = tiny_config(experiment_name=name, federation={"num_rounds": 4, "clients_per_round": 3},
+                          deadline={"seconds": 30.0, "straggler_policy": "drop"},
+                          tiers={"fast": {"compute_factor": 1.0, "num_clients": 2, "memory_gb": 8, "availability": 0.5},
+                                 "slow": {"compute_factor": 0.25, "num_clients": 2, "memory_gb": 8, "availability": 0.5}})
+        engine = build_engine(cfg)
+        engine.run()
+        runs.append([[(c.cid, c.status, c.lost) for c in r.clients] for r in engine.state.records])
+    assert runs[0] == runs[1]
+    lost = [(cid, why) for rnd in runs[0] for cid, status, why in rnd if status == "lost"]
+    assert lost and all(why == "unavailable this round" for _, why in lost)
+    rec = next(r for r in engine.state.records if any(c.status == "lost" for c in r.clients))
+    gone = [c for c in rec.clients if c.status == "lost"]
+    assert all(c.straggler and c.steps == 0 and c.bytes_up == 0 for c in gone)
+    assert not rec.compliant and rec.round_sim_seconds == pytest.approx(30.0)  # waited for them until the deadline
+
+
+def test_a_broken_trace_is_a_config_error(tmp_path, tiny_config):
+    from fedranklite.config import ConfigError
+
+    path = tmp_path / "t.csv"
+    path.write_text("cid,compute_factor\n7,1\n")
+    with pytest.raises(ConfigError, match=r"federation\.client_trace: .*cid 7 is not a client"):
+        tiny_config(federation={"client_trace": str(path)})

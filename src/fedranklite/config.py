@@ -19,6 +19,7 @@ from .backends import BACKENDS
 from .data import FILE_TYPES
 from .embedded import EMBEDDED_TASKS
 from .glue import GLUE_TASKS, preset
+from .hardware import TraceError, read_trace
 from .scoring import SCORE_METRICS
 from .partitioners import PARTITIONERS
 from .registry import PluginSlot, Registry, Section
@@ -520,6 +521,11 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
     if cfg.tiers and cfg.federation.clients_per_round > n:
         problems.append(("federation.clients_per_round",
                          f"{cfg.federation.clients_per_round} is more than the {n} clients in the tiers"))
+    if cfg.federation.client_trace:
+        try:
+            read_trace(cfg.federation.client_trace, n)
+        except TraceError as exc:
+            problems.append(("federation.client_trace", str(exc)))
     metric = cfg.evaluation.metric
     if metric is not None and metric in SCORE_METRICS:
         kind = SCORE_METRICS[metric].task

@@ -39,6 +39,7 @@ from .summary import fairness, reached, summarize
 from .ranks import State, num_bytes, truncate
 from .schedulers import Clients, Reports, build_scheduler
 from .stragglers import STRAGGLER_POLICIES
+from .hardware import Hardware, Telemetry, draw_hardware, read_trace, round_conditions, tier_arrays
 from .timing import TIMING_MODES, comm_seconds
 from .tracking import open_trackers
 from .validation import reject_reasons
@@ -114,10 +115,14 @@ class Federation:
     bytes_fixed: int  # bytes of the head (moves every round, both ways)
     bytes_per_rank: int  # bytes of one rank slice of all LoRA factors (one way)
     rows: Optional[np.ndarray] = None  # training rows per client (default: the partition sizes)
+    hardware: Optional[Hardware] = None  # each client's hidden hardware (default: drawn from the config)
 
     def __post_init__(self) -> None:
         if self.rows is None:
             self.rows = np.array([len(p) for p in self.partitions], dtype=np.int64)
+        if self.hardware is None:
+            trace = self.cfg.federation.client_trace
+            self.hardware = draw_hardware(self.cfg, self.tier_of, read_trace(trace, len(self.tier_of)) if trace else None)
 
     @property
     def num_clients(self) -> int:
@@ -163,6 +168,9 @@ class Engine:
         self.aggregate = AGGREGATORS.build(cfg.federation.aggregation)
         self.policy = STRAGGLER_POLICIES.build(cfg.deadline.straggler_policy)
         self.time_model = TIMING_MODES.build(cfg.timing, cfg=cfg)
+        # what the server knows of each client: its tier's figures, then the telemetry of its reports
+        self.prior = tier_arrays(cfg, federation.tier_of)
+        self.telemetry = Telemetry(cfg.federation.telemetry_ema)
         self.metric = cfg.evaluation.metric or default_metric(task)
         self.higher_is_better = SCORE_METRICS[self.metric].higher_is_better
         self.settings = TrainSettings.from_config(cfg, task == "regression")
@@ -171,28 +179,39 @@ class Engine:
 
     # ---- step 2 inputs: what the scheduler knows about each selected client
     def describe(self, selected: np.ndarray) -> Clients:
-        cfg, fed = self.cfg, self.fed
+        """What every scheduler knows about the selected clients: predicted time t_i(r) = a_i + b_i r from the
+        time model, the tier prior and the telemetry of earlier reports (never the hidden hardware)."""
+        fed = self.fed
+        known = self.telemetry.estimate(selected, self.prior)
         n = len(selected)
-        cf, intercept, slope = np.zeros(n), np.zeros(n), np.zeros(n)
+        intercept, slope = np.zeros(n), np.zeros(n)
         for k, c in enumerate(selected):
-            tier = cfg.tiers[fed.tier_of[c]]
-            rows = int(fed.rows[c])
-            samples = self.settings.planned_samples(rows)  # all local epochs, not one pass
-            cf[k] = tier.compute_factor
-            intercept[k], slope[k] = self.time_model.predict(samples, tier.compute_factor, tier.bandwidth_mbps,
-                                                             2 * fed.bytes_fixed, 2 * fed.bytes_per_rank)
-        return Clients.of(selected, fed.max_rank[selected], cf, intercept, slope)
+            samples = self.settings.planned_samples(int(fed.rows[c]))  # all local epochs, not one pass
+            a, b = self.time_model.predict(samples, float(known["compute_factor"][k]), None, 0, 0)
+            down, up = known["downlink_mbps"][k], known["uplink_mbps"][k]
+            intercept[k] = a + _comm(fed.bytes_fixed, down) + _comm(fed.bytes_fixed, up)
+            slope[k] = b + _comm(fed.bytes_per_rank, down) + _comm(fed.bytes_per_rank, up)
+        return Clients.of(selected, fed.max_rank[selected], known["compute_factor"], intercept, slope)
 
-    def _gate(self, cid: int, rank: int) -> Optional[DeadlineGate]:
+    def _gate(self, cid: int, rank: int, speed: float) -> Optional[DeadlineGate]:
+        """The client's own clock against the deadline (its real hardware: `speed` is its compute factor
+        this round, jitter included)."""
         deadline = self.cfg.deadline.seconds
         if deadline is None or not self.policy.stops_at_deadline:
             return None
-        tier = self.cfg.tiers[self.fed.tier_of[cid]]
-        comm = comm_seconds(2 * (self.fed.bytes_fixed + rank * self.fed.bytes_per_rank), tier.bandwidth_mbps)
+        hw, size = self.fed.hardware, self.fed.bytes_fixed + rank * self.fed.bytes_per_rank
+        comm = _comm(size, hw.downlink_mbps[cid]) + _comm(size, hw.uplink_mbps[cid])
         # a deterministic time model prices one full batch itself (measured mode times steps as they run)
-        per_step = self.time_model.compute_seconds(self.settings.batch_size, rank, tier.compute_factor) \
+        per_step = self.time_model.compute_seconds(self.settings.batch_size, rank, speed) \
             if self.time_model.deterministic else 0.0
-        return DeadlineGate(deadline, comm, tier.compute_factor, self.time_model.mode, per_step)
+        return DeadlineGate(deadline, comm, speed, self.time_model.mode, per_step)
+
+    def _unavailable(self, task: ClientTask) -> ClientResult:
+        """A selected client that did not answer this round (tier availability): no work, no update."""
+        return ClientResult(cid=task.cid, rank=task.rank, update={}, num_samples=0, steps=0,
+                            planned_steps=self.settings.planned_steps(int(self.fed.rows[task.cid])),
+                            loss_before=float("nan"), loss_after=float("nan"), wall_seconds=0.0, peak_memory_mb=0.0,
+                            bytes_down=0, bytes_up=0, lost="unavailable this round")
 
     def run_round(self) -> RoundRecord:
         cfg, fed, st = self.cfg, self.fed, self.state
@@ -204,20 +223,38 @@ class Engine:
         out_of_memory = [int(c) for c in selected[~fits]]
         clients = self.describe(runnable)
         ranks = self.scheduler.assign(clients) if len(runnable) else np.zeros(0, dtype=np.int64)
-        tasks = [ClientTask(int(c), int(k), client_seed(cfg.seed, r, int(c)), self._gate(int(c), int(k)))
-                 for c, k in zip(runnable, ranks)]
-        results = self.runner.run(r, st.global_state, tasks)
+        # the clients' real conditions this round (hidden from the scheduler): jitter and who answers
+        jitter, answers = round_conditions(fed.hardware, cfg.seed, r, runnable)
+        speed = fed.hardware.compute_factor[runnable] / jitter
+        tasks = [ClientTask(int(c), int(k), client_seed(cfg.seed, r, int(c)), self._gate(int(c), int(k), float(v)))
+                 for c, k, v in zip(runnable, ranks, speed)]
+        ran = self.runner.run(r, st.global_state, [t for t, ok in zip(tasks, answers) if ok])
+        by_cid = {res.cid: res for res in ran}
+        results = [by_cid[t.cid] if ok else self._unavailable(t) for t, ok in zip(tasks, answers)]
+        speed_of = dict(zip(runnable.tolist(), speed.tolist()))
 
-        # step 4: simulated time of every client
+        # step 4: simulated time of every client, on its own hardware
         # (throughput the scheduler sees is that of the simulated hardware: samples / simulated compute s)
-        sim, sim_throughput = np.zeros(len(results)), np.zeros(len(results))
+        hw, deadline = fed.hardware, cfg.deadline.seconds
+        sim, sim_throughput = np.zeros(len(results)), np.full(len(results), np.nan)
+        seen_cf, seen_up, seen_down = (np.full(len(results), np.nan) for _ in range(3))
         for i, res in enumerate(results):
-            tier = cfg.tiers[fed.tier_of[res.cid]]
-            compute = self.time_model.compute_seconds(res.num_samples, res.rank, tier.compute_factor,
-                                                      res.wall_seconds)
-            sim[i] = comm_seconds(res.bytes_down + res.bytes_up, tier.bandwidth_mbps) + compute
-            sim_throughput[i] = res.num_samples / compute if compute > 0 else np.nan
+            if res.lost:  # never answered: the server waited for it until the deadline (if there is one)
+                sim[i] = deadline or 0.0
+                continue
+            compute = self.time_model.compute_seconds(res.num_samples, res.rank, speed_of[res.cid], res.wall_seconds)
+            sim[i] = _comm(res.bytes_down, hw.downlink_mbps[res.cid]) + _comm(res.bytes_up, hw.uplink_mbps[res.cid]) \
+                + compute
+            if compute > 0:
+                sim_throughput[i] = res.num_samples / compute
+                # the server's view of the client's speed: the time model's nominal cost / the time it took
+                seen_cf[i] = self.time_model.compute_seconds(res.num_samples, res.rank, 1.0, res.wall_seconds) / compute
+            if res.bytes_down and np.isfinite(hw.downlink_mbps[res.cid]):
+                seen_down[i] = hw.downlink_mbps[res.cid]  # bytes / transfer time, as the server measures it
+            if res.bytes_up and np.isfinite(hw.uplink_mbps[res.cid]):
+                seen_up[i] = hw.uplink_mbps[res.cid]
             self.time_model.observe(res.wall_seconds, res.num_samples)
+        self.telemetry.observe(np.array([res.cid for res in results], dtype=np.int64), seen_cf, seen_up, seen_down)
         # step 5: deadline policy, then the update checks (NaN/Inf, shapes, ranks, norm outliers)
         outcome = self.policy.resolve(sim, [res.finished for res in results], [res.steps > 0 for res in results],
                                       cfg.deadline.seconds)
@@ -315,6 +352,7 @@ class Engine:
         return {"round_idx": st.round_idx, "sim_time": st.sim_time, "reached_at": st.reached_at,
                 "global_state": st.global_state, "records": [rec.to_json("columns") for rec in st.records],
                 "scheduler": self.scheduler.state_dict(), "time_model": self.time_model.state_dict(),
+                "telemetry": self.telemetry.state_dict(),
                 "rng": rng_state(), "config": self.cfg.to_dict()}
 
     def restore(self, payload: dict) -> None:
@@ -327,6 +365,7 @@ class Engine:
                               reached_at=payload["reached_at"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.time_model.load_state_dict(payload["time_model"])
+        self.telemetry.load_state_dict(payload["telemetry"])
         set_rng_state(payload["rng"])
 
     def run(self, on_round: Optional[Callable[[RoundRecord], None]] = None, resume: bool = False) -> RunSummary:
@@ -367,6 +406,11 @@ class Engine:
 
     def _target_stop(self) -> bool:
         return self.cfg.evaluation.stop_at_target and self.state.reached_at is not None
+
+
+def _comm(num_bytes: float, mbps: float) -> float:
+    """Seconds to move `num_bytes` at `mbps` (NaN or None: communication is not simulated)."""
+    return comm_seconds(num_bytes, None if mbps is None or not np.isfinite(mbps) else float(mbps))
 
 
 def _finite(x: float) -> Optional[float]:
