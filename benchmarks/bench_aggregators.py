@@ -61,7 +61,7 @@ def config_for(task: str, scheduler: str) -> tuple[Path, list[str]]:
 
 
 def run_one(task: str, aggregator: str, scheduler: str, seed: int, out_dir: Path) -> dict:
-    from fedranklite.config import load_config
+    from fedranklite.configfile import load_config
     from fedranklite.engine import build_engine
 
     config, sets = config_for(task, scheduler)

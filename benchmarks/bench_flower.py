@@ -22,7 +22,7 @@ from common import ROOT, write
 
 
 def run(backend: str, rounds: int, model: str, out: str):
-    from fedranklite.config import load_config
+    from fedranklite.configfile import load_config
     from fedranklite.engine import build_engine
 
     cfg = load_config(ROOT / "configs" / "experiments" / "lite_iid.yaml",

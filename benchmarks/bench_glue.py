@@ -36,7 +36,7 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
 
     from fedranklite.budget import budget_report
     from fedranklite.centralized import centralized_config
-    from fedranklite.config import load_config
+    from fedranklite.configfile import load_config
     from fedranklite.engine import build_engine
 
     cfg = load_config(config, sets)
@@ -173,7 +173,7 @@ def main() -> int:
         plan += [(CONFIGS / f"{t}_{sched}.yaml", s, False) for s in range(1, args.seeds) for t in tasks
                  if t in SMALL for sched in ("cvx", "lite")]
     for config, seed, central in plan:
-        from fedranklite.config import load_config
+        from fedranklite.configfile import load_config
 
         name = load_config(config, sets).experiment_name + ("_centralized" if central else "")
         if (name, seed) in done:

@@ -20,7 +20,7 @@ def main():
     import torch
 
     torch.set_num_threads(1)  # two threads on a shared 2-core machine thrash; one is faster here
-    from fedranklite.config import load_config
+    from fedranklite.configfile import load_config
     from fedranklite.engine import build_engine
 
     runs = []

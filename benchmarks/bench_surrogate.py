@@ -75,7 +75,7 @@ def peak_rss_since_reset() -> float:
 
 def run_one(sets: list[str]) -> dict:
     """One surrogate run in this process (called in a fresh subprocess by `scale`)."""
-    from fedranklite.config import load_config
+    from fedranklite.configfile import load_config
     from fedranklite.surrogate import build_surrogate_engine
 
     import psutil
@@ -121,7 +121,7 @@ def scale(calibration: Path, out_dir: Path, sizes, rounds_for) -> list[dict]:
 
 
 def real_and_surrogate(seed: int, sched_sets: list[str], calibration: Path, out_dir: Path, rounds: int):
-    from fedranklite.config import load_config
+    from fedranklite.configfile import load_config
     from fedranklite.engine import build_engine
     from fedranklite.surrogate import build_surrogate_engine
 
@@ -233,7 +233,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from fedranklite.config import load_config
+    from fedranklite.configfile import load_config
     from fedranklite.engine import build_engine
     from fedranklite.surrogate import SurrogateFit, calibrate
 

@@ -46,6 +46,6 @@ def write(name: str, payload: dict) -> Path:
 
 
 def base_config(*overrides: str):
-    from fedranklite.config import load_config
+    from fedranklite.configfile import load_config
 
     return load_config(ROOT / "configs" / "base.yaml", list(overrides))

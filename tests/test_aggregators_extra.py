@@ -9,7 +9,7 @@ import torch
 
 from fedranklite.aggregation import AGGREGATORS, Contribution
 from fedranklite.aggregation.stack import stacked_factors
-from fedranklite.config import validate
+from fedranklite.configfile import validate
 from fedranklite.engine import build_engine
 
 A1, B1 = "l0.query.lora_A.default.weight", "l0.query.lora_B.default.weight"  # (8, 48), (64, 8)

@@ -10,15 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fedranklite.config import (
-    Config,
-    ConfigError,
-    apply_overrides,
-    deep_merge,
-    dump_config,
-    load_config,
-    parse_override,
-)
+from fedranklite.config import Config, ConfigError
+from fedranklite.configfile import apply_overrides, deep_merge, dump_config, load_config, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -704,7 +697,8 @@ def test_config_loading_imports_no_model_or_data_library(tmp_path):
     bad = leaf_on_base(tmp_path, "federation:\n  scheduler: {type: nope}\n")
     code = textwrap.dedent(f"""
         import sys
-        from fedranklite.config import ConfigError, load_config
+        from fedranklite.config import ConfigError
+        from fedranklite.configfile import load_config
         load_config({str(CONFIGS / 'experiments' / 'lite_noniid_deadline.yaml')!r})
         try:
             load_config({str(bad)!r})

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from fedranklite.config import load_config
+from fedranklite.configfile import load_config
 from fedranklite.data import _load_file, load_data
 from fedranklite.embedded import EMBEDDED_TASKS, make_sentiment, vocabulary
 from fedranklite.partitioners import PARTITIONERS, label_distribution, partition_labels, split_clients

@@ -16,7 +16,7 @@ pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
 from conftest import tiny_tree  # noqa: E402
-from fedranklite.config import validate  # noqa: E402
+from fedranklite.configfile import validate  # noqa: E402
 from fedranklite.engine import ClientTask, DeadlineGate, build_engine  # noqa: E402
 from fedranklite.flower.task import arrays_to_state, state_to_arrays, task_from_record, task_record, \
     wire_bytes  # noqa: E402

@@ -17,7 +17,8 @@ import pytest
 
 from fedranklite.budget import budget_report
 from fedranklite.centralized import centralized_config
-from fedranklite.config import ConfigError, load_config
+from fedranklite.config import ConfigError
+from fedranklite.configfile import load_config
 from fedranklite.data import load_data
 from fedranklite.glue import GLUE_TASKS, get_task, load_glue, read_tsv, resolve_data_dir, trivial_baseline
 from fedranklite.textsplit import DataError

@@ -9,7 +9,8 @@ import pytest
 
 from fedranklite.aggregation import AGGREGATORS
 from fedranklite.backends import BACKENDS
-from fedranklite.config import ConfigError, load_config, validate
+from fedranklite.config import ConfigError
+from fedranklite.configfile import load_config, validate
 from fedranklite.registry import PluginConfig, Registry
 from fedranklite.schedulers import SCHEDULERS
 from fedranklite.stragglers import STRAGGLER_POLICIES

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from fedranklite.config import validate
+from fedranklite.configfile import validate
 from fedranklite.profile import (LinearFit, ProfileError, RankProfile, ensure_profile, fit_line, key_file_name,
                                  profile_key, run_profile)
 

@@ -88,7 +88,8 @@ def test_build_scheduler_from_config_section():
     (dict(type="lite", solver="greedy"), "scheduler 'lite'"),
 ])
 def test_a_scheduler_rejects_parameters_of_another(section, message):
-    from fedranklite.config import ConfigError, validate
+    from fedranklite.config import ConfigError
+    from fedranklite.configfile import validate
 
     with pytest.raises(ConfigError, match=message):
         validate({"tiers": {"t": {"compute_factor": 1, "num_clients": 2, "memory_gb": 8}},

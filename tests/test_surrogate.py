@@ -9,7 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from fedranklite.config import ConfigError, validate
+from fedranklite.config import ConfigError
+
+from fedranklite.configfile import validate
 from fedranklite.engine import build_engine
 from fedranklite.surrogate import (STATE_KEY, CalibrationError, SurrogateFit, build_surrogate_engine, calibrate,
                                    fit_drops, fit_progress, fit_time, samples_for)
@@ -153,7 +155,7 @@ def test_calibrate_refuses_a_folder_that_is_not_a_finished_run(tmp_path):
 def test_shipped_whatif_config_resolves_to_100k_clients_on_the_shipped_calibration():
     from pathlib import Path
 
-    from fedranklite.config import load_config
+    from fedranklite.configfile import load_config
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "configs" / "experiments" / "whatif_100k.yaml",

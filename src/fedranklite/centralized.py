@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 
-from .config import Config, validate
+from .config import Config
+
+from .configfile import validate
 
 SUFFIX = "_centralized"
 

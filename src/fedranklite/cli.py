@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import ConfigError, load_config
+from .config import ConfigError
+
+from .configfile import load_config
 
 
 def _offline_defaults() -> None:

@@ -1,7 +1,5 @@
-"""Experiment configuration: YAML with `_base_` inheritance, deep merge, `--set` overrides, typed schema.
-
-Every problem is reported before any model or data is touched, as ``<file>: <dotted.key>: <why>``,
-where <file> is the YAML file (or ``--set``) that last wrote that key.
+"""The experiment configuration's schema: typed, frozen sections, the plugin sections, and the checks that
+span sections. Reading YAML files into it (inheritance, merge, overrides, error messages) is configfile.py.
 """
 from __future__ import annotations
 
@@ -11,25 +9,20 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from .aggregation import AGGREGATORS
 from .backends import BACKENDS
 from .data import FILE_TYPES
 from .embedded import EMBEDDED_TASKS
-from .glue import GLUE_TASKS, preset
+from .glue import GLUE_TASKS
 from .hardware import TraceError, read_trace
 from .scoring import SCORE_METRICS
 from .partitioners import PARTITIONERS
-from .registry import PluginSlot, Registry, Section
+from .registry import PluginSlot, Section
 from .schedulers import SCHEDULERS
 from .stragglers import STRAGGLER_POLICIES
-from .textsplit import DataError
 from .timing import TIMING_MODES
-
-BASE_KEY = "_base_"
-
 
 class ConfigError(ValueError):
     """A configuration that cannot run. The message names the file and the dotted key."""
@@ -274,234 +267,6 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
-# --------------------------------------------------------------------------------------------------
-# YAML loading, inheritance and merge
-# --------------------------------------------------------------------------------------------------
-def deep_merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
-    """Dicts merge key by key; lists and scalars in `override` replace those in `base`. A plugin section
-    (scheduler, aggregation, ...) whose plugin `override` changes keeps only the inherited parameters the
-    new plugin has: `--set federation.scheduler.type=cvx` on a lite config drops lite's `ema`, keeps `r_bar`."""
-    out = dict(base)
-    for key, value in override.items():
-        where = (*path, str(key))
-        slot = PLUGIN_SLOTS.get(where)
-        if slot is not None:
-            out[key] = _merge_plugin(slot, out.get(key), value, where)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value, where)
-        else:
-            out[key] = value
-    return out
-
-
-def _merge_plugin(slot: PluginSlot, base: Any, override: Any, path: tuple[str, ...]) -> Any:
-    reg = slot.registry
-    base = {reg.key: base} if isinstance(base, str) else base
-    override = {reg.key: override} if isinstance(override, str) else override
-    if not (isinstance(base, dict) and isinstance(override, dict)):
-        return override
-    old, new = base.get(reg.key, slot.default), override.get(reg.key, base.get(reg.key, slot.default))
-    if new != old and isinstance(new, str) and new in reg:
-        fields = reg.config_class(new).model_fields
-        base = {k: v for k, v in base.items() if k in fields}
-    return deep_merge(base, override, path)
-
-
-def _plugin_slots(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], PluginSlot]:
-    """Dotted paths of every plugin section in the schema."""
-    slots = {}
-    for name, field in model.model_fields.items():
-        slot = next((m for m in field.metadata if isinstance(m, PluginSlot)), None)
-        if slot is not None:
-            slots[(*prefix, name)] = slot
-            continue
-        sub = _unwrap_model(field.annotation)
-        if sub is not None and not field.annotation.__class__.__name__.startswith("dict") \
-                and typing.get_origin(field.annotation) is not dict:
-            slots.update(_plugin_slots(sub, (*prefix, name)))
-    return slots
-
-
-def _record_sources(tree: Any, source: str, prefix: str, sources: dict[str, str]) -> None:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            dotted = f"{prefix}.{key}" if prefix else str(key)
-            sources[dotted] = source
-            _record_sources(value, source, dotted, sources)
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a YAML file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-PRESET_PREFIXES = ("glue:",)
-
-
-def _preset(name: str, path: Path) -> dict:
-    """The config tree of a virtual base such as `glue:rte` (the task defaults in fedranklite/glue.py)."""
-    try:
-        return preset(name.split(":", 1)[1])
-    except DataError as exc:
-        raise ConfigError(f"{path}: {BASE_KEY}: {name}: {exc}") from None
-
-
-def _load_tree(path: Path, chain: tuple[Path, ...], sources: dict[str, str]) -> dict:
-    """Load `path` with its `_base_` chain resolved (bases relative to the file that names them)."""
-    path = path.resolve()
-    if path in chain:
-        cycle = " -> ".join(str(p) for p in (*chain, path))
-        raise ConfigError(f"{path}: {BASE_KEY}: cyclic inheritance: {cycle}")
-    data = _read_yaml(path)
-    bases = data.pop(BASE_KEY, None)
-    if bases is None:
-        bases = []
-    elif isinstance(bases, str):
-        bases = [bases]
-    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
-        raise ConfigError(f"{path}: {BASE_KEY}: must be a path or a list of paths")
-    merged: dict = {}
-    for base in bases:
-        if base.startswith(PRESET_PREFIXES):  # a virtual base generated by the project, e.g. "glue:rte"
-            preset_tree = _preset(base, path)
-            _record_sources(preset_tree, base, "", sources)
-            merged = deep_merge(merged, preset_tree)
-            continue
-        base_path = path.parent / base
-        if not base.strip() or not base_path.is_file():
-            why = "is not a file" if base_path.exists() else "not found"
-            raise ConfigError(f"{path}: {BASE_KEY}: base file {base_path} {why}")
-        merged = deep_merge(merged, _load_tree(base_path, (*chain, path), sources))
-    _record_sources(data, str(path), "", sources)
-    return deep_merge(merged, data)
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` -> (["a","b","c"], value parsed as YAML, so 3 -> int, [1,2] -> list, null -> None)."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. federation.num_rounds=5")
-    key, raw = item.split("=", 1)
-    parts = [p.strip() for p in key.strip().split(".")]
-    if not all(parts):
-        raise ConfigError(f"--set {item}: empty key segment")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
-
-
-def apply_overrides(tree: dict, overrides: list[str], sources: dict[str, str]) -> dict:
-    for item in overrides:
-        parts, value = parse_override(item)
-        patch: Any = value
-        for part in reversed(parts):
-            patch = {part: patch}
-        # keys the override creates (or turns into a section) are its own, so an error in them names --set
-        node: Any = tree
-        for i, part in enumerate(parts[:-1]):
-            node = node.get(part) if isinstance(node, dict) else None
-            if not isinstance(node, dict):
-                for j in range(i, len(parts)):
-                    sources[".".join(parts[: j + 1])] = "--set"
-                break
-        tree = deep_merge(tree, patch)
-        sources[".".join(parts)] = "--set"
-        _record_sources(value, "--set", ".".join(parts), sources)
-    return tree
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation: schema errors, then semantic checks, all reported together
-# --------------------------------------------------------------------------------------------------
-def _source_of(key: str, sources: dict[str, str], default: str) -> str:
-    parts = key.split(".")
-    while parts:
-        found = sources.get(".".join(parts))
-        if found:
-            return found
-        parts.pop()
-    return default
-
-
-def _known_fields(model: type[BaseModel], loc: tuple, tree: Any) -> tuple[list[str], Optional[str]]:
-    """Field names valid at the parent of `loc` (for 'did you mean' on a misspelt key), and the plugin
-    that section belongs to (None outside plugin sections)."""
-    current: Any = model
-    plugin = None
-    node = tree
-    for i, part in enumerate(loc[:-1]):
-        node = node.get(part) if isinstance(node, dict) else None
-        slot = PLUGIN_SLOTS.get(tuple(str(p) for p in loc[: i + 1]))
-        if slot is not None:
-            name = node if isinstance(node, str) else (node or {}).get(slot.registry.key, slot.default) \
-                if isinstance(node, dict) or node is None else None
-            if not (isinstance(name, str) and name in slot.registry):
-                return [], None
-            current = slot.registry.config_class(name)
-            plugin = f"{slot.registry.kind} {name!r}"
-            continue
-        fields = getattr(current, "model_fields", {})
-        if part in fields:
-            current = _unwrap_model(fields[part].annotation)
-            plugin = None
-        # else: a dict key such as a tier name; its value type is already `current`
-        if current is None:
-            return [], None
-    return list(getattr(current, "model_fields", {})), plugin
-
-
-def _unwrap_model(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _unwrap_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _format_pydantic(exc: ValidationError, sources: dict[str, str], default: str, tree: Any) -> list[str]:
-    messages = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        dotted = ".".join(str(p) for p in loc)
-        where = _source_of(dotted, sources, default)
-        if err["type"] == "extra_forbidden":
-            known, plugin = _known_fields(Config, loc, tree)
-            if len(loc) == 1:
-                known.append(BASE_KEY)  # a misspelt `_base_` at the top level
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            owner = f" of {plugin}" if plugin else ""
-            messages.append(f"{where}: {dotted}: unknown key{owner}{hint}")
-        else:
-            given = err.get("input")
-            slot = PLUGIN_SLOTS.get(tuple(str(p) for p in loc))
-            if slot is not None and err["type"] in ("unknown_plugin", "plugin_missing") and isinstance(given, dict):
-                dotted = f"{dotted}.{slot.registry.key}"  # name the key that holds the plugin's name
-                where = _source_of(dotted, sources, default)
-            given_txt = "" if isinstance(given, dict) or err["type"] == "unknown_plugin" else f" (got {given!r})"
-            msg = err["msg"].removeprefix("Value error, ")
-            messages.append(f"{where}: {dotted}: {msg}{given_txt}")
-    return messages
-
-
 def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
     """Checks that span sections; each plugin adds its own through `PluginConfig.problems(cfg)`.
     Returns (dotted key, message) pairs."""
@@ -534,33 +299,29 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
     return problems
 
 
-def validate(tree: dict, sources: Optional[dict[str, str]] = None, origin: str = "<config>") -> Config:
-    sources = sources or {}
-    try:
-        cfg = Config.model_validate(tree)
-    except ValidationError as exc:
-        lines = _format_pydantic(exc, sources, origin, tree)
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
-    problems = semantic_problems(cfg)
-    if problems:
-        lines = [f"{_source_of(key, sources, origin)}: {key}: {msg}" for key, msg in problems]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    return cfg
+def _plugin_slots(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], PluginSlot]:
+    """Dotted paths of every plugin section in the schema."""
+    slots = {}
+    for name, field in model.model_fields.items():
+        slot = next((m for m in field.metadata if isinstance(m, PluginSlot)), None)
+        if slot is not None:
+            slots[(*prefix, name)] = slot
+            continue
+        sub = unwrap_model(field.annotation)
+        if sub is not None and not field.annotation.__class__.__name__.startswith("dict") \
+                and typing.get_origin(field.annotation) is not dict:
+            slots.update(_plugin_slots(sub, (*prefix, name)))
+    return slots
 
 
-def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Config:
-    """Load a YAML experiment file (with its `_base_` chain) and `--set` overrides into a Config."""
-    sources: dict[str, str] = {}
-    path = Path(path)
-    tree = _load_tree(path, (), sources)
-    tree = apply_overrides(tree, list(overrides or []), sources)
-    if tree.get("experiment_name") is None:  # results/<the experiment file's name>/ unless the config names one
-        tree["experiment_name"] = path.stem
-    return validate(tree, sources, origin=str(path.resolve()))
-
-
-def dump_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def unwrap_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = unwrap_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
 PLUGIN_SLOTS = _plugin_slots(Config)

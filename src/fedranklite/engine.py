@@ -27,7 +27,8 @@ from .diagnostics import rank_energy
 from .budget import budget_report
 from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .client import ClientResult, Encoded, TrainSettings, encode, evaluate, train_client
-from .config import Config, dump_config
+from .config import Config
+from .configfile import dump_config
 from .data import LoadedData, load_data
 from .fedmodel import FedModel, build_model
 from .memory import MemoryProfile

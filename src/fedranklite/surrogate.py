@@ -44,7 +44,8 @@ import torch
 import yaml
 
 from .client import ClientResult, TrainSettings
-from .config import Config, validate
+from .config import Config
+from .configfile import validate
 from .results_io import ResultsError, json_ready, read_run
 from .scoring import SCORE_METRICS
 from .memory import MemoryProfile

@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..config import Config, dump_config
+from ..config import Config
+
+from ..configfile import dump_config
 from ..records import RunSummary
 
 log = logging.getLogger(__name__)
@@ -305,7 +307,7 @@ def _absolute_output(cfg: Config) -> Config:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..config import load_config
+    from ..configfile import load_config
 
     parser = argparse.ArgumentParser(prog="python -m fedranklite.flower.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

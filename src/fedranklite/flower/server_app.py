@@ -22,7 +22,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from ..backends import BACKENDS
-from ..config import load_config
+from ..configfile import load_config
 from .runner import FlowerRunner
 
 log = logging.getLogger(__name__)
