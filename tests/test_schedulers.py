@@ -232,7 +232,7 @@ def test_cvx_relaxed_solution_on_integer_ties_is_still_exact():
     # identical clients: the relaxed optimum is exactly integral (r = 4 each); a solver returning
     # 4 +- 1e-9 must not move the result away from the optimum
     c = Clients.of(np.arange(4), time_intercept=1.0, time_per_rank=0.5)
-    s = CvxScheduler(1, 8, 4)
+    s = CvxScheduler(1, 8, 4, solver="auto")
     assert s.assign(c).tolist() == [4, 4, 4, 4]
     assert s.last_method == "cvxpy"
 
@@ -272,7 +272,7 @@ def test_cvx_respects_memory_caps_and_budget():
 def test_cvx_fallback_when_cvxpy_is_missing(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "cvxpy", None)  # `import cvxpy` now raises ImportError
     c = Clients.of(np.arange(3), time_intercept=[0.0, 1.0, 2.0], time_per_rank=[1.0, 0.5, 0.25])
-    s = CvxScheduler(1, 16, 4)
+    s = CvxScheduler(1, 16, 4, solver="auto")
     with caplog.at_level("WARNING"):
         r = s.assign(c)
     assert s.last_method == "greedy"
@@ -307,7 +307,7 @@ def test_cvx_solver_greedy_skips_cvxpy_and_says_so(monkeypatch):
 
 
 def test_cvx_notes_are_per_assign(monkeypatch):
-    s = CvxScheduler(1, 16, 4)
+    s = CvxScheduler(1, 16, 4, solver="auto")
     c = Clients.of(np.arange(2), time_per_rank=[1.0, 3.0])
     monkeypatch.setitem(sys.modules, "cvxpy", None)
     s.assign(c)

@@ -200,28 +200,30 @@ def greedy_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi:
 
 def bisect_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                    budget: int) -> np.ndarray:
-    """The assignment `greedy_min_max` returns, found without handing ranks out one at a time.
+    """The assignment `greedy_min_max` returns (optimal for the max time), found by bisection on T.
 
     Every rank above lo is a "unit" that costs the time it brings its client to: unit r of client i
     costs t_i(r) = intercept_i + slope_i * r, computed with the very float operations of
-    `Clients.predicted_time`, so every comparison below is exact (no tolerance) and ties are ties.
-    With slope_i >= 0 each client's units cost non-decreasing times, so the greedy pops the units in
-    (time, client index) order and takes the K = budget - sum(lo) first ones (budget clipped as
-    `feasible_budget` does); the optimal max time is max(max_i t_i(lo_i), tau), tau the K-th
-    smallest unit time. tau is found by bisection on T over the counts
-        c_i(T) = the largest r in [lo_i, hi_i] with r == lo_i or t_i(r) <= T,
-    a vectorised floor((T - intercept_i) / slope_i) made exact by checking t_i(r) <= T < t_i(r + 1)
-    (slope_i = 0: hi_i if intercept_i <= T else lo_i); sum_i c_i(T) - lo_i counts the units costing
-    <= T and never decreases in T. Clients whose count is equal at both ends of the bracket are
-    settled and leave; once the bracket holds few units (or its ends are adjacent floats) they are
-    listed and tau is the right order statistic (np.partition). The result is every unit costing
-    < tau plus as many units costing exactly tau as the budget still needs, handed out in client
-    index order, each client taking all its units at tau before the next: the greedy's heap
-    tie-break, so the ranks equal `greedy_min_max`'s exactly.
+    `Clients.predicted_time`, so every comparison is exact (no tolerance) and ties are ties. With
+    slope_i >= 0 each client's unit times never decrease, so the greedy takes the K = budget - sum(lo)
+    cheapest units in (time, client index) order (budget clipped as `feasible_budget` does), and the
+    optimal max time is max(max_i t_i(lo_i), tau), tau the K-th smallest unit time. The count
+        c_i(T) = the largest r in [lo_i, hi_i] with r == lo_i or t_i(r) <= T
+    is a vectorised floor((T - intercept_i) / slope_i), made exact by checking t_i(r) <= T < t_i(r + 1)
+    and binary-searching the few clients where rounding moved it (slope_i = 0: hi_i if intercept_i <= T,
+    else lo_i); sum_i c_i(T) - lo_i, the number of units costing <= T, never decreases in T. tau is
+    bracketed, (t_lo, t_hi] with units(t_lo) < K <= units(t_hi), by probes at T placed from the unit
+    times of an evenly spaced sample of clients, then by interpolation, with every fourth step halving
+    the bracket; clients whose count agrees at both ends are settled. Once the bracket holds at most
+    ~2 units per open client they are listed and tau is an order statistic (np.partition); if the
+    bracket's ends become adjacent floats, tau = t_hi. The answer: every unit costing < tau, plus as
+    many units costing exactly tau as the budget still needs, handed out in client index order, each
+    client taking all its units at tau before the next one (the greedy heap's tie-break), so the
+    ranks equal `greedy_min_max`'s exactly.
 
-    O(N) per bisection step over the clients not yet settled; the step count is bounded (value
-    halving for 64 steps, then halving of the float's bit pattern: at most ~130 in all) and is a
-    handful in practice. Raises ValueError for a non-finite or negative slope or non-finite intercept.
+    O(N) per step over the clients still open; the step count is bounded (value halving in the first
+    64 steps, then halving of the float's bit pattern: at most ~130 steps) and is 2 to 6 in practice.
+    Raises ValueError for non-finite times or a negative slope.
     """
     a = np.asarray(intercept, dtype=np.float64).reshape(-1)
     b = np.asarray(slope, dtype=np.float64).reshape(-1)
@@ -237,38 +239,59 @@ def bisect_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi:
         return ranks
     if k >= int((hi - lo).sum()):
         return hi.copy()
-    idx = np.flatnonzero(hi > lo)  # clients still open, ascending (the tie-break order)
-    a, b, c_lo, c_hi = a[idx], b[idx], lo[idx], hi[idx]
-    # bracket (t_lo, t_hi]: no unit costs <= t_lo, every unit costs <= t_hi
-    t_lo = float(np.nextafter((a + b * (c_lo + 1).astype(np.float64)).min(), -np.inf))
-    t_hi = float((a + b * c_hi.astype(np.float64)).max())
-    below = 0  # units (over all clients, settled ones included) costing <= t_lo
-    steps = 0
-    side = 0  # +1: the last probe moved t_hi down, -1: it moved t_lo up
+    idx = np.flatnonzero(hi > lo)  # open clients, ascending (the tie-break order)
+    c_lo, c_hi = lo, hi  # never written to in place
+    if idx.size < lo.size:
+        a, b, c_lo, c_hi = a.take(idx), b.take(idx), lo.take(idx), hi.take(idx)
+    with np.errstate(divide="ignore"):
+        inv = 1.0 / b  # only for estimates (inf where the slope is 0); every count is checked exactly
+    # the bracket (t_lo, t_hi] with counts c_lo = c(t_lo), c_hi = c(t_hi): no unit costs <= t_lo at
+    # first, every unit costs <= t_hi; then always below = #units costing <= t_lo < k <= #units <= t_hi
+    first = c_lo + 1.0
+    first *= b
+    first += a  # a + b * (lo + 1): each client's cheapest unit
+    t_lo = float(np.nextafter(first.min(), -np.inf))
+    last = np.multiply(b, c_hi, out=first)
+    last += a
+    t_hi = float(last.max())
+    below = 0  # units (of all clients, settled ones included) costing <= t_lo
+    steps, side = 0, 0  # side: +1 after a probe moved t_lo up, -1 after one moved t_hi down
+    # first probes: the unit times of an evenly spaced sample of the open clients, at ranks a little
+    # below and above where the k-th unit should sit among them
+    probes = _sample_probes(a, b, c_lo, c_hi, k / int((c_hi - c_lo).sum()))
     while True:
-        open_ = c_hi > c_lo
+        d = c_hi - c_lo
+        open_ = d > 0
         n_open = int(np.count_nonzero(open_))
-        if n_open < 0.75 * idx.size:  # drop settled clients (their count is the same at both ends)
-            done = ~open_
-            ranks[idx[done]] = c_lo[done]
-            idx, a, b, c_lo, c_hi = idx[open_], a[open_], b[open_], c_lo[open_], c_hi[open_]
-        units = int((c_hi - c_lo).sum())
+        if n_open < 0.5 * idx.size:  # drop settled clients: their count is the same at both ends
+            done = np.flatnonzero(~open_)
+            ranks[idx.take(done)] = c_lo.take(done)
+            keep = np.flatnonzero(open_)
+            idx, a, b, inv = idx.take(keep), a.take(keep), b.take(keep), inv.take(keep)
+            c_lo, c_hi, d = c_lo.take(keep), c_hi.take(keep), d.take(keep)
+        units = int(d.sum())
         if units <= _ENUMERATE_PER_CLIENT * n_open + _ENUMERATE_EXTRA:
-            tau = _kth_unit_time(a, b, c_lo, c_hi, k - below)
+            _tau, c_lt, c_le = _kth_unit_time(a, b, c_lo, c_hi, k - below)
             break
-        if steps < 64 and steps % 4 != 3:
-            # interpolate: where the (k - below)-th unit of the bracket would sit if the units were spread
-            # evenly over it, aimed a little past it on the side the bracket did not move from last time
-            aim = (k - below) + side * 0.5 * n_open
-            mid = t_lo + (t_hi - t_lo) * min(max(aim / units, 0.0), 1.0)
-        else:  # every fourth step halves the bracket, so the step count stays bounded
+        # the next probe aims half an open client count past the k-th unit, on the side of it that the
+        # bracket did not move from last, so that the next bracket is narrow on both sides
+        aim = k - 0.5 + side * _AIM_PAST * n_open
+        mid = None
+        while probes and mid is None:
+            guess = probes.pop()
+            mid = guess if t_lo < guess < t_hi else None
+        if mid is None and steps < 64 and steps % 4 != 3:
+            # interpolate: where that unit would cost if the bracket's units were spread evenly over it
+            guess = t_lo + (t_hi - t_lo) * min(max((aim - below) / units, 0.0), 1.0)
+            mid = guess if t_lo < guess < t_hi else None
+        if mid is None:  # halve the bracket (by value, then by bit pattern): the step count stays bounded
             mid = 0.5 * t_lo + 0.5 * t_hi if steps < 64 else _bit_midpoint(t_lo, t_hi)
-        if not t_lo < mid < t_hi:
-            mid = float(np.nextafter(t_lo if mid <= t_lo else t_hi, np.inf if mid <= t_lo else -np.inf))
-            if not t_lo < mid < t_hi:  # adjacent floats: all the units in the bracket cost exactly t_hi
-                tau = t_hi
-                break
-        c_mid = _ranks_within(mid, a, b, c_lo, c_hi)
+            if not t_lo < mid < t_hi:
+                mid = float(np.nextafter(t_lo, np.inf))
+                if not mid < t_hi:  # adjacent floats: every unit in the bracket costs exactly t_hi
+                    c_lt, c_le = c_lo, c_hi  # (tau = t_hi)
+                    break
+        c_mid = _ranks_within(mid, a, b, inv, c_lo, c_hi)
         at_mid = below + int((c_mid - c_lo).sum())
         if at_mid >= k:
             t_hi, c_hi, side = mid, c_mid, -1
@@ -276,8 +299,6 @@ def bisect_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi:
             t_lo, c_lo, below, side = mid, c_mid, at_mid, 1
         steps += 1
     # every unit costing < tau, then the units costing exactly tau in client index order
-    c_lt = _ranks_within(float(np.nextafter(tau, -np.inf)), a, b, c_lo, c_hi)
-    c_le = _ranks_within(tau, a, b, c_lo, c_hi)
     need = k - below - int((c_lt - c_lo).sum())
     tied = c_le - c_lt
     take = np.minimum(np.maximum(need - (np.cumsum(tied) - tied), 0), tied)
@@ -289,22 +310,56 @@ def bisect_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi:
 # (plus a constant); tests set both to 0 to drive the bisection down to adjacent floats
 _ENUMERATE_PER_CLIENT = 2
 _ENUMERATE_EXTRA = 256
+_AIM_PAST = 0.5  # probes aim this many units per open client past the K-th unit (see the loop)
+_SAMPLE = 1024  # clients sampled to place the first probes (only when there are 4x as many open)
+_SAMPLE_SPREAD = 0.75  # the sample probes sit this * units / sqrt(sampled clients) either side
 
 
-def _ranks_within(t: float, a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray) -> np.ndarray:
-    """Per client, the largest r in [c_lo, c_hi] with r == c_lo or a + b * r <= t (float-exact)."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        est = np.floor((t - a) / b)
-    est = np.where(b > 0, est, np.where(a <= t, np.inf, -np.inf))
-    r = np.minimum(np.maximum(est, c_lo), c_hi).astype(np.int64)
-    rf = r.astype(np.float64)
-    up = (r < c_hi) & (a + b * (rf + 1.0) <= t)  # the estimate is one (or more) too low
-    down = (r > c_lo) & (a + b * rf > t)  # ... or too high
-    bad = np.flatnonzero(up | down)
-    if bad.size:  # rounding moved floor() across a boundary: binary search those clients exactly
-        u = up[bad]
-        lo_r = np.where(u, r[bad] + 1, c_lo[bad])  # always a valid answer
-        hi_r = np.where(u, c_hi[bad], r[bad] - 1)  # never below the answer
+def _sample_probes(a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray, frac: float) -> list[float]:
+    """Two round times that likely bracket the unit at fraction `frac` of all units, read off the sorted
+    units of every (n // _SAMPLE)-th client; none for few clients or when those units are too many to list.
+    Only guesses: the bracket checks every probe with exact counts."""
+    step = max(1, a.size // _SAMPLE)
+    sel = slice(0, None, step)
+    cl, ch = c_lo[sel], c_hi[sel]
+    total = int((ch - cl).sum())
+    if a.size < 4 * _SAMPLE or total > 64 * _SAMPLE:
+        return []
+    t = np.sort(_unit_times(a[sel], b[sel], cl, ch)[0])
+    # a few standard errors of the sampled fraction either side; a probe on the wrong side only costs a step
+    half = _SAMPLE_SPREAD * total / np.sqrt(cl.size)
+    below, above = int(frac * total - half), int(np.ceil(frac * total + half))
+    return [float(t[i]) for i in (above, below) if 0 <= i < total]  # popped from the end: below first
+
+
+def _ranks_within(t: float, a: np.ndarray, b: np.ndarray, inv: np.ndarray, c_lo: np.ndarray,
+                  c_hi: np.ndarray) -> np.ndarray:
+    """Per client, the largest r in [c_lo, c_hi] with r == c_lo or a + b * r <= t (float-exact).
+
+    The estimate floor((t - a) / b) (via inv = 1 / b) is checked against the exact times of r and
+    r + 1; the few clients where rounding moved it across a boundary are binary-searched."""
+    # in place where possible: at N = 100,000 each fresh array costs as much as the arithmetic
+    est = np.subtract(t, a)
+    with np.errstate(invalid="ignore", over="ignore"):
+        est *= inv  # b == 0: +-inf, or nan when t == a (left at c_lo and caught below)
+    np.fmax(est, c_lo, out=est)
+    np.fmin(est, c_hi, out=est)
+    np.floor(est, out=est)
+    r = est.astype(np.int64)
+    t_r = np.multiply(b, est)
+    t_r += a
+    too_high = t_r > t
+    too_high &= r > c_lo
+    est += 1.0
+    t_next = np.multiply(b, est, out=t_r)
+    t_next += a
+    too_low = t_next <= t
+    too_low &= r < c_hi
+    bad = np.flatnonzero(too_low | too_high)
+    if bad.size:
+        up = too_low[bad]  # the estimate is too low (else too high)
+        lo_r = np.where(up, r[bad] + 1, c_lo[bad])  # always a valid answer
+        hi_r = np.where(up, c_hi[bad], r[bad] - 1)  # never below the answer
         ab, bb = a[bad], b[bad]
         while True:
             open_ = lo_r < hi_r
@@ -318,14 +373,27 @@ def _ranks_within(t: float, a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi
     return r
 
 
-def _kth_unit_time(a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray, j: int) -> float:
-    """The j-th smallest (1-based) of the unit times a_i + b_i * r, r in (c_lo_i, c_hi_i]."""
+def _kth_unit_time(a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray,
+                   j: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """tau, the j-th smallest (1-based) of the unit times a_i + b_i * r, r in (c_lo_i, c_hi_i], and the
+    per-client counts of units costing < tau and <= tau, added to c_lo."""
+    t, start = _unit_times(a, b, c_lo, c_hi)
     d = c_hi - c_lo
-    owner = np.repeat(np.arange(d.size), d)
+    tau = float(np.partition(t, j - 1)[j - 1])
+    c_lt, c_le = c_lo.copy(), c_lo.copy()
+    nz = np.flatnonzero(d)  # a client's units are contiguous in t: count them per segment
+    c_lt[nz] += np.add.reduceat(t < tau, start[nz], dtype=np.int64)
+    c_le[nz] += np.add.reduceat(t <= tau, start[nz], dtype=np.int64)
+    return tau, c_lt, c_le
+
+
+def _unit_times(a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The unit times a_i + b_i * r, r in (c_lo_i, c_hi_i], client after client, and where each client's start."""
+    d = c_hi - c_lo
     start = np.cumsum(d) - d
-    r = np.arange(int(d.sum()), dtype=np.int64) - np.repeat(start, d) + np.repeat(c_lo + 1, d)
-    t = a[owner] + b[owner] * r.astype(np.float64)
-    return float(np.partition(t, j - 1)[j - 1])
+    owner = np.repeat(np.arange(d.size), d)
+    r = np.arange(int(d.sum()), dtype=np.int64) - np.repeat(start - c_lo - 1, d)
+    return a[owner] + b[owner] * r.astype(np.float64), start
 
 
 def _bit_midpoint(x: float, y: float) -> float:
