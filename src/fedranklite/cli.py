@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--ranks", default="1,2,4,8,16,32", help="comma-separated ranks (r_max is always added)")
     prof.add_argument("--repeats", type=int, default=10, help="timed steps per rank (the median is used)")
     prof.add_argument("--warmup", type=int, default=3, help="untimed steps per rank first")
+    prof.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; recorded in the "
+                                                  "profile)")
     prof.add_argument("--out", help="where to write the profile JSON (default: the cache that timing.mode: "
                                     "profile reads, ~/.cache/fedranklite/profiles/ or $FEDRANKLITE_CACHE)")
     prof.set_defaults(func=cmd_profile)
@@ -263,17 +265,23 @@ def cmd_profile(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.set)
         ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
-        if not ranks or min(ranks) < 1 or args.repeats < 1 or args.warmup < 0:
-            raise ValueError("need ranks >= 1, --repeats >= 1 and --warmup >= 0")
+        if not ranks or min(ranks) < 1 or args.repeats < 1 or args.warmup < 0 or (args.threads or 1) < 1:
+            raise ValueError("need ranks >= 1, --repeats >= 1, --warmup >= 0 and --threads >= 1")
     except ConfigError as exc:
         console.print(f"[bold red]config error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     except ValueError as exc:
-        console.print(f"[bold red]error[/]: --ranks {args.ranks!r}: {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error[/]: --ranks {args.ranks!r} / --repeats / --warmup / --threads: {exc}", highlight=False,
+                      soft_wrap=True)
         return 2
     _offline_when_local(cfg)
+    import torch
+
     from .backbones import ModelError
     from .profile import cache_dir, key_file_name, run_profile
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     def progress(done: int, total: int, rank: int, seconds: float, memory) -> None:
         mem = "-" if memory is None else f"{memory:.0f} MB"

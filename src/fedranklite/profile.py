@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +32,8 @@ from .backbones import load_backbone
 from .fedmodel import FedModel, use_siamese
 from .ranks import num_bytes, truncate
 from .results_io import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32)
 SHIPPED_DIR = Path(__file__).parent / "profiles"  # profiles measured by the project, shipped as package data
@@ -265,7 +268,7 @@ def find_profile(key: dict[str, Any]) -> Optional[Path]:
     return None
 
 
-def ensure_profile(cfg, announce=print) -> RankProfile:
+def ensure_profile(cfg, announce: Optional[Callable[[str], None]] = None) -> RankProfile:
     """The profile `timing.mode: profile` uses: `timing.profile` if the config names one, else the cached or
     shipped profile for this setting, else a short sweep measured now and cached (announced in one line)."""
     if getattr(cfg.timing, "profile", None):  # only timing.mode: profile names a file
@@ -275,7 +278,7 @@ def ensure_profile(cfg, announce=print) -> RankProfile:
     if found is not None:
         return RankProfile.load(found)
     target = cache_dir() / key_file_name(key)
-    announce(f"no rank profile for {key['backbone']} (batch {key['batch_size']} x {key['max_length']} tokens, "
+    (announce or log.warning)(f"no rank profile for {key['backbone']} (batch {key['batch_size']} x {key['max_length']} tokens, "
              f"{key['device']}): measuring one now, cached in {target}")
     profile = run_profile(cfg, warmup=2, repeats=5)
     profile.save(target)
