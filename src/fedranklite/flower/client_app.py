@@ -1,9 +1,10 @@
 """The ClientApp: one client's round with the project's own `client.train_client`.
 
-The model, tokenised rows and partitions stay resident in the worker process (`task.client_side`), so a
-message costs one local training, not a model build. In Flower's simulation engine the workers are
-long-lived Ray actors; in deployment a SuperNode starts one `flwr-clientapp` process per message (Flower's
-design), so there the build happens per message (see the README, "Running on Flower").
+The model, tokenised rows and partitions stay resident in the worker process (`task.client_side`, built by
+`prepare`, the local engine's set-up path), so a message costs one local training, not a model build. In
+Flower's simulation engine the workers are long-lived Ray actors; in deployment a SuperNode starts one
+`flwr-clientapp` process per message (Flower's design), so there the build happens per message (see the
+README, "Running on Flower").
 """
 from __future__ import annotations
 

@@ -13,10 +13,9 @@ import time
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from ..client import ClientResult, Encoded, TrainSettings
+from ..client import ClientResult, TrainSettings
 from ..engine import ClientTask
 from ..ranks import State, truncate
 from .task import QUERY_PARTITION, TRAIN, config_json, lost_result, owner, result_from_content, state_to_arrays, \
@@ -30,10 +29,15 @@ DEFAULT_TTL = 3600.0
 
 
 class FlowerRunner:
-    def __init__(self, model, train: Encoded, partitions: Sequence[np.ndarray], settings: TrainSettings,
-                 device: torch.device, cfg, grid=None):
-        self.partitions, self.settings = partitions, settings
-        self.cfg = cfg
+    """`cfg`: the run's configuration (sent to every ClientApp, which prepares its side from it);
+    `settings`: the training settings and `rows` the training rows of each client (both for the planned
+    steps of a client that never answers); `grid`: Flower's Grid (`bind` it later if not known yet)."""
+
+    def __init__(self, cfg, settings: TrainSettings, rows: Sequence[int], grid=None):
+        self.cfg, self.settings = cfg, settings
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if len(self.rows) != cfg.num_clients:
+            raise ValueError(f"{len(self.rows)} client row counts for {cfg.num_clients} clients")
         self.cfg_text = config_json(cfg)
         self.round_timeout: Optional[float] = cfg.engine.flower.round_timeout
         self.grid = grid
@@ -44,9 +48,9 @@ class FlowerRunner:
 
     @classmethod
     def factory(cls, cfg, grid=None):
-        """A `runner_factory` for `engine.build_engine`."""
-        return lambda model, train, partitions, settings, device: cls(model, train, partitions, settings, device,
-                                                                      cfg, grid)
+        """A `runner_factory` for `engine.build_engine`: takes from the prepared run only the training
+        settings and the partition sizes (the server never tokenises the training rows)."""
+        return lambda prepared: cls(cfg, prepared.settings, prepared.plan.rows, grid)
 
     def bind(self, grid) -> None:
         self.grid = grid
@@ -120,7 +124,7 @@ class FlowerRunner:
     def _lost(self, round_idx: int, task: ClientTask, nbytes: int, reason: str) -> ClientResult:
         log.warning("round %d: client %d is a straggler: %s", round_idx, task.cid, reason)
         self.lost.append({"round": round_idx, "cid": task.cid, "reason": reason})
-        planned = self.settings.planned_steps(len(self.partitions[task.cid]))
+        planned = self.settings.planned_steps(int(self.rows[task.cid]))
         return lost_result(task, planned, nbytes, reason)
 
     # ---- push, then pull until every reply came or the timeout passed
