@@ -104,7 +104,7 @@ def result_from_content(content: RecordDict, task: ClientTask, bytes_down: int) 
                         loss_before=float(t["loss_before"]), loss_after=float(t["loss_after"]),
                         wall_seconds=float(t["wall_seconds"]), peak_memory_mb=float(t["peak_memory_mb"]),
                         bytes_down=bytes_down, bytes_up=wire_bytes(update_rec),
-                        extra={"flower": {k: info[k] for k in ("pid", "partition-id", "builds") if k in info}})
+                        extra={"flower": {k: v for k, v in info.items() if k not in ("cid", "rank")}})
 
 
 def lost_result(task: ClientTask, planned_steps: int, bytes_down: int, reason: str) -> ClientResult:
