@@ -219,16 +219,22 @@ def tokenizer_fingerprint(tokenizer) -> Optional[str]:
     if backend is None:
         return None
     try:
-        spec = json.loads(backend.to_str())
+        if backend.truncation is not None or backend.padding is not None:  # left over from the last call
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(backend.to_str())
+            backend.no_truncation()
+            backend.no_padding()
+        spec = backend.to_str()  # deterministic: ordered fields, vocabulary and merges in id order
     except Exception:  # a backend that cannot serialise itself: tokenise every time
         return None
-    spec.pop("truncation", None)
-    spec.pop("padding", None)
     import tokenizers
     import transformers
 
-    head = [type(tokenizer).__name__, transformers.__version__, tokenizers.__version__]
-    return hashlib.sha256(json.dumps([head, spec], sort_keys=True).encode()).hexdigest()
+    versions = [type(tokenizer).__name__, transformers.__version__, tokenizers.__version__]
+    h = hashlib.sha256(json.dumps(versions).encode())
+    h.update(spec.encode())
+    return h.hexdigest()
 
 
 def token_cache_key(split: TextSplit, tokenizer, max_length: int, siamese: bool) -> Optional[str]:
