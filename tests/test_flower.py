@@ -66,6 +66,20 @@ def test_simulation_matches_local_engine(tmp_path):
     assert any(c.status == "partial" for r in flower.state.records for c in r.clients.rows())
     # the ClientApp model stays resident: every worker process built it once, whatever it trained
     assert flower.runner.worker_builds and set(flower.runner.worker_builds.values()) == {1}
+    timings = flower.runner.client_timings
+    assert len(timings) == sum(len(r.clients) for r in flower.state.records)
+    assert sum(t["built"] for t in timings) == len(flower.runner.worker_builds)
+    assert all(t["train"] > 0 and t["roundtrip"] >= t["train"] for t in timings)
+
+
+def test_clientapp_module_imports_no_model_stack():
+    # a deployment starts one ClientApp process per message, partition queries included: loading the app
+    # must not import torch / transformers (the train handler imports them)
+    code = ("import sys; import fedranklite.flower.client_app; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'fedranklite.engine') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
 
 
 def cli(*args):
@@ -129,7 +143,13 @@ def test_deployment_superlink_and_three_supernodes(tmp_path):
     assert dep.stopped_pids and not alive(dep.stopped_pids)  # every process it started, and theirs, stopped
     metrics, records, report = check_results(cfg, 2)
     assert sorted(v["partition-id"] for v in report["nodes"].values()) == [0, 1, 2] and report["lost"] == []
-    assert all(c.status == "accepted" and c.steps > 0 for r in records for c in r.clients.rows())
+    assert all(c.status == "accepted" and c.steps > 0 for r in records for c in r.clients)
+    # one ClientApp process per message (Flower's design): every client-round built its side (from this
+    # tree's prepare: the stage timings travel back) and timed itself
+    timings = report["client_timings"]
+    assert len(timings) == sum(len(r.clients) for r in records)
+    assert all(t["built"] and t["train"] > 0 and t["roundtrip"] >= t["train"] and "model_build" in t
+               for t in timings)
     # the same experiment on the local engine picks the same ranks
     local = build_engine(cfg.model_copy(update={"experiment_name": "deployed_local"}))
     local.run()

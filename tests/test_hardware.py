@@ -128,7 +128,7 @@ def test_hidden_hardware_reaches_the_scheduler_only_through_telemetry(tiny_confi
         engine = build_engine(cfg)
         views[sigma] = (engine, _recording(engine))
         engine.run()
-    (plain, plain_seen), (hidden, hidden_seen) = views[0.0], views[0.8]
+    (_, plain_seen), (hidden, hidden_seen) = views[0.0], views[0.8]
     # round 1: nobody has reported, so the scheduler sees the tier prior whatever the hidden deviation
     a, b = plain_seen[0], hidden_seen[0]
     assert np.array_equal(a.compute_factor, b.compute_factor) and np.array_equal(a.time_intercept, b.time_intercept)

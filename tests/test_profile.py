@@ -2,14 +2,11 @@
 used by the timing mode, and deterministic simulated time from a profile."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from fedranklite.configfile import validate
 from fedranklite.profile import (LinearFit, ProfileError, RankProfile, ensure_profile, fit_line, key_file_name,
                                  profile_key, run_profile)
 

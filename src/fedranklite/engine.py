@@ -20,24 +20,21 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
-import torch
 
 from .aggregation import AGGREGATORS, Contribution
 from .diagnostics import rank_energy
 from .budget import budget_report
 from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .client import ClientResult, Encoded, TrainSettings, encode, evaluate, train_client
+from .client import ClientResult, TrainSettings, evaluate, train_client
 from .config import Config
 from .configfile import dump_config
-from .data import LoadedData, load_data
-from .fedmodel import FedModel, build_model
-from .memory import MemoryProfile
-from .partitioners import split_clients
+from .data import LoadedData
+from .prepare import Prepared, prepare
 from .records import ClientReport, ClientTable, RoundRecord, RunSummary
 from .results_io import ROUNDS_FILE, SUMMARY_FILE, RoundLog, rewrite_round_log, write_json_atomic
 from .scoring import SCORE_METRICS, default_metric
 from .summary import fairness, reached, summarize
-from .ranks import State, num_bytes, truncate
+from .ranks import State
 from .schedulers import Clients, Reports, build_scheduler
 from .stragglers import STRAGGLER_POLICIES
 from .hardware import Hardware, Telemetry, draw_hardware, read_trace, round_conditions, tier_arrays
@@ -84,9 +81,9 @@ class ClientRunner(Protocol):
 class LocalRunner:
     """Step 3 in this process: one resident model, clients trained one after another."""
 
-    def __init__(self, model: FedModel, train: Encoded, partitions: Sequence[np.ndarray], settings: TrainSettings,
-                 device: torch.device):
-        self.model, self.train, self.partitions, self.settings, self.device = model, train, partitions, settings, device
+    def __init__(self, prepared: Prepared):
+        self.model, self.train, self.partitions = prepared.model, prepared.train, prepared.partitions
+        self.settings, self.device = prepared.settings, prepared.device
 
     def run(self, round_idx: int, global_state: State, tasks: Sequence[ClientTask]) -> list[ClientResult]:
         return [train_client(self.model, global_state, t.cid, t.rank, self.train, self.partitions[t.cid],
@@ -128,19 +125,6 @@ class Federation:
     @property
     def num_clients(self) -> int:
         return len(self.tier_of)
-
-
-def adapter_bytes(state: State) -> tuple[int, int]:
-    """(bytes of non-rank tensors, bytes of one rank slice of the LoRA factors), as sent."""
-    head = num_bytes({k: v for k, v in state.items() if "lora_" not in k})
-    lora = {k: v for k, v in state.items() if "lora_" in k}
-    per_rank = num_bytes(truncate(lora, 1))
-    return head, per_rank
-
-
-def tier_rank_caps(cfg: Config, profile: MemoryProfile) -> dict[str, int]:
-    return {name: profile.max_rank(t.memory_gb, cfg.r_max, cfg.training.batch_size, cfg.model.max_length)
-            for name, t in cfg.tiers.items()}
 
 
 @dataclass
@@ -424,44 +408,28 @@ def _secondary_metrics(data: LoadedData) -> list[str]:
     return ["accuracy", "f1"] if data.num_labels == 2 else ["accuracy", "f1_macro"]
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+# step 3 for `build_engine`: a runner built from the prepared run (LocalRunner itself is one)
+RunnerFactory = Callable[[Prepared], ClientRunner]
 
 
-def build_engine(cfg: Config, runner_factory: Optional[Callable[..., ClientRunner]] = None) -> Engine:
-    """Load data and model as the config says and wire the engine (the side-effecting edge)."""
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % (2 ** 32))
-    data = load_data(cfg)
-    tier_of = cfg.client_tiers()
-    parts = split_clients(data.train.labels, len(tier_of), cfg.data.partition, cfg.seed, task=data.task,
-                          max_per_client=cfg.data.samples_per_client)
-    model = build_model(cfg, data.num_labels)
-    device = pick_device(cfg.device)
-    model.to(device)
-    train_enc = encode(data.train, model.tokenizer, cfg.model.max_length, model.siamese)
-    eval_split = data.eval
-    if cfg.evaluation.max_samples and len(eval_split) > cfg.evaluation.max_samples:
-        keep = np.random.default_rng(cfg.seed).permutation(len(eval_split))[: cfg.evaluation.max_samples]
-        eval_split = eval_split.subset(np.sort(keep))
-    eval_enc = encode(eval_split, model.tokenizer, cfg.model.max_length, model.siamese)
-    profile = model.memory_profile()
-    caps = tier_rank_caps(cfg, profile)
-    head_bytes, per_rank = adapter_bytes(model.adapter_state())
-    fed = Federation(cfg, data, parts, tier_of, np.array([caps[t] for t in tier_of], dtype=np.int64),
-                     head_bytes, per_rank)
-    settings = TrainSettings.from_config(cfg, data.task == "regression")
-    runner = (runner_factory or LocalRunner)(model, train_enc, parts, settings, device)
-    metric = cfg.evaluation.metric or default_metric(data.task)
-    extra = _secondary_metrics(data)
+def build_engine(cfg: Config, runner_factory: Optional[RunnerFactory] = None) -> Engine:
+    """Load data and model as the config says (`prepare`, shared with every backend) and wire the engine."""
+    prep = prepare(cfg)
+    fed = Federation(cfg, prep.data, prep.partitions, prep.plan.tier_of, prep.max_rank, prep.head_bytes,
+                     prep.bytes_per_rank)
+    runner = (runner_factory or LocalRunner)(prep)
+    model, settings, device, task = prep.model, prep.settings, prep.device, prep.data.task
+    metric = cfg.evaluation.metric or default_metric(task)
+    extra = _secondary_metrics(prep.data)
+    eval_enc = prep.eval
 
     def evaluator(state: State) -> dict:
-        return evaluate(model, state, eval_enc, metric, cfg.evaluation.batch_size, device, settings.regression, extra)
+        return evaluate(model, state, eval_enc, metric, cfg.evaluation.batch_size, device, settings.regression,
+                        extra)
 
     info = {"backbone": model.source, "pooling": model.pooling, "pair_encoding": "siamese" if model.siamese else
-            "cross", "memory_profile": dataclasses.asdict(profile)}
-    engine = Engine(cfg, runner, fed, evaluator, model.adapter_state(), info, data.task)
+            "cross", "memory_profile": dataclasses.asdict(prep.profile)}
+    engine = Engine(cfg, runner, fed, evaluator, model.adapter_state(), info, task)
     engine.model = model  # for inspection (notebooks, tests); the round loop only uses the evaluator
+    engine.prepared = prep
     return engine

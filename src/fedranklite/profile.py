@@ -30,6 +30,7 @@ import torch
 
 from .backbones import load_backbone
 from .fedmodel import FedModel, use_siamese
+from .prepare import pick_device
 from .ranks import num_bytes, truncate
 from .results_io import write_json_atomic
 
@@ -194,57 +195,66 @@ def _time_rank(cfg, rank: int, num_labels: int, device: torch.device, warmup: in
     mask = torch.ones_like(ids)
     labels = torch.randint(0, num_labels, (b,), generator=generator).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for _ in range(warmup):
-        step()
+        _train_step(model, optimizer, ids, mask, labels, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     measured_rss = peak.reset()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        step()
+        _train_step(model, optimizer, ids, mask, labels, device)
         times.append(time.perf_counter() - start)
     memory = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else \
         (peak.megabytes() if measured_rss else None)
-    del model, optimizer, backbone
     return times, memory, per_rank, head
 
 
-def run_profile(cfg, ranks: Sequence[int] = DEFAULT_RANKS, warmup: int = 3, repeats: int = 10,
-                num_labels: int = 2, progress=None) -> RankProfile:
-    """Measure the rank sweep `ranks` (plus the config's r_max) for the config's backbone and batch shape."""
-    from .engine import pick_device  # the engine owns device choice; importing it at the top would be a cycle
+def _train_step(model: FedModel, optimizer, ids, mask, labels, device: torch.device) -> None:
+    """forward, backward, optimizer step (what a client does per batch)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
+    loss.backward()
+    optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
+
+def run_profile(cfg, ranks: Sequence[int] = DEFAULT_RANKS, warmup: int = 3, repeats: int = 10,
+                num_labels: int = 2, passes: int = 3, progress=None) -> RankProfile:
+    """Measure the rank sweep `ranks` (plus the config's r_max) for the config's backbone and batch shape.
+
+    The sweep runs `passes` times, alternating forward and backward order, each pass timing
+    ceil(repeats / passes) steps per rank after `warmup` untimed ones: a change of machine load during the
+    sweep then spreads over every rank instead of landing on the ranks measured last."""
     device = pick_device(cfg.device)
     sweep = sorted({int(r) for r in ranks} | {int(cfg.model.lora.r_max)})
+    passes = max(1, min(int(passes), int(repeats)))
+    per_pass = -(-int(repeats) // passes)
     peak = _PeakRSS()
-    medians, iqrs, memory = [], [], []
+    times: dict[int, list[float]] = {r: [] for r in sweep}
+    memory: dict[int, Optional[float]] = {r: None for r in sweep}
     per_rank = head = 0
-    for i, rank in enumerate(sweep):
-        times, mem, per_rank, head = _time_rank(cfg, rank, num_labels, device, warmup, repeats, peak)
-        q1, q3 = np.percentile(times, [25, 75])
-        medians.append(float(statistics.median(times)))
-        iqrs.append(float(q3 - q1))
-        memory.append(mem)
-        if progress is not None:
-            progress(i + 1, len(sweep), rank, medians[-1], mem)
+    done = 0
+    for p in range(passes):
+        for rank in (sweep if p % 2 == 0 else sweep[::-1]):
+            got, mem, per_rank, head = _time_rank(cfg, rank, num_labels, device, warmup, per_pass, peak)
+            times[rank] += got
+            if mem is not None:
+                memory[rank] = mem if memory[rank] is None else max(memory[rank], mem)
+            done += 1
+            if progress is not None:
+                progress(done, passes * len(sweep), rank, float(statistics.median(times[rank])), memory[rank])
+    medians = [float(statistics.median(times[r])) for r in sweep]
+    iqrs = [float(np.subtract(*np.percentile(times[r], [75, 25]))) for r in sweep]
     batch = cfg.training.batch_size
     time_fit = fit_line(sweep, [m / batch for m in medians])
-    known = [(r, m) for r, m in zip(sweep, memory) if m is not None]
+    known = [(r, memory[r]) for r in sweep if memory[r] is not None]
     memory_fit = fit_line([r for r, _ in known], [m for _, m in known]) if len(known) >= 2 else None
     return RankProfile(key=profile_key(cfg), ranks=sweep, sec_per_step=medians, sec_per_step_iqr=iqrs,
-                       peak_memory_mb=memory, bytes_per_rank=per_rank, bytes_fixed=head, time_fit=time_fit,
-                       memory_fit=memory_fit, noise_sec_per_sample=float(np.median(iqrs)) / batch,
-                       provenance={**provenance(device), "warmup": warmup, "repeats": repeats})
+                       peak_memory_mb=[memory[r] for r in sweep], bytes_per_rank=per_rank, bytes_fixed=head,
+                       time_fit=time_fit, memory_fit=memory_fit, noise_sec_per_sample=float(np.median(iqrs)) / batch,
+                       provenance={**provenance(device), "warmup": warmup, "repeats": repeats, "passes": passes})
 
 
 def cache_dir() -> Path:

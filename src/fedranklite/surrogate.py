@@ -332,19 +332,15 @@ class SurrogateRunner:
 
 
 def partition_sizes(cfg: Config) -> np.ndarray:
-    """Rows per client of the config's real data partition (loads labels and texts, never a model)."""
-    from .data import load_data
-    from .partitioners import split_clients
-    from .textsplit import DataError
+    """Rows per client of the config's real data partition (stage 1 of `prepare`: labels and texts, never a
+    model)."""
+    from .prepare import PartitionError, plan
 
-    data = load_data(cfg)
     try:
-        parts = split_clients(data.train.labels, cfg.num_clients, cfg.data.partition, cfg.seed, task=data.task,
-                              max_per_client=cfg.data.samples_per_client)
-    except DataError as exc:
+        return plan(cfg).rows
+    except PartitionError as exc:
         raise CalibrationError(f"{exc}; for more clients than the data can be split into, set "
                                f"engine.surrogate.rows_per_client") from None
-    return np.array([len(x) for x in parts], dtype=np.int64)
 
 
 def surrogate_config(cfg: Config, fit: SurrogateFit) -> Config:
@@ -359,7 +355,8 @@ def surrogate_config(cfg: Config, fit: SurrogateFit) -> Config:
 
 def build_surrogate_engine(cfg: Config):
     """An Engine whose step 3 is the SurrogateRunner and whose evaluation reads the surrogate's score gap."""
-    from .engine import Engine, Federation, tier_rank_caps
+    from .engine import Engine, Federation
+    from .prepare import tier_rank_caps
 
     sur = cfg.engine.surrogate
     if not sur.calibration:

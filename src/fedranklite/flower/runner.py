@@ -13,10 +13,9 @@ import time
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from ..client import ClientResult, Encoded, TrainSettings
+from ..client import ClientResult, TrainSettings
 from ..engine import ClientTask
 from ..ranks import State, truncate
 from .task import QUERY_PARTITION, TRAIN, config_json, lost_result, owner, result_from_content, state_to_arrays, \
@@ -30,10 +29,15 @@ DEFAULT_TTL = 3600.0
 
 
 class FlowerRunner:
-    def __init__(self, model, train: Encoded, partitions: Sequence[np.ndarray], settings: TrainSettings,
-                 device: torch.device, cfg, grid=None):
-        self.partitions, self.settings = partitions, settings
-        self.cfg = cfg
+    """`cfg`: the run's configuration (sent to every ClientApp, which prepares its side from it);
+    `settings`: the training settings and `rows` the training rows of each client (both for the planned
+    steps of a client that never answers); `grid`: Flower's Grid (`bind` it later if not known yet)."""
+
+    def __init__(self, cfg, settings: TrainSettings, rows: Sequence[int], grid=None):
+        self.cfg, self.settings = cfg, settings
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if len(self.rows) != cfg.num_clients:
+            raise ValueError(f"{len(self.rows)} client row counts for {cfg.num_clients} clients")
         self.cfg_text = config_json(cfg)
         self.round_timeout: Optional[float] = cfg.engine.flower.round_timeout
         self.grid = grid
@@ -41,12 +45,13 @@ class FlowerRunner:
         self.lost: list[dict] = []  # every lost client-round: {"round", "cid", "reason"}
         self.last_round_wall: float = 0.0
         self.worker_builds: dict[int, int] = {}  # ClientApp process id -> model builds it reported
+        self.client_timings: list[dict] = []  # per answered client-round: where its wall time went
 
     @classmethod
     def factory(cls, cfg, grid=None):
-        """A `runner_factory` for `engine.build_engine`."""
-        return lambda model, train, partitions, settings, device: cls(model, train, partitions, settings, device,
-                                                                      cfg, grid)
+        """A `runner_factory` for `engine.build_engine`: takes from the prepared run only the training
+        settings and the partition sizes (the server never tokenises the training rows)."""
+        return lambda prepared: cls(cfg, prepared.settings, prepared.plan.rows, grid)
 
     def bind(self, grid) -> None:
         self.grid = grid
@@ -91,6 +96,7 @@ class FlowerRunner:
         holder = self.refresh_nodes()
         out: list[Optional[ClientResult]] = [None] * len(tasks)
         sent: list[tuple[int, ClientTask, int]] = []  # (index in tasks, task, bytes down)
+        pushed_at = time.time()
         msgs: list[Message] = []
         for i, t in enumerate(tasks):
             arrays = state_to_arrays(truncate(global_state, t.rank))
@@ -103,8 +109,9 @@ class FlowerRunner:
             msgs.append(Message(content, dst_node_id=node, message_type=TRAIN, group_id=str(round_idx),
                                 ttl=DEFAULT_TTL))
             sent.append((i, t, nbytes))
-        replies = self._exchange(msgs, timeout=self.round_timeout)
-        for (i, t, nbytes), reply in zip(sent, replies):
+        received: list[float] = [0.0] * len(msgs)  # when each reply came (time.time())
+        replies = self._exchange(msgs, timeout=self.round_timeout, received=received)
+        for k, ((i, t, nbytes), reply) in enumerate(zip(sent, replies)):
             if reply is None:
                 out[i] = self._lost(round_idx, t, nbytes, f"no reply within the round timeout ({self.round_timeout} s)")
             elif reply.has_error():
@@ -114,17 +121,20 @@ class FlowerRunner:
                 info = out[i].extra.get("flower", {})
                 if "pid" in info:
                     self.worker_builds[int(info["pid"])] = int(info.get("builds", 0))
+                if "t-handler" in info:
+                    self.client_timings.append(client_timing(round_idx, t.cid, info, pushed_at, received[k]))
         self.last_round_wall = time.perf_counter() - start
         return [r for r in out if r is not None]
 
     def _lost(self, round_idx: int, task: ClientTask, nbytes: int, reason: str) -> ClientResult:
         log.warning("round %d: client %d is a straggler: %s", round_idx, task.cid, reason)
         self.lost.append({"round": round_idx, "cid": task.cid, "reason": reason})
-        planned = self.settings.planned_steps(len(self.partitions[task.cid]))
+        planned = self.settings.planned_steps(int(self.rows[task.cid]))
         return lost_result(task, planned, nbytes, reason)
 
     # ---- push, then pull until every reply came or the timeout passed
-    def _exchange(self, msgs: list[Message], timeout: Optional[float]) -> list[Optional[Message]]:
+    def _exchange(self, msgs: list[Message], timeout: Optional[float],
+                  received: Optional[list[float]] = None) -> list[Optional[Message]]:
         if not msgs:
             return []
         index: dict[str, int] = {}
@@ -141,7 +151,24 @@ class FlowerRunner:
                 if mid in pending:
                     replies[index[mid]] = reply
                     pending.discard(mid)
+                    if received is not None:
+                        received[index[mid]] = time.time()
             if not pending or (end is not None and time.monotonic() >= end):
                 break
             time.sleep(POLL_SECONDS if type(self.grid).__name__ == "InMemoryGrid" else POLL_SECONDS_REMOTE)
         return replies
+
+
+def client_timing(round_idx: int, cid: int, info: dict, pushed_at: float, received_at: float) -> dict:
+    """Where one client-round's wall seconds went, from the server's clock (push, reply) and the ClientApp's
+    (`t-*` epochs and `*-s` durations in its reply; one machine, one clock): `to_handler` = delivery (Flower's
+    polling), process start and imports before our handler ran; `setup` = building the client side (0 when
+    resident); `train`; `back` = the reply's way to the server. In deployment `process_to_handler` is the
+    ClientApp process's own start (interpreter, Flower runtime, FAB install, our module import)."""
+    t = {k: float(v) for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out = {"round": round_idx, "cid": cid, "pid": int(info.get("pid", -1)), "built": bool(info.get("built")),
+           "roundtrip": received_at - pushed_at, "to_handler": t["t-handler"] - pushed_at,
+           "process_to_handler": t["t-handler"] - t["t-process"], "process_to_module": t["t-loaded"] - t["t-process"],
+           "setup": t.get("setup-s", 0.0), "train": t.get("train-s", 0.0), "back": received_at - t["t-reply"]}
+    out.update({k.removeprefix("setup-"): v for k, v in t.items() if k.startswith("setup-") and k != "setup-s"})
+    return out

@@ -62,7 +62,7 @@ def serve(grid: Grid, cfg, on_round: Optional[Callable[[dict], None]] = None, re
     summary = engine.run(on_round=on_round, resume=resume)
     report = {"mode": fl.mode, "nodes": {str(n): {"partition-id": p, "num-partitions": m}
                                          for n, (p, m) in runner.node_partition.items()},
-              "lost": runner.lost}
+              "lost": runner.lost, "client_timings": runner.client_timings}
     out = cfg.results_dir / "flower.json"
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2))

@@ -12,15 +12,15 @@ import json
 import math
 import os
 import threading
-from dataclasses import dataclass
+import time
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from ..client import ClientResult, Encoded, TrainSettings
+from ..client import ClientResult
 from ..engine import ClientTask, DeadlineGate
+from ..prepare import Prepared, prepare
 from ..ranks import State
 
 TRAIN = "train"  # message type of a client's local training
@@ -104,7 +104,7 @@ def result_from_content(content: RecordDict, task: ClientTask, bytes_down: int) 
                         loss_before=float(t["loss_before"]), loss_after=float(t["loss_after"]),
                         wall_seconds=float(t["wall_seconds"]), peak_memory_mb=float(t["peak_memory_mb"]),
                         bytes_down=bytes_down, bytes_up=wire_bytes(update_rec),
-                        extra={"flower": {k: info[k] for k in ("pid", "partition-id", "builds") if k in info}})
+                        extra={"flower": {k: v for k, v in info.items() if k not in ("cid", "rank")}})
 
 
 def lost_result(task: ClientTask, planned_steps: int, bytes_down: int, reason: str) -> ClientResult:
@@ -116,28 +116,15 @@ def lost_result(task: ClientTask, planned_steps: int, bytes_down: int, reason: s
 
 
 # ================================================================== the ClientApp's resident state
-@dataclass
-class ClientSide:
-    """What a ClientApp worker keeps between messages: the model, the encoded training rows, partitions."""
-
-    model: Any
-    train: Encoded
-    partitions: list[np.ndarray]
-    settings: TrainSettings
-    device: torch.device
-
-
-_RESIDENT: dict[str, ClientSide] = {}
+_RESIDENT: dict[str, Prepared] = {}
 _LOCK = threading.Lock()
-BUILDS = {"count": 0}  # how many times this process built a ClientSide (tests check the model stays resident)
+BUILDS = {"count": 0}  # how many times this process built a client side (tests check the model stays resident)
 
 
-def client_side(cfg_text: str) -> ClientSide:
-    """The resident state for this run's configuration, built once per worker process.
-
-    Built exactly as `engine.build_engine` builds the server's (same seeds, same order), so a client's
-    frozen backbone, partitions and token ids are those of the local engine.
-    """
+def client_side(cfg_text: str) -> Prepared:
+    """The run's prepared client side (model, partitions, tokenised training rows), built once per worker
+    process by the same `prepare` path as the local engine's, so a client's frozen backbone, partitions
+    and token ids are those of the local engine. Its evaluation split is never tokenised here."""
     key = config_hash(cfg_text)
     with _LOCK:
         side = _RESIDENT.get(key)
@@ -149,29 +136,19 @@ def client_side(cfg_text: str) -> ClientSide:
         return side
 
 
-def _build(cfg_text: str) -> ClientSide:
-    from ..client import encode
+def _build(cfg_text: str) -> Prepared:
     from ..config import Config
-    from ..data import load_data
-    from ..engine import pick_device
-    from ..fedmodel import build_model
-    from ..partitioners import split_clients
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    start = time.perf_counter()
     cfg = Config.model_validate(json.loads(cfg_text))  # validated on the server already
-    name = cfg.model.name
-    if name.startswith(("bundled:", "tiny:")):
+    if cfg.model.name.startswith(("bundled:", "tiny:")):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % (2 ** 32))
-    data = load_data(cfg)
-    parts = split_clients(data.train.labels, cfg.num_clients, cfg.data.partition, cfg.seed, task=data.task,
-                          max_per_client=cfg.data.samples_per_client)
-    model = build_model(cfg, data.num_labels)
-    device = pick_device(cfg.device)
-    model.to(device)
-    train_enc = encode(data.train, model.tokenizer, cfg.model.max_length, model.siamese)
-    return ClientSide(model, train_enc, parts, TrainSettings.from_config(cfg, data.task == "regression"), device)
+    parsed = time.perf_counter()
+    side = prepare(cfg)
+    side.train  # noqa: B018  (tokenise now, through the token cache: the set-up, not the first round, pays)
+    side.timings["config_parse"] = parsed - start
+    return side
 
 
 def owner(cid: int, num_partitions: int) -> int:
