@@ -16,6 +16,7 @@ plotted per round in rank_collapse_<task>.png. --control adds fedavg with every 
 non-IID task (no rank mixing: the update's own effective rank). Also a "who wins where" list: the best
 mean final score per (task, scheduler), with the runner-up and whether the gap exceeds one sd.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,12 @@ NONIID_TARGET = "evaluation.target=0.7"
 # deadline is about halved with it (90 -> 48 s; communication is ~0.5 s), so a slow-tier client (0.15x)
 # meets it at rank <= 12 (<= 10 in the preset): the deadline still binds the upper ranks. Scored once, after
 # the last round, on 400 dev rows.
-GLUE_SETS = ["evaluation.max_samples=400", "evaluation.eval_every=5", "training.max_local_steps=4",
-             "deadline.seconds=48"]
+GLUE_SETS = [
+    "evaluation.max_samples=400",
+    "evaluation.eval_every=5",
+    "training.max_local_steps=4",
+    "deadline.seconds=48",
+]
 
 
 # Control for the collapse diagnostics: every client at rank 16 = r_max (the fixed scheduler), i.e. plain
@@ -54,8 +59,11 @@ CONTROL = "fixed_r16"
 
 def config_for(task: str, scheduler: str) -> tuple[Path, list[str]]:
     if task == "noniid":
-        sched = ["federation.scheduler.type=fixed", "federation.scheduler.r_bar=16"] if scheduler == CONTROL \
+        sched = (
+            ["federation.scheduler.type=fixed", "federation.scheduler.r_bar=16"]
+            if scheduler == CONTROL
             else [f"federation.scheduler.type={scheduler}"]
+        )
         return ROOT / "configs" / "experiments" / "lite_noniid_deadline.yaml", sched + [NONIID_TARGET]
     return ROOT / "configs" / "experiments" / "glue" / f"{task}_{scheduler}.yaml", list(GLUE_SETS)
 
@@ -65,23 +73,41 @@ def run_one(task: str, aggregator: str, scheduler: str, seed: int, out_dir: Path
     from fedranklite.engine import build_engine
 
     config, sets = config_for(task, scheduler)
-    cfg = load_config(config, sets + [f"federation.aggregation={aggregator}", f"seed={seed}",
-                                      f"experiment_name={run_name(task, aggregator, scheduler, seed)}",
-                                      f"output_dir={out_dir}", "metrics.checkpoint=false"])
+    cfg = load_config(
+        config,
+        sets
+        + [
+            f"federation.aggregation={aggregator}",
+            f"seed={seed}",
+            f"experiment_name={run_name(task, aggregator, scheduler, seed)}",
+            f"output_dir={out_dir}",
+            "metrics.checkpoint=false",
+        ],
+    )
     engine = build_engine(cfg)
     summary = engine.run().to_json()  # as metrics.json holds it
     energy = engine.state.records[-1].rank_energy
     group = next(iter(energy.values())) if energy else None
     tail_share = upper_half_share(group["energy"]) if group else None
-    return {"task": task, "aggregator": aggregator, "scheduler": scheduler, "seed": seed,
-            "metric": summary["metric"], "final_score": summary["final_score"], "best_score": summary["best_score"],
-            "time_to_target": summary["time_to_target"], "target": summary["target"],
-            "bytes_up_per_client_round": summary["bytes"]["up_per_client_per_round"],
-            "deadline_compliance_pct": summary["deadline_compliance_pct"],
-            "block_effective_rank": group["block_effective_rank"] if group else None,
-            "effective_rank": group["effective_rank"] if group else None, "upper_half_energy_share": tail_share,
-            "sim_time_total": summary["sim_time_total"], "wall_time_total": summary["wall_time_total"],
-            "trajectory": trajectory(cfg.results_dir)}
+    return {
+        "task": task,
+        "aggregator": aggregator,
+        "scheduler": scheduler,
+        "seed": seed,
+        "metric": summary["metric"],
+        "final_score": summary["final_score"],
+        "best_score": summary["best_score"],
+        "time_to_target": summary["time_to_target"],
+        "target": summary["target"],
+        "bytes_up_per_client_round": summary["bytes"]["up_per_client_per_round"],
+        "deadline_compliance_pct": summary["deadline_compliance_pct"],
+        "block_effective_rank": group["block_effective_rank"] if group else None,
+        "effective_rank": group["effective_rank"] if group else None,
+        "upper_half_energy_share": tail_share,
+        "sim_time_total": summary["sim_time_total"],
+        "wall_time_total": summary["wall_time_total"],
+        "trajectory": trajectory(cfg.results_dir),
+    }
 
 
 WORK = ROOT / "results" / "bench_aggregators"
@@ -102,7 +128,7 @@ def run_dir(r: dict) -> Path:
 def upper_half_share(energy: list[float]) -> float:
     """Share of the rank blocks above r_max/2 (blocks 9-16 at r_max 16) in a group's adapter energy."""
     e = np.asarray(energy, dtype=np.float64)
-    return float(e[len(e) // 2:].sum() / e.sum()) if e.sum() > 0 else 0.0
+    return float(e[len(e) // 2 :].sum() / e.sum()) if e.sum() > 0 else 0.0
 
 
 def trajectory(folder: Path) -> list[dict] | None:
@@ -117,9 +143,16 @@ def trajectory(folder: Path) -> list[dict] | None:
         if not energy:
             continue
         group, g = next(iter(energy.items()))
-        out.append({"round": rec["round"], "score": rec.get("score"), "group": group, "effective_rank": g["effective_rank"],
-                    "block_effective_rank": g["block_effective_rank"],
-                    "upper_half_energy_share": upper_half_share(g["energy"])})
+        out.append(
+            {
+                "round": rec["round"],
+                "score": rec.get("score"),
+                "group": group,
+                "effective_rank": g["effective_rank"],
+                "block_effective_rank": g["block_effective_rank"],
+                "upper_half_energy_share": upper_half_share(g["energy"]),
+            }
+        )
     return out or None
 
 
@@ -128,8 +161,7 @@ def plot_mean(axes, trajs: list[list[dict]], **style) -> None:
     n = min(len(t) for t in trajs)
     rounds = [t["round"] for t in trajs[0][:n]]
     for ax, key in zip(axes, ["effective_rank", "upper_half_energy_share"]):
-        ax.plot(rounds, np.mean([[t[key] for t in tr[:n]] for tr in trajs], axis=0), marker="o", markersize=3,
-                **style)
+        ax.plot(rounds, np.mean([[t[key] for t in tr[:n]] for tr in trajs], axis=0), marker="o", markersize=3, **style)
 
 
 def plot_collapse(runs: list[dict], path: Path, task: str = "noniid") -> Path | None:
@@ -178,19 +210,27 @@ def collapse_table(runs: list[dict]) -> list[str]:
             groups.setdefault((r["task"], r["scheduler"], r["aggregator"]), []).append(r["trajectory"])
     if not groups:
         return []
-    lines = ["", "Rank collapse, first LoRA module group (mean over seeds): effective rank of the global B A "
-             "(exp entropy of its singular values) and the energy share of rank blocks above r_max/2, "
-             "after round 1 and after the last round:", "",
-             "| task | scheduler | aggregator | eff. rank, round 1 | eff. rank, last | upper-half share, round 1 | "
-             "upper-half share, last |", "|---|---|---|---|---|---|---|"]
-    for (task, sched, agg), trajs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
-                                                                           AGGREGATORS.index(kv[0][2]))):
+    lines = [
+        "",
+        "Rank collapse, first LoRA module group (mean over seeds): effective rank of the global B A "
+        "(exp entropy of its singular values) and the energy share of rank blocks above r_max/2, "
+        "after round 1 and after the last round:",
+        "",
+        "| task | scheduler | aggregator | eff. rank, round 1 | eff. rank, last | upper-half share, round 1 | "
+        "upper-half share, last |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (task, sched, agg), trajs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], AGGREGATORS.index(kv[0][2]))
+    ):
         first = [t[0] for t in trajs]
         last = [t[-1] for t in trajs]
-        lines.append(f"| {task} | {sched} | {agg} | {np.mean([f['effective_rank'] for f in first]):.2f} | "
-                     f"{np.mean([x['effective_rank'] for x in last]):.2f} | "
-                     f"{np.mean([f['upper_half_energy_share'] for f in first]):.3f} | "
-                     f"{np.mean([x['upper_half_energy_share'] for x in last]):.3f} |")
+        lines.append(
+            f"| {task} | {sched} | {agg} | {np.mean([f['effective_rank'] for f in first]):.2f} | "
+            f"{np.mean([x['effective_rank'] for x in last]):.2f} | "
+            f"{np.mean([f['upper_half_energy_share'] for f in first]):.3f} | "
+            f"{np.mean([x['upper_half_energy_share'] for x in last]):.3f} |"
+        )
     return lines
 
 
@@ -205,23 +245,30 @@ def markdown(runs: list[dict]) -> str:
     groups: dict = {}
     for r in runs:
         groups.setdefault((r["task"], r["scheduler"], r["aggregator"]), []).append(r)
-    lines = ["Settings: noniid = configs/experiments/lite_noniid_deadline.yaml (10 clients, Dirichlet(0.1), 8 rounds, "
-             f"deadline 90 s, use_partial; {NONIID_TARGET}); rte / mrpc = the GLUE presets with {', '.join(GLUE_SETS)}. "
-             f"{CONTROL}: fedavg with every client at rank 16 (collapse control). Compliance = share of rounds in "
-             "which every selected client met the deadline.", "",
-             "| task | scheduler | aggregator | seeds | final score | mean of last 3 evals | best score | time-to-target (sim s; reached) | "
-             "kB up per client-round | compliance % | block eff. rank | upper-half energy share |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Settings: noniid = configs/experiments/lite_noniid_deadline.yaml (10 clients, Dirichlet(0.1), 8 rounds, "
+        f"deadline 90 s, use_partial; {NONIID_TARGET}); rte / mrpc = the GLUE presets with {', '.join(GLUE_SETS)}. "
+        f"{CONTROL}: fedavg with every client at rank 16 (collapse control). Compliance = share of rounds in "
+        "which every selected client met the deadline.",
+        "",
+        "| task | scheduler | aggregator | seeds | final score | mean of last 3 evals | best score "
+        "| time-to-target (sim s; reached) | "
+        "kB up per client-round | compliance % | block eff. rank | upper-half energy share |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     order = {t: i for i, t in enumerate(["noniid", "rte", "mrpc"])}
-    for (task, sched, agg), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1],
-                                                                        AGGREGATORS.index(kv[0][2]))):
+    for (task, sched, agg), rs in sorted(
+        groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1], AGGREGATORS.index(kv[0][2]))
+    ):
         reached = [r["time_to_target"]["sim_seconds"] for r in rs if r["time_to_target"]["sim_seconds"] is not None]
         ttt = f"{np.mean(reached):.0f} ({len(reached)}/{len(rs)})" if reached else f"not reached (0/{len(rs)})"
-        lines.append(f"| {task} | {sched} | {agg} | {len(rs)} | {rs[0]['metric']} {_ms([r['final_score'] for r in rs])} | "
-                     f"{_ms([late_score(r) for r in rs])} | {_ms([r['best_score'] for r in rs])} | {ttt} | "
-                     f"{np.mean([r['bytes_up_per_client_round'] for r in rs]) / 1e3:.0f} | "
-                     f"{np.mean([r['deadline_compliance_pct'] for r in rs]):.0f} | "
-                     f"{_ms([r['block_effective_rank'] for r in rs])} | {_ms([r['upper_half_energy_share'] for r in rs])} |")
+        lines.append(
+            f"| {task} | {sched} | {agg} | {len(rs)} | {rs[0]['metric']} {_ms([r['final_score'] for r in rs])} | "
+            f"{_ms([late_score(r) for r in rs])} | {_ms([r['best_score'] for r in rs])} | {ttt} | "
+            f"{np.mean([r['bytes_up_per_client_round'] for r in rs]) / 1e3:.0f} | "
+            f"{np.mean([r['deadline_compliance_pct'] for r in rs]):.0f} | "
+            f"{_ms([r['block_effective_rank'] for r in rs])} | {_ms([r['upper_half_energy_share'] for r in rs])} |"
+        )
     lines += ["", "Who wins where (mean final score):", ""]
     for task in sorted({k[0] for k in groups}, key=lambda t: order.get(t, 9)):
         for sched in SCHEDULERS:
@@ -232,8 +279,10 @@ def markdown(runs: list[dict]) -> str:
                 if t == task and s == sched:
                     scores = tuple(round(r["final_score"], 9) for r in sorted(rs, key=lambda r: r["seed"]))
                     by_scores.setdefault(scores, []).append(agg)
-            cands = sorted(((float(np.mean(sc)), float(np.std(sc)), " = ".join(aggs), len(sc))
-                            for sc, aggs in by_scores.items()), reverse=True)
+            cands = sorted(
+                ((float(np.mean(sc)), float(np.std(sc)), " = ".join(aggs), len(sc)) for sc, aggs in by_scores.items()),
+                reverse=True,
+            )
             if len(cands) < 2:
                 continue
             (m1, s1, a1, n1), (m2, s2, a2, n2) = cands[0], cands[1]
@@ -242,10 +291,14 @@ def markdown(runs: list[dict]) -> str:
             else:
                 clear = "clearly (gap > 1 sd)" if m1 - m2 > max(s1, s2) else "within noise (gap <= 1 sd)"
             ml, sl, al, nl = cands[-1]
-            last_gap = "" if min(n1, nl) < 2 else (" (clearly below the best)" if m1 - ml > max(s1, sl)
-                                                   else " (within noise of the best)")
-            lines.append(f"- {task} / {sched}: {a1} {m1:.3f}, then {a2} {m2:.3f}: {clear}; last {al} {ml:.3f}"
-                         f"{last_gap}")
+            last_gap = (
+                ""
+                if min(n1, nl) < 2
+                else (" (clearly below the best)" if m1 - ml > max(s1, sl) else " (within noise of the best)")
+            )
+            lines.append(
+                f"- {task} / {sched}: {a1} {m1:.3f}, then {a2} {m2:.3f}: {clear}; last {al} {ml:.3f}{last_gap}"
+            )
     lines += collapse_table(runs)
     return "\n".join(lines) + "\n"
 
@@ -296,11 +349,17 @@ def main() -> int:
     ap.add_argument("--tasks", default="noniid,rte,mrpc")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--aggregators", default=",".join(AGGREGATORS))
-    ap.add_argument("--reverse", action="store_true",
-                    help="work through the plan from its end: a second process on the same task (each process "
-                         "uses one core) meets the first in the middle; both skip what the other has recorded")
-    ap.add_argument("--control", action="store_true",
-                    help=f"also run the collapse control ({CONTROL}: fedavg with every client at r_max) on noniid")
+    ap.add_argument(
+        "--reverse",
+        action="store_true",
+        help="work through the plan from its end: a second process on the same task (each process "
+        "uses one core) meets the first in the middle; both skip what the other has recorded",
+    )
+    ap.add_argument(
+        "--control",
+        action="store_true",
+        help=f"also run the collapse control ({CONTROL}: fedavg with every client at r_max) on noniid",
+    )
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -308,9 +367,14 @@ def main() -> int:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    plan = [(task, agg, sched, seed) for task in args.tasks.split(",") if task for seed in range(args.seeds)
-            for sched, agg in [(s, a) for s in SCHEDULERS for a in args.aggregators.split(",")]
-            + ([(CONTROL, "fedavg")] if args.control and task == "noniid" else [])]
+    plan = [
+        (task, agg, sched, seed)
+        for task in args.tasks.split(",")
+        if task
+        for seed in range(args.seeds)
+        for sched, agg in [(s, a) for s in SCHEDULERS for a in args.aggregators.split(",")]
+        + ([(CONTROL, "fedavg")] if args.control and task == "noniid" else [])
+    ]
     for task, agg, sched, seed in reversed(plan) if args.reverse else plan:
         runs = json.loads(out.read_text())["runs"] if out.exists() else []  # another process may have run it
         if (task, agg, sched, seed) in {run_key(r) for r in runs}:
@@ -319,8 +383,11 @@ def main() -> int:
             continue
         t0 = time.perf_counter()
         rec = run_one(task, agg, sched, seed, WORK)
-        print(f"{task} {agg} {sched} seed {seed}: {rec['metric']} {rec['final_score']:.3f} "
-              f"(block eff. rank {rec['block_effective_rank']}, {time.perf_counter() - t0:.0f}s)", flush=True)
+        print(
+            f"{task} {agg} {sched} seed {seed}: {rec['metric']} {rec['final_score']:.3f} "
+            f"(block eff. rank {rec['block_effective_rank']}, {time.perf_counter() - t0:.0f}s)",
+            flush=True,
+        )
         record(out, rec)
     runs = record(out, None)
     for task in sorted({r["task"] for r in runs}):

@@ -20,6 +20,7 @@ unpacked into a temporary folder with `git archive` and run from there (PYTHONPA
 Writes benchmarks/results/flower.json and flower.md (`--markdown-only` rewrites flower.md from the JSON; a
 list `earlier_runs` of {created, per_round_seconds} added to the JSON by hand is shown as the spread).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,17 +40,30 @@ DEFAULT_BEFORE = "baa60ad"  # main before the one-set-up-path work (prepare.py, 
 
 
 COMMON = ["training.max_local_steps=4", "evaluation.max_samples=200", "timing.mode=analytic"]
-FLOWER = ["engine.backend=flower", "engine.flower.num_supernodes=3", "engine.flower.superlink_port=0",
-          "engine.flower.supernode_base_port=0", "engine.flower.round_timeout=600"]
-BACKEND = {"local": ["engine.backend=local"], "simulation": [*FLOWER, "engine.flower.mode=simulation"],
-           "deployment": [*FLOWER, "engine.flower.mode=deployment"]}
+FLOWER = [
+    "engine.backend=flower",
+    "engine.flower.num_supernodes=3",
+    "engine.flower.superlink_port=0",
+    "engine.flower.supernode_base_port=0",
+    "engine.flower.round_timeout=600",
+]
+BACKEND = {
+    "local": ["engine.backend=local"],
+    "simulation": [*FLOWER, "engine.flower.mode=simulation"],
+    "deployment": [*FLOWER, "engine.flower.mode=deployment"],
+}
 
 
 def overrides(rounds: int, out: str, name: str, backend: str) -> list[str]:
     """The small lite_iid: 10 clients, 5 per round, 4 local steps, 200 eval rows, analytic time (the same ranks
     on every backend, so every backend does the same work), 3 SuperNodes (cid % 3)."""
-    return [f"federation.num_rounds={rounds}", *COMMON, f"output_dir={out}", f"experiment_name={name}",
-            *BACKEND[backend]]
+    return [
+        f"federation.num_rounds={rounds}",
+        *COMMON,
+        f"output_dir={out}",
+        f"experiment_name={name}",
+        *BACKEND[backend],
+    ]
 
 
 # ================================================================== workers (run in a child process)
@@ -89,8 +103,13 @@ def worker_backend(backend: str, rounds: int, out: str) -> dict:
         report = json.loads((cfg.results_dir / "flower.json").read_text())
     total = time.perf_counter() - start
     walls = [r.wall_seconds for r in records]
-    out_ = {"round_wall_seconds": walls, "total_seconds": total, "setup_seconds": total - sum(walls),
-            "ranks": [{str(c): k for c, k in r.ranks.items()} for r in records], "final_score": records[-1].score}
+    out_ = {
+        "round_wall_seconds": walls,
+        "total_seconds": total,
+        "setup_seconds": total - sum(walls),
+        "ranks": [{str(c): k for c, k in r.ranks.items()} for r in records],
+        "final_score": records[-1].score,
+    }
     if report is not None and report.get("client_timings"):
         out_["client_timings"] = report["client_timings"]
     return out_
@@ -140,8 +159,11 @@ def worker_cold(out: str) -> dict:
     for mod in [m for n, m in list(sys.modules.items()) if n.startswith("fedranklite") and m is not None]:
         for fn, stage in stages.items():
             real = getattr(mod, fn, None)
-            if real is not None and getattr(real, "__module__", "").startswith("fedranklite") and \
-                    not hasattr(real, "_timed"):
+            if (
+                real is not None
+                and getattr(real, "__module__", "").startswith("fedranklite")
+                and not hasattr(real, "_timed")
+            ):
                 setattr(mod, fn, _timed_fn(real, stage, t))
     cfg = load_config(ROOT / EXPERIMENT, overrides(1, out, "cold", "deployment"))
     text = task.config_json(cfg)
@@ -151,15 +173,37 @@ def worker_cold(out: str) -> dict:
     t["config_parse_and_rest_of_setup"] = setup - sum(t.get(s, 0.0) for s in stages.values())
     cid = 0
     now = time.perf_counter()
-    res = train_client(side.model, side.model.adapter_state(), cid, 8, side.train, side.partitions[cid], side.settings,
-                       side.device, client_seed(cfg.seed, 1, cid), None)
+    res = train_client(
+        side.model,
+        side.model.adapter_state(),
+        cid,
+        8,
+        side.train,
+        side.partitions[cid],
+        side.settings,
+        side.device,
+        client_seed(cfg.seed, 1, cid),
+        None,
+    )
     now = lap("train_one_client", now)
     task.result_content(res)
     lap("reply_encode", now)
-    ours = ("import_our_clientapp_module", "import_our_package", "data_load", "partition", "model_build", "tokenise",
-            "config_parse_and_rest_of_setup")
-    return {"seconds": t, "steps": res.steps, "source": fedranklite.__file__, "total": sum(t.values()),
-            "ours": sum(t.get(k, 0.0) for k in ours)}
+    ours = (
+        "import_our_clientapp_module",
+        "import_our_package",
+        "data_load",
+        "partition",
+        "model_build",
+        "tokenise",
+        "config_parse_and_rest_of_setup",
+    )
+    return {
+        "seconds": t,
+        "steps": res.steps,
+        "source": fedranklite.__file__,
+        "total": sum(t.values()),
+        "ours": sum(t.get(k, 0.0) for k in ours),
+    }
 
 
 def worker_query() -> dict:
@@ -194,13 +238,26 @@ def _timed_fn(real, stage, into):
 
 # ================================================================== the driver
 def run_child(src: Path, args: list[str], cache: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               FEDRANKLITE_CACHE=str(cache), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(src),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        FEDRANKLITE_CACHE=str(cache),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+    )
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result = Path(f.name)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--worker", *args, "--result", str(result)], env=env,
-                          cwd=src.parent, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", *args, "--result", str(result)],
+        env=env,
+        cwd=src.parent,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{args} on {src} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     out = json.loads(result.read_text())
@@ -211,8 +268,9 @@ def run_child(src: Path, args: list[str], cache: Path) -> dict:
 
 def unpack(rev: str, into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src", "configs", "pyproject.toml"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "src", "configs", "pyproject.toml"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into / "src"
 
@@ -224,8 +282,13 @@ def median_run(runs: list[dict]) -> dict:
     """Stage by stage median of repeated fresh-process measurements (a shared machine is noisy)."""
     stages = list(runs[0]["seconds"])
     med = {s: statistics.median(r["seconds"].get(s, 0.0) for r in runs) for s in stages}
-    out = {**runs[0], "seconds": med, "total": sum(med.values()), "repeats": len(runs),
-           "totals": [r["total"] for r in runs]}
+    out = {
+        **runs[0],
+        "seconds": med,
+        "total": sum(med.values()),
+        "repeats": len(runs),
+        "totals": [r["total"] for r in runs],
+    }
     if "ours" in runs[0]:
         out["ours"] = statistics.median(r["ours"] for r in runs)
     return out
@@ -233,19 +296,35 @@ def median_run(runs: list[dict]) -> dict:
 
 def summarize(run: dict) -> dict:
     w = run["round_wall_seconds"]
-    return {"round1": w[0], "steady_mean": statistics.mean(w[1:]) if len(w) > 1 else None,
-            "setup": run["setup_seconds"], "total": run["total_seconds"]}
+    return {
+        "round1": w[0],
+        "steady_mean": statistics.mean(w[1:]) if len(w) > 1 else None,
+        "setup": run["setup_seconds"],
+        "total": run["total_seconds"],
+    }
 
 
-TIMING_KEYS = ("roundtrip", "to_handler", "process_to_handler", "setup", "config_parse",
-               "data_and_partitions", "model_build", "tokenise_train", "train", "back")
+TIMING_KEYS = (
+    "roundtrip",
+    "to_handler",
+    "process_to_handler",
+    "setup",
+    "config_parse",
+    "data_and_partitions",
+    "model_build",
+    "tokenise_train",
+    "train",
+    "back",
+)
 
 
 def deployment_breakdown(timings: list[dict]) -> dict:
     """Mean seconds per client-round of each part, round 1 (ClientApps build) and later rounds apart."""
     out = {}
-    for label, rows in (("round1", [t for t in timings if t["round"] == 1]),
-                        ("later_rounds", [t for t in timings if t["round"] > 1])):
+    for label, rows in (
+        ("round1", [t for t in timings if t["round"] == 1]),
+        ("later_rounds", [t for t in timings if t["round"] > 1]),
+    ):
         if rows:
             out[label] = {k: statistics.mean(t.get(k, 0.0) for t in rows) for k in TIMING_KEYS}
             out[label]["client_rounds"] = len(rows)
@@ -265,8 +344,13 @@ def main() -> None:
     if args.worker:  # the tree under test is the one on PYTHONPATH, not the one `common` puts first
         sys.path.remove(str(ROOT / "src"))  # the first occurrence: common's; PYTHONPATH's stays
         kind, out = args.worker[0], args.worker[-1]
-        payload = worker_cold(out) if kind == "cold" else worker_query() if kind == "query" else \
-            worker_backend(kind, int(args.worker[1]), out)
+        payload = (
+            worker_cold(out)
+            if kind == "cold"
+            else worker_query()
+            if kind == "query"
+            else worker_backend(kind, int(args.worker[1]), out)
+        )
         Path(args.result).write_text(json.dumps(payload))
         return
 
@@ -286,13 +370,17 @@ def main() -> None:
                 out = tmp / f"{label}_{backend}"
                 measured[label][backend] = run_child(src, [backend, str(args.rounds), str(out)], out / "cache")
                 s = summarize(measured[label][backend])
-                print(f"{label:6s} {backend:10s} round 1 {s['round1']:6.2f} s, rounds 2..{args.rounds} "
-                      f"{s['steady_mean']:6.2f} s, set-up {s['setup']:6.1f} s", flush=True)
+                print(
+                    f"{label:6s} {backend:10s} round 1 {s['round1']:6.2f} s, rounds 2..{args.rounds} "
+                    f"{s['steady_mean']:6.2f} s, set-up {s['setup']:6.1f} s",
+                    flush=True,
+                )
         cold: dict = {label: [] for label in trees}
         query: dict = {label: [] for label in trees}
         if "after" in trees:  # the first message of a run: empty token cache (it writes it)
             measured["after"]["cold_clientapp_token_cache_empty"] = run_child(
-                trees["after"], ["cold", str(tmp / "cold0")], tmp / "after_cold_cache")
+                trees["after"], ["cold", str(tmp / "cold0")], tmp / "after_cold_cache"
+            )
         for k in range(COLD_REPEATS):
             for label, src in trees.items():
                 cache = tmp / f"{label}_cold_cache"
@@ -301,30 +389,44 @@ def main() -> None:
         for label in trees:
             m = measured[label]
             m["cold_clientapp"], m["query_clientapp"] = median_run(cold[label]), median_run(query[label])
-            print(f"{label:6s} ClientApp message in a fresh process: train {m['cold_clientapp']['total']:.2f} s "
-                  f"(ours {m['cold_clientapp']['ours']:.2f} s), partition query "
-                  f"{m['query_clientapp']['total']:.2f} s", flush=True)
+            print(
+                f"{label:6s} ClientApp message in a fresh process: train {m['cold_clientapp']['total']:.2f} s "
+                f"(ours {m['cold_clientapp']['ours']:.2f} s), partition query "
+                f"{m['query_clientapp']['total']:.2f} s",
+                flush=True,
+            )
     wall = time.perf_counter() - started
     measured = {label: measured[label] for label in ("before", "after") if label in measured}
-    table = {label: {b: summarize(m[b]) for b in ("local", "simulation", "deployment")}
-             for label, m in measured.items()}
+    table = {
+        label: {b: summarize(m[b]) for b in ("local", "simulation", "deployment")} for label, m in measured.items()
+    }
     after = measured["after"]
     payload = {
-        "experiment": EXPERIMENT, "settings": [f"federation.num_rounds={args.rounds}", *COMMON],
+        "experiment": EXPERIMENT,
+        "settings": [f"federation.num_rounds={args.rounds}", *COMMON],
         "backend_settings": BACKEND,
-        "model": "bundled:minilm-l6 (lite_iid default)", "rounds": args.rounds,
+        "model": "bundled:minilm-l6 (lite_iid default)",
+        "rounds": args.rounds,
         "before_revision": None if args.no_before else args.before,
         "note": "2-core CPU shared with other work (other agents' tests and builds ran at the same time): wall "
-                "seconds are approximate; one torch thread per process; a fresh cache folder per run",
+        "seconds are approximate; one torch thread per process; a fresh cache folder per run",
         "per_round_seconds": table,
         "deployment_breakdown_after": deployment_breakdown(after["deployment"].get("client_timings", [])),
-        "cold_clientapp": {label: {k: v for k, v in m.items() if k.startswith(("cold", "query"))}
-                           for label, m in measured.items()},
+        "cold_clientapp": {
+            label: {k: v for k, v in m.items() if k.startswith(("cold", "query"))} for label, m in measured.items()
+        },
         "overhead_ratio_per_round": table["after"]["simulation"]["steady_mean"]
         / table["after"]["local"]["steady_mean"],
-        "same_ranks": len({json.dumps(m[b]["ranks"], sort_keys=True) for m in measured.values()
-                           for b in ("local", "simulation", "deployment")}) == 1,
-        "runs": measured, "benchmark_wall_seconds": wall,
+        "same_ranks": len(
+            {
+                json.dumps(m[b]["ranks"], sort_keys=True)
+                for m in measured.values()
+                for b in ("local", "simulation", "deployment")
+            }
+        )
+        == 1,
+        "runs": measured,
+        "benchmark_wall_seconds": wall,
     }
     path = write("flower", payload)
     (RESULTS / "flower.md").write_text(markdown(json.loads(path.read_text())))  # with write()'s machine facts
@@ -332,31 +434,45 @@ def main() -> None:
 
 
 def markdown(p: dict) -> str:
-    lines = ["# Flower: per-round cost of local, simulation and deployment", "",
-             f"`python benchmarks/bench_flower.py --rounds {p['rounds']}` on `{p['experiment']}` with "
-             f"`{' '.join(p['settings'])}` "
-             f"({p['model']}; 10 clients, 5 per round). Machine: {p['machine']['cpus']}-core CPU, "
-             f"{p['machine']['platform']}, torch {p['machine']['torch']}, one torch thread per process, "
-             f"**shared with other work while it ran** (load average {p['machine']['load_average']}): treat single "
-             f"numbers as approximate. 'before' = revision {p['before_revision']}, 'after' = this tree.", "",
-             "Engine wall seconds per round (training of the round's 5 clients + evaluation + bookkeeping) and "
-             "set-up (run total minus rounds):", "",
-             "| tree | backend | round 1 | rounds 2..N (mean) | set-up |", "|---|---|---:|---:|---:|"]
+    lines = [
+        "# Flower: per-round cost of local, simulation and deployment",
+        "",
+        f"`python benchmarks/bench_flower.py --rounds {p['rounds']}` on `{p['experiment']}` with "
+        f"`{' '.join(p['settings'])}` "
+        f"({p['model']}; 10 clients, 5 per round). Machine: {p['machine']['cpus']}-core CPU, "
+        f"{p['machine']['platform']}, torch {p['machine']['torch']}, one torch thread per process, "
+        f"**shared with other work while it ran** (load average {p['machine']['load_average']}): treat single "
+        f"numbers as approximate. 'before' = revision {p['before_revision']}, 'after' = this tree.",
+        "",
+        "Engine wall seconds per round (training of the round's 5 clients + evaluation + bookkeeping) and "
+        "set-up (run total minus rounds):",
+        "",
+        "| tree | backend | round 1 | rounds 2..N (mean) | set-up |",
+        "|---|---|---:|---:|---:|",
+    ]
     for label, rows in p["per_round_seconds"].items():
         for backend, s in rows.items():
             lines.append(f"| {label} | {backend} | {s['round1']:.1f} | {s['steady_mean']:.1f} | {s['setup']:.1f} |")
     for earlier in p.get("earlier_runs", []):
-        lines += ["", f"The same benchmark run earlier ({earlier['created']}), for the spread between runs on the "
-                  f"shared machine ({earlier.get('note', '')}):", "",
-                  "| tree | backend | round 1 | rounds 2..N (mean) | set-up |", "|---|---|---:|---:|---:|"]
+        lines += [
+            "",
+            f"The same benchmark run earlier ({earlier['created']}), for the spread between runs on the "
+            f"shared machine ({earlier.get('note', '')}):",
+            "",
+            "| tree | backend | round 1 | rounds 2..N (mean) | set-up |",
+            "|---|---|---:|---:|---:|",
+        ]
         for label, rows in earlier["per_round_seconds"].items():
             for backend, s in rows.items():
-                lines.append(f"| {label} | {backend} | {s['round1']:.1f} | {s['steady_mean']:.1f} | "
-                             f"{s['setup']:.1f} |")
+                lines.append(f"| {label} | {backend} | {s['round1']:.1f} | {s['steady_mean']:.1f} | {s['setup']:.1f} |")
     names = {"cold_clientapp_token_cache_empty": "train, token cache empty", "cold_clientapp": "train"}
     cold = {f"{label} {names[k]}": v for label, m in p["cold_clientapp"].items() for k, v in m.items() if k in names}
-    lines += ["", "A deployment ClientApp message in a fresh process (what `flwr-clientapp` does for each message), "
-              f"median seconds per stage of {COLD_REPEATS} runs (the empty-cache column: one run):", ""]
+    lines += [
+        "",
+        "A deployment ClientApp message in a fresh process (what `flwr-clientapp` does for each message), "
+        f"median seconds per stage of {COLD_REPEATS} runs (the empty-cache column: one run):",
+        "",
+    ]
     stages = []
     for v in cold.values():
         stages += [s for s in v["seconds"] if s not in stages]
@@ -367,35 +483,51 @@ def markdown(p: dict) -> str:
     lines.append("| **total** | " + " | ".join(f"**{v['total']:.2f}**" for v in cold.values()) + " |")
     lines.append("| of which our code | " + " | ".join(f"{v['ours']:.2f}" for v in cold.values()) + " |")
     query = {label: m["query_clientapp"] for label, m in p["cold_clientapp"].items() if "query_clientapp" in m}
-    lines += ["", "A `query.partition` message (one per SuperNode at start-up) in a fresh process: " + ", ".join(
-        f"{label} {q['total']:.2f} s (torch imported: {q['torch_imported']})" for label, q in query.items()) + "."]
+    lines += [
+        "",
+        "A `query.partition` message (one per SuperNode at start-up) in a fresh process: "
+        + ", ".join(f"{label} {q['total']:.2f} s (torch imported: {q['torch_imported']})" for label, q in query.items())
+        + ".",
+    ]
     bd = p["deployment_breakdown_after"]
     if bd:
-        lines += ["", "Deployment (after), mean seconds per client-round as the server and its ClientApp "
-                  "clocked it (`client_timings` in flower.json): `roundtrip` push to reply; `to_handler` push to "
-                  "our train handler starting (queueing behind the node's earlier message of the round, the "
-                  "SuperNode's 3 s pull, the SuperExec's poll, `process_to_handler`); `process_to_handler` the "
-                  "ClientApp process's own start (interpreter, Flower runtime, FAB install, message pull, our "
-                  "module); `setup` the client side's build (`model_build` includes importing transformers + peft), "
-                  "`train`, `back` reply built to reply at the server. Three ClientApps share the 2 cores, so each "
-                  "stage takes longer than in the fresh-process table.", "",
-                  "| part | " + " | ".join(bd) + " |", "|---|" + "---:|" * len(bd)]
+        lines += [
+            "",
+            "Deployment (after), mean seconds per client-round as the server and its ClientApp "
+            "clocked it (`client_timings` in flower.json): `roundtrip` push to reply; `to_handler` push to "
+            "our train handler starting (queueing behind the node's earlier message of the round, the "
+            "SuperNode's 3 s pull, the SuperExec's poll, `process_to_handler`); `process_to_handler` the "
+            "ClientApp process's own start (interpreter, Flower runtime, FAB install, message pull, our "
+            "module); `setup` the client side's build (`model_build` includes importing transformers + peft), "
+            "`train`, `back` reply built to reply at the server. Three ClientApps share the 2 cores, so each "
+            "stage takes longer than in the fresh-process table.",
+            "",
+            "| part | " + " | ".join(bd) + " |",
+            "|---|" + "---:|" * len(bd),
+        ]
         for k in TIMING_KEYS:
             lines.append(f"| {k} | " + " | ".join(f"{bd[r].get(k, 0.0):.2f}" for r in bd) + " |")
     if "before" in p["cold_clientapp"] and "after" in p["cold_clientapp"]:
         b, a = p["cold_clientapp"]["before"]["cold_clientapp"], p["cold_clientapp"]["after"]["cold_clientapp"]
         third = a["seconds"]["import_transformers_peft"]
         start = sum(a["seconds"][k] for k in ("interpreter_start", "import_torch", "import_flower"))
-        lines += ["", f"Reading: a deployment message costs a fresh process ({a['total']:.1f} s alone on the machine "
-                  f"here): {start:.1f} s interpreter + torch + Flower imports and {third:.1f} s importing transformers "
-                  f"+ peft for the model build ({third / a['total']:.0%}), {a['seconds']['train_one_client']:.1f} s "
-                  f"training; our code is {b['ours']:.2f} s before and {a['ours']:.2f} s after the cuts (token "
-                  f"cache: tokenisation {b['seconds'].get('tokenise', 0):.2f} -> {a['seconds'].get('tokenise', 0):.2f}"
-                  f" s at this data size; it grows with the data). A deployment round waits for the busiest "
-                  f"SuperNode's messages one after another (5 clients on 3 SuperNodes: 2 in a row), each paying "
-                  f"that process under contention; the rest is Flower's polling (SuperNode pull every 3 s)."]
-    lines += ["", f"Same ranks on every backend and tree: {p['same_ranks']}. Benchmark wall time "
-              f"{p['benchmark_wall_seconds'] / 60:.1f} min.", ""]
+        lines += [
+            "",
+            f"Reading: a deployment message costs a fresh process ({a['total']:.1f} s alone on the machine "
+            f"here): {start:.1f} s interpreter + torch + Flower imports and {third:.1f} s importing transformers "
+            f"+ peft for the model build ({third / a['total']:.0%}), {a['seconds']['train_one_client']:.1f} s "
+            f"training; our code is {b['ours']:.2f} s before and {a['ours']:.2f} s after the cuts (token "
+            f"cache: tokenisation {b['seconds'].get('tokenise', 0):.2f} -> {a['seconds'].get('tokenise', 0):.2f}"
+            f" s at this data size; it grows with the data). A deployment round waits for the busiest "
+            f"SuperNode's messages one after another (5 clients on 3 SuperNodes: 2 in a row), each paying "
+            f"that process under contention; the rest is Flower's polling (SuperNode pull every 3 s).",
+        ]
+    lines += [
+        "",
+        f"Same ranks on every backend and tree: {p['same_ranks']}. Benchmark wall time "
+        f"{p['benchmark_wall_seconds'] / 60:.1f} min.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ Every run goes through the same engine as `fedranklite run` (configs/experiments
 the clients' rows, the same model, rank and number of training samples) runs seed 0. Results are written
 after every run (JSON) and as a Markdown table next to it (`.md`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,17 +52,28 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
     steps = sum(c.steps for c in clients)
     train_wall = sum(c.wall_seconds for c in clients)
     return {
-        "config": str(config.relative_to(ROOT)), "experiment": cfg.experiment_name, "seed": cfg.seed,
-        "centralized": centralized, "scheduler": summary["scheduler"], "backbone": summary["backbone"],
-        "metric": summary["metric"], "final_score": summary["final_score"], "best_score": summary["best_score"],
-        "final_eval": summary["final_eval"], "target": summary["target"],
-        "time_to_target": summary["time_to_target"], "deadline_compliance_pct": summary["deadline_compliance_pct"],
+        "config": str(config.relative_to(ROOT)),
+        "experiment": cfg.experiment_name,
+        "seed": cfg.seed,
+        "centralized": centralized,
+        "scheduler": summary["scheduler"],
+        "backbone": summary["backbone"],
+        "metric": summary["metric"],
+        "final_score": summary["final_score"],
+        "best_score": summary["best_score"],
+        "final_eval": summary["final_eval"],
+        "target": summary["target"],
+        "time_to_target": summary["time_to_target"],
+        "deadline_compliance_pct": summary["deadline_compliance_pct"],
         "stragglers_total": summary["stragglers_total"],
         "bytes_up_per_client_round": summary["bytes"]["up_per_client_per_round"],
         "bytes_down_per_client_round": summary["bytes"]["down_per_client_per_round"],
-        "fairness_final": summary["fairness_final"], "sim_time_total": summary["sim_time_total"],
-        "wall_time_total": summary["wall_time_total"], "setup_seconds": setup,
-        "train_steps": steps, "train_steps_per_s": steps / train_wall if train_wall else None,
+        "fairness_final": summary["fairness_final"],
+        "sim_time_total": summary["sim_time_total"],
+        "wall_time_total": summary["wall_time_total"],
+        "setup_seconds": setup,
+        "train_steps": steps,
+        "train_steps_per_s": steps / train_wall if train_wall else None,
         "train_samples_per_s": sum(c["samples"] for c in clients) / train_wall if train_wall else None,
         "peak_memory_mb": max(summary["peak_memory_mb"].values()) if summary["peak_memory_mb"] else None,
         "budget": budget_report(cfg, len(data.train), len(data.eval), engine.fed.partitions),
@@ -94,27 +106,37 @@ def _ms(values):
 
 def markdown(results: dict) -> str:
     runs, base = results["runs"], results["baselines"]
-    lines = ["| task | run | backbone | seeds | final dev metric (mean ± sd) | secondary | trivial baseline | "
-             "time-to-target (sim s; reached/seeds) | deadline compliance % | bytes up/down per client-round | "
-             "fairness p10/p50/p90 (client loss) | train samples/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | run | backbone | seeds | final dev metric (mean ± sd) | secondary | trivial baseline | "
+        "time-to-target (sim s; reached/seeds) | deadline compliance % | bytes up/down per client-round | "
+        "fairness p10/p50/p90 (client loss) | train samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     groups: dict = {}
     for r in runs:
         task = r["experiment"].split("_")[1]
         kind = "centralized" if r["centralized"] else r["scheduler"]
         bb = "SmolLM2-135M" if "smollm2" in r["experiment"] else "MiniLM-L6"
         groups.setdefault((task, bb, kind), []).append(r)
-    for (task, bb, kind), rs in sorted(groups.items(), key=lambda kv: (TASKS.index(kv[0][0]), kv[0][1] != "MiniLM-L6",
-                                                                        kv[0][2])):
+    for (task, bb, kind), rs in sorted(
+        groups.items(), key=lambda kv: (TASKS.index(kv[0][0]), kv[0][1] != "MiniLM-L6", kv[0][2])
+    ):
         metric = rs[0]["metric"]
         sec_names = [k for k in ("accuracy", "f1", "spearman") if k != metric and k in (rs[0]["final_eval"] or {})]
         sec = ", ".join(f"{k} {_ms([(r['final_eval'] or {}).get(k) for r in rs])}" for k in sec_names[:1])
         ttt = [r["time_to_target"]["sim_seconds"] for r in rs]
         reached = [t for t in ttt if t is not None]
-        ttt_txt = (f"{np.mean(reached):.0f} ({len(reached)}/{len(rs)})" if reached else f"not reached (0/{len(rs)})")
+        ttt_txt = f"{np.mean(reached):.0f} ({len(reached)}/{len(rs)})" if reached else f"not reached (0/{len(rs)})"
         fair = [r["fairness_final"] or {} for r in rs]
-        fair_txt = "/".join(_fmt(np.mean([f.get(p) for f in fair if f.get(p) is not None]) if any(
-            f.get(p) is not None for f in fair) else None, 2) for p in ("p10", "p50", "p90"))
+        fair_txt = "/".join(
+            _fmt(
+                np.mean([f.get(p) for f in fair if f.get(p) is not None])
+                if any(f.get(p) is not None for f in fair)
+                else None,
+                2,
+            )
+            for p in ("p10", "p50", "p90")
+        )
         b = base.get(task, {})
         lines.append(
             f"| {task} | {kind} | {bb} | {len(rs)} | {metric} {_ms([r['final_score'] for r in rs])} | {sec or '-'} | "
@@ -122,11 +144,17 @@ def markdown(results: dict) -> str:
             f"{np.mean([r['deadline_compliance_pct'] for r in rs]):.0f} | "
             f"{np.mean([r['bytes_up_per_client_round'] for r in rs]) / 1e3:.0f} kB / "
             f"{np.mean([r['bytes_down_per_client_round'] for r in rs]) / 1e3:.0f} kB | {fair_txt} | "
-            f"{_fmt(np.mean([r['train_samples_per_s'] or 0 for r in rs]), 1)} |")
-    budgets = sorted({f"{r['experiment']}: {r['budget']['label']}; eval {r['budget']['eval']['eval_rows_used']}/"
-                      f"{r['budget']['eval']['eval_rows_available']} dev rows; at most "
-                      f"{r['budget']['total']['max_training_samples']} training samples"
-                      for r in runs if r["seed"] == 0})
+            f"{_fmt(np.mean([r['train_samples_per_s'] or 0 for r in rs]), 1)} |"
+        )
+    budgets = sorted(
+        {
+            f"{r['experiment']}: {r['budget']['label']}; eval {r['budget']['eval']['eval_rows_used']}/"
+            f"{r['budget']['eval']['eval_rows_available']} dev rows; at most "
+            f"{r['budget']['total']['max_training_samples']} training samples"
+            for r in runs
+            if r["seed"] == 0
+        }
+    )
     return "\n".join(lines) + "\n\nBudgets (seed 0 runs):\n\n" + "\n".join(f"- {b}" for b in budgets) + "\n"
 
 
@@ -139,8 +167,13 @@ def main() -> int:
     ap.add_argument("--no-centralized", action="store_true")
     ap.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M on RTE and SST-2 (lite, seed 0)")
     ap.add_argument("--only-smollm2", action="store_true")
-    ap.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
-                    help=f"override for every run (default: {' '.join(DEFAULT_SETS)})")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help=f"override for every run (default: {' '.join(DEFAULT_SETS)})",
+    )
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -152,9 +185,13 @@ def main() -> int:
     tasks = [t for t in args.tasks.split(",") if t]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-               "overrides": sets, "baselines": baselines(tasks, os.environ.get("FEDRANKLITE_GLUE_DIR")), "runs": []}
+    results = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "overrides": sets,
+        "baselines": baselines(tasks, os.environ.get("FEDRANKLITE_GLUE_DIR")),
+        "runs": [],
+    }
     if out.exists():  # resume: keep runs done already (e.g. the SmolLM2 runs added later)
         old = json.loads(out.read_text())
         results["runs"] = old.get("runs", [])
@@ -170,8 +207,13 @@ def main() -> int:
     if args.smollm2 or args.only_smollm2:
         plan += [(CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, False) for t in ("rte", "sst2") if t in tasks]
     if not args.only_smollm2:
-        plan += [(CONFIGS / f"{t}_{sched}.yaml", s, False) for s in range(1, args.seeds) for t in tasks
-                 if t in SMALL for sched in ("cvx", "lite")]
+        plan += [
+            (CONFIGS / f"{t}_{sched}.yaml", s, False)
+            for s in range(1, args.seeds)
+            for t in tasks
+            if t in SMALL
+            for sched in ("cvx", "lite")
+        ]
     for config, seed, central in plan:
         from fedranklite.configfile import load_config
 
@@ -181,8 +223,11 @@ def main() -> int:
         run_sets = [*sets, f"seed={seed}", f"output_dir={ROOT / 'results' / 'bench_glue' / f'seed{seed}'}"]
         t0 = time.perf_counter()
         rec = run_one(config, run_sets, central)
-        print(f"{rec['experiment']} seed {seed}: {rec['metric']}={rec['final_score']:.3f} "
-              f"({time.perf_counter() - t0:.0f}s, {rec['train_samples_per_s']:.1f} samples/s)", flush=True)
+        print(
+            f"{rec['experiment']} seed {seed}: {rec['metric']}={rec['final_score']:.3f} "
+            f"({time.perf_counter() - t0:.0f}s, {rec['train_samples_per_s']:.1f} samples/s)",
+            flush=True,
+        )
         results["runs"].append(rec)
         out.write_text(json.dumps(results, indent=1, default=float))
         out.with_suffix(".md").write_text(markdown(results))

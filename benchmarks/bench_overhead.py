@@ -1,13 +1,13 @@
 """Harness overhead: local-training throughput of our client (masked rank 8 of r_max 16, telemetry,
 truncate/pad) vs a bare transformers+peft loop (genuine rank 8, same backbone, pooling, head, batch,
 sequence length, data and optimizer), alternated in one process. Target: ours >= 0.95x bare."""
+
 from __future__ import annotations
 
 import statistics
 
 import numpy as np
 import torch
-
 from common import base_config, quiet_clock, write
 
 clock = quiet_clock()
@@ -23,9 +23,17 @@ def bare_setup(cfg, num_labels):
 
     torch.manual_seed(0)
     model = AutoModel.from_pretrained(bundled_path(cfg.model.name))
-    model = peft.get_peft_model(model, peft.LoraConfig(r=RANK, lora_alpha=cfg.model.lora.alpha * RANK / cfg.r_max,
-                                                       target_modules=list(cfg.model.lora.target_modules)))
-    head = torch.nn.Sequential(torch.nn.Dropout(cfg.model.head_dropout), torch.nn.Linear(model.config.hidden_size, num_labels))
+    model = peft.get_peft_model(
+        model,
+        peft.LoraConfig(
+            r=RANK,
+            lora_alpha=cfg.model.lora.alpha * RANK / cfg.r_max,
+            target_modules=list(cfg.model.lora.target_modules),
+        ),
+    )
+    head = torch.nn.Sequential(
+        torch.nn.Dropout(cfg.model.head_dropout), torch.nn.Linear(model.config.hidden_size, num_labels)
+    )
     return model, head
 
 
@@ -42,7 +50,7 @@ def bare_train(model, head, encoded, rows, lr, seed):
     start = clock()
     samples = 0
     for step in range(STEPS):
-        idx = order[step * BATCH:(step + 1) * BATCH]
+        idx = order[step * BATCH : (step + 1) * BATCH]
         inputs, labels = collate(encoded, idx, 0, torch.device("cpu"), False)
         hidden = model(**inputs).last_hidden_state
         m = inputs["attention_mask"].unsqueeze(-1).float()
@@ -80,14 +88,28 @@ def main():
         print(f"rep {rep}: " + ", ".join(f"{k}={v[-1]:.1f} samples/s" for k, v in results.items()))
     med = {k: statistics.median(v) for k, v in results.items()}
     ratio0, ratio32 = med["ours_probe0"] / med["bare"], med["ours_probe32"] / med["bare"]
-    write("overhead", {
-        "settings": {"backbone": cfg.model.name, "r_max": cfg.r_max, "rank": RANK, "batch": BATCH, "steps": STEPS,
-                     "max_length": cfg.model.max_length, "reps": REPS,
-                     "clock": "process CPU time, 1 torch thread"},
-        "samples_per_s": results, "median_samples_per_s": med,
-        "ratio_ours_vs_bare_probe0": ratio0, "ratio_ours_vs_bare_probe32": ratio32,
-        "target": ">= 0.95", "met_probe0": ratio0 >= 0.95, "met_probe32": ratio32 >= 0.95,
-    })
+    write(
+        "overhead",
+        {
+            "settings": {
+                "backbone": cfg.model.name,
+                "r_max": cfg.r_max,
+                "rank": RANK,
+                "batch": BATCH,
+                "steps": STEPS,
+                "max_length": cfg.model.max_length,
+                "reps": REPS,
+                "clock": "process CPU time, 1 torch thread",
+            },
+            "samples_per_s": results,
+            "median_samples_per_s": med,
+            "ratio_ours_vs_bare_probe0": ratio0,
+            "ratio_ours_vs_bare_probe32": ratio32,
+            "target": ">= 0.95",
+            "met_probe0": ratio0 >= 0.95,
+            "met_probe32": ratio32 >= 0.95,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ The cvx rows check that the three solvers reach the same max predicted round tim
 exact). cvxpy runs up to CVXPY_MAX_N clients (it takes seconds a call at 100,000: practical here, not
 per round of a long run). The whole run takes about a minute, most of it cvxpy and the greedy at N = 100,000.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,17 +72,25 @@ def bench_lite(n: int, repeats: int) -> dict:
     rng = np.random.default_rng(n)
     clients = population(n)
     s = LiteScheduler(R_MIN, R_MAX, R_BAR)
-    reports = Reports.of(clients.cid, 8, rng.normal(0.1, 0.2, n), rng.lognormal(3, 1, n) * clients.compute_factor,
-                         rng.random(n) < 0.1)
+    reports = Reports.of(
+        clients.cid, 8, rng.normal(0.1, 0.2, n), rng.lognormal(3, 1, n) * clients.compute_factor, rng.random(n) < 0.1
+    )
     observe_ms = best_ms(lambda: s.observe(reports), repeats)
     assign_ms = best_ms(lambda: s.assign(clients), repeats)
     lo, hi = s.bounds(clients)
     score = s.scores(clients)
     ranks, passes = repair_with_passes(score / score.sum() * s.budget(n), lo, hi, s.budget(n))
     assert np.array_equal(ranks, s.assign(clients))
-    return {"n": n, "assign_ms": assign_ms, "observe_ms": observe_ms, "assign_ms_per_1000_clients": assign_ms / n * 1e3,
-            "correction_passes": passes, "pass_bound": R_MAX - R_MIN + 1, "rank_sum": int(ranks.sum()),
-            "budget": s.budget(n)}
+    return {
+        "n": n,
+        "assign_ms": assign_ms,
+        "observe_ms": observe_ms,
+        "assign_ms_per_1000_clients": assign_ms / n * 1e3,
+        "correction_passes": passes,
+        "pass_bound": R_MAX - R_MIN + 1,
+        "rank_sum": int(ranks.sum()),
+        "budget": s.budget(n),
+    }
 
 
 def bench_cvx(n: int, solver: str, repeats: int) -> dict:
@@ -89,10 +98,17 @@ def bench_cvx(n: int, solver: str, repeats: int) -> dict:
     s = CvxScheduler(R_MIN, R_MAX, R_BAR, solver=solver)
     ms = best_ms(lambda: s.assign(clients), repeats)
     ranks = s.assign(clients)
-    return {"n": n, "solver": solver, "method_used": s.last_method, "notes": list(s.notes), "assign_ms": ms,
-            "assign_ms_per_1000_clients": ms / n * 1e3,
-            "max_predicted_time_s": float(clients.predicted_time(ranks).max()), "rank_sum": int(ranks.sum()),
-            "budget": s.budget(n)}
+    return {
+        "n": n,
+        "solver": solver,
+        "method_used": s.last_method,
+        "notes": list(s.notes),
+        "assign_ms": ms,
+        "assign_ms_per_1000_clients": ms / n * 1e3,
+        "max_predicted_time_s": float(clients.predicted_time(ranks).max()),
+        "rank_sum": int(ranks.sum()),
+        "budget": s.budget(n),
+    }
 
 
 def by_method(lite_rows: list[dict], cvx_rows: list[dict]) -> dict:
@@ -119,25 +135,41 @@ def main(argv=None) -> dict:
     assert lite_mod.LiteScheduler is LiteScheduler
     try:
         import cvxpy
+
         cvxpy_version = cvxpy.__version__
     except ImportError:
         cvxpy_version = None
     started = time.perf_counter()
     lite_rows = [bench_lite(n, args.repeats) for n in LITE_SIZES]
-    cvx_rows = [bench_cvx(n, solver, args.repeats) for n in CVX_SIZES for solver in CVX_SOLVERS
-                if solver != "auto" or n <= CVXPY_MAX_N]
+    cvx_rows = [
+        bench_cvx(n, solver, args.repeats)
+        for n in CVX_SIZES
+        for solver in CVX_SOLVERS
+        if solver != "auto" or n <= CVXPY_MAX_N
+    ]
     result = {
         "benchmark": "schedulers",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                    "processor": platform.processor() or platform.machine(), "numpy": np.__version__,
-                    "cvxpy": cvxpy_version},
-        "settings": {"r_min": R_MIN, "r_max": R_MAX, "r_bar": R_BAR, "repeats": args.repeats,
-                     "unit": "ms, best of repeats of the mean per call (process CPU time, one thread)",
-                     "threads": 1, "cvx_sizes": CVX_SIZES, "cvx_solvers": list(CVX_SOLVERS),
-                     "cvxpy_max_n": CVXPY_MAX_N,
-                     "cvxpy_note": "cvxpy (solver auto) runs at every cvx size up to cvxpy_max_n; at 100,000 "
-                                   "clients a call takes seconds (timed over a single call per repeat)"},
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "numpy": np.__version__,
+            "cvxpy": cvxpy_version,
+        },
+        "settings": {
+            "r_min": R_MIN,
+            "r_max": R_MAX,
+            "r_bar": R_BAR,
+            "repeats": args.repeats,
+            "unit": "ms, best of repeats of the mean per call (process CPU time, one thread)",
+            "threads": 1,
+            "cvx_sizes": CVX_SIZES,
+            "cvx_solvers": list(CVX_SOLVERS),
+            "cvxpy_max_n": CVXPY_MAX_N,
+            "cvxpy_note": "cvxpy (solver auto) runs at every cvx size up to cvxpy_max_n; at 100,000 "
+            "clients a call takes seconds (timed over a single call per repeat)",
+        },
         "lite": lite_rows,
         "cvx": cvx_rows,
         "assign_ms_by_method": by_method(lite_rows, cvx_rows),
@@ -148,11 +180,15 @@ def main(argv=None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for row in lite_rows:
-        print(f"lite  N={row['n']:>7}: assign {row['assign_ms']:9.3f} ms "
-              f"({row['assign_ms_per_1000_clients']:.3f} ms/1k clients, {row['correction_passes']} passes)")
+        print(
+            f"lite  N={row['n']:>7}: assign {row['assign_ms']:9.3f} ms "
+            f"({row['assign_ms_per_1000_clients']:.3f} ms/1k clients, {row['correction_passes']} passes)"
+        )
     for row in cvx_rows:
-        print(f"cvx   N={row['n']:>7} solver={row['solver']:<6} ({row['method_used']:<6}): {row['assign_ms']:9.3f} ms, "
-              f"max predicted time {row['max_predicted_time_s']:.3f} s")
+        print(
+            f"cvx   N={row['n']:>7} solver={row['solver']:<6} ({row['method_used']:<6}): {row['assign_ms']:9.3f} ms, "
+            f"max predicted time {row['max_predicted_time_s']:.3f} s"
+        )
     print("same max time across cvx solvers:", result["cvx_same_max_time"])
     print(f"wrote {out} in {result['total_seconds']:.1f} s")
     return result

@@ -14,6 +14,7 @@
    compliance, simulated time-to-target, bytes per client-round. lite at 100k runs 100 rounds.
 Writes JSON + a Markdown table + surrogate_scaling.png next to the JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "experiments" / "lite_noniid_deadline.yaml"
 CAL_ROUNDS = 6
-SCHEDULERS = {"lite": ["federation.scheduler.type=lite"],
-              "cvx_cvxpy": ["federation.scheduler.type=cvx", "federation.scheduler.solver=cvxpy"],
-              "cvx_greedy": ["federation.scheduler.type=cvx", "federation.scheduler.solver=greedy"],
-              "fixed": ["federation.scheduler.type=fixed"]}
+SCHEDULERS = {
+    "lite": ["federation.scheduler.type=lite"],
+    "cvx_cvxpy": ["federation.scheduler.type=cvx", "federation.scheduler.solver=cvxpy"],
+    "cvx_greedy": ["federation.scheduler.type=cvx", "federation.scheduler.solver=greedy"],
+    "fixed": ["federation.scheduler.type=fixed"],
+}
 
 
 def reachable_target(calibration: Path) -> float:
@@ -48,12 +51,23 @@ def reachable_target(calibration: Path) -> float:
 
 def scale_sets(n: int, rounds: int, calibration: Path, out_dir: Path, name: str) -> list[str]:
     fast, medium = int(0.3 * n), int(0.3 * n)
-    return [f"experiment_name={name}", f"evaluation.target={reachable_target(calibration)}", f"output_dir={out_dir}", "engine.backend=surrogate",
-            f"engine.surrogate.calibration={calibration}", "engine.surrogate.rows_per_client=300",
-            f"tiers.gpu_fast.num_clients={fast}", f"tiers.gpu_medium.num_clients={medium}",
-            f"tiers.cpu_slow.num_clients={n - fast - medium}", f"federation.clients_per_round={n // 10}",
-            f"federation.num_rounds={rounds}", "metrics.client_records=columns", "metrics.checkpoint=false",
-            f"metrics.summary_every={rounds}", "evaluation.stop_at_target=false"]
+    return [
+        f"experiment_name={name}",
+        f"evaluation.target={reachable_target(calibration)}",
+        f"output_dir={out_dir}",
+        "engine.backend=surrogate",
+        f"engine.surrogate.calibration={calibration}",
+        "engine.surrogate.rows_per_client=300",
+        f"tiers.gpu_fast.num_clients={fast}",
+        f"tiers.gpu_medium.num_clients={medium}",
+        f"tiers.cpu_slow.num_clients={n - fast - medium}",
+        f"federation.clients_per_round={n // 10}",
+        f"federation.num_rounds={rounds}",
+        "metrics.client_records=columns",
+        "metrics.checkpoint=false",
+        f"metrics.summary_every={rounds}",
+        "evaluation.stop_at_target=false",
+    ]
 
 
 def reset_peak_rss() -> bool:
@@ -75,13 +89,13 @@ def peak_rss_since_reset() -> float:
 
 def run_one(sets: list[str]) -> dict:
     """One surrogate run in this process (called in a fresh subprocess by `scale`)."""
+    import psutil
+
     from fedranklite.configfile import load_config
     from fedranklite.surrogate import build_surrogate_engine
 
-    import psutil
-
     cfg = load_config(CONFIG, sets)
-    rss_before = psutil.Process().memory_info().rss / 2 ** 20  # after every import: the run's own growth is extra
+    rss_before = psutil.Process().memory_info().rss / 2**20  # after every import: the run's own growth is extra
     hwm_reset = reset_peak_rss()
     start = time.perf_counter()
     engine = build_surrogate_engine(cfg)
@@ -90,17 +104,25 @@ def run_one(sets: list[str]) -> dict:
     summary = engine.run().to_json()  # as metrics.json holds it
     wall = time.perf_counter() - start
     rounds = summary["rounds_completed"]
-    return {"clients": engine.fed.num_clients, "per_round": cfg.federation.clients_per_round, "rounds": rounds,
-            "setup_seconds": setup, "wall_seconds": wall, "wall_per_round": wall / rounds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_run_mb": rss_before, "rss_after_run_mb": psutil.Process().memory_info().rss / 2 ** 20,
-            "run_peak_rss_mb": peak_rss_since_reset() if hwm_reset else None,
-            "client_compliance_pct": summary["client_compliance_pct"],
-            "round_compliance_pct": summary["deadline_compliance_pct"],
-            "time_to_target": summary["time_to_target"], "final_score": summary["final_score"],
-            "sim_time_total": summary["sim_time_total"],
-            "bytes_up_per_client_round": summary["bytes"]["up_per_client_per_round"],
-            "mean_rank": float(np.mean([r["rank_mean"] for r in summary["rounds"]]))}
+    return {
+        "clients": engine.fed.num_clients,
+        "per_round": cfg.federation.clients_per_round,
+        "rounds": rounds,
+        "setup_seconds": setup,
+        "wall_seconds": wall,
+        "wall_per_round": wall / rounds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_run_mb": rss_before,
+        "rss_after_run_mb": psutil.Process().memory_info().rss / 2**20,
+        "run_peak_rss_mb": peak_rss_since_reset() if hwm_reset else None,
+        "client_compliance_pct": summary["client_compliance_pct"],
+        "round_compliance_pct": summary["deadline_compliance_pct"],
+        "time_to_target": summary["time_to_target"],
+        "final_score": summary["final_score"],
+        "sim_time_total": summary["sim_time_total"],
+        "bytes_up_per_client_round": summary["bytes"]["up_per_client_per_round"],
+        "mean_rank": float(np.mean([r["rank_mean"] for r in summary["rounds"]])),
+    }
 
 
 def scale(calibration: Path, out_dir: Path, sizes, rounds_for) -> list[dict]:
@@ -109,13 +131,20 @@ def scale(calibration: Path, out_dir: Path, sizes, rounds_for) -> list[dict]:
         for sched, extra in SCHEDULERS.items():
             rounds = rounds_for(n, sched)
             sets = scale_sets(n, rounds, calibration, out_dir, f"scale_{sched}_{n}") + extra
-            proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(sets)], capture_output=True,
-                                  text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", json.dumps(sets)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
             if proc.returncode != 0:
                 raise RuntimeError(f"N={n} {sched}: {proc.stderr[-2000:]}")
             row = {"scheduler": sched, **json.loads(proc.stdout.strip().splitlines()[-1])}
-            print(f"N={n:>6} {sched:<10} {row['wall_per_round']:.3f} s/round, peak {_run_peak(row)} MB, "
-                  f"client compliance {row['client_compliance_pct']:.1f} %, ttt {row['time_to_target']}", flush=True)
+            print(
+                f"N={n:>6} {sched:<10} {row['wall_per_round']:.3f} s/round, peak {_run_peak(row)} MB, "
+                f"client compliance {row['client_compliance_pct']:.1f} %, ttt {row['time_to_target']}",
+                flush=True,
+            )
             rows.append(row)
     return rows
 
@@ -125,13 +154,26 @@ def real_and_surrogate(seed: int, sched_sets: list[str], calibration: Path, out_
     from fedranklite.engine import build_engine
     from fedranklite.surrogate import build_surrogate_engine
 
-    common = [f"seed={seed}", f"output_dir={out_dir}", f"federation.num_rounds={rounds}", "metrics.checkpoint=false",
-              *sched_sets]
+    common = [
+        f"seed={seed}",
+        f"output_dir={out_dir}",
+        f"federation.num_rounds={rounds}",
+        "metrics.checkpoint=false",
+        *sched_sets,
+    ]
     real = build_engine(load_config(CONFIG, common + [f"experiment_name=check_real_{seed}"]))
     real.run()
-    sur = build_surrogate_engine(load_config(CONFIG, common + [
-        f"experiment_name=check_surrogate_{seed}", "engine.backend=surrogate",
-        f"engine.surrogate.calibration={calibration}"]))
+    sur = build_surrogate_engine(
+        load_config(
+            CONFIG,
+            common
+            + [
+                f"experiment_name=check_surrogate_{seed}",
+                "engine.backend=surrogate",
+                f"engine.surrogate.calibration={calibration}",
+            ],
+        )
+    )
     sur.run()
     return real, sur
 
@@ -145,23 +187,41 @@ def compare(real, sur) -> dict:
         time_rel.append(float(np.mean(np.abs(ta - tb) / ta)))
         strag_real += len(a.stragglers)
         strag_sur += len(b.stragglers)
-        per_round.append({"round": a.round, "ranks_real": ra.tolist(), "ranks_surrogate": rb.tolist(),
-                          "round_seconds_real": a.round_sim_seconds, "round_seconds_surrogate": b.round_sim_seconds,
-                          "stragglers_real": a.stragglers, "stragglers_surrogate": b.stragglers,
-                          "score_real": a.score, "score_surrogate": b.score})
+        per_round.append(
+            {
+                "round": a.round,
+                "ranks_real": ra.tolist(),
+                "ranks_surrogate": rb.tolist(),
+                "round_seconds_real": a.round_sim_seconds,
+                "round_seconds_surrogate": b.round_sim_seconds,
+                "stragglers_real": a.stragglers,
+                "stragglers_surrogate": b.stragglers,
+                "score_real": a.score,
+                "score_surrogate": b.score,
+            }
+        )
     sr, ss = real.summary().to_json(), sur.summary().to_json()
-    return {"mean_abs_rank_diff": float(np.mean(rank_diff)), "max_round_rank_diff": float(np.max(rank_diff)),
-            "mean_rel_client_time_diff": float(np.mean(time_rel)),
-            "round_compliance_real": sr["deadline_compliance_pct"], "round_compliance_surrogate": ss["deadline_compliance_pct"],
-            "client_compliance_real": sr["client_compliance_pct"], "client_compliance_surrogate": ss["client_compliance_pct"],
-            "stragglers_real": strag_real, "stragglers_surrogate": strag_sur,
-            "sim_time_real": sr["sim_time_total"], "sim_time_surrogate": ss["sim_time_total"],
-            "final_score_real": sr["final_score"], "final_score_surrogate": ss["final_score"],
-            "rounds": per_round}
+    return {
+        "mean_abs_rank_diff": float(np.mean(rank_diff)),
+        "max_round_rank_diff": float(np.max(rank_diff)),
+        "mean_rel_client_time_diff": float(np.mean(time_rel)),
+        "round_compliance_real": sr["deadline_compliance_pct"],
+        "round_compliance_surrogate": ss["deadline_compliance_pct"],
+        "client_compliance_real": sr["client_compliance_pct"],
+        "client_compliance_surrogate": ss["client_compliance_pct"],
+        "stragglers_real": strag_real,
+        "stragglers_surrogate": strag_sur,
+        "sim_time_real": sr["sim_time_total"],
+        "sim_time_surrogate": ss["sim_time_total"],
+        "final_score_real": sr["final_score"],
+        "final_score_surrogate": ss["final_score"],
+        "rounds": per_round,
+    }
 
 
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -173,8 +233,15 @@ def plot(rows: list[dict], path: Path) -> None:
         axes[1].plot(n, [r["bytes_up_per_client_round"] / 1e3 for r in pts], "o-", label=sched)
         axes[2].plot(n, [r["time_to_target"]["sim_seconds"] or np.nan for r in pts], "o-", label=sched)
         axes[3].plot(n, [r["wall_per_round"] for r in pts], "o-", label=sched)
-    for ax, title in zip(axes, ["client deadline compliance (%)", "kB up per client-round",
-                                "simulated time-to-target (s)", "wall seconds per simulated round"]):
+    for ax, title in zip(
+        axes,
+        [
+            "client deadline compliance (%)",
+            "kB up per client-round",
+            "simulated time-to-target (s)",
+            "wall seconds per simulated round",
+        ],
+    ):
         ax.set_xscale("log")
         ax.set_xlabel("clients N (10 % per round)")
         ax.set_title(title)
@@ -194,26 +261,41 @@ def _run_peak(row: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| N | scheduler | rounds | wall s / round | peak RSS MB during the run (growth over its start) | client compliance % | round compliance % | "
-             "time-to-target (round / sim s) | final score | mean rank | kB up per client-round |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| N | scheduler | rounds | wall s / round | peak RSS MB during the run (growth over its start) "
+        "| client compliance % | round compliance % | "
+        "time-to-target (round / sim s) | final score | mean rank | kB up per client-round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["scaling"]:
         t = r["time_to_target"]
         ttt = "not reached" if t["round"] is None else f"{t['round']} / {t['sim_seconds']:.0f}"
-        lines.append(f"| {r['clients']:,} | {r['scheduler']} | {r['rounds']} | {r['wall_per_round']:.3f} | "
-                     f"{_run_peak(r)} | {r['client_compliance_pct']:.1f} | {r['round_compliance_pct']:.0f} | "
-                     f"{ttt} | {r['final_score']:.3f} | {r['mean_rank']:.2f} | {r['bytes_up_per_client_round'] / 1e3:.0f} |")
-    lines.insert(0, f"Surrogate fitted on {result['fit']['source']['rounds']} real rounds of "
-                    f"{result['fit']['source']['experiment']}; time-to-target is to {result['target']} "
-                    f"(70 % of the way from the fitted S_0 {result['fit']['score_start']:.3f} to S* "
-                    f"{result['fit']['score_limit']:.3f}); 10 % of the clients per round, deadline 90 s, use_partial.\n")
-    lines += ["", "Check against a real run at N = 10 (seed not used for calibration):", "",
-              "| scheduler | mean abs rank diff | rel. client time diff | stragglers real / surrogate | "
-              "round compliance real / surrogate % | final score real / surrogate |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['clients']:,} | {r['scheduler']} | {r['rounds']} | {r['wall_per_round']:.3f} | "
+            f"{_run_peak(r)} | {r['client_compliance_pct']:.1f} | {r['round_compliance_pct']:.0f} | "
+            f"{ttt} | {r['final_score']:.3f} | {r['mean_rank']:.2f} | {r['bytes_up_per_client_round'] / 1e3:.0f} |"
+        )
+    lines.insert(
+        0,
+        f"Surrogate fitted on {result['fit']['source']['rounds']} real rounds of "
+        f"{result['fit']['source']['experiment']}; time-to-target is to {result['target']} "
+        f"(70 % of the way from the fitted S_0 {result['fit']['score_start']:.3f} to S* "
+        f"{result['fit']['score_limit']:.3f}); 10 % of the clients per round, deadline 90 s, use_partial.\n",
+    )
+    lines += [
+        "",
+        "Check against a real run at N = 10 (seed not used for calibration):",
+        "",
+        "| scheduler | mean abs rank diff | rel. client time diff | stragglers real / surrogate | "
+        "round compliance real / surrogate % | final score real / surrogate |",
+        "|---|---|---|---|---|---|",
+    ]
     for sched, c in result["check"].items():
-        lines.append(f"| {sched} | {c['mean_abs_rank_diff']:.2f} | {c['mean_rel_client_time_diff']:.3f} | "
-                     f"{c['stragglers_real']} / {c['stragglers_surrogate']} | {c['round_compliance_real']:.0f} / "
-                     f"{c['round_compliance_surrogate']:.0f} | {c['final_score_real']:.3f} / {c['final_score_surrogate']:.3f} |")
+        lines.append(
+            f"| {sched} | {c['mean_abs_rank_diff']:.2f} | {c['mean_rel_client_time_diff']:.3f} | "
+            f"{c['stragglers_real']} / {c['stragglers_surrogate']} | {c['round_compliance_real']:.0f} / "
+            f"{c['round_compliance_surrogate']:.0f} | {c['final_score_real']:.3f} / {c['final_score_surrogate']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -223,8 +305,11 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/fedranklite_bench_surrogate")
     parser.add_argument("--calibration", help="reuse this surrogate.json instead of a new calibration run")
     parser.add_argument("--quick", action="store_true", help="N = 1k, 10k only, 20 rounds (a smoke test)")
-    parser.add_argument("--rescale", action="store_true",
-                        help="keep the calibration and N = 10 check of --out, re-run only the scaling table")
+    parser.add_argument(
+        "--rescale",
+        action="store_true",
+        help="keep the calibration and N = 10 check of --out, re-run only the scaling table",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -252,8 +337,15 @@ def main() -> None:
     if args.calibration:
         calibration = Path(args.calibration)
     else:
-        cfg = load_config(CONFIG, [f"output_dir={work}", "experiment_name=calibration", f"federation.num_rounds={CAL_ROUNDS}",
-                                   "metrics.checkpoint=false"])
+        cfg = load_config(
+            CONFIG,
+            [
+                f"output_dir={work}",
+                "experiment_name=calibration",
+                f"federation.num_rounds={CAL_ROUNDS}",
+                "metrics.checkpoint=false",
+            ],
+        )
         build_engine(cfg).run()
         fit = calibrate(cfg.results_dir)
         calibration = fit.save(work / "surrogate.json")

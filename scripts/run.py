@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`python scripts/run.py --config X` is `fedranklite run --config X`."""
+
 import sys
 from pathlib import Path
 

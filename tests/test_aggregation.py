@@ -1,4 +1,5 @@
 """aggregation: fedavg (zero padding) and blockwise on mixed ranks, against hand-computed values."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,9 @@ GLOBAL = {
 # client 1: rank 1, 1 sample-weight; client 2: rank 2, weight 2; client 3: rank 4, weight 1
 C1 = Contribution({A: T([[1, 2]]), B: T([[1], [2]]), H: T([1, 0])}, rank=1, weight=1.0)
 C2 = Contribution({A: T([[3, 3], [4, 4]]), B: T([[2, 4], [0, 6]]), H: T([4, 2])}, rank=2, weight=2.0)
-C3 = Contribution({A: T([[5, 1], [2, 2], [4, 0], [8, 4]]), B: T([[1, 2, 3, 4], [4, 3, 2, 1]]), H: T([0, 6])},
-                  rank=4, weight=1.0)
+C3 = Contribution(
+    {A: T([[5, 1], [2, 2], [4, 0], [8, 4]]), B: T([[1, 2, 3, 4], [4, 3, 2, 1]]), H: T([0, 6])}, rank=4, weight=1.0
+)
 
 
 def close(a: torch.Tensor, b) -> bool:
@@ -96,8 +98,10 @@ def test_fedavg_equals_average_of_padded_updates():
 @pytest.mark.parametrize("name", ["fedavg", "blockwise"])
 def test_all_full_rank_is_plain_weighted_mean_and_methods_agree(name):
     g = torch.Generator().manual_seed(3)
-    full = lambda: {A: torch.randn(4, 2, generator=g), B: torch.randn(2, 4, generator=g),  # noqa: E731
-                    H: torch.randn(2, generator=g)}
+
+    def full():
+        return {A: torch.randn(4, 2, generator=g), B: torch.randn(2, 4, generator=g), H: torch.randn(2, generator=g)}
+
     cs = [Contribution(full(), 4, w) for w in (3.0, 1.0, 6.0)]
     out = AGGREGATORS[name](GLOBAL, cs)
     for k in GLOBAL:
@@ -164,14 +168,25 @@ def test_global_state_not_mutated_and_half_precision_updates(name):
 def test_blockwise_matches_slice_by_slice_loop_on_random_states():
     """Independent check: average every slice j over the clients whose rank covers j, in plain loops."""
     g = torch.Generator().manual_seed(0)
-    r_max, names = 6, {"x.lora_A.w": (6, 5), "x.lora_B.w": (3, 6), "y.lora_A.w": (6, 4), "y.lora_B.w": (7, 6),
-                       "cls.weight": (2, 3), "cls.bias": (2,)}
+    r_max, names = (
+        6,
+        {
+            "x.lora_A.w": (6, 5),
+            "x.lora_B.w": (3, 6),
+            "y.lora_A.w": (6, 4),
+            "y.lora_B.w": (7, 6),
+            "cls.weight": (2, 3),
+            "cls.bias": (2,),
+        },
+    )
     glob = {n: torch.randn(*s, generator=g) for n, s in names.items()}
     for trial in range(5):
         ranks = torch.randint(1, r_max + 1, (4,), generator=g).tolist()
         weights = (torch.rand(4, generator=g) * 10 + 0.1).tolist()
-        cs = [Contribution(truncate({n: torch.randn(*s, generator=g) for n, s in names.items()}, r), r, w)
-              for r, w in zip(ranks, weights)]
+        cs = [
+            Contribution(truncate({n: torch.randn(*s, generator=g) for n, s in names.items()}, r), r, w)
+            for r, w in zip(ranks, weights)
+        ]
         out = AGGREGATORS["blockwise"](glob, cs)
         for n in names:
             if "lora_" not in n:

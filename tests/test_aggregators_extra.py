@@ -1,5 +1,6 @@
 """svd (FlexLoRA-style), stack (FLoRA-style) and hetlora (HetLoRA-style) on small random matrices,
 against direct computations of the aggregate's dW = B @ A; and each one through the engine."""
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ def direct_sum(contribs, a, b, weights=None):
     """sum_k w_k B_k A_k in float64 with normalized sample weights."""
     w = torch.tensor(weights or [c.weight for c in contribs], dtype=torch.float64)
     w = w / w.sum()
-    return sum(wk * c.state[b][:, :c.rank].double() @ c.state[a][:c.rank].double() for wk, c in zip(w, contribs))
+    return sum(wk * c.state[b][:, : c.rank].double() @ c.state[a][: c.rank].double() for wk, c in zip(w, contribs))
 
 
 def product(state, a, b):
@@ -117,8 +118,10 @@ def test_stack_is_exact_before_compression_and_optimal_after():
         S = torch.linalg.svdvals(exact)
         rel = fro(got - exact) / fro(exact)
         rel_bound = float(S[R_MAX:].square().sum().sqrt() / S.square().sum().sqrt())
-        print(f"stack {a.split('.')[1]}: stacked rank {Bst.shape[1]} -> {R_MAX}, relative Frobenius error "
-              f"{rel:.4f} (Eckart-Young {rel_bound:.4f})")
+        print(
+            f"stack {a.split('.')[1]}: stacked rank {Bst.shape[1]} -> {R_MAX}, relative Frobenius error "
+            f"{rel:.4f} (Eckart-Young {rel_bound:.4f})"
+        )
         assert rel == pytest.approx(rel_bound, rel=1e-4, abs=1e-5)  # QR route = truncated SVD of the product
         assert torch.allclose(got, product(svd_out, a, b), atol=1e-4, rtol=1e-4)  # same math as svd
 
@@ -137,27 +140,36 @@ def test_hetlora_norm_weighted_zero_padding(padded):
     out = AGGREGATORS["hetlora"](glob, contribs)
     for a, b in PAIRS:
         # weights n_k * sqrt(||A_k||^2 + ||B_k||^2), per pair, normalized
-        norms = [math.sqrt(float(c.state[a][:c.rank].double().square().sum() +
-                                 c.state[b][:, :c.rank].double().square().sum())) for c in contribs]
+        norms = [
+            math.sqrt(
+                float(c.state[a][: c.rank].double().square().sum() + c.state[b][:, : c.rank].double().square().sum())
+            )
+            for c in contribs
+        ]
         p = torch.tensor([c.weight * n for c, n in zip(contribs, norms)], dtype=torch.float64)
         p = p / p.sum()
         A = torch.zeros(SHAPES[a], dtype=torch.float64)
         B = torch.zeros(SHAPES[b], dtype=torch.float64)
         for pk, c in zip(p, contribs):
-            A[:c.rank] += pk * c.state[a][:c.rank].double()
-            B[:, :c.rank] += pk * c.state[b][:, :c.rank].double()
+            A[: c.rank] += pk * c.state[a][: c.rank].double()
+            B[:, : c.rank] += pk * c.state[b][:, : c.rank].double()
         assert torch.allclose(out[a].double(), A, atol=1e-5) and torch.allclose(out[b].double(), B, atol=1e-5)
         assert torch.allclose(product(out, a, b), B @ A, atol=1e-4)
         # larger updates pull harder than under plain fedavg
-    big = [Contribution({k: (v * 10 if k != H else v) for k, v in contribs[0].state.items()}, contribs[0].rank,
-                        contribs[0].weight)] + contribs[1:]
+    big = [
+        Contribution(
+            {k: (v * 10 if k != H else v) for k, v in contribs[0].state.items()}, contribs[0].rank, contribs[0].weight
+        )
+    ] + contribs[1:]
     assert (AGGREGATORS["hetlora"](glob, big)[A1][0] - AGGREGATORS["fedavg"](glob, big)[A1][0]).abs().sum() > 0
 
 
 def test_hetlora_all_zero_updates_fall_back_to_sample_weights():
     glob, contribs = make(ranks=[2, 4], weights=[1.0, 3.0])
-    zero = [Contribution({k: (torch.zeros_like(v) if "lora" in k else v) for k, v in c.state.items()}, c.rank,
-                         c.weight) for c in contribs]
+    zero = [
+        Contribution({k: (torch.zeros_like(v) if "lora" in k else v) for k, v in c.state.items()}, c.rank, c.weight)
+        for c in contribs
+    ]
     out = AGGREGATORS["hetlora"](glob, zero)
     assert all(torch.isfinite(t).all() for t in out.values())
     assert out[A1].abs().max() == 0

@@ -1,6 +1,7 @@
 """A corpus of broken configs (tests/bad_configs/*.yaml, each naming the expected key in its first
 line): every one is rejected by the CLI before any model or data loads, with the file and the key in
 the message and no traceback."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ CORPUS = sorted((Path(__file__).parent / "bad_configs").glob("*.yaml"))
 def expected(path: Path) -> str:
     first = path.read_text().splitlines()[0]
     assert first.startswith("# expect: "), f"{path.name}: first line must be '# expect: <key>'"
-    return first[len("# expect: "):]
+    return first[len("# expect: ") :]
 
 
 def test_corpus_is_large_enough():

@@ -1,4 +1,5 @@
 """Fault injection: corrupted client updates are rejected with a reason and the round goes on."""
+
 from __future__ import annotations
 
 import pytest
@@ -44,9 +45,13 @@ def huge_norm(update, rank):
         update[name] = update[name] * 1e4 + 1.0
 
 
-FAULTS = {"nan": (nan_update, "NaN or Inf"), "inf": (inf_update, "NaN or Inf"),
-          "shape": (wrong_shape, "shape"), "rank": (rank_too_high, "above the assigned rank"),
-          "norm": (huge_norm, "median")}
+FAULTS = {
+    "nan": (nan_update, "NaN or Inf"),
+    "inf": (inf_update, "NaN or Inf"),
+    "shape": (wrong_shape, "shape"),
+    "rank": (rank_too_high, "above the assigned rank"),
+    "norm": (huge_norm, "median"),
+}
 
 
 class FaultyRunner(LocalRunner):
@@ -88,7 +93,7 @@ def test_structural_checks_by_hand():
     assert "above the assigned rank 1" in structural_problem(good, 1, glob)
     assert "shape" in structural_problem({**good, "head.w": torch.ones(3, 2)}, 2, glob)
     # distance from the rank-2 global (zeros): sqrt(6 + 4 + 4) ones
-    assert update_distance(good, 2, glob) == pytest.approx(14 ** 0.5)
+    assert update_distance(good, 2, glob) == pytest.approx(14**0.5)
 
 
 def test_norm_outliers_need_three_updates_and_use_the_median():

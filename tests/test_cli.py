@@ -1,4 +1,5 @@
 """The command line as a user runs it: exit codes, messages, files."""
+
 from __future__ import annotations
 
 import json
@@ -7,15 +8,15 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import tiny_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "fedranklite", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "fedranklite", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_bad_config_exits_2_naming_file_and_key_without_traceback(tmp_path):
@@ -29,8 +30,9 @@ def test_bad_config_exits_2_naming_file_and_key_without_traceback(tmp_path):
 
 
 def test_bad_override_is_rejected(tmp_path):
-    proc = cli("run", "--config", str(ROOT / "configs/experiments/lite_iid.yaml"),
-               "--set", "federation.scheduler.r_min=99")
+    proc = cli(
+        "run", "--config", str(ROOT / "configs/experiments/lite_iid.yaml"), "--set", "federation.scheduler.r_min=99"
+    )
     assert proc.returncode == 2
     assert "--set" in proc.stderr and "federation.scheduler.r_min" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -39,8 +41,9 @@ def test_bad_override_is_rejected(tmp_path):
 def test_run_tiny_config_from_the_command_line(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_tree(tmp_path)))
-    proc = cli("run", "--config", str(path), "--quiet", "--set", "federation.num_rounds=1",
-               "--set", "experiment_name=cli_tiny")
+    proc = cli(
+        "run", "--config", str(path), "--quiet", "--set", "federation.num_rounds=1", "--set", "experiment_name=cli_tiny"
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "results" / "cli_tiny" / "metrics.json").read_text())
     assert metrics["rounds_completed"] == 1 and metrics["experiment_name"] == "cli_tiny"
@@ -50,8 +53,20 @@ def test_run_tiny_config_from_the_command_line(tmp_path):
 def test_scripts_run_py_is_the_same_command(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_tree(tmp_path)))
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "run.py"), "--config", str(path), "-q",
-                           "--set", "federation.num_rounds=1"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "run.py"),
+            "--config",
+            str(path),
+            "-q",
+            "--set",
+            "federation.num_rounds=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "results" / "tiny" / "metrics.json").exists()
 

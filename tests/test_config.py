@@ -1,5 +1,6 @@
 """Config loading: `_base_` inheritance, deep merge, `--set` overrides, the typed schema and every
 rejection case. Fast: no model, no data is loaded (that itself is asserted below)."""
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,7 @@ def test_deep_merge_dicts_merge_lists_and_scalars_replace():
     base = {"a": {"x": 1, "y": {"p": 1, "q": 2}, "l": [1, 2, 3]}, "s": "base", "keep": True}
     over = {"a": {"y": {"q": 20, "r": 30}, "l": [9]}, "s": "over", "new": None}
     merged = deep_merge(base, over)
-    assert merged == {"a": {"x": 1, "y": {"p": 1, "q": 20, "r": 30}, "l": [9]}, "s": "over", "keep": True,
-                      "new": None}
+    assert merged == {"a": {"x": 1, "y": {"p": 1, "q": 20, "r": 30}, "l": [9]}, "s": "over", "keep": True, "new": None}
     # the inputs are not modified
     assert base == {"a": {"x": 1, "y": {"p": 1, "q": 2}, "l": [1, 2, 3]}, "s": "base", "keep": True}
     assert over == {"a": {"y": {"q": 20, "r": 30}, "l": [9]}, "s": "over", "new": None}
@@ -80,22 +80,28 @@ def test_deep_merge_type_changes_replace_wholesale():
 # ================================================================== inheritance
 def test_chain_base_mid_leaf_relative_to_each_file_not_the_cwd(tmp_path, monkeypatch):
     write(tmp_path / "root" / "base.yaml", MINIMAL)
-    write(tmp_path / "root" / "sub" / "mid.yaml", """\
+    write(
+        tmp_path / "root" / "sub" / "mid.yaml",
+        """\
         _base_: ../base.yaml
         experiment_name: mid
         federation:
           num_rounds: 5
         model:
           lora: {target_modules: [query, key, value]}
-        """)
-    write(tmp_path / "elsewhere" / "deep" / "leaf.yaml", """\
+        """,
+    )
+    write(
+        tmp_path / "elsewhere" / "deep" / "leaf.yaml",
+        """\
         _base_: ../../root/sub/mid.yaml
         experiment_name: leaf
         model:
           lora: {target_modules: [dense]}
         tiers:
           slow: {num_clients: 3}
-        """)
+        """,
+    )
     run_dir = tmp_path / "cwd"
     run_dir.mkdir()
     monkeypatch.chdir(run_dir)  # bases must resolve from each file, not from here
@@ -118,15 +124,21 @@ def test_chain_base_mid_leaf_relative_to_each_file_not_the_cwd(tmp_path, monkeyp
 
 def test_list_of_bases_merge_in_order_then_the_file_itself(tmp_path):
     write(tmp_path / "common" / "a.yaml", MINIMAL)
-    write(tmp_path / "common" / "b.yaml", """\
+    write(
+        tmp_path / "common" / "b.yaml",
+        """\
         experiment_name: from_b
         seed: 7
         training: {lr: 0.01, batch_size: 4}
-        """)
-    leaf = write(tmp_path / "exp" / "leaf.yaml", """\
+        """,
+    )
+    leaf = write(
+        tmp_path / "exp" / "leaf.yaml",
+        """\
         _base_: [../common/a.yaml, ../common/b.yaml]
         training: {batch_size: 8}
-        """)
+        """,
+    )
     cfg = load_config(leaf)
     assert cfg.experiment_name == "from_b"  # b is merged after a
     assert cfg.seed == 7
@@ -249,8 +261,10 @@ def test_dumped_config_loads_back_identical(tmp_path):
 def test_parse_override_values_are_yaml():
     assert parse_override("federation.num_rounds=3") == (["federation", "num_rounds"], 3)
     assert parse_override("training.lr=0.25") == (["training", "lr"], 0.25)
-    assert parse_override("model.lora.target_modules=[query, key]") == (["model", "lora", "target_modules"],
-                                                                        ["query", "key"])
+    assert parse_override("model.lora.target_modules=[query, key]") == (
+        ["model", "lora", "target_modules"],
+        ["query", "key"],
+    )
     assert parse_override("deadline.seconds=null") == (["deadline", "seconds"], None)
     assert parse_override("experiment_name=run=2") == (["experiment_name"], "run=2")  # split at the first '='
     assert parse_override(" federation . num_rounds = 4") == (["federation", "num_rounds"], 4)
@@ -259,17 +273,20 @@ def test_parse_override_values_are_yaml():
 
 
 def test_overrides_typed_and_applied_after_the_files(tmp_path):
-    cfg = load_config(CONFIGS / "experiments" / "lite_noniid_deadline.yaml", [
-        "federation.num_rounds=3",  # int
-        "training.lr=1e-4",  # YAML 1.1 reads this as a string; the schema makes it a float
-        "evaluation.target=0.75",  # float
-        "model.lora.target_modules=[query, key, value]",  # list replaces
-        "deadline.seconds=null",  # null
-        "experiment_name=from_cli",
-        "data.partition.alpha=2",
-        "tiers.cpu_slow.num_clients=2",
-        "federation.num_rounds=4",  # the later of two wins
-    ])
+    cfg = load_config(
+        CONFIGS / "experiments" / "lite_noniid_deadline.yaml",
+        [
+            "federation.num_rounds=3",  # int
+            "training.lr=1e-4",  # YAML 1.1 reads this as a string; the schema makes it a float
+            "evaluation.target=0.75",  # float
+            "model.lora.target_modules=[query, key, value]",  # list replaces
+            "deadline.seconds=null",  # null
+            "experiment_name=from_cli",
+            "data.partition.alpha=2",
+            "tiers.cpu_slow.num_clients=2",
+            "federation.num_rounds=4",  # the later of two wins
+        ],
+    )
     assert cfg.federation.num_rounds == 4
     assert cfg.training.lr == pytest.approx(1e-4) and isinstance(cfg.training.lr, float)
     assert cfg.evaluation.target == 0.75
@@ -309,8 +326,16 @@ def test_override_adding_a_tier_needs_every_tier_field():
     assert_names(msg, "--set", "tiers.edge.memory_gb")
 
 
-@pytest.mark.parametrize("item, key", [("seed", "seed"), ("federation.num_rounds", "federation.num_rounds"),
-                                       ("a..b=1", "a..b"), ("=3", "=3"), (".x=1", ".x")])
+@pytest.mark.parametrize(
+    "item, key",
+    [
+        ("seed", "seed"),
+        ("federation.num_rounds", "federation.num_rounds"),
+        ("a..b=1", "a..b"),
+        ("=3", "=3"),
+        (".x=1", ".x"),
+    ],
+)
 def test_bad_set_syntax(item, key):
     msg = rejection(BASE, [item])
     assert "--set" in msg and key in msg
@@ -375,25 +400,28 @@ def test_a_leaf_value_beats_the_base_in_error_attribution(tmp_path):
     assert str(BASE) not in msg
 
 
-@pytest.mark.parametrize("body, key", [
-    ("federation:\n  num_rounds: many\n", "federation.num_rounds"),
-    ("federation:\n  num_rounds: 2.5\n", "federation.num_rounds"),
-    ("federation:\n  num_rounds: true\n", "federation.num_rounds"),  # a YAML boolean is not a number
-    ("deadline:\n  seconds: yes\n", "deadline.seconds"),
-    ("experiment_name: [a, b]\n", "experiment_name"),
-    ("model: 5\n", "model"),
-    ("model:\n  lora:\n    target_modules: query\n", "model.lora.target_modules"),
-    ("model:\n  quantization: 3bit\n", "model.quantization"),
-    ("training:\n  optimizer: lamb\n", "training.optimizer"),
-    ("data:\n  source: s3\n", "data.source"),
-    ("tiers:\n  gpu_fast: {compute_factor: fast}\n", "tiers.gpu_fast.compute_factor"),
-    ("tiers:\n  gpu_fast: {compute_factor: 0}\n", "tiers.gpu_fast.compute_factor"),
-    ("tiers:\n  gpu_fast: {num_clients: 0}\n", "tiers.gpu_fast.num_clients"),
-    ("tiers:\n  gpu_fast: 3\n", "tiers.gpu_fast"),
-    ("federation:\n  scheduler:\n    ema: 1.5\n", "federation.scheduler.ema"),
-    ("model:\n  lora:\n    r_max: 0\n", "model.lora.r_max"),
-    ("data:\n  text_columns: [a, b, c]\n", "data.text_columns"),
-])
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ("federation:\n  num_rounds: many\n", "federation.num_rounds"),
+        ("federation:\n  num_rounds: 2.5\n", "federation.num_rounds"),
+        ("federation:\n  num_rounds: true\n", "federation.num_rounds"),  # a YAML boolean is not a number
+        ("deadline:\n  seconds: yes\n", "deadline.seconds"),
+        ("experiment_name: [a, b]\n", "experiment_name"),
+        ("model: 5\n", "model"),
+        ("model:\n  lora:\n    target_modules: query\n", "model.lora.target_modules"),
+        ("model:\n  quantization: 3bit\n", "model.quantization"),
+        ("training:\n  optimizer: lamb\n", "training.optimizer"),
+        ("data:\n  source: s3\n", "data.source"),
+        ("tiers:\n  gpu_fast: {compute_factor: fast}\n", "tiers.gpu_fast.compute_factor"),
+        ("tiers:\n  gpu_fast: {compute_factor: 0}\n", "tiers.gpu_fast.compute_factor"),
+        ("tiers:\n  gpu_fast: {num_clients: 0}\n", "tiers.gpu_fast.num_clients"),
+        ("tiers:\n  gpu_fast: 3\n", "tiers.gpu_fast"),
+        ("federation:\n  scheduler:\n    ema: 1.5\n", "federation.scheduler.ema"),
+        ("model:\n  lora:\n    r_max: 0\n", "model.lora.r_max"),
+        ("data:\n  text_columns: [a, b, c]\n", "data.text_columns"),
+    ],
+)
 def test_wrong_type_or_range(tmp_path, body, key):
     leaf = leaf_on_base(tmp_path, body)
     msg = rejection(leaf)
@@ -473,20 +501,24 @@ def test_clients_per_round_equal_to_number_of_clients_is_fine(tmp_path):
 def test_clients_per_round_checked_against_tiers_changed_by_override():
     cfg = load_config(BASE, ["tiers.cpu_slow.num_clients=1"])  # 3 + 3 + 1 = 7 clients: 5 per round fits
     assert cfg.num_clients == 7
-    msg = rejection(BASE, ["tiers.gpu_fast.num_clients=1", "tiers.gpu_medium.num_clients=1",
-                           "tiers.cpu_slow.num_clients=2"])  # 4 clients < 5 per round (set in base.yaml)
+    msg = rejection(
+        BASE, ["tiers.gpu_fast.num_clients=1", "tiers.gpu_medium.num_clients=1", "tiers.cpu_slow.num_clients=2"]
+    )  # 4 clients < 5 per round (set in base.yaml)
     assert_names(msg, BASE, "federation.clients_per_round")
     assert "4 clients" in msg
 
 
-@pytest.mark.parametrize("body, key, wrong, hint", [
-    ("federation:\n  scheduler: {type: lyte}\n", "federation.scheduler.type", "lyte", "lite"),
-    ("federation:\n  aggregation: fedavgg\n", "federation.aggregation", "fedavgg", "fedavg"),
-    ("data:\n  partition: {type: dirichlett}\n", "data.partition.type", "dirichlett", "dirichlet"),
-    ("deadline:\n  straggler_policy: dropp\n", "deadline.straggler_policy", "dropp", "drop"),
-    ("evaluation:\n  metric: acuracy\n", "evaluation.metric", "acuracy", "accuracy"),
-    ("data:\n  name: sentimnt\n", "data.name", "sentimnt", "sentiment"),
-])
+@pytest.mark.parametrize(
+    "body, key, wrong, hint",
+    [
+        ("federation:\n  scheduler: {type: lyte}\n", "federation.scheduler.type", "lyte", "lite"),
+        ("federation:\n  aggregation: fedavgg\n", "federation.aggregation", "fedavgg", "fedavg"),
+        ("data:\n  partition: {type: dirichlett}\n", "data.partition.type", "dirichlett", "dirichlet"),
+        ("deadline:\n  straggler_policy: dropp\n", "deadline.straggler_policy", "dropp", "drop"),
+        ("evaluation:\n  metric: acuracy\n", "evaluation.metric", "acuracy", "accuracy"),
+        ("data:\n  name: sentimnt\n", "data.name", "sentimnt", "sentiment"),
+    ],
+)
 def test_unknown_registry_names(tmp_path, body, key, wrong, hint):
     leaf = leaf_on_base(tmp_path, body)
     msg = rejection(leaf)
@@ -504,9 +536,13 @@ def test_metric_of_the_wrong_task(tmp_path):
     leaf = leaf_on_base(tmp_path, "evaluation:\n  metric: pearson\n")
     msg = rejection(leaf)
     assert_names(msg, leaf, "evaluation.metric")
-    cfg = load_config(leaf_on_base(tmp_path, "evaluation:\n  metric: pearson\n"
-                                   "data: {source: hub, name: glue, subset: stsb, task: regression}\n",
-                                   name="ok.yaml"))
+    cfg = load_config(
+        leaf_on_base(
+            tmp_path,
+            "evaluation:\n  metric: pearson\ndata: {source: hub, name: glue, subset: stsb, task: regression}\n",
+            name="ok.yaml",
+        )
+    )
     assert cfg.evaluation.metric == "pearson"
 
 
@@ -577,17 +613,22 @@ def test_data_file_by_override(tmp_path):
     assert_names(msg, "--set", "data.train_file")
 
 
-@pytest.mark.parametrize("body, key", [
-    ("metrics:\n  fairness_percentiles: [10, 150]\n", "metrics.fairness_percentiles"),
-    ("evaluation:\n  target: .inf\n", "evaluation.target"),
-    ("data:\n  task: regression\n  num_labels: 3\n", "data.num_labels"),
-    ("data:\n  num_labels: 1\n", "data.num_labels"),
-    ("data:\n  label_names: [a, b, c]\n  num_labels: 2\n", "data.label_names"),
-    ("data:\n  label_names: [a, a]\n", "data.label_names"),
-    ("data:\n  task: regression\n", "data.task"),  # the embedded task is classification
-    ("data:\n  num_labels: 2\n  partition: {type: label_skew, labels_per_client: 3}\n",
-     "data.partition.labels_per_client"),
-])
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ("metrics:\n  fairness_percentiles: [10, 150]\n", "metrics.fairness_percentiles"),
+        ("evaluation:\n  target: .inf\n", "evaluation.target"),
+        ("data:\n  task: regression\n  num_labels: 3\n", "data.num_labels"),
+        ("data:\n  num_labels: 1\n", "data.num_labels"),
+        ("data:\n  label_names: [a, b, c]\n  num_labels: 2\n", "data.label_names"),
+        ("data:\n  label_names: [a, a]\n", "data.label_names"),
+        ("data:\n  task: regression\n", "data.task"),  # the embedded task is classification
+        (
+            "data:\n  num_labels: 2\n  partition: {type: label_skew, labels_per_client: 3}\n",
+            "data.partition.labels_per_client",
+        ),
+    ],
+)
 def test_other_impossible_values(tmp_path, body, key):
     leaf = leaf_on_base(tmp_path, body)
     msg = rejection(leaf)
@@ -699,7 +740,7 @@ def test_config_loading_imports_no_model_or_data_library(tmp_path):
         import sys
         from fedranklite.config import ConfigError
         from fedranklite.configfile import load_config
-        load_config({str(CONFIGS / 'experiments' / 'lite_noniid_deadline.yaml')!r})
+        load_config({str(CONFIGS / "experiments" / "lite_noniid_deadline.yaml")!r})
         try:
             load_config({str(bad)!r})
         except ConfigError:
@@ -707,7 +748,8 @@ def test_config_loading_imports_no_model_or_data_library(tmp_path):
         else:
             raise SystemExit("no ConfigError")
         heavy = sorted(m for m in sys.modules
-                       if m in ("fedranklite.backbones", "fedranklite.fedmodel", "fedranklite.client", "fedranklite.engine")
+                       if m
+                       in ("fedranklite.backbones", "fedranklite.fedmodel", "fedranklite.client", "fedranklite.engine")
                        or m.split(".")[0] in ("transformers", "peft", "datasets"))
         print("HEAVY", heavy)
         raise SystemExit(1 if heavy else 0)

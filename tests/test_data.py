@@ -1,5 +1,6 @@
 """Data: the embedded task, local-file loading (csv/tsv/json/jsonl/parquet) with clear errors, and the
 seeded client partitions. No model is loaded."""
+
 from __future__ import annotations
 
 import json
@@ -131,15 +132,20 @@ def test_csv_single_sentence(tmp_path):
 
 def test_tsv_sentence_pair_with_string_labels(tmp_path):
     train = tmp_path / "train.tsv"
-    train.write_text('idx\tsentence1\tsentence2\tlabel\n'
-                     '0\tHe said "hi\tA greeting.\tentailment\n'
-                     '1\tCats bark.\tDogs meow.\tnot_entailment\n'
-                     '2\tIt rains.\tIt is wet.\tentailment\n')
+    train.write_text(
+        "idx\tsentence1\tsentence2\tlabel\n"
+        '0\tHe said "hi\tA greeting.\tentailment\n'
+        "1\tCats bark.\tDogs meow.\tnot_entailment\n"
+        "2\tIt rains.\tIt is wet.\tentailment\n"
+    )
     dev = tmp_path / "dev.tsv"
-    dev.write_text('idx\tsentence1\tsentence2\tlabel\n0\tA\tB\tnot_entailment\n')
+    dev.write_text("idx\tsentence1\tsentence2\tlabel\n0\tA\tB\tnot_entailment\n")
     data = load_data(files_config(train, dev, "data.text_columns=[sentence1, sentence2]"))
-    assert data.train.texts == [('He said "hi', "A greeting."), ("Cats bark.", "Dogs meow."),
-                                ("It rains.", "It is wet.")]  # a quote inside a TSV field is text
+    assert data.train.texts == [
+        ('He said "hi', "A greeting."),
+        ("Cats bark.", "Dogs meow."),
+        ("It rains.", "It is wet."),
+    ]  # a quote inside a TSV field is text
     assert data.train.label_names == ["entailment", "not_entailment"]  # sorted names
     assert data.train.labels.tolist() == [0, 1, 0]
     assert data.eval.labels.tolist() == [1]  # the training names map the evaluation labels
@@ -148,11 +154,20 @@ def test_tsv_sentence_pair_with_string_labels(tmp_path):
 
 def test_json_array_with_configured_label_names(tmp_path):
     train = tmp_path / "train.json"
-    rows = [{"premise": f"p{i}", "hypothesis": f"h{i}", "gold": g}
-            for i, g in enumerate(["entailment", "not_entailment", "not_entailment", "entailment"])]
+    rows = [
+        {"premise": f"p{i}", "hypothesis": f"h{i}", "gold": g}
+        for i, g in enumerate(["entailment", "not_entailment", "not_entailment", "entailment"])
+    ]
     train.write_text(json.dumps(rows))
-    data = load_data(files_config(train, None, "data.text_columns=[premise, hypothesis]", "data.label_column=gold",
-                                  "data.label_names=[not_entailment, entailment]"))
+    data = load_data(
+        files_config(
+            train,
+            None,
+            "data.text_columns=[premise, hypothesis]",
+            "data.label_column=gold",
+            "data.label_names=[not_entailment, entailment]",
+        )
+    )
     # no eval file: a seeded 10 % (here 1 row) is held out
     assert len(data.train) == 3 and len(data.eval) == 1
     everything = {t: y for split in (data.train, data.eval) for t, y in zip(split.texts, split.labels.tolist())}
@@ -179,8 +194,9 @@ def test_parquet_regression_sentence_pair(tmp_path):
     pd.DataFrame({"s1": ["a", "b", "c"], "s2": ["x", "y", "z"], "score": [0.5, 2.25, 4.0]}).to_parquet(train)
     dev = tmp_path / "dev.parquet"
     pd.DataFrame({"s1": ["d"], "s2": ["w"], "score": [3.5]}).to_parquet(dev)
-    data = load_data(files_config(train, dev, "data.text_columns=[s1, s2]", "data.label_column=score",
-                                  "data.task=regression"))
+    data = load_data(
+        files_config(train, dev, "data.text_columns=[s1, s2]", "data.label_column=score", "data.task=regression")
+    )
     assert data.task == "regression" and data.num_labels == 1
     assert data.train.texts == [("a", "x"), ("b", "y"), ("c", "z")]
     assert data.train.labels.dtype == np.float32
@@ -191,7 +207,8 @@ def test_parquet_regression_sentence_pair(tmp_path):
 def test_held_out_split_is_seeded_and_disjoint(tmp_path):
     train = tmp_path / "train.csv"
     pd.DataFrame({"text": [f"row {i}" for i in range(50)], "label": [i % 2 for i in range(50)]}).to_csv(
-        train, index=False)
+        train, index=False
+    )
     a, b = load_data(files_config(train)), load_data(files_config(train))
     assert (len(a.train), len(a.eval)) == (45, 5)
     assert a.eval.texts == b.eval.texts
@@ -325,8 +342,7 @@ PARAMS = {"iid": {}, "dirichlet": {"alpha": 0.5}, "label_skew": {"labels_per_cli
 
 
 def split(labels, num_clients, kind, seed, *, task="classification", max_per_client=None, **params):
-    return split_clients(labels, num_clients, {"type": kind, **params}, seed, task=task,
-                         max_per_client=max_per_client)
+    return split_clients(labels, num_clients, {"type": kind, **params}, seed, task=task, max_per_client=max_per_client)
 
 
 def class_labels(n=2000, classes=10, seed=0):
@@ -386,8 +402,9 @@ def test_dirichlet_skew_grows_as_alpha_shrinks():
     labels = class_labels(n=3000, classes=5)
     skew = {}
     for alpha in (100.0, 1.0, 0.1):
-        skew[alpha] = np.mean([mean_tv_distance(labels, split(labels, 10, "dirichlet", seed=s, alpha=alpha), 5)
-                               for s in range(5)])
+        skew[alpha] = np.mean(
+            [mean_tv_distance(labels, split(labels, 10, "dirichlet", seed=s, alpha=alpha), 5) for s in range(5)]
+        )
     assert skew[100.0] < skew[1.0] < skew[0.1]
     assert skew[100.0] < 0.1  # close to IID
     assert skew[0.1] > 0.45  # most clients dominated by one or two classes

@@ -1,4 +1,5 @@
 """Rank-collapse diagnostics, checked by hand on small matrices."""
+
 from __future__ import annotations
 
 import math
@@ -28,11 +29,14 @@ def test_block_energy_by_hand_summed_over_layers():
     av, bv = names(0, "value")
     state = {
         # layer 0 query: A rows have squared norms 1, 4, 0; B columns 2, 1, 9
-        a0: T([[1, 0], [0, 2], [0, 0]]), b0: T([[1, 1, 3], [1, 0, 0]]),
+        a0: T([[1, 0], [0, 2], [0, 0]]),
+        b0: T([[1, 1, 3], [1, 0, 0]]),
         # layer 1 query: A rows 1, 1, 1; B columns 0, 0, 4 -> energies 0, 0, 4
-        a1: T([[1, 0], [1, 0], [0, 1]]), b1: T([[0, 0, 2], [0, 0, 0]]),
+        a1: T([[1, 0], [1, 0], [0, 1]]),
+        b1: T([[0, 0, 2], [0, 0, 0]]),
         # value: only block 0 carries energy (dW is rank 1)
-        av: T([[3, 4], [0, 0], [0, 0]]), bv: T([[1, 0, 0], [0, 0, 0]]),
+        av: T([[3, 4], [0, 0], [0, 0]]),
+        bv: T([[1, 0, 0], [0, 0, 0]]),
         "head.weight": T([1.0, 2.0]),
     }
     out = rank_energy(state)
@@ -52,8 +56,11 @@ def test_block_energy_by_hand_summed_over_layers():
     p0 = s / s.sum()
     e0 = math.exp(-float((p0 * p0.log()).sum()))
     assert out["query"]["effective_rank"] == pytest.approx((e0 + 1.0) / 2, rel=1e-5)
-    assert out["value"] == {"energy": pytest.approx([25, 0, 0]), "effective_rank": pytest.approx(1.0),
-                            "block_effective_rank": pytest.approx(1.0)}
+    assert out["value"] == {
+        "energy": pytest.approx([25, 0, 0]),
+        "effective_rank": pytest.approx(1.0),
+        "block_effective_rank": pytest.approx(1.0),
+    }
 
 
 def test_zero_adapter_and_uniform_energy():
@@ -62,7 +69,9 @@ def test_zero_adapter_and_uniform_energy():
     assert zero["query"] == {"energy": [0, 0, 0, 0], "effective_rank": 0.0, "block_effective_rank": 0.0}
     # orthonormal blocks of equal energy: both effective ranks equal the rank
     eye = rank_energy({a: torch.eye(4)[:, :3].T.contiguous(), b: torch.eye(5)[:, :3].contiguous()})
-    assert eye["query"]["effective_rank"] == pytest.approx(3.0) and eye["query"]["block_effective_rank"] == pytest.approx(3.0)
+    assert eye["query"]["effective_rank"] == pytest.approx(3.0) and eye["query"][
+        "block_effective_rank"
+    ] == pytest.approx(3.0)
     assert exp_entropy(torch.tensor([1.0, 1.0, 0.0, 0.0])) == pytest.approx(2.0)
 
 

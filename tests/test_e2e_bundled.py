@@ -1,4 +1,5 @@
 """End to end on the real bundled backbone (all-MiniLM-L6-v2 from site-packages), offline."""
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,27 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_main_experiment_two_rounds_on_bundled_minilm(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "fedranklite", "run", "--config", str(ROOT / "configs/experiments/lite_noniid_deadline.yaml"),
-         "--quiet", "--set", "federation.num_rounds=2", "--set", f"output_dir={tmp_path}",
-         "--set", "evaluation.max_samples=128"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "fedranklite",
+            "run",
+            "--config",
+            str(ROOT / "configs/experiments/lite_noniid_deadline.yaml"),
+            "--quiet",
+            "--set",
+            "federation.num_rounds=2",
+            "--set",
+            f"output_dir={tmp_path}",
+            "--set",
+            "evaluation.max_samples=128",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "lite_noniid_deadline"
     metrics = json.loads((out / "metrics.json").read_text())

@@ -1,4 +1,5 @@
 """The round loop on the tiny random model: results files, reproducibility, deadlines, memory caps."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,16 @@ def test_run_writes_every_result_file_and_metric(tiny_config):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["rounds_completed"] == 2 == len(RoundLog.read(out / "rounds.jsonl"))
     assert (out / "config.yaml").exists()
-    for key in ("time_to_target", "deadline_compliance_pct", "fairness_final", "bytes", "peak_memory_mb",
-                "final_score", "rounds", "sim_time_total"):
+    for key in (
+        "time_to_target",
+        "deadline_compliance_pct",
+        "fairness_final",
+        "bytes",
+        "peak_memory_mb",
+        "final_score",
+        "rounds",
+        "sim_time_total",
+    ):
         assert key in on_disk, key
     rec = RoundLog.read(out / "rounds.jsonl")[0]
     assert len(rec.clients.rows()) == 3 and set(rec.fairness) == {"p10", "p50", "p90"}
@@ -66,8 +75,9 @@ DEADLINE = 4.0
 
 
 def all_clients_every_round(tiny_config, policy):
-    return tiny_config(federation={"clients_per_round": 4, "num_rounds": 1},
-                       deadline={"seconds": DEADLINE, "straggler_policy": policy})
+    return tiny_config(
+        federation={"clients_per_round": 4, "num_rounds": 1}, deadline={"seconds": DEADLINE, "straggler_policy": policy}
+    )
 
 
 def test_drop_discards_late_updates_and_round_ends_at_deadline(tiny_config):
@@ -106,15 +116,19 @@ def test_use_partial_keeps_the_steps_that_fit(tiny_config):
 
 def test_tier_memory_caps_rank_and_reports_clients_that_cannot_train(tiny_config):
     # 'slow' has memory for nothing; 'fast' is capped at a low rank by the memory model
-    engine = build_engine(tiny_config(federation={"clients_per_round": 4, "num_rounds": 1},
-                                      tiers={"slow": {"memory_gb": 1e-6}}))
+    engine = build_engine(
+        tiny_config(federation={"clients_per_round": 4, "num_rounds": 1}, tiers={"slow": {"memory_gb": 1e-6}})
+    )
     prof = engine.model.memory_profile()
     cap = engine.fed.max_rank[0]
     assert cap == prof.max_rank(8, 8, 8, 32)
-    tight = (prof.bytes_at(2, 8, 32) + 1) / 1024 ** 3
-    engine = build_engine(tiny_config(federation={"clients_per_round": 4, "num_rounds": 1,
-                                                  "scheduler": {"type": "fixed", "rank": 6}},
-                                      tiers={"slow": {"memory_gb": 1e-6}, "fast": {"memory_gb": tight}}))
+    tight = (prof.bytes_at(2, 8, 32) + 1) / 1024**3
+    engine = build_engine(
+        tiny_config(
+            federation={"clients_per_round": 4, "num_rounds": 1, "scheduler": {"type": "fixed", "rank": 6}},
+            tiers={"slow": {"memory_gb": 1e-6}, "fast": {"memory_gb": tight}},
+        )
+    )
     summary = engine.run()
     rec = engine.state.records[0]
     assert sorted(rec.out_of_memory) == [2, 3]
@@ -149,9 +163,17 @@ def test_regression_task_runs_with_pearson(tiny_config, tmp_path):
         rows.append(f"the movie was great {i}\tthis film was {'great' if s > 2.5 else 'awful'}\t{s:.2f}")
     path = tmp_path / "train.tsv"
     path.write_text("\n".join(rows) + "\n")
-    cfg = tiny_config(data={"source": "files", "train_file": str(path), "text_columns": ["sentence1", "sentence2"],
-                            "label_column": "score", "task": "regression", "partition": {"type": "dirichlet"}},
-                      federation={"num_rounds": 1})
+    cfg = tiny_config(
+        data={
+            "source": "files",
+            "train_file": str(path),
+            "text_columns": ["sentence1", "sentence2"],
+            "label_column": "score",
+            "task": "regression",
+            "partition": {"type": "dirichlet"},
+        },
+        federation={"num_rounds": 1},
+    )
     engine, summary = run(cfg)
     assert summary.metric == "pearson"
     assert engine.model.num_labels == 1
@@ -177,8 +199,10 @@ def test_deadline_gate_analytic_and_measured():
 def test_predicted_time_counts_every_local_epoch(tiny_config):
     """The scheduler's prediction for a client that trains 2 local epochs is the time of both epochs: in a
     deterministic time mode it equals the simulated time the client then spends (it was one epoch's)."""
-    cfg = tiny_config(training={"local_epochs": 2, "max_local_steps": None, "batch_size": 8, "probe_samples": 0},
-                      federation={"num_rounds": 1, "scheduler": {"type": "fixed", "rank": 4, "r_min": 1, "r_bar": 4}})
+    cfg = tiny_config(
+        training={"local_epochs": 2, "max_local_steps": None, "batch_size": 8, "probe_samples": 0},
+        federation={"num_rounds": 1, "scheduler": {"type": "fixed", "rank": 4, "r_min": 1, "r_bar": 4}},
+    )
     engine = build_engine(cfg)
     selected = select_clients(cfg.seed, 1, engine.fed.num_clients, cfg.federation.clients_per_round)
     predicted = engine.describe(selected).predicted_time(np.full(len(selected), 4))

@@ -1,5 +1,6 @@
 """The Flower backend: wire format, equivalence with the local engine (simulation), CLI, deployment on
 127.0.0.1 (SuperLink + 3 SuperNodes) and a SuperNode killed mid-round."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,12 @@ pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
 from conftest import tiny_tree  # noqa: E402
+
 from fedranklite.configfile import validate  # noqa: E402
 from fedranklite.engine import ClientTask, DeadlineGate, build_engine  # noqa: E402
-from fedranklite.flower.task import arrays_to_state, state_to_arrays, task_from_record, task_record, \
-    wire_bytes  # noqa: E402
-from fedranklite.results_io import RoundLog  # noqa: E402
+from fedranklite.flower.task import arrays_to_state, state_to_arrays, task_from_record, task_record, wire_bytes  # noqa: E402
 from fedranklite.ranks import num_bytes, truncate  # noqa: E402
+from fedranklite.results_io import RoundLog  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +43,12 @@ def test_tensors_and_tasks_cross_the_wire_unchanged():
 def equivalence_tree(tmp_path, **kw):
     # 4 clients every round, 3 rounds, analytic time with a deadline the slow tier misses (use_partial:
     # the deadline gate travels to the ClientApp and stops it early, exactly as in the local engine)
-    return tiny_tree(tmp_path, federation={"num_rounds": 3, "clients_per_round": 4},
-                     deadline={"seconds": 4.0, "straggler_policy": "use_partial"}, **kw)
+    return tiny_tree(
+        tmp_path,
+        federation={"num_rounds": 3, "clients_per_round": 4},
+        deadline={"seconds": 4.0, "straggler_policy": "use_partial"},
+        **kw,
+    )
 
 
 def test_simulation_matches_local_engine(tmp_path):
@@ -51,8 +56,9 @@ def test_simulation_matches_local_engine(tmp_path):
 
     local = build_engine(validate(equivalence_tree(tmp_path, experiment_name="local")))
     local.run()
-    flower, summary = simulate(validate(equivalence_tree(tmp_path, experiment_name="flower",
-                                                         engine={"backend": "flower"})))
+    flower, summary = simulate(
+        validate(equivalence_tree(tmp_path, experiment_name="flower", engine={"backend": "flower"}))
+    )
     assert summary.rounds_completed == 3
     assert [r.ranks for r in flower.state.records] == [r.ranks for r in local.state.records]
     diff = max(float((flower.state.global_state[k] - t).abs().max()) for k, t in local.state.global_state.items())
@@ -60,8 +66,9 @@ def test_simulation_matches_local_engine(tmp_path):
     for a, b in zip(local.state.records, flower.state.records):
         assert [c.status for c in a.clients.rows()] == [c.status for c in b.clients.rows()]
         assert [c.steps for c in a.clients.rows()] == [c.steps for c in b.clients.rows()]
-        assert [(c.bytes_down, c.bytes_up) for c in a.clients.rows()] == \
-               [(c.bytes_down, c.bytes_up) for c in b.clients.rows()]
+        assert [(c.bytes_down, c.bytes_up) for c in a.clients.rows()] == [
+            (c.bytes_down, c.bytes_up) for c in b.clients.rows()
+        ]
         assert a.round_sim_seconds == pytest.approx(b.round_sim_seconds)
     assert any(c.status == "partial" for r in flower.state.records for c in r.clients.rows())
     # the ClientApp model stays resident: every worker process built it once, whatever it trained
@@ -75,16 +82,19 @@ def test_simulation_matches_local_engine(tmp_path):
 def test_clientapp_module_imports_no_model_stack():
     # a deployment starts one ClientApp process per message, partition queries included: loading the app
     # must not import torch / transformers (the train handler imports them)
-    code = ("import sys; import fedranklite.flower.client_app; "
-            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'fedranklite.engine') if m in sys.modules))")
+    code = (
+        "import sys; import fedranklite.flower.client_app; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'fedranklite.engine') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "fedranklite", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "fedranklite", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_cli_flower_backend_writes_the_same_files(tmp_path):
@@ -92,8 +102,16 @@ def test_cli_flower_backend_writes_the_same_files(tmp_path):
     path.write_text(yaml.safe_dump(tiny_tree(tmp_path)))
     runs = {}
     for backend in ("local", "flower"):
-        proc = cli("run", "--config", str(path), "--quiet", "--set", f"experiment_name={backend}",
-                   "--set", f"engine.backend={backend}")
+        proc = cli(
+            "run",
+            "--config",
+            str(path),
+            "--quiet",
+            "--set",
+            f"experiment_name={backend}",
+            "--set",
+            f"engine.backend={backend}",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         out = tmp_path / "results" / backend
         runs[backend] = (json.loads((out / "metrics.json").read_text()), RoundLog.read(out / "rounds.jsonl"))
@@ -108,12 +126,26 @@ def test_cli_flower_backend_writes_the_same_files(tmp_path):
 
 # ---------------------------------------------------------------------------------------- deployment
 def deployment_config(tmp_path, name, rounds, round_timeout=None):
-    return validate(tiny_tree(
-        tmp_path, experiment_name=name, federation={"num_rounds": rounds, "clients_per_round": 3},
-        tiers={"fast": {"compute_factor": 1.0, "num_clients": 2, "memory_gb": 8, "bandwidth_mbps": 100},
-               "slow": {"compute_factor": 0.25, "num_clients": 1, "memory_gb": 8, "bandwidth_mbps": 10}},
-        engine={"backend": "flower", "flower": {"mode": "deployment", "superlink_port": 0, "supernode_base_port": 0,
-                                                "round_timeout": round_timeout}}))
+    return validate(
+        tiny_tree(
+            tmp_path,
+            experiment_name=name,
+            federation={"num_rounds": rounds, "clients_per_round": 3},
+            tiers={
+                "fast": {"compute_factor": 1.0, "num_clients": 2, "memory_gb": 8, "bandwidth_mbps": 100},
+                "slow": {"compute_factor": 0.25, "num_clients": 1, "memory_gb": 8, "bandwidth_mbps": 10},
+            },
+            engine={
+                "backend": "flower",
+                "flower": {
+                    "mode": "deployment",
+                    "superlink_port": 0,
+                    "supernode_base_port": 0,
+                    "round_timeout": round_timeout,
+                },
+            },
+        )
+    )
 
 
 def check_results(cfg, rounds):
@@ -148,8 +180,7 @@ def test_deployment_superlink_and_three_supernodes(tmp_path):
     # tree's prepare: the stage timings travel back) and timed itself
     timings = report["client_timings"]
     assert len(timings) == sum(len(r.clients) for r in records)
-    assert all(t["built"] and t["train"] > 0 and t["roundtrip"] >= t["train"] and "model_build" in t
-               for t in timings)
+    assert all(t["built"] and t["train"] > 0 and t["roundtrip"] >= t["train"] and "model_build" in t for t in timings)
     # the same experiment on the local engine picks the same ranks
     local = build_engine(cfg.model_copy(update={"experiment_name": "deployed_local"}))
     local.run()

@@ -4,6 +4,7 @@ the one clear error when no source works, budget labels, the centralized referen
 The GLUE folder is passed in, never hard-coded in the project: FEDRANKLITE_GLUE_DIR when set, else the
 repository's sibling ../shared/data/glue (present in CI); tests that need it skip cleanly without it.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,14 +28,17 @@ ROOT = Path(__file__).resolve().parents[1]
 GLUE_CONFIGS = ROOT / "configs" / "experiments" / "glue"
 _env = os.environ.get("FEDRANKLITE_GLUE_DIR")
 GLUE_DIR = Path(_env) if _env else Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
-needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE" / "dev.tsv").is_file(),
-                                reason=f"GLUE TSV folder not found at {GLUE_DIR} (set FEDRANKLITE_GLUE_DIR)")
+needs_glue = pytest.mark.skipif(
+    not (GLUE_DIR / "RTE" / "dev.tsv").is_file(),
+    reason=f"GLUE TSV folder not found at {GLUE_DIR} (set FEDRANKLITE_GLUE_DIR)",
+)
 TASKS = ["sst2", "qnli", "mrpc", "stsb", "rte"]
 
 
 @pytest.fixture
 def small_glue(tmp_path):
     """The first rows of every real GLUE file, copied byte for byte (BOM, quotes and all)."""
+
     def make(rows_train: int = 120, rows_dev: int = 60) -> Path:
         for task in GLUE_TASKS.values():
             (tmp_path / "glue" / task.folder).mkdir(parents=True)
@@ -42,6 +46,7 @@ def small_glue(tmp_path):
                 lines = (GLUE_DIR / task.folder / f"{split}.tsv").read_bytes().split(b"\n")
                 (tmp_path / "glue" / task.folder / f"{split}.tsv").write_bytes(b"\n".join(lines[: n + 1]) + b"\n")
         return tmp_path / "glue"
+
     return make
 
 
@@ -143,8 +148,10 @@ def test_ten_configs_resolve_from_the_one_table(name, scheduler, tmp_path):
     assert cfg.federation.scheduler.type == scheduler
     assert cfg.data.source == "glue" and cfg.data.name == name and cfg.data.task == task.task
     assert cfg.num_clients == {"sst2": 12, "qnli": 12, "mrpc": 3, "stsb": 3, "rte": 3}[name]
-    assert cfg.evaluation.metric == {"sst2": "accuracy", "qnli": "accuracy", "mrpc": "f1", "stsb": "pearson",
-                                     "rte": "accuracy"}[name]
+    assert (
+        cfg.evaluation.metric
+        == {"sst2": "accuracy", "qnli": "accuracy", "mrpc": "f1", "stsb": "pearson", "rte": "accuracy"}[name]
+    )
     assert cfg.evaluation.target == task.target
     if name == "stsb":
         assert cfg.data.num_labels == 1 and cfg.data.task == "regression"
@@ -197,9 +204,17 @@ def test_budget_report_labels_what_was_capped(tmp_path):
     assert rep["eval"] == {"eval_rows_available": 872, "eval_rows_used": 400, "max_samples": 400, "capped": True}
     assert rep["total"]["max_training_samples"] == 5 * 4 * 128  # rounds x clients per round x samples
     assert rep["label"] == "capped: training data, local steps, evaluation"
-    full = budget_report(cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"max_samples": None}),
-                                                "training": cfg.training.model_copy(update={"max_local_steps": None})}),
-                         train_rows=100, eval_rows=50, partition_rows=[50, 50])
+    full = budget_report(
+        cfg.model_copy(
+            update={
+                "evaluation": cfg.evaluation.model_copy(update={"max_samples": None}),
+                "training": cfg.training.model_copy(update={"max_local_steps": None}),
+            }
+        ),
+        train_rows=100,
+        eval_rows=50,
+        partition_rows=[50, 50],
+    )
     assert full["label"].startswith("full data") and not full["eval"]["capped"]
     json.dumps(rep)  # plain data for metrics.json
 
@@ -243,11 +258,24 @@ def test_tiny_glue_run_end_to_end(small_glue, tmp_path):
     secondary metrics, and the centralized reference through the same engine."""
     folder = small_glue()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "FEDRANKLITE_GLUE_DIR": str(folder)}
-    sets = ["model.name=tiny:bert", "model.max_length=32", "federation.num_rounds=2", "training.max_local_steps=2",
-            f"output_dir={tmp_path}", "evaluation.max_samples=32"]
+    sets = [
+        "model.name=tiny:bert",
+        "model.max_length=32",
+        "federation.num_rounds=2",
+        "training.max_local_steps=2",
+        f"output_dir={tmp_path}",
+        "evaluation.max_samples=32",
+    ]
     for name in ("mrpc", "stsb"):
-        args = [sys.executable, "-m", "fedranklite", "run", "--config", str(GLUE_CONFIGS / f"{name}_lite.yaml"),
-                "--quiet"] + [x for s in sets for x in ("--set", s)]
+        args = [
+            sys.executable,
+            "-m",
+            "fedranklite",
+            "run",
+            "--config",
+            str(GLUE_CONFIGS / f"{name}_lite.yaml"),
+            "--quiet",
+        ] + [x for s in sets for x in ("--set", s)]
         proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         metrics = json.loads((tmp_path / f"glue_{name}_lite" / "metrics.json").read_text())

@@ -1,5 +1,6 @@
 """hardware.py: per-client deviation, jitter and availability are seeded, follow the tier figures, can come
 from a trace file, and reach the schedulers only through telemetry."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -67,16 +68,19 @@ def test_trace_file_overrides_the_drawn_values(tmp_path, tiny_config):
     assert read_trace(jsonl, 4)["compute_factor"].tolist()[1] == 2.0
 
 
-@pytest.mark.parametrize("body, message", [
-    ("cid,compute_factor\n9,1.0\n", "cid 9 is not a client"),
-    ("cid,compute_factor\n0,1.0\n0,2.0\n", "appears twice"),
-    ("cid,compute_factor\n0,-1\n", "compute_factor must be a positive"),
-    ("cid,availability\n0,1.5\n", "availability must be in"),
-    ("cid,speed\n0,1\n", "unknown column"),
-    ("cid,compute_factor\nx,1\n", "integer cid"),
-    ("cid,compute_factor\n0,fast\n", "not a number"),
-    ("cid,compute_factor\n", "no client rows"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("cid,compute_factor\n9,1.0\n", "cid 9 is not a client"),
+        ("cid,compute_factor\n0,1.0\n0,2.0\n", "appears twice"),
+        ("cid,compute_factor\n0,-1\n", "compute_factor must be a positive"),
+        ("cid,availability\n0,1.5\n", "availability must be in"),
+        ("cid,speed\n0,1\n", "unknown column"),
+        ("cid,compute_factor\nx,1\n", "integer cid"),
+        ("cid,compute_factor\n0,fast\n", "not a number"),
+        ("cid,compute_factor\n", "no client rows"),
+    ],
+)
 def test_bad_trace_files_are_one_clear_line(tmp_path, body, message):
     path = tmp_path / "t.csv"
     path.write_text(body)
@@ -120,11 +124,26 @@ def test_hidden_hardware_reaches_the_scheduler_only_through_telemetry(tiny_confi
 
     views = {}
     for sigma in (0.0, 0.8):
-        cfg = tiny_config(experiment_name=f"s{sigma}", federation={"num_rounds": 3, "clients_per_round": 3},
-                          tiers={"fast": {"compute_factor": 1.0, "num_clients": 2, "memory_gb": 8, "bandwidth_mbps": 100,
-                                          "speed_sigma": sigma},
-                                 "slow": {"compute_factor": 0.25, "num_clients": 2, "memory_gb": 8, "bandwidth_mbps": 10,
-                                          "speed_sigma": sigma}})
+        cfg = tiny_config(
+            experiment_name=f"s{sigma}",
+            federation={"num_rounds": 3, "clients_per_round": 3},
+            tiers={
+                "fast": {
+                    "compute_factor": 1.0,
+                    "num_clients": 2,
+                    "memory_gb": 8,
+                    "bandwidth_mbps": 100,
+                    "speed_sigma": sigma,
+                },
+                "slow": {
+                    "compute_factor": 0.25,
+                    "num_clients": 2,
+                    "memory_gb": 8,
+                    "bandwidth_mbps": 10,
+                    "speed_sigma": sigma,
+                },
+            },
+        )
         engine = build_engine(cfg)
         views[sigma] = (engine, _recording(engine))
         engine.run()
@@ -155,10 +174,15 @@ def test_unavailable_clients_are_lost_for_the_round_seeded(tiny_config):
 
     runs = []
     for name in ("a", "b"):
-        cfg = tiny_config(experiment_name=name, federation={"num_rounds": 4, "clients_per_round": 3},
-                          deadline={"seconds": 30.0, "straggler_policy": "drop"},
-                          tiers={"fast": {"compute_factor": 1.0, "num_clients": 2, "memory_gb": 8, "availability": 0.5},
-                                 "slow": {"compute_factor": 0.25, "num_clients": 2, "memory_gb": 8, "availability": 0.5}})
+        cfg = tiny_config(
+            experiment_name=name,
+            federation={"num_rounds": 4, "clients_per_round": 3},
+            deadline={"seconds": 30.0, "straggler_policy": "drop"},
+            tiers={
+                "fast": {"compute_factor": 1.0, "num_clients": 2, "memory_gb": 8, "availability": 0.5},
+                "slow": {"compute_factor": 0.25, "num_clients": 2, "memory_gb": 8, "availability": 0.5},
+            },
+        )
         engine = build_engine(cfg)
         engine.run()
         runs.append([[(c.cid, c.status, c.lost) for c in r.clients] for r in engine.state.records])

@@ -8,6 +8,7 @@ Times are compared exactly (==): bisect evaluates a_i + b_i * r with the same fl
 `Clients.predicted_time`, so an optimal assignment's max time is the same float whatever solver found
 it. bisect also reproduces the greedy's ranks (same tie-break), which is checked too.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -41,10 +42,19 @@ def check_feasible(ranks, lo, hi, budget):
 def random_times(rng, n):
     """Intercepts and slopes >= 0 with zeros and exact ties in various proportions."""
     kind_a, kind_b = int(rng.integers(4)), int(rng.integers(5))
-    a = [rng.uniform(0, 20, n), np.round(rng.uniform(0, 5, n), 1), np.full(n, float(rng.choice([0.0, 3.0]))),
-         rng.choice([0.0, 1.0, 2.5], n)][kind_a]
-    b = [rng.uniform(0, 2, n), np.round(rng.uniform(0, 2, n), 1), rng.choice([0.0, 0.5, 1.0, 2.0], n),
-         np.zeros(n), rng.uniform(0.01, 1, n) / rng.choice([1.0, 0.7, 0.15], n)][kind_b]
+    a = [
+        rng.uniform(0, 20, n),
+        np.round(rng.uniform(0, 5, n), 1),
+        np.full(n, float(rng.choice([0.0, 3.0]))),
+        rng.choice([0.0, 1.0, 2.5], n),
+    ][kind_a]
+    b = [
+        rng.uniform(0, 2, n),
+        np.round(rng.uniform(0, 2, n), 1),
+        rng.choice([0.0, 0.5, 1.0, 2.0], n),
+        np.zeros(n),
+        rng.uniform(0.01, 1, n) / rng.choice([1.0, 0.7, 0.15], n),
+    ][kind_b]
     b = np.where(rng.random(n) < 0.15, 0.0, b)  # some zero slopes everywhere
     return np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
 
@@ -63,7 +73,8 @@ def random_scheduler_case(rng):
     hi = np.minimum(cap, r_max)
     mean_lo, mean_hi = float(np.minimum(r_min, hi).mean()), float(hi.mean())
     r_bar = [rng.uniform(0.05, max(mean_lo, 0.1)), rng.uniform(mean_lo, mean_hi), rng.uniform(mean_hi, mean_hi + 4)][
-        int(rng.integers(3))]  # aimed below / inside / above the feasible range (the test counts where it lands)
+        int(rng.integers(3))
+    ]  # aimed below / inside / above the feasible range (the test counts where it lands)
     r_bar = max(float(r_bar), 0.05)
     return Clients.of(np.arange(n), cap, 1.0, a, b), r_min, r_max, r_bar
 

@@ -1,4 +1,5 @@
 """Rank masking, truncate/pad on a real (tiny, random-init) peft model, and the LoRA scaling rule."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,15 @@ from fedranklite.ranks import pad, rank_dim, truncate
 
 def make_model(r_max=8, alpha=16.0, seed=0, dropout=0.0):
     torch.manual_seed(seed)
-    return FedModel(load_backbone("tiny:bert", seed=seed), num_labels=2, r_max=r_max, alpha=alpha, dropout=dropout,
-                    target_modules=["query", "value"], head_dropout=0.0)
+    return FedModel(
+        load_backbone("tiny:bert", seed=seed),
+        num_labels=2,
+        r_max=r_max,
+        alpha=alpha,
+        dropout=dropout,
+        target_modules=["query", "value"],
+        head_dropout=0.0,
+    )
 
 
 def randomize_lora(model: FedModel, seed=1):
@@ -62,10 +70,20 @@ def test_inactive_dims_stay_exactly_zero_through_training(optimizer):
     split = make_sentiment(64, seed=5)
     enc = encode(split, model.tokenizer, 32)
     global_state = model.adapter_state()
-    settings = TrainSettings(max_local_steps=6, batch_size=8, lr=0.05, optimizer=optimizer, weight_decay=0.1,
-                             momentum=0.9, probe_samples=8)
-    result = train_client(model, global_state, cid=0, rank=2, encoded=enc, rows=np.arange(64), settings=settings,
-                          device=torch.device("cpu"), seed=0)
+    settings = TrainSettings(
+        max_local_steps=6, batch_size=8, lr=0.05, optimizer=optimizer, weight_decay=0.1, momentum=0.9, probe_samples=8
+    )
+    result = train_client(
+        model,
+        global_state,
+        cid=0,
+        rank=2,
+        encoded=enc,
+        rows=np.arange(64),
+        settings=settings,
+        device=torch.device("cpu"),
+        seed=0,
+    )
     assert result.steps == 6
     for name, p in lora_pairs(model):
         axis = rank_dim(name)
@@ -116,8 +134,15 @@ def test_scaling_rule_masked_rank_r_equals_genuine_rank_r_with_scaled_alpha():
     ids, mask, _ = batch(model)
     expected = model(ids, mask)
 
-    genuine = FedModel(load_backbone("tiny:bert", seed=0), num_labels=2, r_max=r, alpha=alpha * r / r_max,
-                       dropout=0.0, target_modules=["query", "value"], head_dropout=0.0)
+    genuine = FedModel(
+        load_backbone("tiny:bert", seed=0),
+        num_labels=2,
+        r_max=r,
+        alpha=alpha * r / r_max,
+        dropout=0.0,
+        target_modules=["query", "value"],
+        head_dropout=0.0,
+    )
     genuine.load_state_dict({k: v for k, v in model.state_dict().items() if "lora_" not in k}, strict=False)
     genuine.load_adapter_state(truncate(model.adapter_state(), r))
     genuine.eval()
@@ -154,21 +179,26 @@ def test_pooling_mean_last_cls():
 
 
 def test_memory_profile_caps_rank():
-    prof = MemoryProfile(frozen_bytes=1000, lora_params_per_rank=10, head_params=5, hidden_size=4, num_layers=1,
-                         act_factor=1.0)
+    prof = MemoryProfile(
+        frozen_bytes=1000, lora_params_per_rank=10, head_params=5, hidden_size=4, num_layers=1, act_factor=1.0
+    )
     # bytes_at(r) = 1000 + 16*(10 r + 5) + 1*b*s*4*1*4
     assert prof.bytes_at(2, batch_size=1, seq_len=1) == 1000 + 16 * 25 + 16
-    gb = (1000 + 16 * 5 + 16 + 16 * 10 * 3) / 1024 ** 3  # exactly rank 3 fits
+    gb = (1000 + 16 * 5 + 16 + 16 * 10 * 3) / 1024**3  # exactly rank 3 fits
     assert prof.max_rank(gb, r_max=8, batch_size=1, seq_len=1) == 3
     assert prof.max_rank(1.0, r_max=8, batch_size=1, seq_len=1) == 8
-    assert prof.max_rank(1000 / 1024 ** 3, r_max=8, batch_size=1, seq_len=1) == 0
+    assert prof.max_rank(1000 / 1024**3, r_max=8, batch_size=1, seq_len=1) == 0
 
 
 # ---------------------------------------------------------------- sentence pairs: cross vs siamese
 def _pair_split():
     from fedranklite.textsplit import TextSplit
-    texts = [("the film was great", "it was great"), ("awful plot", "the acting was not bad at all"),
-             ("i liked it", "i liked it")]
+
+    texts = [
+        ("the film was great", "it was great"),
+        ("awful plot", "the acting was not bad at all"),
+        ("i liked it", "i liked it"),
+    ]
     return TextSplit(texts, np.array([1, 0, 1]))
 
 
@@ -190,8 +220,16 @@ def test_siamese_forward_is_the_head_on_pair_features_of_the_two_embeddings():
     from fedranklite.fedmodel import COSINE_SCALE, pair_features
 
     torch.manual_seed(0)
-    model = FedModel(load_backbone("tiny:bert"), num_labels=2, r_max=8, alpha=16.0, dropout=0.0,
-                     target_modules=["query", "value"], head_dropout=0.0, siamese=True).eval()
+    model = FedModel(
+        load_backbone("tiny:bert"),
+        num_labels=2,
+        r_max=8,
+        alpha=16.0,
+        dropout=0.0,
+        target_modules=["query", "value"],
+        head_dropout=0.0,
+        siamese=True,
+    ).eval()
     assert model.head[1].in_features == 2 * 32 + 2
     assert torch.count_nonzero(model.head[1].weight) == 0  # starts from a constant prediction
     torch.nn.init.normal_(model.head[1].weight)
@@ -213,12 +251,28 @@ def test_siamese_forward_is_the_head_on_pair_features_of_the_two_embeddings():
 
 def test_siamese_client_trains_and_masks_ranks_like_cross():
     torch.manual_seed(0)
-    model = FedModel(load_backbone("tiny:bert"), num_labels=2, r_max=8, alpha=16.0, dropout=0.0,
-                     target_modules=["query", "value"], head_dropout=0.0, siamese=True)
+    model = FedModel(
+        load_backbone("tiny:bert"),
+        num_labels=2,
+        r_max=8,
+        alpha=16.0,
+        dropout=0.0,
+        target_modules=["query", "value"],
+        head_dropout=0.0,
+        siamese=True,
+    )
     enc = encode(_pair_split(), model.tokenizer, 32, siamese=True)
-    res = train_client(model, model.adapter_state(), 0, 3, enc, np.arange(3),
-                       TrainSettings(local_epochs=2, batch_size=2, lr=1e-2, probe_samples=3),
-                       torch.device("cpu"), seed=1)
+    res = train_client(
+        model,
+        model.adapter_state(),
+        0,
+        3,
+        enc,
+        np.arange(3),
+        TrainSettings(local_epochs=2, batch_size=2, lr=1e-2, probe_samples=3),
+        torch.device("cpu"),
+        seed=1,
+    )
     assert res.steps == 4 and np.isfinite(res.loss_after)
     assert all(v.shape[rank_dim(k)] == 3 for k, v in res.update.items() if rank_dim(k) is not None)
     assert torch.count_nonzero(res.update["head.1.weight"]) > 0

@@ -1,4 +1,5 @@
 """`fedranklite plot` and `fedranklite compare` on real (tiny) runs."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,11 @@ from fedranklite.engine import build_engine
 def two_runs(tiny_config):
     folders = []
     for name, sched in (("run_lite", "lite"), ("run_fixed", "fixed")):
-        cfg = tiny_config(experiment_name=name, federation={"num_rounds": 3, "scheduler": {"type": sched}},
-                          deadline={"seconds": 5.0, "straggler_policy": "drop"})
+        cfg = tiny_config(
+            experiment_name=name,
+            federation={"num_rounds": 3, "scheduler": {"type": sched}},
+            deadline={"seconds": 5.0, "straggler_policy": "drop"},
+        )
         build_engine(cfg).run()
         folders.append(cfg.results_dir)
     return folders
@@ -22,8 +26,13 @@ def test_plot_writes_five_readable_pngs(two_runs, capsys):
     assert cli.main(["plot", str(two_runs[0])]) == 0
     printed = capsys.readouterr().out.split()
     names = sorted(p.rsplit("/", 1)[1] for p in printed)
-    assert names == ["bytes_per_round.png", "client_loss_percentiles.png", "rank_energy.png", "ranks_heatmap.png",
-                     "score_vs_time.png"]
+    assert names == [
+        "bytes_per_round.png",
+        "client_loss_percentiles.png",
+        "rank_energy.png",
+        "ranks_heatmap.png",
+        "score_vs_time.png",
+    ]
     from matplotlib.image import imread
 
     for path in printed:

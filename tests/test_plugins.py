@@ -1,5 +1,6 @@
 """Adding a plugin is one file plus one registry line (README, "Adding a scheduler"): a toy scheduler
 from tests/plugins/ runs in the engine with its own parameter, and its config rejects other plugins'."""
+
 from __future__ import annotations
 
 import importlib
@@ -46,7 +47,10 @@ def test_a_toy_scheduler_rejects_unknown_and_foreign_parameters(tiny_config, toy
 
 
 def test_unknown_parameters_name_the_plugin_for_every_kind(tmp_path):
-    base = {"tiers": {"t": {"compute_factor": 1, "num_clients": 2, "memory_gb": 8}}, "federation": {"clients_per_round": 2}}
+    base = {
+        "tiers": {"t": {"compute_factor": 1, "num_clients": 2, "memory_gb": 8}},
+        "federation": {"clients_per_round": 2},
+    }
     cases = [
         ({"federation": {"clients_per_round": 2, "scheduler": {"type": "fixed", "ema": 0.9}}}, "scheduler 'fixed'"),
         ({"federation": {"clients_per_round": 2, "aggregation": {"type": "svd", "rank": 3}}}, "aggregation 'svd'"),
@@ -69,8 +73,9 @@ def test_every_plugin_kind_builds_from_its_config():
 
 
 def test_switching_plugin_by_override_drops_the_old_plugins_parameters():
-    cfg = load_config("configs/experiments/lite_iid.yaml", ["federation.scheduler.type=cvx",
-                                                            "federation.scheduler.r_bar=6"])
+    cfg = load_config(
+        "configs/experiments/lite_iid.yaml", ["federation.scheduler.type=cvx", "federation.scheduler.r_bar=6"]
+    )
     assert cfg.federation.scheduler.type == "cvx" and cfg.federation.scheduler.r_bar == 6.0
     assert not hasattr(cfg.federation.scheduler, "ema")
 

@@ -1,6 +1,7 @@
 """One set-up path for every backend (prepare.py): the local engine, the Flower ClientApp and the surrogate
 build their partitions, model and token ids through the same functions, and the tokenised inputs come from
 an on-disk cache that hits when nothing they depend on changed and misses when something did."""
+
 from __future__ import annotations
 
 import ast
@@ -9,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_tree
+
 from fedranklite import prepare as prep_mod
 from fedranklite.configfile import validate
 from fedranklite.engine import build_engine
@@ -31,12 +32,18 @@ def test_partition_model_and_tokenising_are_called_in_one_module_only():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call):
                 f = node.func  # `encode(...)`, `partitioners.split_clients(...)`; not a string's `.encode()`
-                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) and \
-                    f.attr != "encode" else None
+                name = (
+                    f.id
+                    if isinstance(f, ast.Name)
+                    else f.attr
+                    if isinstance(f, ast.Attribute) and f.attr != "encode"
+                    else None
+                )
                 if name in seen:
                     seen[name].append(path.name)
-    assert {name: sorted(set(files)) for name, files in seen.items()} == \
-           {name: [module] for name, module in allowed.items()}
+    assert {name: sorted(set(files)) for name, files in seen.items()} == {
+        name: [module] for name, module in allowed.items()
+    }
 
 
 def counting(monkeypatch, name):
@@ -125,8 +132,10 @@ def test_token_cache_hits_on_the_second_build_and_misses_when_a_relevant_field_c
     # the evaluation split goes through the same cache (its own key)
     p = prep_mod.prepare(tiny(tmp_path))
     before = len(encodes)
-    assert p.eval.input_ids == prep_mod.encode(prep_mod.eval_split(p.cfg, p.data), p.model.tokenizer,
-                                               p.cfg.model.max_length).input_ids
+    assert (
+        p.eval.input_ids
+        == prep_mod.encode(prep_mod.eval_split(p.cfg, p.data), p.model.tokenizer, p.cfg.model.max_length).input_ids
+    )
     assert len(encodes) - before == 2  # the miss that wrote it, and the reference above
     assert prep_mod.prepare(tiny(tmp_path)).eval.input_ids == p.eval.input_ids and len(encodes) - before == 2
 
@@ -159,8 +168,7 @@ def test_token_cache_round_trips_siamese_pairs_and_empty_rows(tmp_path):
     from fedranklite.data import TextSplit
 
     p = prep_mod.prepare(tiny(tmp_path))
-    split = TextSplit([("the movie was great", "it was bad"), ("", "the app"), ("fine", "")],
-                      np.array([1, 0, 1]))
+    split = TextSplit([("the movie was great", "it was bad"), ("", "the app"), ("fine", "")], np.array([1, 0, 1]))
     for siamese in (False, True):
         fresh = prep_mod.encode(split, p.model.tokenizer, 16, siamese)
         prep_mod.tokenise(split, p.model.tokenizer, 16, siamese, cache_dir=tmp_path / "t")

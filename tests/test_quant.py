@@ -1,6 +1,7 @@
 """QLoRA: model.quantization 4bit (NF4, double quantization, fp32 compute) and 8bit through bitsandbytes on
 the bundled MiniLM, with k-bit training preparation, LoRA adapters in fp32 and only adapters + head
 exchanged; and the clear error (no traceback) where bitsandbytes cannot quantize."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,9 +31,9 @@ def _quantizes() -> bool:
 def test_qlora_trains_fp32_adapters_on_a_quantized_base(quant):
     if not _quantizes():
         pytest.skip("bitsandbytes cannot quantize on this platform (the error path is tested below)")
+    from fedranklite.backbones import load_backbone
     from fedranklite.client import TrainSettings, encode, train_client
     from fedranklite.embedded import make_sentiment
-    from fedranklite.backbones import load_backbone
     from fedranklite.fedmodel import FedModel
 
     plain = load_backbone("bundled:minilm-l6")
@@ -51,9 +52,17 @@ def test_qlora_trains_fp32_adapters_on_a_quantized_base(quant):
     split = make_sentiment(32, 0)
     enc = encode(split, bb.tokenizer, 32)
     state = model.adapter_state()
-    res = train_client(model, state, 0, 4, enc, np.arange(32), TrainSettings(max_local_steps=2, batch_size=8,
-                                                                             probe_samples=8),
-                       torch.device("cpu"), seed=0)
+    res = train_client(
+        model,
+        state,
+        0,
+        4,
+        enc,
+        np.arange(32),
+        TrainSettings(max_local_steps=2, batch_size=8, probe_samples=8),
+        torch.device("cpu"),
+        seed=0,
+    )
     assert res.steps == 2 and np.isfinite(res.loss_after)
     # only adapters and head travel: same keys as the fp32 model's adapter state, never base weights
     assert set(res.update) == set(trainable)
@@ -79,8 +88,11 @@ def test_platform_that_cannot_quantize_is_a_clear_error(monkeypatch):
         raise RuntimeError("no kernel for this device")
 
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", refuse)
-    with pytest.raises(ModelError, match=r"model.quantization='8bit': bitsandbytes could not quantize.*"
-                                         r"no kernel for this device.*Use model.quantization: none"):
+    with pytest.raises(
+        ModelError,
+        match=r"model.quantization='8bit': bitsandbytes could not quantize.*"
+        r"no kernel for this device.*Use model.quantization: none",
+    ):
         load_backbone("bundled:minilm-l6", quantization="8bit")
 
 
@@ -92,8 +104,10 @@ def test_cli_reports_it_without_a_traceback(monkeypatch, tmp_path, capsys):
     from pathlib import Path
 
     base = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
-    cfg.write_text(f"_base_: {base}\nmodel: {{quantization: 4bit}}\noutput_dir: {tmp_path}\n"
-                   "data: {embedded_train_size: 100, embedded_eval_size: 20}\n")
+    cfg.write_text(
+        f"_base_: {base}\nmodel: {{quantization: 4bit}}\noutput_dir: {tmp_path}\n"
+        "data: {embedded_train_size: 100, embedded_eval_size: 20}\n"
+    )
     rc = cli.main(["run", "--config", str(cfg), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "needs bitsandbytes" in err and "Traceback" not in err

@@ -1,4 +1,5 @@
 """ranks.py: moving LoRA factors between ranks (truncate, pad) and counting bytes. Pure tensors."""
+
 from __future__ import annotations
 
 import pytest
@@ -117,8 +118,12 @@ def test_num_bytes_counts_elements_times_dtype_size():
     assert num_bytes(adapter(dtype=torch.float16)) == 44 * 2
     assert num_bytes(adapter(dtype=torch.bfloat16)) == 44 * 2
     assert num_bytes(adapter(dtype=torch.float64)) == 44 * 8
-    mixed = {"a": torch.zeros(10, dtype=torch.float16), "b": torch.zeros(3, 2, dtype=torch.float32),
-             "c": torch.zeros(7, dtype=torch.int8), "d": torch.zeros(0)}
+    mixed = {
+        "a": torch.zeros(10, dtype=torch.float16),
+        "b": torch.zeros(3, 2, dtype=torch.float32),
+        "c": torch.zeros(7, dtype=torch.int8),
+        "d": torch.zeros(0),
+    }
     assert num_bytes(mixed) == 10 * 2 + 6 * 4 + 7 * 1 + 0
     assert num_bytes({}) == 0
 

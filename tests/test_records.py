@@ -1,6 +1,7 @@
 """Typed records (records.py): both client layouts read back to the same columns, the `lost` field, the
 client table's checks, the run summary's JSON, read_run's errors, and the tracker scalars of a
 columns-layout record."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,41 +9,79 @@ import json
 
 import numpy as np
 import pytest
+from test_summary import as_json, fixture_records
 
 from fedranklite.records import CLIENT_FIELDS, ClientReport, ClientTable, RoundRecord, RunSummary, TimeToTarget
-from fedranklite.results_io import ROUNDS_FILE, SUMMARY_FILE, ResultsError, RoundLog, json_ready, read_run, \
-    write_json_atomic
+from fedranklite.results_io import (
+    ROUNDS_FILE,
+    SUMMARY_FILE,
+    ResultsError,
+    RoundLog,
+    json_ready,
+    read_run,
+    write_json_atomic,
+)
 from fedranklite.summary import summarize
 from fedranklite.tracking import round_scalars
-from test_summary import as_json, fixture_records
 
 LAYOUTS = ["full", "columns"]
 
 
 def report(cid, rank, loss, *, status="accepted", straggler=False, lost=None, reject_reason=None, mem=64.0):
-    return ClientReport(cid=cid, tier="slow" if cid % 2 else "fast", rank=rank, status=status, straggler=straggler,
-                        steps=3, planned_steps=4, samples=48, loss_before=loss,
-                        loss_after=None if loss is None else loss - 0.25, loss_drop=None if loss is None else 0.25,
-                        throughput=12.5, sim_throughput=None if lost else 6.0, wall_seconds=0.5, sim_seconds=8.0,
-                        bytes_down=2048, bytes_up=0 if lost else 1024, peak_memory_mb=mem,
-                        reject_reason=reject_reason, lost=lost)
+    return ClientReport(
+        cid=cid,
+        tier="slow" if cid % 2 else "fast",
+        rank=rank,
+        status=status,
+        straggler=straggler,
+        steps=3,
+        planned_steps=4,
+        samples=48,
+        loss_before=loss,
+        loss_after=None if loss is None else loss - 0.25,
+        loss_drop=None if loss is None else 0.25,
+        throughput=12.5,
+        sim_throughput=None if lost else 6.0,
+        wall_seconds=0.5,
+        sim_seconds=8.0,
+        bytes_down=2048,
+        bytes_up=0 if lost else 1024,
+        peak_memory_mb=mem,
+        reject_reason=reject_reason,
+        lost=lost,
+    )
 
 
 def round_record(reports, **overrides) -> RoundRecord:
     table = ClientTable.from_reports(reports)
-    values = dict(round=7, selected=[r.cid for r in reports] + [40], clients=table, out_of_memory=[40],
-                  rejected={str(r.cid): r.reject_reason for r in reports if r.reject_reason},
-                  stragglers=[r.cid for r in reports if r.straggler],
-                  compliant=not any(r.straggler for r in reports), round_sim_seconds=20.0, sim_time=140.0,
-                  fairness={"p50": 1.0}, eval={"score": 0.7, "loss": 0.6}, score=0.7,
-                  bytes_up=sum(r.bytes_up for r in reports), bytes_down=sum(r.bytes_down for r in reports),
-                  wall_seconds=1.5, scheduler_notes=["note"], rank_energy={"q": {"effective_rank": 2.0}})
+    values = dict(
+        round=7,
+        selected=[r.cid for r in reports] + [40],
+        clients=table,
+        out_of_memory=[40],
+        rejected={str(r.cid): r.reject_reason for r in reports if r.reject_reason},
+        stragglers=[r.cid for r in reports if r.straggler],
+        compliant=not any(r.straggler for r in reports),
+        round_sim_seconds=20.0,
+        sim_time=140.0,
+        fairness={"p50": 1.0},
+        eval={"score": 0.7, "loss": 0.6},
+        score=0.7,
+        bytes_up=sum(r.bytes_up for r in reports),
+        bytes_down=sum(r.bytes_down for r in reports),
+        wall_seconds=1.5,
+        scheduler_notes=["note"],
+        rank_energy={"q": {"effective_rank": 2.0}},
+    )
     values.update(overrides)
     return RoundRecord(**values)
 
 
-REPORTS = [report(2, 8, 1.5), report(9, 4, None, status="lost", straggler=True, lost="timeout"),
-           report(4, 2, 0.75, status="rejected", reject_reason="norm outlier", mem=float("nan"))]
+REPORTS = [
+    report(2, 8, 1.5),
+    report(9, 4, None, status="lost", straggler=True, lost="timeout"),
+    report(4, 2, 0.75, status="rejected", reject_reason="norm outlier", mem=float("nan")),
+]
 
 
 def through_json(rec: RoundRecord, layout: str) -> RoundRecord:
@@ -60,8 +99,11 @@ def test_both_layouts_read_back_to_equal_columns_and_ranks(layout):
     assert set(back.clients.columns) == set(CLIENT_FIELDS)
     for name in CLIENT_FIELDS:
         np.testing.assert_array_equal(back.clients.columns[name], rec.clients.columns[name], err_msg=name)
-    assert back.clients.rows() == rec.clients.rows() == [dataclasses.replace(r, peak_memory_mb=None)
-                                                         if r.cid == 4 else r for r in REPORTS]
+    assert (
+        back.clients.rows()
+        == rec.clients.rows()
+        == [dataclasses.replace(r, peak_memory_mb=None) if r.cid == 4 else r for r in REPORTS]
+    )
     assert back.clients.rank.dtype == np.int64 and back.clients.straggler.dtype == bool
     np.testing.assert_array_equal(back.clients.floats("loss_before"), [1.5, np.nan, 0.75])
     # the rest of the record comes back too
@@ -213,8 +255,9 @@ def test_read_run_without_metrics_json(tmp_path):
     assert issubclass(ResultsError, FileNotFoundError)
 
 
-@pytest.mark.parametrize("text", ['{"rounds_completed": 4, "metr', "", "[1, 2]", '{"experiment_name": "x"}',
-                                  "\xff\xfe not text"])
+@pytest.mark.parametrize(
+    "text", ['{"rounds_completed": 4, "metr', "", "[1, 2]", '{"experiment_name": "x"}', "\xff\xfe not text"]
+)
 def test_read_run_with_a_corrupt_metrics_json(tmp_path, text):
     write_run(tmp_path)
     if text == "\xff\xfe not text":
@@ -237,17 +280,41 @@ def test_round_scalars_of_a_columns_layout_record():
     # a line of rounds.jsonl with metrics.client_records: columns has no `ranks` map (the old code raised
     # KeyError on record["ranks"])
     data = {
-        "round": 3, "selected": [0, 5, 7, 9], "out_of_memory": [9], "rejected": {}, "stragglers": [7],
-        "compliant": False, "round_sim_seconds": 42.0, "sim_time": 126.0, "fairness": {"p10": 0.5, "p50": None},
-        "eval": {"score": 0.8, "loss": 0.45}, "score": 0.8, "bytes_up": 600, "bytes_down": 900,
-        "wall_seconds": 3.0, "scheduler_notes": [],
+        "round": 3,
+        "selected": [0, 5, 7, 9],
+        "out_of_memory": [9],
+        "rejected": {},
+        "stragglers": [7],
+        "compliant": False,
+        "round_sim_seconds": 42.0,
+        "sim_time": 126.0,
+        "fairness": {"p10": 0.5, "p50": None},
+        "eval": {"score": 0.8, "loss": 0.45},
+        "score": 0.8,
+        "bytes_up": 600,
+        "bytes_down": 900,
+        "wall_seconds": 3.0,
+        "scheduler_notes": [],
         "client_columns": {
-            "cid": [0, 5, 7], "tier": ["a", "a", "b"], "rank": [8, 2, 4], "status": ["accepted", "accepted", "partial"],
-            "straggler": [False, False, True], "steps": [4, 4, 2], "planned_steps": [4, 4, 4],
-            "samples": [32, 32, 16], "loss_before": [0.5, 0.7, None], "loss_after": [0.4, 0.6, None],
-            "loss_drop": [0.1, 0.1, None], "throughput": [10.0, 10.0, 5.0], "sim_throughput": [8.0, 8.0, 2.0],
-            "wall_seconds": [1.0, 1.0, 1.0], "sim_seconds": [10.0, 20.0, 42.0], "bytes_down": [300, 300, 300],
-            "bytes_up": [300, 200, 100], "peak_memory_mb": [50.0, 60.0, 70.0], "reject_reason": [None, None, None],
+            "cid": [0, 5, 7],
+            "tier": ["a", "a", "b"],
+            "rank": [8, 2, 4],
+            "status": ["accepted", "accepted", "partial"],
+            "straggler": [False, False, True],
+            "steps": [4, 4, 2],
+            "planned_steps": [4, 4, 4],
+            "samples": [32, 32, 16],
+            "loss_before": [0.5, 0.7, None],
+            "loss_after": [0.4, 0.6, None],
+            "loss_drop": [0.1, 0.1, None],
+            "throughput": [10.0, 10.0, 5.0],
+            "sim_throughput": [8.0, 8.0, 2.0],
+            "wall_seconds": [1.0, 1.0, 1.0],
+            "sim_seconds": [10.0, 20.0, 42.0],
+            "bytes_down": [300, 300, 300],
+            "bytes_up": [300, 200, 100],
+            "peak_memory_mb": [50.0, 60.0, 70.0],
+            "reject_reason": [None, None, None],
         },
     }
     assert "ranks" not in data and "clients" not in data

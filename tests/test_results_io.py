@@ -1,5 +1,6 @@
 """Results on disk (results_io.py): atomic writes, json_ready, the round log in both client layouts, and
 the summary recomputed from rounds.jsonl."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_summary import as_json, fixture_records
 
 from fedranklite.records import ClientTable, RoundRecord, TimeToTarget
 from fedranklite.results_io import (
@@ -21,7 +23,6 @@ from fedranklite.results_io import (
     write_text_atomic,
 )
 from fedranklite.summary import summarize
-from test_summary import as_json, fixture_records
 
 LAYOUTS = ["full", "columns"]
 
@@ -29,6 +30,7 @@ LAYOUTS = ["full", "columns"]
 def strict_json(text: str):
     def bad(constant):
         raise ValueError(f"not strict JSON: {constant}")
+
     return json.loads(text, parse_constant=bad)
 
 
@@ -65,12 +67,31 @@ def test_write_text_atomic(tmp_path):
 
 def test_write_json_atomic_numpy_and_non_finite_values(tmp_path):
     target = tmp_path / "m.json"
-    write_json_atomic(target, {"i": np.int64(3), "f": np.float32(0.5), "arr": np.array([1, 2]),
-                               "nan": float("nan"), "inf": np.float64("inf"), "nested": [{"x": float("-inf")}],
-                               "tuple": (1, 2), "path": Path("a/b"), "flag": np.bool_(True)})
-    assert strict_json(target.read_text()) == {"i": 3, "f": 0.5, "arr": [1, 2], "nan": None, "inf": None,
-                                               "nested": [{"x": None}], "tuple": [1, 2], "path": "a/b",
-                                               "flag": True}
+    write_json_atomic(
+        target,
+        {
+            "i": np.int64(3),
+            "f": np.float32(0.5),
+            "arr": np.array([1, 2]),
+            "nan": float("nan"),
+            "inf": np.float64("inf"),
+            "nested": [{"x": float("-inf")}],
+            "tuple": (1, 2),
+            "path": Path("a/b"),
+            "flag": np.bool_(True),
+        },
+    )
+    assert strict_json(target.read_text()) == {
+        "i": 3,
+        "f": 0.5,
+        "arr": [1, 2],
+        "nan": None,
+        "inf": None,
+        "nested": [{"x": None}],
+        "tuple": [1, 2],
+        "path": "a/b",
+        "flag": True,
+    }
 
 
 def test_json_ready_handles_dataclasses():
@@ -169,8 +190,14 @@ def test_round_log_nan_and_numpy(tmp_path, layout):
     cols = dict(rec.clients.columns)
     cols["rank"] = np.array([8, 4, 2], dtype=np.int32)
     cols["loss_after"] = np.array([0.45, np.nan, np.float32(1.0)])
-    rec = dataclasses.replace(rec, round=np.int64(1), score=float("nan"), eval={"score": np.float32(0.5)},
-                              sim_time=np.float64(30.0), clients=ClientTable(cols))
+    rec = dataclasses.replace(
+        rec,
+        round=np.int64(1),
+        score=float("nan"),
+        eval={"score": np.float32(0.5)},
+        sim_time=np.float64(30.0),
+        clients=ClientTable(cols),
+    )
     path = tmp_path / "rounds.jsonl"
     with RoundLog(path, layout=layout) as log:
         log.write(rec)

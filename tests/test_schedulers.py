@@ -4,6 +4,7 @@ Expected ranks are worked out by hand from the formulas in the module docstrings
 written next to each number. No timing: lite's O(N) is checked structurally (the number of
 correction passes does not grow with N); speed is measured by benchmarks/bench_schedulers.py.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -14,8 +15,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fedranklite.schedulers import (SCHEDULERS, Clients, Reports, build_scheduler, feasible_budget,
-                                    greedy_min_max, rank_budget, repair_to_budget, repair_with_passes)
+from fedranklite.schedulers import (
+    SCHEDULERS,
+    Clients,
+    Reports,
+    build_scheduler,
+    feasible_budget,
+    greedy_min_max,
+    rank_budget,
+    repair_to_budget,
+    repair_with_passes,
+)
 from fedranklite.schedulers import cvx as cvx_mod
 from fedranklite.schedulers import lite as lite_mod
 from fedranklite.schedulers.cvx import CvxScheduler
@@ -24,8 +34,16 @@ from fedranklite.schedulers.lite import LiteScheduler
 
 
 def lite(**kw) -> LiteScheduler:
-    params = dict(r_min=1, r_max=8, r_bar=4, ema=0.5, gain_weight=1.0, throughput_weight=0.5,
-                  deadline_penalty=0.5, normalize=False)
+    params = dict(
+        r_min=1,
+        r_max=8,
+        r_bar=4,
+        ema=0.5,
+        gain_weight=1.0,
+        throughput_weight=0.5,
+        deadline_penalty=0.5,
+        normalize=False,
+    )
     params.update(kw)
     return LiteScheduler(**params)
 
@@ -70,8 +88,18 @@ def test_bounds_with_memory_caps():
 
 
 def test_build_scheduler_from_config_section():
-    section = SCHEDULERS.parse(dict(type="lite", r_min=2, r_bar=6.0, ema=0.3, gain_weight=2.0, throughput_weight=0.1,
-                                    deadline_penalty=0.25, normalize=False))
+    section = SCHEDULERS.parse(
+        dict(
+            type="lite",
+            r_min=2,
+            r_bar=6.0,
+            ema=0.3,
+            gain_weight=2.0,
+            throughput_weight=0.1,
+            deadline_penalty=0.25,
+            normalize=False,
+        )
+    )
     cfg = SimpleNamespace(federation=SimpleNamespace(scheduler=section), r_max=16)
     s = build_scheduler(cfg)
     assert isinstance(s, LiteScheduler)
@@ -82,18 +110,25 @@ def test_build_scheduler_from_config_section():
     assert isinstance(s, CvxScheduler) and s.solver == "greedy" and s.r_max == 16
 
 
-@pytest.mark.parametrize("section, message", [
-    (dict(type="fixed", ema=0.9), "scheduler 'fixed'"),  # a lite parameter on another scheduler
-    (dict(type="cvx", rank=4), "scheduler 'cvx'"),
-    (dict(type="lite", solver="greedy"), "scheduler 'lite'"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        (dict(type="fixed", ema=0.9), "scheduler 'fixed'"),  # a lite parameter on another scheduler
+        (dict(type="cvx", rank=4), "scheduler 'cvx'"),
+        (dict(type="lite", solver="greedy"), "scheduler 'lite'"),
+    ],
+)
 def test_a_scheduler_rejects_parameters_of_another(section, message):
     from fedranklite.config import ConfigError
     from fedranklite.configfile import validate
 
     with pytest.raises(ConfigError, match=message):
-        validate({"tiers": {"t": {"compute_factor": 1, "num_clients": 2, "memory_gb": 8}},
-                  "federation": {"clients_per_round": 2, "scheduler": section}})
+        validate(
+            {
+                "tiers": {"t": {"compute_factor": 1, "num_clients": 2, "memory_gb": 8}},
+                "federation": {"clients_per_round": 2, "scheduler": section},
+            }
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -485,9 +520,16 @@ def test_lite_sums_exactly_to_budget_and_respects_bounds(normalize):
         r_min = int(rng.integers(1, 5))
         r_max = int(rng.integers(r_min, 33))
         r_bar = float(rng.uniform(r_min, r_max))  # r_min * N <= budget <= r_max * N
-        s = LiteScheduler(r_min, r_max, r_bar, ema=float(rng.uniform(0.05, 1.0)),
-                          gain_weight=float(rng.uniform(0, 3)), throughput_weight=float(rng.uniform(0, 3)),
-                          deadline_penalty=float(rng.uniform(0, 1)), normalize=normalize)
+        s = LiteScheduler(
+            r_min,
+            r_max,
+            r_bar,
+            ema=float(rng.uniform(0.05, 1.0)),
+            gain_weight=float(rng.uniform(0, 3)),
+            throughput_weight=float(rng.uniform(0, 3)),
+            deadline_penalty=float(rng.uniform(0, 1)),
+            normalize=normalize,
+        )
         n_ids = 2 * n
         for _ in range(int(rng.integers(0, 4))):  # 0..3 rounds observed; some selected clients unseen
             s.observe(random_round(rng, min(n, n_ids), n_ids))

@@ -1,4 +1,5 @@
 """Score functions (scoring.py, scikit-learn and SciPy underneath) against hand-computed values."""
+
 from __future__ import annotations
 
 import math
@@ -76,8 +77,8 @@ def test_spearman_with_ties():
     assert spearman(pred, label) == approx(8.5 / math.sqrt(9.5 * 10))
     # monotone but non-linear: spearman 1, pearson below 1
     x = np.array([1.0, 2.0, 3.0, 4.0])
-    assert spearman(x, x ** 3) == approx(1.0)
-    assert pearson(x, x ** 3) < 0.99
+    assert spearman(x, x**3) == approx(1.0)
+    assert pearson(x, x**3) < 0.99
 
 
 def test_mse():
@@ -89,8 +90,14 @@ def test_score_registry():
     assert set(SCORE_METRICS) == {"accuracy", "f1", "f1_macro", "pearson", "spearman", "mse"}
     assert all(isinstance(SCORE_METRICS[name], ScoreMetric) for name in SCORE_METRICS)
     tasks = {name: SCORE_METRICS[name].task for name in SCORE_METRICS}
-    assert tasks == {"accuracy": "classification", "f1": "classification", "f1_macro": "classification",
-                     "pearson": "regression", "spearman": "regression", "mse": "regression"}
+    assert tasks == {
+        "accuracy": "classification",
+        "f1": "classification",
+        "f1_macro": "classification",
+        "pearson": "regression",
+        "spearman": "regression",
+        "mse": "regression",
+    }
     assert [n for n in SCORE_METRICS if not SCORE_METRICS[n].higher_is_better] == ["mse"]
     assert SCORE_METRICS["f1"].fn is f1_binary
     assert SCORE_METRICS["spearman"].fn is spearman

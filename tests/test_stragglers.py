@@ -1,4 +1,5 @@
 """stragglers.py: each deadline policy, as documented, with and without a deadline."""
+
 from __future__ import annotations
 
 import numpy as np

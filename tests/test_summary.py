@@ -2,6 +2,7 @@
 summarize over hand-written round records (RoundRecord, read from the shape engine.Engine._record writes).
 
 `fixture_records`, `FAIR` and `as_json` are also used by test_results_io.py and test_records.py."""
+
 from __future__ import annotations
 
 import json
@@ -38,22 +39,49 @@ def test_fairness_edges():
 
 # ================================================================== round records (engine shape)
 def client(cid, rank, up, down, mem, loss, *, straggler=False, status="accepted"):
-    return {"cid": cid, "tier": "t", "rank": rank, "status": status, "straggler": straggler, "steps": 4,
-            "planned_steps": 4, "samples": 64, "loss_before": loss, "loss_after": None if loss is None else loss / 2,
-            "loss_drop": None if loss is None else loss / 2, "throughput": 10.0, "sim_throughput": 5.0,
-            "wall_seconds": 1.0, "sim_seconds": 10.0, "bytes_down": down, "bytes_up": up, "peak_memory_mb": mem,
-            "reject_reason": None}
+    return {
+        "cid": cid,
+        "tier": "t",
+        "rank": rank,
+        "status": status,
+        "straggler": straggler,
+        "steps": 4,
+        "planned_steps": 4,
+        "samples": 64,
+        "loss_before": loss,
+        "loss_after": None if loss is None else loss / 2,
+        "loss_drop": None if loss is None else loss / 2,
+        "throughput": 10.0,
+        "sim_throughput": 5.0,
+        "wall_seconds": 1.0,
+        "sim_seconds": 10.0,
+        "bytes_down": down,
+        "bytes_up": up,
+        "peak_memory_mb": mem,
+        "reject_reason": None,
+    }
 
 
 def record_json(r, clients, *, stragglers, round_sim, sim_time, score, fair, wall=2.0):
     """A round record as the full layout writes it (a list of client objects plus a ranks map)."""
     return {
-        "round": r, "selected": [c["cid"] for c in clients], "ranks": {str(c["cid"]): c["rank"] for c in clients},
-        "clients": clients, "out_of_memory": [], "rejected": {}, "stragglers": stragglers,
-        "compliant": not stragglers, "round_sim_seconds": round_sim, "sim_time": sim_time, "fairness": fair,
-        "eval": None if score is None else {"score": score}, "score": score,
-        "bytes_up": sum(c["bytes_up"] for c in clients), "bytes_down": sum(c["bytes_down"] for c in clients),
-        "wall_seconds": wall, "scheduler_notes": [],
+        "round": r,
+        "selected": [c["cid"] for c in clients],
+        "ranks": {str(c["cid"]): c["rank"] for c in clients},
+        "clients": clients,
+        "out_of_memory": [],
+        "rejected": {},
+        "stragglers": stragglers,
+        "compliant": not stragglers,
+        "round_sim_seconds": round_sim,
+        "sim_time": sim_time,
+        "fairness": fair,
+        "eval": None if score is None else {"score": score},
+        "score": score,
+        "bytes_up": sum(c["bytes_up"] for c in clients),
+        "bytes_down": sum(c["bytes_down"] for c in clients),
+        "wall_seconds": wall,
+        "scheduler_notes": [],
     }
 
 
@@ -69,17 +97,46 @@ LOSSES = [[0.9, 0.2, 2.0], [1.0, 3.0], [0.5, None], [0.6, 0.7]]
 
 def fixture_json(scores=(0.55, None, 0.81, 0.79)) -> list[dict]:
     return [
-        record_json(1, [client(0, 8, 800, 1000, 100.0, 0.9), client(3, 4, 400, 600, 50.0, 0.2),
-                        client(12, 2, 200, 400, None, 2.0)],
-                    stragglers=[], round_sim=30.0, sim_time=30.0, score=scores[0], fair=FAIR[0]),
-        record_json(2, [client(0, 6, 600, 1000, 120.0, 1.0),
-                        client(5, 10, 1000, 1000, 80.0, 3.0, straggler=True)],
-                    stragglers=[5], round_sim=90.0, sim_time=120.0, score=scores[1], fair=FAIR[1]),
-        record_json(3, [client(3, 4, 400, 600, 70.0, 0.5),
-                        client(12, 2, 0, 400, 30.0, None, straggler=True, status="dropped")],
-                    stragglers=[12], round_sim=90.0, sim_time=210.0, score=scores[2], fair=FAIR[2]),
-        record_json(4, [client(0, 8, 800, 1000, 90.0, 0.6), client(5, 8, 800, 1000, 150.0, 0.7)],
-                    stragglers=[], round_sim=45.0, sim_time=255.0, score=scores[3], fair=FAIR[3]),
+        record_json(
+            1,
+            [
+                client(0, 8, 800, 1000, 100.0, 0.9),
+                client(3, 4, 400, 600, 50.0, 0.2),
+                client(12, 2, 200, 400, None, 2.0),
+            ],
+            stragglers=[],
+            round_sim=30.0,
+            sim_time=30.0,
+            score=scores[0],
+            fair=FAIR[0],
+        ),
+        record_json(
+            2,
+            [client(0, 6, 600, 1000, 120.0, 1.0), client(5, 10, 1000, 1000, 80.0, 3.0, straggler=True)],
+            stragglers=[5],
+            round_sim=90.0,
+            sim_time=120.0,
+            score=scores[1],
+            fair=FAIR[1],
+        ),
+        record_json(
+            3,
+            [client(3, 4, 400, 600, 70.0, 0.5), client(12, 2, 0, 400, 30.0, None, straggler=True, status="dropped")],
+            stragglers=[12],
+            round_sim=90.0,
+            sim_time=210.0,
+            score=scores[2],
+            fair=FAIR[2],
+        ),
+        record_json(
+            4,
+            [client(0, 8, 800, 1000, 90.0, 0.6), client(5, 8, 800, 1000, 150.0, 0.7)],
+            stragglers=[],
+            round_sim=45.0,
+            sim_time=255.0,
+            score=scores[3],
+            fair=FAIR[3],
+        ),
     ]
 
 
@@ -158,9 +215,11 @@ def test_summary_over_the_hand_written_records():
     assert s.client_compliance_pct == approx(100.0 * 7 / 9)
     # fairness: final round and the mean over rounds of each percentile
     assert s.fairness_final == FAIR[3]
-    assert s.fairness_mean == {"p10": approx((0.34 + 1.2 + 0.5 + 0.61) / 4),
-                               "p50": approx((0.9 + 2.0 + 0.5 + 0.65) / 4),
-                               "p90": approx((1.78 + 2.8 + 0.5 + 0.69) / 4)}
+    assert s.fairness_mean == {
+        "p10": approx((0.34 + 1.2 + 0.5 + 0.61) / 4),
+        "p50": approx((0.9 + 2.0 + 0.5 + 0.65) / 4),
+        "p90": approx((1.78 + 2.8 + 0.5 + 0.69) / 4),
+    }
     assert s.run == {}
 
 
@@ -190,8 +249,12 @@ def test_summary_peak_memory_per_client():
 def test_summary_per_round_ranks_and_bytes():
     rounds = summarize(fixture_records(), target=0.8, metric="accuracy").rounds
     assert [r["round"] for r in rounds] == [1, 2, 3, 4]
-    assert [r["ranks"] for r in rounds] == [{"0": 8, "3": 4, "12": 2}, {"0": 6, "5": 10}, {"3": 4, "12": 2},
-                                            {"0": 8, "5": 8}]
+    assert [r["ranks"] for r in rounds] == [
+        {"0": 8, "3": 4, "12": 2},
+        {"0": 6, "5": 10},
+        {"3": 4, "12": 2},
+        {"0": 8, "5": 8},
+    ]
     assert [r["score"] for r in rounds] == [0.55, None, 0.81, 0.79]
     assert [r["sim_time"] for r in rounds] == [30.0, 120.0, 210.0, 255.0]
     assert [r["round_sim_seconds"] for r in rounds] == [30.0, 90.0, 90.0, 45.0]

@@ -1,6 +1,7 @@
 """What-if surrogate: the fits recover known parameters, calibration on a real (tiny) run, the surrogate engine
 runs the same schedulers/policies/metrics, matches the real run's ranks/times/compliance at N = 10 where
 those do not depend on the model, and scales to many clients with compact records."""
+
 from __future__ import annotations
 
 import json
@@ -8,15 +9,22 @@ import math
 
 import numpy as np
 import pytest
+from conftest import tiny_tree
 
 from fedranklite.config import ConfigError
-
 from fedranklite.configfile import validate
 from fedranklite.engine import build_engine
-from fedranklite.surrogate import (STATE_KEY, CalibrationError, SurrogateFit, build_surrogate_engine, calibrate,
-                                   fit_drops, fit_progress, fit_time, samples_for)
-
-from conftest import tiny_tree
+from fedranklite.surrogate import (
+    STATE_KEY,
+    CalibrationError,
+    SurrogateFit,
+    build_surrogate_engine,
+    calibrate,
+    fit_drops,
+    fit_progress,
+    fit_time,
+    samples_for,
+)
 
 
 def test_fit_time_recovers_a_linear_cost_exactly():
@@ -30,8 +38,14 @@ def test_fit_time_recovers_a_linear_cost_exactly():
 
 def test_fit_progress_recovers_start_limit_and_rate_from_a_generated_trajectory():
     s0, s_lim, k = 0.55, 0.9, 0.3
-    effs = [np.array([1.0, 0.5, 0.25]), np.array([1.0, 1.0, 0.5]), np.array([0.5, 0.5, 0.5]),
-            np.array([1.0, 0.25, 0.25]), np.array([0.75, 0.75, 1.0]), np.array([1.0, 1.0, 1.0])]
+    effs = [
+        np.array([1.0, 0.5, 0.25]),
+        np.array([1.0, 1.0, 0.5]),
+        np.array([0.5, 0.5, 0.5]),
+        np.array([1.0, 0.25, 0.25]),
+        np.array([0.75, 0.75, 1.0]),
+        np.array([1.0, 1.0, 1.0]),
+    ]
     weights = [np.array([1.0, 2.0, 1.0])] * len(effs)
     scores, gap = [], s_lim - s0
     for e, w in zip(effs, weights):
@@ -52,7 +66,7 @@ def test_fit_drops_recovers_phi_and_beta():
     q = rng.uniform(0.1, 1.0, 200)
     e = rng.uniform(0.2, 0.6, 200)
     f = rng.uniform(0.5, 1.0, 200)
-    d = 0.2 * e * q ** 0.7 * f * np.exp(0.05 * rng.standard_normal(200))
+    d = 0.2 * e * q**0.7 * f * np.exp(0.05 * rng.standard_normal(200))
     phi, beta, sigma, n = fit_drops(d, e, q, f)
     assert n == 200 and beta == pytest.approx(0.7, abs=0.05) and phi == pytest.approx(0.2, rel=0.05)
     assert sigma == pytest.approx(0.05, abs=0.02)
@@ -66,9 +80,15 @@ def test_samples_for_counts_short_last_batches_and_epochs():
 
 
 def _real_run(tmp_path, **sections):
-    tree = tiny_tree(tmp_path, **{"federation": {"num_rounds": 4, "clients_per_round": 4},
-                                  "deadline": {"seconds": 8.0, "straggler_policy": "use_partial"},
-                                  "data": {"samples_per_client": 40}, **sections})
+    tree = tiny_tree(
+        tmp_path,
+        **{
+            "federation": {"num_rounds": 4, "clients_per_round": 4},
+            "deadline": {"seconds": 8.0, "straggler_policy": "use_partial"},
+            "data": {"samples_per_client": 40},
+            **sections,
+        },
+    )
     cfg = validate(tree)
     engine = build_engine(cfg)
     engine.run()
@@ -76,8 +96,9 @@ def _real_run(tmp_path, **sections):
 
 
 def test_calibrate_a_real_run_and_replay_it_with_the_surrogate(tmp_path):
-    cfg, real = _real_run(tmp_path, federation={"num_rounds": 4, "clients_per_round": 4,
-                                                "scheduler": {"type": "cvx", "solver": "greedy"}})
+    cfg, real = _real_run(
+        tmp_path, federation={"num_rounds": 4, "clients_per_round": 4, "scheduler": {"type": "cvx", "solver": "greedy"}}
+    )
     fit = calibrate(cfg.results_dir)
     # analytic timing: the time fit is the configured model, exactly
     assert fit.sec_per_sample == pytest.approx(0.05, rel=1e-6)
@@ -113,13 +134,17 @@ def test_calibrate_a_real_run_and_replay_it_with_the_surrogate(tmp_path):
 def test_surrogate_at_scale_with_compact_records(tmp_path):
     cfg, _ = _real_run(tmp_path)
     fit_path = calibrate(cfg.results_dir).save(tmp_path / "fit.json")
-    tree = tiny_tree(tmp_path, **{
-        "experiment_name": "scale",
-        "federation": {"num_rounds": 5, "clients_per_round": 500, "scheduler": {"type": "lite", "r_bar": 4}},
-        "tiers": {"fast": {"num_clients": 1000}, "slow": {"num_clients": 1000}},
-        "deadline": {"seconds": 8.0, "straggler_policy": "drop"},
-        "engine": {"backend": "surrogate", "surrogate": {"calibration": str(fit_path), "rows_per_client": 40}},
-        "metrics": {"client_records": "columns", "checkpoint": False, "summary_every": 5}})
+    tree = tiny_tree(
+        tmp_path,
+        **{
+            "experiment_name": "scale",
+            "federation": {"num_rounds": 5, "clients_per_round": 500, "scheduler": {"type": "lite", "r_bar": 4}},
+            "tiers": {"fast": {"num_clients": 1000}, "slow": {"num_clients": 1000}},
+            "deadline": {"seconds": 8.0, "straggler_policy": "drop"},
+            "engine": {"backend": "surrogate", "surrogate": {"calibration": str(fit_path), "rows_per_client": 40}},
+            "metrics": {"client_records": "columns", "checkpoint": False, "summary_every": 5},
+        },
+    )
     engine = build_surrogate_engine(validate(tree))
     summary = engine.run()
     assert summary.rounds_completed == 5 and engine.fed.num_clients == 2000
@@ -158,8 +183,10 @@ def test_shipped_whatif_config_resolves_to_100k_clients_on_the_shipped_calibrati
     from fedranklite.configfile import load_config
 
     root = Path(__file__).resolve().parents[1]
-    cfg = load_config(root / "configs" / "experiments" / "whatif_100k.yaml",
-                      [f"engine.surrogate.calibration={root / 'configs' / 'surrogate' / 'minilm_noniid_deadline.json'}"])
+    cfg = load_config(
+        root / "configs" / "experiments" / "whatif_100k.yaml",
+        [f"engine.surrogate.calibration={root / 'configs' / 'surrogate' / 'minilm_noniid_deadline.json'}"],
+    )
     assert cfg.engine.backend == "surrogate" and cfg.num_clients == 100_000
     assert cfg.federation.clients_per_round == 10_000 and cfg.metrics.client_records == "columns"
     fit = SurrogateFit.load(cfg.engine.surrogate.calibration)
@@ -171,8 +198,9 @@ def test_surrogate_reports_the_calibrated_metric_when_the_config_names_none(tmp_
     fit = calibrate(cfg.results_dir)
     fit.metric = "f1"  # e.g. a calibration on MRPC; the what-if config leaves evaluation.metric unset
     path = fit.save(tmp_path / "fit_f1.json")
-    tree = tiny_tree(tmp_path, experiment_name="f1_whatif", engine={"backend": "surrogate",
-                                                                    "surrogate": {"calibration": str(path)}})
+    tree = tiny_tree(
+        tmp_path, experiment_name="f1_whatif", engine={"backend": "surrogate", "surrogate": {"calibration": str(path)}}
+    )
     assert validate(tree).evaluation.metric is None
     engine = build_surrogate_engine(validate(tree))
     summary = engine.run()

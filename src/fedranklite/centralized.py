@@ -12,12 +12,12 @@ holds the union of the rows the clients could hold (`samples_per_client * num_cl
 the full rank `r_max` (the rank of the global adapter that every evaluation scores), on one tier with the
 fastest compute factor and the largest memory of the federation's tiers.
 """
+
 from __future__ import annotations
 
 import math
 
 from .config import Config
-
 from .configfile import validate
 
 SUFFIX = "_centralized"
@@ -34,16 +34,23 @@ def centralized_config(cfg: Config, name_suffix: str = SUFFIX) -> Config:
     else:  # whole local epochs over uncapped partitions: clients_per_round / num_clients of the data a round
         steps = None
     tree["experiment_name"] = cfg.experiment_name + name_suffix
-    tree["tiers"] = {"central": {
-        "compute_factor": max(x.compute_factor for x in cfg.tiers.values()),
-        "num_clients": 1,
-        "memory_gb": max(x.memory_gb for x in cfg.tiers.values()),
-        "bandwidth_mbps": None,
-    }}
+    tree["tiers"] = {
+        "central": {
+            "compute_factor": max(x.compute_factor for x in cfg.tiers.values()),
+            "num_clients": 1,
+            "memory_gb": max(x.memory_gb for x in cfg.tiers.values()),
+            "bandwidth_mbps": None,
+        }
+    }
     tree["federation"].update({"num_clients": None, "clients_per_round": 1, "aggregation": "fedavg"})
     # a fresh scheduler section: the federated scheduler's own parameters mean nothing to `fixed`
-    tree["federation"]["scheduler"] = {"type": "fixed", "rank": cfg.r_max, "r_min": 1, "r_bar": float(cfg.r_max),
-                                       "r_max": cfg.federation.scheduler.r_max}
+    tree["federation"]["scheduler"] = {
+        "type": "fixed",
+        "rank": cfg.r_max,
+        "r_min": 1,
+        "r_bar": float(cfg.r_max),
+        "r_max": cfg.federation.scheduler.r_max,
+    }
     if steps is not None:
         tree["training"]["max_local_steps"] = steps
     else:

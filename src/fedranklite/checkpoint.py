@@ -5,6 +5,7 @@ head), the scheduler's state (EMAs, deadline misses), the time model's calibrati
 the round records so far and the resolved config (a resume with a different config is refused).
 Client optimizers are created fresh every round, so there is no optimizer state to keep.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ The modules that load models and data (and so import huggingface_hub, transforme
 imported inside the commands, after `_offline_when_local` has set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE:
 those libraries read the variables once, at import.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import ConfigError
-
 from .configfile import load_config
 
 
@@ -70,25 +70,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         run = start(cfg)
     except ImportError as exc:  # an optional dependency of the chosen backend (Flower)
-        console.print(f"[bold red]error[/]: engine.backend={cfg.engine.backend} needs a package that is not "
-                      f"installed: {exc} (pip install -e \".[{cfg.engine.backend}]\")", highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]error[/]: engine.backend={cfg.engine.backend} needs a package that is not "
+            f'installed: {exc} (pip install -e ".[{cfg.engine.backend}]")',
+            highlight=False,
+            soft_wrap=True,
+        )
         return 2
     except (DataError, ModelError, CalibrationError) as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
-    console.print(f"[bold]{cfg.experiment_name}[/]: {describe_run(cfg)} (set up in "
-                  f"{time.perf_counter() - began:.1f}s)", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold]{cfg.experiment_name}[/]: {describe_run(cfg)} (set up in {time.perf_counter() - began:.1f}s)",
+        highlight=False,
+        soft_wrap=True,
+    )
     metric = cfg.evaluation.metric or getattr(run, "metric", "score")
 
     def describe(rec) -> str:
         ranks = rec.clients.rank
         if cfg.metrics.client_records == "columns":  # thousands of clients per round: a distribution
-            return (f"round {rec.round}/{total}  {metric}={_format_score(rec.score)}  sim={rec.sim_time:.1f}s  "
-                    f"clients={len(ranks)}  stragglers={len(rec.stragglers)}  "
-                    f"mean rank={float(ranks.mean()) if len(ranks) else 0.0:.2f}")
+            return (
+                f"round {rec.round}/{total}  {metric}={_format_score(rec.score)}  sim={rec.sim_time:.1f}s  "
+                f"clients={len(ranks)}  stragglers={len(rec.stragglers)}  "
+                f"mean rank={float(ranks.mean()) if len(ranks) else 0.0:.2f}"
+            )
         shown = " ".join(f"{c}:{r}" for c, r in rec.ranks.items())
-        return (f"round {rec.round}/{total}  {metric}={_format_score(rec.score)}  sim={rec.sim_time:.1f}s  "
-                f"stragglers={len(rec.stragglers)}  ranks[{shown}]")
+        return (
+            f"round {rec.round}/{total}  {metric}={_format_score(rec.score)}  sim={rec.sim_time:.1f}s  "
+            f"stragglers={len(rec.stragglers)}  ranks[{shown}]"
+        )
 
     try:
         summary = _run_with_progress(run, args, console, describe, log, total)
@@ -115,9 +126,11 @@ def describe_run(cfg) -> str:
         where = f"Flower {fl.mode}, {cfg.num_clients} clients on {fl.num_supernodes or cfg.num_clients} SuperNodes"
     else:
         where = f"{'surrogate, ' if backend == 'surrogate' else ''}{cfg.num_clients} clients"
-    return (f"{where}, {cfg.federation.clients_per_round}/round, scheduler={cfg.federation.scheduler.type}, "
-            f"aggregation={cfg.federation.aggregation.type}, policy={cfg.deadline.straggler_policy.type}, "
-            f"deadline={cfg.deadline.seconds}, timing={cfg.timing.mode}, model={cfg.model.name}")
+    return (
+        f"{where}, {cfg.federation.clients_per_round}/round, scheduler={cfg.federation.scheduler.type}, "
+        f"aggregation={cfg.federation.aggregation.type}, policy={cfg.deadline.straggler_policy.type}, "
+        f"deadline={cfg.deadline.seconds}, timing={cfg.timing.mode}, model={cfg.model.name}"
+    )
 
 
 def _run_with_progress(run, args, console, describe, log, total) -> dict:
@@ -125,8 +138,14 @@ def _run_with_progress(run, args, console, describe, log, total) -> dict:
         return run.run(on_round=lambda rec: log.info(describe(rec)), resume=args.resume)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("[bold blue]rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console) as progress:
+    with Progress(
+        TextColumn("[bold blue]rounds"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+    ) as progress:
         task = progress.add_task("starting", total=total)
 
         def on_round(rec: dict) -> None:
@@ -148,18 +167,26 @@ def print_summary(console, summary, results_dir) -> None:
         (f"final {summary.metric}", _format_score(summary.final_score)),
         (f"best {summary.metric}", _format_score(summary.best_score)),
         ("target", str(summary.target)),
-        ("time to target (round / sim s)",
-         "not reached" if ttt.round is None else f"{ttt.round} / {ttt.sim_seconds:.1f}"),
+        (
+            "time to target (round / sim s)",
+            "not reached" if ttt.round is None else f"{ttt.round} / {ttt.sim_seconds:.1f}",
+        ),
         ("simulated time (s)", f"{summary.sim_time_total:.1f}"),
         ("wall time (s)", f"{summary.wall_time_total:.1f}"),
-        ("deadline compliance", "-" if summary.deadline_compliance_pct is None
-         else f"{summary.deadline_compliance_pct:.0f} %"),
+        (
+            "deadline compliance",
+            "-" if summary.deadline_compliance_pct is None else f"{summary.deadline_compliance_pct:.0f} %",
+        ),
         ("stragglers (client-rounds)", str(summary.stragglers_total)),
         ("fairness p10/p50/p90 (client loss)", " / ".join(_format_score(v) for v in fair.values())),
-        ("bytes up / down per client-round",
-         f"{summary.bytes['up_per_client_per_round']:,.0f} / {summary.bytes['down_per_client_per_round']:,.0f}"),
-        ("peak memory, max over clients (MB)",
-         f"{max(summary.peak_memory_mb.values()):.0f}" if summary.peak_memory_mb else "-"),
+        (
+            "bytes up / down per client-round",
+            f"{summary.bytes['up_per_client_per_round']:,.0f} / {summary.bytes['down_per_client_per_round']:,.0f}",
+        ),
+        (
+            "peak memory, max over clients (MB)",
+            f"{max(summary.peak_memory_mb.values()):.0f}" if summary.peak_memory_mb else "-",
+        ),
         ("budget", (summary.run.get("budget") or {}).get("label", "-")),
     ]
     for k, v in rows:
@@ -172,14 +199,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment from a YAML config")
     run.add_argument("--config", "-c", required=True, help="experiment YAML (may inherit with _base_)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set federation.num_rounds=3 (repeatable)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set federation.num_rounds=3 (repeatable)",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="log lines instead of a progress bar")
-    run.add_argument("--resume", action="store_true",
-                     help="continue a killed run from results/<experiment_name>/checkpoint.pt (same config)")
-    run.add_argument("--centralized", action="store_true",
-                     help="the centralized reference of this config: one client with all the training data, "
-                          "same model, rank and sample budget (results under <experiment_name>_centralized)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run from results/<experiment_name>/checkpoint.pt (same config)",
+    )
+    run.add_argument(
+        "--centralized",
+        action="store_true",
+        help="the centralized reference of this config: one client with all the training data, "
+        "same model, rank and sample budget (results under <experiment_name>_centralized)",
+    )
     run.set_defaults(func=cmd_run)
 
     plot = sub.add_parser("plot", help="write PNG figures of a finished (or running) experiment")
@@ -198,10 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--ranks", default="1,2,4,8,16,32", help="comma-separated ranks (r_max is always added)")
     prof.add_argument("--repeats", type=int, default=10, help="timed steps per rank (the median is used)")
     prof.add_argument("--warmup", type=int, default=3, help="untimed steps per rank first")
-    prof.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; recorded in the "
-                                                  "profile)")
-    prof.add_argument("--out", help="where to write the profile JSON (default: the cache that timing.mode: "
-                                    "profile reads, ~/.cache/fedranklite/profiles/ or $FEDRANKLITE_CACHE)")
+    prof.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice; recorded in the profile)"
+    )
+    prof.add_argument(
+        "--out",
+        help="where to write the profile JSON (default: the cache that timing.mode: "
+        "profile reads, ~/.cache/fedranklite/profiles/ or $FEDRANKLITE_CACHE)",
+    )
     prof.set_defaults(func=cmd_profile)
 
     compare = sub.add_parser("compare", help="table of headline metrics of several runs")
@@ -247,12 +289,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"fitted on {src['rounds']} rounds / {src['client_rounds']} client-rounds of {src['experiment']}:\n"
         f"  time   per sample = {fit.sec_per_sample:.4g} + {fit.sec_per_sample_per_rank:.4g} x rank s (R^2 "
         f"{src['time_r2']:.3f}, {src['time_mode']} timing)\n"
-        f"  score  {fit.metric}: S_0 {fit.score_start:.4f} -> S* {fit.score_limit:.4f}, k {fit.rate:.3f} of the gap per "
+        f"  score  {fit.metric}: S_0 {fit.score_start:.4f} -> S* {fit.score_limit:.4f}, "
+        f"k {fit.rate:.3f} of the gap per "
         f"full-rank round (trend RMSE {src['score_rmse']:.4f} over {src['evaluations']} evaluations)\n"
         f"  drops  phi {fit.drop_fraction:.4f}, beta {fit.rank_exponent:.3f}, noise sd {fit.noise_sigma:.3f} "
         f"({src['drop_points']} positive drops), client spread sd {fit.client_sigma:.3f}\n"
         f"  loss   client loss level = {fit.loss_intercept:.4f} + {fit.loss_slope:.4f} x score",
-        highlight=False, soft_wrap=True)
+        highlight=False,
+        soft_wrap=True,
+    )
     print(path)
     return 0
 
@@ -271,8 +316,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         console.print(f"[bold red]config error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     except ValueError as exc:
-        console.print(f"[bold red]error[/]: --ranks {args.ranks!r} / --repeats / --warmup / --threads: {exc}", highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"[bold red]error[/]: --ranks {args.ranks!r} / --repeats / --warmup / --threads: {exc}",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 2
     _offline_when_local(cfg)
     import torch
@@ -295,15 +343,21 @@ def cmd_profile(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else cache_dir() / key_file_name(profile.key)
     profile.save(out)
     t, m = profile.time_fit, profile.memory_fit
-    table = Table(title=f"rank profile of {cfg.model.name} (batch {cfg.training.batch_size} x "
-                        f"{cfg.model.max_length} tokens, {profile.provenance.get('gpu') or profile.provenance['cpu']})")
+    table = Table(
+        title=f"rank profile of {cfg.model.name} (batch {cfg.training.batch_size} x "
+        f"{cfg.model.max_length} tokens, {profile.provenance.get('gpu') or profile.provenance['cpu']})"
+    )
     table.add_column("quantity")
     table.add_column("fit", justify="right")
     table.add_row("seconds per sample t(r)", f"{t.intercept:.4g} + {t.slope:.3g} x r  (R^2 {t.r2:.2f})")
-    table.add_row("compute per rank", f"{100 * t.slope / t.intercept:+.3f} % of rank 0 per rank"
-                  if t.intercept > 0 else "-")
-    table.add_row("noise (median IQR per sample)", f"{profile.noise_sec_per_sample:.3g} s; the fitted change "
-                  f"over the sweep is {'within' if profile.slope_within_noise() else 'beyond'} it")
+    table.add_row(
+        "compute per rank", f"{100 * t.slope / t.intercept:+.3f} % of rank 0 per rank" if t.intercept > 0 else "-"
+    )
+    table.add_row(
+        "noise (median IQR per sample)",
+        f"{profile.noise_sec_per_sample:.3g} s; the fitted change "
+        f"over the sweep is {'within' if profile.slope_within_noise() else 'beyond'} it",
+    )
     table.add_row("peak memory m(r)", "-" if m is None else f"{m.intercept:.0f} + {m.slope:.2f} x r MB")
     table.add_row("bytes per rank (one way)", f"{profile.bytes_per_rank:,}")
     table.add_row("head bytes (one way)", f"{profile.bytes_fixed:,}")
@@ -338,8 +392,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     _offline_defaults()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "quiet", False) else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "quiet", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return args.func(args)
 
 

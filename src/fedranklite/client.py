@@ -2,6 +2,7 @@
 
 Also the encoding of text into token ids (once per run) and evaluation of the global model.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,10 +15,10 @@ import psutil
 import torch
 from torch import nn
 
-from .textsplit import TextSplit
-from .scoring import SCORE_METRICS
 from .fedmodel import FedModel
 from .ranks import State, num_bytes, truncate
+from .scoring import SCORE_METRICS
+from .textsplit import TextSplit
 
 
 # ================================================================== encoding and batches
@@ -57,8 +58,9 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
     return ids, mask
 
 
-def collate(encoded: Encoded, idx: Sequence[int], pad_id: int, device: torch.device, regression: bool
-            ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def collate(
+    encoded: Encoded, idx: Sequence[int], pad_id: int, device: torch.device, regression: bool
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(model inputs, labels) of a batch, padded to its longest row (dynamic padding keeps short-text
     batches cheap). Call the model as `model(**inputs)`."""
     ids, mask = _pad([encoded.input_ids[i] for i in idx], pad_id)
@@ -82,8 +84,9 @@ def _pad_id(model: FedModel) -> int:
 
 
 @torch.no_grad()
-def mean_loss(model: FedModel, encoded: Encoded, idx: Sequence[int], batch_size: int, device: torch.device,
-              regression: bool) -> float:
+def mean_loss(
+    model: FedModel, encoded: Encoded, idx: Sequence[int], batch_size: int, device: torch.device, regression: bool
+) -> float:
     """Mean loss over rows `idx` in eval mode (no dropout)."""
     if len(idx) == 0:
         return float("nan")
@@ -91,7 +94,7 @@ def mean_loss(model: FedModel, encoded: Encoded, idx: Sequence[int], batch_size:
     model.eval()
     total = 0.0
     for start in range(0, len(idx), batch_size):
-        chunk = idx[start:start + batch_size]
+        chunk = idx[start : start + batch_size]
         inputs, labels = collate(encoded, chunk, _pad_id(model), device, regression)
         total += loss_fn(model(**inputs), labels, regression).item() * len(chunk)
     model.train(was_training)
@@ -116,8 +119,19 @@ class TrainSettings:
     @classmethod
     def from_config(cls, cfg, regression: bool) -> "TrainSettings":
         t = cfg.training
-        return cls(t.local_epochs, t.max_local_steps, t.batch_size, t.lr, t.optimizer, t.weight_decay,
-                   t.momentum, t.grad_clip, t.probe_samples, regression, t.head_lr)
+        return cls(
+            t.local_epochs,
+            t.max_local_steps,
+            t.batch_size,
+            t.lr,
+            t.optimizer,
+            t.weight_decay,
+            t.momentum,
+            t.grad_clip,
+            t.probe_samples,
+            regression,
+            t.head_lr,
+        )
 
     def planned_steps(self, num_rows: int) -> int:
         steps = self.local_epochs * math.ceil(num_rows / self.batch_size)
@@ -154,7 +168,9 @@ class ClientResult:
     bytes_down: int
     bytes_up: int
     lost: Optional[str] = None  # why a remote client never answered (its update is then empty); None: it did
-    extra: dict = field(default_factory=dict)  # backend diagnostics (e.g. Flower's worker pid), never read by the engine
+    extra: dict = field(
+        default_factory=dict
+    )  # backend diagnostics (e.g. Flower's worker pid), never read by the engine
 
     @property
     def loss_drop(self) -> float:
@@ -173,8 +189,10 @@ def make_optimizer(model: FedModel, s: TrainSettings) -> torch.optim.Optimizer:
     """The optimizer over the trainable parameters: LoRA factors at `lr`, the head at `head_lr`."""
     head = {id(p) for p in model.head.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if id(p) not in head]},
-              {"params": [p for p in trainable if id(p) in head], "lr": s.head_lr or s.lr}]
+    groups = [
+        {"params": [p for p in trainable if id(p) not in head]},
+        {"params": [p for p in trainable if id(p) in head], "lr": s.head_lr or s.lr},
+    ]
     if s.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     if s.optimizer == "adam":
@@ -199,17 +217,26 @@ class PeakMemory:
 
     def megabytes(self) -> float:
         if self.cuda:
-            return torch.cuda.max_memory_allocated() / 2 ** 20
-        return self.peak / 2 ** 20
+            return torch.cuda.max_memory_allocated() / 2**20
+        return self.peak / 2**20
 
 
 # a callback asked before each step: (steps done so far, wall seconds so far) -> may another step run?
 StepGate = Callable[[int, float], bool]
 
 
-def train_client(model: FedModel, global_state: State, cid: int, rank: int, encoded: Encoded,
-                 rows: np.ndarray, settings: TrainSettings, device: torch.device, seed: int,
-                 may_step: Optional[StepGate] = None) -> ClientResult:
+def train_client(
+    model: FedModel,
+    global_state: State,
+    cid: int,
+    rank: int,
+    encoded: Encoded,
+    rows: np.ndarray,
+    settings: TrainSettings,
+    device: torch.device,
+    seed: int,
+    may_step: Optional[StepGate] = None,
+) -> ClientResult:
     """Run one client's local training at `rank` and return its rank-r update.
 
     `seed` fixes the data order and dropout for this (round, client), so the result does not depend
@@ -223,8 +250,11 @@ def train_client(model: FedModel, global_state: State, cid: int, rank: int, enco
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     probe = rows[: settings.probe_samples] if settings.probe_samples else rows[:0]
-    loss_before = mean_loss(model, encoded, probe, settings.batch_size, device, settings.regression) \
-        if len(probe) else float("nan")
+    loss_before = (
+        mean_loss(model, encoded, probe, settings.batch_size, device, settings.regression)
+        if len(probe)
+        else float("nan")
+    )
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, settings)
@@ -245,7 +275,7 @@ def train_client(model: FedModel, global_state: State, cid: int, rank: int, enco
             if may_step is not None and not may_step(steps, time.perf_counter() - start):
                 stopped = True
                 break
-            idx = order[b:b + settings.batch_size]
+            idx = order[b : b + settings.batch_size]
             inputs, labels = collate(encoded, idx, pad_id, device, settings.regression)
             loss = loss_fn(model(**inputs), labels, settings.regression)
             optimizer.zero_grad(set_to_none=True)
@@ -269,15 +299,34 @@ def train_client(model: FedModel, global_state: State, cid: int, rank: int, enco
         loss_before = float(np.mean(first_losses)) if first_losses else float("nan")
         loss_after = float(np.mean(last_losses)) if last_losses else float("nan")
     update = truncate({k: v.detach().to("cpu") for k, v in model.adapter_state().items()}, rank)
-    return ClientResult(cid=cid, rank=rank, update=update, num_samples=samples, steps=steps, planned_steps=planned,
-                        loss_before=loss_before, loss_after=loss_after, wall_seconds=wall,
-                        peak_memory_mb=memory.megabytes(), bytes_down=num_bytes(download), bytes_up=num_bytes(update))
+    return ClientResult(
+        cid=cid,
+        rank=rank,
+        update=update,
+        num_samples=samples,
+        steps=steps,
+        planned_steps=planned,
+        loss_before=loss_before,
+        loss_after=loss_after,
+        wall_seconds=wall,
+        peak_memory_mb=memory.megabytes(),
+        bytes_down=num_bytes(download),
+        bytes_up=num_bytes(update),
+    )
 
 
 # ================================================================== evaluation of the global model
 @torch.no_grad()
-def evaluate(model: FedModel, global_state: State, encoded: Encoded, metric: str, batch_size: int,
-             device: torch.device, regression: bool, extra_metrics: Sequence[str] = ()) -> dict:
+def evaluate(
+    model: FedModel,
+    global_state: State,
+    encoded: Encoded,
+    metric: str,
+    batch_size: int,
+    device: torch.device,
+    regression: bool,
+    extra_metrics: Sequence[str] = (),
+) -> dict:
     """Score of the global adapter (at full r_max) on the evaluation split."""
     model.load_adapter_state(global_state)
     model.set_rank(model.r_max)
@@ -287,7 +336,7 @@ def evaluate(model: FedModel, global_state: State, encoded: Encoded, metric: str
     idx = np.arange(len(encoded))
     pad_id = _pad_id(model)
     for start in range(0, len(idx), batch_size):
-        chunk = idx[start:start + batch_size]
+        chunk = idx[start : start + batch_size]
         inputs, labels = collate(encoded, chunk, pad_id, device, regression)
         logits = model(**inputs)
         total_loss += loss_fn(logits, labels, regression).item() * len(chunk)

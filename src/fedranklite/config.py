@@ -1,6 +1,7 @@
 """The experiment configuration's schema: typed, frozen sections, the plugin sections, and the checks that
 span sections. Reading YAML files into it (inheritance, merge, overrides, error messages) is configfile.py.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -17,12 +18,13 @@ from .data import FILE_TYPES
 from .embedded import EMBEDDED_TASKS
 from .glue import GLUE_TASKS
 from .hardware import TraceError, read_trace
-from .scoring import SCORE_METRICS
 from .partitioners import PARTITIONERS
 from .registry import PluginSlot, Section
 from .schedulers import SCHEDULERS
+from .scoring import SCORE_METRICS
 from .stragglers import STRAGGLER_POLICIES
 from .timing import TIMING_MODES
+
 
 class ConfigError(ValueError):
     """A configuration that cannot run. The message names the file and the dotted key."""
@@ -119,11 +121,20 @@ class DataConfig(_Section):
             if self.name not in GLUE_TASKS:
                 unknown("data.name", self.name, GLUE_TASKS)
             elif self.task != GLUE_TASKS[self.name].task:
-                problems.append(("data.task", f"GLUE {self.name} is a {GLUE_TASKS[self.name].task} task "
-                                              f"(inherit its defaults with _base_: [..., 'glue:{self.name}'])"))
+                problems.append(
+                    (
+                        "data.task",
+                        f"GLUE {self.name} is a {GLUE_TASKS[self.name].task} task "
+                        f"(inherit its defaults with _base_: [..., 'glue:{self.name}'])",
+                    )
+                )
         if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
-            problems.append(("data.data_dir", f"not a folder: {self.data_dir} (relative paths are read from the "
-                                              f"current directory, {Path.cwd()})"))
+            problems.append(
+                (
+                    "data.data_dir",
+                    f"not a folder: {self.data_dir} (relative paths are read from the current directory, {Path.cwd()})",
+                )
+            )
         if self.source == "files" and not self.train_file:
             problems.append(("data.train_file", "required when data.source is 'files'"))
         for key in ("train_file", "eval_file"):
@@ -131,11 +142,19 @@ class DataConfig(_Section):
             if self.source != "files" or not value:
                 continue
             if not Path(value).is_file():
-                problems.append((f"data.{key}", f"file not found: {value} (relative paths are read from the "
-                                                f"current directory, {Path.cwd()})"))
+                problems.append(
+                    (
+                        f"data.{key}",
+                        f"file not found: {value} (relative paths are read from the current directory, {Path.cwd()})",
+                    )
+                )
             elif Path(value).suffix.lower() not in FILE_TYPES:
-                problems.append((f"data.{key}", f"unsupported file type {Path(value).suffix!r} of {value}; "
-                                                f"use one of {sorted(FILE_TYPES)}"))
+                problems.append(
+                    (
+                        f"data.{key}",
+                        f"unsupported file type {Path(value).suffix!r} of {value}; use one of {sorted(FILE_TYPES)}",
+                    )
+                )
         if self.task == "regression" and self.num_labels not in (None, 1):
             problems.append(("data.num_labels", "regression uses a single output (num_labels 1)"))
         if self.task == "classification" and self.num_labels == 1:
@@ -144,8 +163,9 @@ class DataConfig(_Section):
             if len(self.label_names) < 2 or len(set(self.label_names)) != len(self.label_names):
                 problems.append(("data.label_names", f"need at least 2 distinct names, got {self.label_names}"))
             elif self.num_labels is not None and self.num_labels != len(self.label_names):
-                problems.append(("data.label_names", f"{len(self.label_names)} names but data.num_labels="
-                                                     f"{self.num_labels}"))
+                problems.append(
+                    ("data.label_names", f"{len(self.label_names)} names but data.num_labels={self.num_labels}")
+                )
         if self.source == "embedded" and self.task != "classification":
             problems.append(("data.task", f"the embedded task {self.name!r} is a classification task"))
         return problems
@@ -240,6 +260,7 @@ class Config(_Section):
         if not tiers:
             raise ValueError("at least one hardware tier is needed")
         return tiers
+
     deadline: DeadlineConfig = DeadlineConfig()
     timing: TIMING_MODES.field("measured") = Field("measured", validate_default=True)
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -281,11 +302,16 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
 
     n = cfg.num_clients
     if cfg.federation.num_clients is not None and cfg.tiers and cfg.federation.num_clients != n:
-        problems.append(("federation.num_clients",
-                         f"{cfg.federation.num_clients} differs from the tiers' total of {n} clients"))
+        problems.append(
+            ("federation.num_clients", f"{cfg.federation.num_clients} differs from the tiers' total of {n} clients")
+        )
     if cfg.tiers and cfg.federation.clients_per_round > n:
-        problems.append(("federation.clients_per_round",
-                         f"{cfg.federation.clients_per_round} is more than the {n} clients in the tiers"))
+        problems.append(
+            (
+                "federation.clients_per_round",
+                f"{cfg.federation.clients_per_round} is more than the {n} clients in the tiers",
+            )
+        )
     if cfg.federation.client_trace:
         try:
             read_trace(cfg.federation.client_trace, n)
@@ -308,8 +334,11 @@ def _plugin_slots(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[
             slots[(*prefix, name)] = slot
             continue
         sub = unwrap_model(field.annotation)
-        if sub is not None and not field.annotation.__class__.__name__.startswith("dict") \
-                and typing.get_origin(field.annotation) is not dict:
+        if (
+            sub is not None
+            and not field.annotation.__class__.__name__.startswith("dict")
+            and typing.get_origin(field.annotation) is not dict
+        ):
             slots.update(_plugin_slots(sub, (*prefix, name)))
     return slots
 

@@ -4,6 +4,7 @@ validation into the schema of config.py.
 Every problem is reported before any model or data is touched, as ``<file>: <dotted.key>: <why>``,
 where <file> is the YAML file (or ``--set``) that last wrote that key.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -175,8 +176,13 @@ def _known_fields(model: type[BaseModel], loc: tuple, tree: Any) -> tuple[list[s
         node = node.get(part) if isinstance(node, dict) else None
         slot = PLUGIN_SLOTS.get(tuple(str(p) for p in loc[: i + 1]))
         if slot is not None:
-            name = node if isinstance(node, str) else (node or {}).get(slot.registry.key, slot.default) \
-                if isinstance(node, dict) or node is None else None
+            name = (
+                node
+                if isinstance(node, str)
+                else (node or {}).get(slot.registry.key, slot.default)
+                if isinstance(node, dict) or node is None
+                else None
+            )
             if not (isinstance(name, str) and name in slot.registry):
                 return [], None
             current = slot.registry.config_class(name)

@@ -5,6 +5,7 @@ The per-source readers live elsewhere (`embedded`, `glue`); this module reads hu
 files itself and is the one entry point (`load_data`) the engine calls. How the training rows are then
 split among the clients is `partitioners.py`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -62,8 +63,9 @@ def _load_hub(name: str, subset: Optional[str], split: str):
         ) from None
 
 
-def _to_split(table, text_columns: Sequence[str], label_column: str, task: str,
-              label_names: Optional[list[str]], where: str) -> TextSplit:
+def _to_split(
+    table, text_columns: Sequence[str], label_column: str, task: str, label_names: Optional[list[str]], where: str
+) -> TextSplit:
     columns = list(table.column_names)
     for col in [*text_columns, label_column]:
         if col not in columns:
@@ -114,8 +116,10 @@ def load_data(cfg) -> LoadedData:
             perm = np.random.default_rng(cfg.seed).permutation(len(train))
             cut = max(1, len(train) // 10)
             if len(train) - cut < 1:
-                raise DataError(f"{where_train}: {len(train)} row(s) cannot be split into training and held-out "
-                                f"evaluation rows; give data.eval_file or more rows")
+                raise DataError(
+                    f"{where_train}: {len(train)} row(s) cannot be split into training and held-out "
+                    f"evaluation rows; give data.eval_file or more rows"
+                )
             train, evaluation = train.subset(perm[cut:]), train.subset(perm[:cut])
             where_eval = f"{where_train} (held-out 10 %)"
         else:
@@ -126,8 +130,10 @@ def load_data(cfg) -> LoadedData:
     num_labels = d.num_labels or (len(train.label_names) if train.label_names else int(train.labels.max()) + 1)
     for split, what, where in ((train, "training", where_train), (evaluation, "evaluation", where_eval)):
         if len(split) and (split.labels.min() < 0 or split.labels.max() >= num_labels):
-            raise DataError(f"{where}: {what} labels must lie in [0, {num_labels - 1}] (data.num_labels={num_labels}), "
-                            f"found {int(split.labels.min())}..{int(split.labels.max())}")
+            raise DataError(
+                f"{where}: {what} labels must lie in [0, {num_labels - 1}] (data.num_labels={num_labels}), "
+                f"found {int(split.labels.min())}..{int(split.labels.max())}"
+            )
     if num_labels < 2:
         raise DataError(f"{where_train}: classification needs at least two classes in the training data")
     return LoadedData(train, evaluation, num_labels, d.task)

@@ -19,6 +19,7 @@ slice and every round, so it would only multiply all energies by one number):
 - block_effective_rank: exp of the entropy of the normalized block energies e_j / sum e (how many rank
   slices carry the energy); 0 when every block is zero.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -73,7 +74,11 @@ def rank_energy(state: Mapping[str, torch.Tensor]) -> dict[str, dict]:
         else:
             energy[group] = e.clone()
         eff.setdefault(group, []).append(exp_entropy(singular_values(B, A)))
-    return {g: {"energy": [_round(x) for x in energy[g].tolist()],
-                "effective_rank": _round(sum(eff[g]) / len(eff[g])),
-                "block_effective_rank": _round(exp_entropy(energy[g]))}
-            for g in energy}
+    return {
+        g: {
+            "energy": [_round(x) for x in energy[g].tolist()],
+            "effective_rank": _round(sum(eff[g]) / len(eff[g])),
+            "block_effective_rank": _round(exp_entropy(energy[g])),
+        }
+        for g in energy
+    }

@@ -4,6 +4,7 @@ templates (no files, no download), registered by name in `EMBEDDED_TASKS` for `d
 `vocabulary()` lists every word the generator can write, so a word-level tokenizer (the tiny test
 backbone's) covers the task without reaching into the word lists.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -13,20 +14,95 @@ import numpy as np
 from .registry import Registry
 from .textsplit import TextSplit
 
-_SUBJECTS = ["the movie", "this film", "the hotel", "the restaurant", "the new phone", "this book", "the service",
-             "the concert", "the laptop", "the museum", "our guide", "the coffee", "the game", "the show",
-             "the course", "this album", "the staff", "the app", "the trip", "the meal"]
-_POSITIVE = ["great", "wonderful", "excellent", "delightful", "superb", "pleasant", "brilliant", "enjoyable",
-             "charming", "impressive", "fantastic", "lovely", "friendly", "helpful", "memorable", "beautiful"]
-_NEGATIVE = ["terrible", "awful", "boring", "disappointing", "dreadful", "poor", "mediocre", "annoying",
-             "bland", "frustrating", "rude", "unpleasant", "forgettable", "ugly", "broken", "tedious"]
+_SUBJECTS = [
+    "the movie",
+    "this film",
+    "the hotel",
+    "the restaurant",
+    "the new phone",
+    "this book",
+    "the service",
+    "the concert",
+    "the laptop",
+    "the museum",
+    "our guide",
+    "the coffee",
+    "the game",
+    "the show",
+    "the course",
+    "this album",
+    "the staff",
+    "the app",
+    "the trip",
+    "the meal",
+]
+_POSITIVE = [
+    "great",
+    "wonderful",
+    "excellent",
+    "delightful",
+    "superb",
+    "pleasant",
+    "brilliant",
+    "enjoyable",
+    "charming",
+    "impressive",
+    "fantastic",
+    "lovely",
+    "friendly",
+    "helpful",
+    "memorable",
+    "beautiful",
+]
+_NEGATIVE = [
+    "terrible",
+    "awful",
+    "boring",
+    "disappointing",
+    "dreadful",
+    "poor",
+    "mediocre",
+    "annoying",
+    "bland",
+    "frustrating",
+    "rude",
+    "unpleasant",
+    "forgettable",
+    "ugly",
+    "broken",
+    "tedious",
+]
 _INTENSIFIERS = ["", "very ", "really ", "quite ", "truly ", "extremely ", "rather ", "incredibly "]
-_FILLERS = ["to be honest", "in my opinion", "all things considered", "if you ask me", "overall",
-            "as far as I can tell", "for the price", "compared to last time"]
+_FILLERS = [
+    "to be honest",
+    "in my opinion",
+    "all things considered",
+    "if you ask me",
+    "overall",
+    "as far as I can tell",
+    "for the price",
+    "compared to last time",
+]
 # the fixed words of the templates in _sentiment_row (keep in sync: a test checks that vocabulary()
 # covers every generated sentence)
-_TEMPLATE_WORDS = ["i", "was", "not", "at", "all", "found", "seemed", "first", "but", "it", "turned", "out",
-                   "felt", "and", "would", "call"]
+_TEMPLATE_WORDS = [
+    "i",
+    "was",
+    "not",
+    "at",
+    "all",
+    "found",
+    "seemed",
+    "first",
+    "but",
+    "it",
+    "turned",
+    "out",
+    "felt",
+    "and",
+    "would",
+    "call",
+]
 
 
 def _sentiment_row(rng: np.random.Generator) -> tuple[str, int]:

@@ -11,6 +11,7 @@ on a single resident model; the Flower runner sends them as messages; the surrog
 (surrogate.py) replaces training by a calibrated model. Step 7 calls an `Evaluator` (global adapter ->
 scores), the model's dev-set evaluation in real runs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,22 +23,22 @@ from typing import Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from .aggregation import AGGREGATORS, Contribution
-from .diagnostics import rank_energy
 from .budget import budget_report
 from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .client import ClientResult, TrainSettings, evaluate, train_client
 from .config import Config
 from .configfile import dump_config
 from .data import LoadedData
+from .diagnostics import rank_energy
+from .hardware import Hardware, Telemetry, draw_hardware, read_trace, round_conditions, tier_arrays
 from .prepare import Prepared, prepare
+from .ranks import State
 from .records import ClientReport, ClientTable, RoundRecord, RunSummary
 from .results_io import ROUNDS_FILE, SUMMARY_FILE, RoundLog, rewrite_round_log, write_json_atomic
-from .scoring import SCORE_METRICS, default_metric
-from .summary import fairness, reached, summarize
-from .ranks import State
 from .schedulers import Clients, Reports, build_scheduler
+from .scoring import SCORE_METRICS, default_metric
 from .stragglers import STRAGGLER_POLICIES
-from .hardware import Hardware, Telemetry, draw_hardware, read_trace, round_conditions, tier_arrays
+from .summary import fairness, reached, summarize
 from .timing import TIMING_MODES, comm_seconds
 from .tracking import open_trackers
 from .validation import reject_reasons
@@ -86,8 +87,21 @@ class LocalRunner:
         self.settings, self.device = prepared.settings, prepared.device
 
     def run(self, round_idx: int, global_state: State, tasks: Sequence[ClientTask]) -> list[ClientResult]:
-        return [train_client(self.model, global_state, t.cid, t.rank, self.train, self.partitions[t.cid],
-                             self.settings, self.device, t.seed, t.gate) for t in tasks]
+        return [
+            train_client(
+                self.model,
+                global_state,
+                t.cid,
+                t.rank,
+                self.train,
+                self.partitions[t.cid],
+                self.settings,
+                self.device,
+                t.seed,
+                t.gate,
+            )
+            for t in tasks
+        ]
 
 
 def client_seed(seed: int, round_idx: int, cid: int) -> int:
@@ -120,7 +134,9 @@ class Federation:
             self.rows = np.array([len(p) for p in self.partitions], dtype=np.int64)
         if self.hardware is None:
             trace = self.cfg.federation.client_trace
-            self.hardware = draw_hardware(self.cfg, self.tier_of, read_trace(trace, len(self.tier_of)) if trace else None)
+            self.hardware = draw_hardware(
+                self.cfg, self.tier_of, read_trace(trace, len(self.tier_of)) if trace else None
+            )
 
     @property
     def num_clients(self) -> int:
@@ -143,12 +159,25 @@ Evaluator = Callable[[State], dict]
 
 
 class Engine:
-    def __init__(self, cfg: Config, runner: ClientRunner, federation: Federation, evaluator: Evaluator,
-                 global_state: State, model_info: dict, task: str):
+    def __init__(
+        self,
+        cfg: Config,
+        runner: ClientRunner,
+        federation: Federation,
+        evaluator: Evaluator,
+        global_state: State,
+        model_info: dict,
+        task: str,
+    ):
         """`model_info`: what the summary says about the model (backbone, pooling, memory profile);
         `task`: classification | regression."""
-        self.cfg, self.runner, self.fed, self.evaluator, self.model_info = \
-            cfg, runner, federation, evaluator, model_info
+        self.cfg, self.runner, self.fed, self.evaluator, self.model_info = (
+            cfg,
+            runner,
+            federation,
+            evaluator,
+            model_info,
+        )
         self.scheduler = build_scheduler(cfg)
         self.aggregate = AGGREGATORS.build(cfg.federation.aggregation)
         self.policy = STRAGGLER_POLICIES.build(cfg.deadline.straggler_policy)
@@ -187,16 +216,30 @@ class Engine:
         hw, size = self.fed.hardware, self.fed.bytes_fixed + rank * self.fed.bytes_per_rank
         comm = _comm(size, hw.downlink_mbps[cid]) + _comm(size, hw.uplink_mbps[cid])
         # a deterministic time model prices one full batch itself (measured mode times steps as they run)
-        per_step = self.time_model.compute_seconds(self.settings.batch_size, rank, speed) \
-            if self.time_model.deterministic else 0.0
+        per_step = (
+            self.time_model.compute_seconds(self.settings.batch_size, rank, speed)
+            if self.time_model.deterministic
+            else 0.0
+        )
         return DeadlineGate(deadline, comm, speed, self.time_model.mode, per_step)
 
     def _unavailable(self, task: ClientTask) -> ClientResult:
         """A selected client that did not answer this round (tier availability): no work, no update."""
-        return ClientResult(cid=task.cid, rank=task.rank, update={}, num_samples=0, steps=0,
-                            planned_steps=self.settings.planned_steps(int(self.fed.rows[task.cid])),
-                            loss_before=float("nan"), loss_after=float("nan"), wall_seconds=0.0, peak_memory_mb=0.0,
-                            bytes_down=0, bytes_up=0, lost="unavailable this round")
+        return ClientResult(
+            cid=task.cid,
+            rank=task.rank,
+            update={},
+            num_samples=0,
+            steps=0,
+            planned_steps=self.settings.planned_steps(int(self.fed.rows[task.cid])),
+            loss_before=float("nan"),
+            loss_after=float("nan"),
+            wall_seconds=0.0,
+            peak_memory_mb=0.0,
+            bytes_down=0,
+            bytes_up=0,
+            lost="unavailable this round",
+        )
 
     def run_round(self) -> RoundRecord:
         cfg, fed, st = self.cfg, self.fed, self.state
@@ -211,8 +254,10 @@ class Engine:
         # the clients' real conditions this round (hidden from the scheduler): jitter and who answers
         jitter, answers = round_conditions(fed.hardware, cfg.seed, r, runnable)
         speed = fed.hardware.compute_factor[runnable] / jitter
-        tasks = [ClientTask(int(c), int(k), client_seed(cfg.seed, r, int(c)), self._gate(int(c), int(k), float(v)))
-                 for c, k, v in zip(runnable, ranks, speed)]
+        tasks = [
+            ClientTask(int(c), int(k), client_seed(cfg.seed, r, int(c)), self._gate(int(c), int(k), float(v)))
+            for c, k, v in zip(runnable, ranks, speed)
+        ]
         ran = self.runner.run(r, st.global_state, [t for t, ok in zip(tasks, answers) if ok])
         by_cid = {res.cid: res for res in ran}
         results = [by_cid[t.cid] if ok else self._unavailable(t) for t, ok in zip(tasks, answers)]
@@ -228,8 +273,11 @@ class Engine:
                 sim[i] = deadline or 0.0
                 continue
             compute = self.time_model.compute_seconds(res.num_samples, res.rank, speed_of[res.cid], res.wall_seconds)
-            sim[i] = _comm(res.bytes_down, hw.downlink_mbps[res.cid]) + _comm(res.bytes_up, hw.uplink_mbps[res.cid]) \
+            sim[i] = (
+                _comm(res.bytes_down, hw.downlink_mbps[res.cid])
+                + _comm(res.bytes_up, hw.uplink_mbps[res.cid])
                 + compute
+            )
             if compute > 0:
                 sim_throughput[i] = res.num_samples / compute
                 # the server's view of the client's speed: the time model's nominal cost / the time it took
@@ -241,8 +289,9 @@ class Engine:
             self.time_model.observe(res.wall_seconds, res.num_samples)
         self.telemetry.observe(np.array([res.cid for res in results], dtype=np.int64), seen_cf, seen_up, seen_down)
         # step 5: deadline policy, then the update checks (NaN/Inf, shapes, ranks, norm outliers)
-        outcome = self.policy.resolve(sim, [res.finished for res in results], [res.steps > 0 for res in results],
-                                      cfg.deadline.seconds)
+        outcome = self.policy.resolve(
+            sim, [res.finished for res in results], [res.steps > 0 for res in results], cfg.deadline.seconds
+        )
         # a client a remote runner never heard back from (`lost`: timeout, dead node) is a straggler
         # without an update, whatever the policy; the update checks see only the others
         lost = np.array([bool(res.lost) for res in results], dtype=bool)
@@ -251,15 +300,25 @@ class Engine:
             outcome.accepted[lost] = False
         kept = [i for i in range(len(results)) if not lost[i]]
         rejected: list = [None] * len(results)
-        for i, reason in zip(kept, reject_reasons([results[i].update for i in kept], [results[i].rank for i in kept],
-                                                  st.global_state, cfg.federation.max_update_norm_ratio)):
+        for i, reason in zip(
+            kept,
+            reject_reasons(
+                [results[i].update for i in kept],
+                [results[i].rank for i in kept],
+                st.global_state,
+                cfg.federation.max_update_norm_ratio,
+            ),
+        ):
             rejected[i] = reason
         for res, reason in zip(results, rejected):
             if reason is not None:
                 log.warning("round %d: update of client %d rejected: %s", r, res.cid, reason)
         # step 6: aggregation over accepted updates
-        accepted = [Contribution(res.update, res.rank, res.num_samples)
-                    for res, ok, reason in zip(results, outcome.accepted, rejected) if ok and reason is None]
+        accepted = [
+            Contribution(res.update, res.rank, res.num_samples)
+            for res, ok, reason in zip(results, outcome.accepted, rejected)
+            if ok and reason is None
+        ]
         if accepted:
             st.global_state = self.aggregate(st.global_state, accepted)
         # step 7: evaluation and the round record
@@ -268,19 +327,35 @@ class Engine:
             evaluation = self.evaluator(st.global_state)
         st.sim_time += outcome.round_time
         st.round_idx = r
-        record = self._record(r, results, sim, sim_throughput, outcome, rejected, out_of_memory, evaluation,
-                              time.perf_counter() - wall_start)
+        record = self._record(
+            r,
+            results,
+            sim,
+            sim_throughput,
+            outcome,
+            rejected,
+            out_of_memory,
+            evaluation,
+            time.perf_counter() - wall_start,
+        )
         st.records.append(record)
         if st.reached_at is None and reached(record.score, cfg.evaluation.target, self.higher_is_better):
             st.reached_at = r
         # step 8: the scheduler learns from the round
-        self.scheduler.observe(Reports.of([res.cid for res in results], [res.rank for res in results],
-                                          [res.loss_drop for res in results], sim_throughput,
-                                          outcome.straggler))
+        self.scheduler.observe(
+            Reports.of(
+                [res.cid for res in results],
+                [res.rank for res in results],
+                [res.loss_drop for res in results],
+                sim_throughput,
+                outcome.straggler,
+            )
+        )
         return record
 
-    def _record(self, r, results, sim, sim_throughput, outcome, rejected, out_of_memory, evaluation,
-                wall) -> RoundRecord:
+    def _record(
+        self, r, results, sim, sim_throughput, outcome, rejected, out_of_memory, evaluation, wall
+    ) -> RoundRecord:
         reports = []
         for i, res in enumerate(results):
             status = "accepted" if outcome.accepted[i] else "dropped"
@@ -290,42 +365,80 @@ class Engine:
                 status = "rejected"
             if res.lost:
                 status = "lost"
-            reports.append(ClientReport(
-                cid=res.cid, tier=self.fed.tier_of[res.cid], rank=res.rank, status=status,
-                straggler=bool(outcome.straggler[i]), steps=res.steps, planned_steps=res.planned_steps,
-                samples=res.num_samples, loss_before=_finite(res.loss_before), loss_after=_finite(res.loss_after),
-                loss_drop=_finite(res.loss_drop), throughput=_finite(res.throughput),
-                sim_throughput=_finite(sim_throughput[i]), wall_seconds=res.wall_seconds,
-                sim_seconds=float(sim[i]), bytes_down=res.bytes_down, bytes_up=res.bytes_up,
-                peak_memory_mb=res.peak_memory_mb, reject_reason=rejected[i], lost=res.lost))
+            reports.append(
+                ClientReport(
+                    cid=res.cid,
+                    tier=self.fed.tier_of[res.cid],
+                    rank=res.rank,
+                    status=status,
+                    straggler=bool(outcome.straggler[i]),
+                    steps=res.steps,
+                    planned_steps=res.planned_steps,
+                    samples=res.num_samples,
+                    loss_before=_finite(res.loss_before),
+                    loss_after=_finite(res.loss_after),
+                    loss_drop=_finite(res.loss_drop),
+                    throughput=_finite(res.throughput),
+                    sim_throughput=_finite(sim_throughput[i]),
+                    wall_seconds=res.wall_seconds,
+                    sim_seconds=float(sim[i]),
+                    bytes_down=res.bytes_down,
+                    bytes_up=res.bytes_up,
+                    peak_memory_mb=res.peak_memory_mb,
+                    reject_reason=rejected[i],
+                    lost=res.lost,
+                )
+            )
         table = ClientTable.from_reports(reports)
         return RoundRecord(
-            round=r, selected=[rep.cid for rep in reports] + out_of_memory, clients=table,
+            round=r,
+            selected=[rep.cid for rep in reports] + out_of_memory,
+            clients=table,
             out_of_memory=out_of_memory,
             rejected={str(rep.cid): rep.reject_reason for rep in reports if rep.reject_reason is not None},
             stragglers=[rep.cid for rep in reports if rep.straggler],
             compliant=not any(rep.straggler for rep in reports),
-            round_sim_seconds=float(outcome.round_time), sim_time=float(self.state.sim_time),
+            round_sim_seconds=float(outcome.round_time),
+            sim_time=float(self.state.sim_time),
             fairness=fairness([rep.loss_before for rep in reports], self.cfg.metrics.fairness_percentiles),
-            eval=evaluation, score=None if evaluation is None else evaluation["score"],
-            bytes_up=int(sum(rep.bytes_up for rep in reports)), bytes_down=int(sum(rep.bytes_down for rep in reports)),
-            wall_seconds=wall, scheduler_notes=list(self.scheduler.notes),
-            rank_energy=rank_energy(self.state.global_state))
+            eval=evaluation,
+            score=None if evaluation is None else evaluation["score"],
+            bytes_up=int(sum(rep.bytes_up for rep in reports)),
+            bytes_down=int(sum(rep.bytes_down for rep in reports)),
+            wall_seconds=wall,
+            scheduler_notes=list(self.scheduler.notes),
+            rank_energy=rank_energy(self.state.global_state),
+        )
 
     def summary(self) -> RunSummary:
         cfg = self.cfg
-        run = {"experiment_name": cfg.experiment_name, "scheduler": cfg.federation.scheduler.type,
-               "aggregation": cfg.federation.aggregation.type, "straggler_policy": cfg.deadline.straggler_policy.type,
-               "deadline_seconds": cfg.deadline.seconds, "time_mode": cfg.timing.mode,
-               "time_model": {"sec_per_sample": self.time_model.sec_per_sample,
-                              "sec_per_sample_per_rank": self.time_model.sec_per_sample_per_rank},
-               **self.model_info,
-               "num_clients": self.fed.num_clients, "clients_per_round": cfg.federation.clients_per_round,
-               "tier_rank_caps": {n: int(self.fed.max_rank[self.fed.tier_of.index(n)]) for n in cfg.tiers},
-               "final_eval": self.state.records[-1].eval if self.state.records else None, "budget": self.budget()}
-        return summarize(self.state.records, target=cfg.evaluation.target, metric=self.metric,
-                         higher_is_better=self.higher_is_better, percentiles=cfg.metrics.fairness_percentiles,
-                         run=run, per_client_maps=cfg.metrics.client_records == "full")
+        run = {
+            "experiment_name": cfg.experiment_name,
+            "scheduler": cfg.federation.scheduler.type,
+            "aggregation": cfg.federation.aggregation.type,
+            "straggler_policy": cfg.deadline.straggler_policy.type,
+            "deadline_seconds": cfg.deadline.seconds,
+            "time_mode": cfg.timing.mode,
+            "time_model": {
+                "sec_per_sample": self.time_model.sec_per_sample,
+                "sec_per_sample_per_rank": self.time_model.sec_per_sample_per_rank,
+            },
+            **self.model_info,
+            "num_clients": self.fed.num_clients,
+            "clients_per_round": cfg.federation.clients_per_round,
+            "tier_rank_caps": {n: int(self.fed.max_rank[self.fed.tier_of.index(n)]) for n in cfg.tiers},
+            "final_eval": self.state.records[-1].eval if self.state.records else None,
+            "budget": self.budget(),
+        }
+        return summarize(
+            self.state.records,
+            target=cfg.evaluation.target,
+            metric=self.metric,
+            higher_is_better=self.higher_is_better,
+            percentiles=cfg.metrics.fairness_percentiles,
+            run=run,
+            per_client_maps=cfg.metrics.client_records == "full",
+        )
 
     def budget(self) -> Optional[dict]:
         data = self.fed.data
@@ -334,20 +447,32 @@ class Engine:
     # ---- checkpoints
     def checkpoint_payload(self) -> dict:
         st = self.state
-        return {"round_idx": st.round_idx, "sim_time": st.sim_time, "reached_at": st.reached_at,
-                "global_state": st.global_state, "records": [rec.to_json("columns") for rec in st.records],
-                "scheduler": self.scheduler.state_dict(), "time_model": self.time_model.state_dict(),
-                "telemetry": self.telemetry.state_dict(),
-                "rng": rng_state(), "config": self.cfg.to_dict()}
+        return {
+            "round_idx": st.round_idx,
+            "sim_time": st.sim_time,
+            "reached_at": st.reached_at,
+            "global_state": st.global_state,
+            "records": [rec.to_json("columns") for rec in st.records],
+            "scheduler": self.scheduler.state_dict(),
+            "time_model": self.time_model.state_dict(),
+            "telemetry": self.telemetry.state_dict(),
+            "rng": rng_state(),
+            "config": self.cfg.to_dict(),
+        }
 
     def restore(self, payload: dict) -> None:
         if payload["config"] != self.cfg.to_dict():
-            raise ResumeError(f"{self.cfg.results_dir / CHECKPOINT_NAME}: the checkpoint was written with a "
-                              f"different configuration; resume with the same config and --set values")
-        self.state = RunState(global_state=payload["global_state"], round_idx=payload["round_idx"],
-                              sim_time=payload["sim_time"],
-                              records=[RoundRecord.from_json(rec) for rec in payload["records"]],
-                              reached_at=payload["reached_at"])
+            raise ResumeError(
+                f"{self.cfg.results_dir / CHECKPOINT_NAME}: the checkpoint was written with a "
+                f"different configuration; resume with the same config and --set values"
+            )
+        self.state = RunState(
+            global_state=payload["global_state"],
+            round_idx=payload["round_idx"],
+            sim_time=payload["sim_time"],
+            records=[RoundRecord.from_json(rec) for rec in payload["records"]],
+            reached_at=payload["reached_at"],
+        )
         self.scheduler.load_state_dict(payload["scheduler"])
         self.time_model.load_state_dict(payload["time_model"])
         self.telemetry.load_state_dict(payload["telemetry"])
@@ -415,8 +540,9 @@ RunnerFactory = Callable[[Prepared], ClientRunner]
 def build_engine(cfg: Config, runner_factory: Optional[RunnerFactory] = None) -> Engine:
     """Load data and model as the config says (`prepare`, shared with every backend) and wire the engine."""
     prep = prepare(cfg)
-    fed = Federation(cfg, prep.data, prep.partitions, prep.plan.tier_of, prep.max_rank, prep.head_bytes,
-                     prep.bytes_per_rank)
+    fed = Federation(
+        cfg, prep.data, prep.partitions, prep.plan.tier_of, prep.max_rank, prep.head_bytes, prep.bytes_per_rank
+    )
     runner = (runner_factory or LocalRunner)(prep)
     model, settings, device, task = prep.model, prep.settings, prep.device, prep.data.task
     metric = cfg.evaluation.metric or default_metric(task)
@@ -424,11 +550,14 @@ def build_engine(cfg: Config, runner_factory: Optional[RunnerFactory] = None) ->
     eval_enc = prep.eval
 
     def evaluator(state: State) -> dict:
-        return evaluate(model, state, eval_enc, metric, cfg.evaluation.batch_size, device, settings.regression,
-                        extra)
+        return evaluate(model, state, eval_enc, metric, cfg.evaluation.batch_size, device, settings.regression, extra)
 
-    info = {"backbone": model.source, "pooling": model.pooling, "pair_encoding": "siamese" if model.siamese else
-            "cross", "memory_profile": dataclasses.asdict(prep.profile)}
+    info = {
+        "backbone": model.source,
+        "pooling": model.pooling,
+        "pair_encoding": "siamese" if model.siamese else "cross",
+        "memory_profile": dataclasses.asdict(prep.profile),
+    }
     engine = Engine(cfg, runner, fed, evaluator, model.adapter_state(), info, task)
     engine.model = model  # for inspection (notebooks, tests); the round loop only uses the evaluator
     engine.prepared = prep

@@ -18,6 +18,7 @@ consistent (a slice's contribution does not change when a client's rank changes)
 client is therefore exactly a genuine rank-r LoRA with alpha' = alpha * r / r_max (tested). The
 alternative (alpha / r per client) would rescale the same global slice differently on each client.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -69,9 +70,18 @@ class FedModel(nn.Module):
     `pair_features` of the two embeddings: the way sentence-transformers checkpoints were trained, whose
     zero-shot cosine already carries most of STS-B and RTE's signal."""
 
-    def __init__(self, backbone: Backbone, num_labels: int, r_max: int, alpha: float, dropout: float,
-                 target_modules: list[str], head_dropout: float = 0.1, quantized: bool = False,
-                 siamese: bool = False):
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_labels: int,
+        r_max: int,
+        alpha: float,
+        dropout: float,
+        target_modules: list[str],
+        head_dropout: float = 0.1,
+        quantized: bool = False,
+        siamese: bool = False,
+    ):
         super().__init__()
         import peft
 
@@ -84,8 +94,9 @@ class FedModel(nn.Module):
             for module in model.modules():
                 if hasattr(module, "support_avx512bf16_for_cpu"):
                     module.support_avx512bf16_for_cpu = False
-        lora = peft.LoraConfig(r=r_max, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                               bias="none")
+        lora = peft.LoraConfig(
+            r=r_max, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none"
+        )
         try:
             with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
                 warnings.simplefilter("ignore", FutureWarning)
@@ -97,8 +108,9 @@ class FedModel(nn.Module):
         self.source = backbone.source
         hidden = model.config.hidden_size
         self.siamese = bool(siamese)
-        self.head = nn.Sequential(nn.Dropout(head_dropout),
-                                  nn.Linear(2 * hidden + PAIR_EXTRA if siamese else hidden, num_labels))
+        self.head = nn.Sequential(
+            nn.Dropout(head_dropout), nn.Linear(2 * hidden + PAIR_EXTRA if siamese else hidden, num_labels)
+        )
         if siamese:  # start from a constant prediction: the first steps then follow the scaled cosine
             nn.init.zeros_(self.head[1].weight)
         self.num_labels = num_labels
@@ -128,8 +140,13 @@ class FedModel(nn.Module):
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return pool(hidden, attention_mask, self.pooling).to(self.head[1].weight.dtype)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                pair_ids: Optional[torch.Tensor] = None, pair_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pair_ids: Optional[torch.Tensor] = None,
+        pair_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         pooled = self.embed(input_ids, attention_mask)
         if self.siamese:
             if pair_ids is None:
@@ -187,20 +204,34 @@ class FedModel(nn.Module):
         lora_per_rank = sum(p.numel() // self.r_max for _, p in self._lora_params)
         head = sum(p.numel() for p in self.head.parameters())
         cfg = self.backbone.base_model.model.config
-        return MemoryProfile(frozen_bytes=frozen, lora_params_per_rank=lora_per_rank, head_params=head,
-                             hidden_size=cfg.hidden_size, num_layers=getattr(cfg, "num_hidden_layers", 1))
+        return MemoryProfile(
+            frozen_bytes=frozen,
+            lora_params_per_rank=lora_per_rank,
+            head_params=head,
+            hidden_size=cfg.hidden_size,
+            num_layers=getattr(cfg, "num_hidden_layers", 1),
+        )
 
 
 def build_model(cfg, num_labels: int) -> FedModel:
     """The FedModel a Config describes, seeded so every process builds the same initial adapter."""
     torch.manual_seed(cfg.seed)
-    backbone = load_backbone(cfg.model.name, cfg.model.pooling, cfg.model.quantization, cfg.seed,
-                             getattr(cfg.model, "cache_dir", None))
+    backbone = load_backbone(
+        cfg.model.name, cfg.model.pooling, cfg.model.quantization, cfg.seed, getattr(cfg.model, "cache_dir", None)
+    )
     lora = cfg.model.lora
     torch.manual_seed(cfg.seed)
-    model = FedModel(backbone, num_labels, lora.r_max, lora.alpha, lora.dropout, list(lora.target_modules),
-                     cfg.model.head_dropout, quantized=cfg.model.quantization != "none",
-                     siamese=use_siamese(cfg.model.pair_encoding, backbone, len(cfg.data.text_columns)))
+    model = FedModel(
+        backbone,
+        num_labels,
+        lora.r_max,
+        lora.alpha,
+        lora.dropout,
+        list(lora.target_modules),
+        cfg.model.head_dropout,
+        quantized=cfg.model.quantization != "none",
+        siamese=use_siamese(cfg.model.pair_encoding, backbone, len(cfg.data.text_columns)),
+    )
     return model
 
 

@@ -15,6 +15,7 @@ Where the data comes from (`data.source: glue`, `data.name: <task>`):
   2. else the Hugging Face hub (`nyu-mll/glue`, the task's subset; train / validation splits).
 Evaluation is always on the dev (validation) split; GLUE's test labels are hidden.
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,18 +60,86 @@ class GlueTask:
         return 1 if self.task == "regression" else len(self.label_names or ())
 
 
-GLUE_TASKS: dict[str, GlueTask] = {t.name: t for t in (
-    GlueTask("sst2", "SST-2", ("sentence",), "label", ("sentence",), "classification",
-             ("negative", "positive"), "accuracy", ("f1",), 0.80, 12, 4, 64),
-    GlueTask("qnli", "QNLI", ("question", "sentence"), "label", ("question", "sentence"), "classification",
-             ("entailment", "not_entailment"), "accuracy", ("f1",), 0.65, 12, 4, 128),
-    GlueTask("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("sentence1", "sentence2"), "classification",
-             ("not_equivalent", "equivalent"), "f1", ("accuracy",), 0.83, 3, 3, 128),
-    GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), "score", ("sentence1", "sentence2"), "regression",
-             None, "pearson", ("spearman", "mse"), 0.75, 3, 3, 128),
-    GlueTask("rte", "RTE", ("sentence1", "sentence2"), "label", ("sentence1", "sentence2"), "classification",
-             ("entailment", "not_entailment"), "accuracy", ("f1",), 0.55, 3, 3, 128),
-)}
+GLUE_TASKS: dict[str, GlueTask] = {
+    t.name: t
+    for t in (
+        GlueTask(
+            "sst2",
+            "SST-2",
+            ("sentence",),
+            "label",
+            ("sentence",),
+            "classification",
+            ("negative", "positive"),
+            "accuracy",
+            ("f1",),
+            0.80,
+            12,
+            4,
+            64,
+        ),
+        GlueTask(
+            "qnli",
+            "QNLI",
+            ("question", "sentence"),
+            "label",
+            ("question", "sentence"),
+            "classification",
+            ("entailment", "not_entailment"),
+            "accuracy",
+            ("f1",),
+            0.65,
+            12,
+            4,
+            128,
+        ),
+        GlueTask(
+            "mrpc",
+            "MRPC",
+            ("#1 String", "#2 String"),
+            "Quality",
+            ("sentence1", "sentence2"),
+            "classification",
+            ("not_equivalent", "equivalent"),
+            "f1",
+            ("accuracy",),
+            0.83,
+            3,
+            3,
+            128,
+        ),
+        GlueTask(
+            "stsb",
+            "STS-B",
+            ("sentence1", "sentence2"),
+            "score",
+            ("sentence1", "sentence2"),
+            "regression",
+            None,
+            "pearson",
+            ("spearman", "mse"),
+            0.75,
+            3,
+            3,
+            128,
+        ),
+        GlueTask(
+            "rte",
+            "RTE",
+            ("sentence1", "sentence2"),
+            "label",
+            ("sentence1", "sentence2"),
+            "classification",
+            ("entailment", "not_entailment"),
+            "accuracy",
+            ("f1",),
+            0.55,
+            3,
+            3,
+            128,
+        ),
+    )
+}
 
 # Laptop budget shared by every GLUE preset (2-core CPU: a run takes a few minutes). What is capped is
 # written to metrics.json's `budget` (see fedranklite.budget.budget_report).
@@ -79,10 +148,15 @@ COMMON_PRESET: dict[str, Any] = {
     # rounds x max_local_steps is what buys accuracy at these budgets; lr 2e-3 for LoRA (1e-3 and 5e-4 learn
     # visibly slower in 30-60 effective steps: learning rate matters a lot here) and 1e-2 for the new head
     # (at 2e-3 the head of RTE drifted to the majority class before it learned to use the pair's cosine)
-    "federation": {"num_rounds": 5, "aggregation": "blockwise",
-                   "scheduler": {"r_min": 2, "r_bar": 8}},
-    "training": {"local_epochs": 1, "max_local_steps": 8, "batch_size": 16, "lr": 2e-3, "head_lr": 1e-2,
-                 "probe_samples": 32},
+    "federation": {"num_rounds": 5, "aggregation": "blockwise", "scheduler": {"r_min": 2, "r_bar": 8}},
+    "training": {
+        "local_epochs": 1,
+        "max_local_steps": 8,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "head_lr": 1e-2,
+        "probe_samples": 32,
+    },
     "data": {"source": "glue", "samples_per_client": 400, "partition": {"type": "iid"}},
     "model": {"lora": {"r_max": 16, "alpha": 32}},
     # deterministic, rank-dependent simulated time and a deadline that a slow-tier client (0.15x) meets
@@ -113,9 +187,16 @@ def preset(name: str) -> dict[str, Any]:
     t = get_task(name)
     tree = copy.deepcopy(COMMON_PRESET)
     tree["experiment_name"] = f"glue_{t.name}"
-    tree["data"].update({"name": t.name, "text_columns": list(t.tsv_text), "label_column": t.tsv_label,
-                         "task": t.task, "num_labels": t.num_labels,
-                         "label_names": list(t.label_names) if t.label_names else None})
+    tree["data"].update(
+        {
+            "name": t.name,
+            "text_columns": list(t.tsv_text),
+            "label_column": t.tsv_label,
+            "task": t.task,
+            "num_labels": t.num_labels,
+            "label_names": list(t.label_names) if t.label_names else None,
+        }
+    )
     tree["federation"]["clients_per_round"] = t.clients_per_round
     tree["tiers"] = {tier: {"num_clients": c} for tier, c in _tier_counts(t.num_clients).items()}
     tree["evaluation"].update({"metric": t.metric, "target": t.target})
@@ -135,10 +216,12 @@ def resolve_data_dir(configured: Optional[str]) -> Optional[Path]:
 
 
 def _how_to_provide(task: GlueTask) -> str:
-    return (f"Provide GLUE {task.folder} either as a local folder in the GLUE TSV layout "
-            f"(<dir>/{task.folder}/train.tsv and dev.tsv) given by data.data_dir or the environment variable "
-            f"{ENV_VARS[0]}, or through the Hugging Face hub ({HUB_NAME}, subset {task.name!r}; needs network "
-            f"and HF_DATASETS_OFFLINE unset)")
+    return (
+        f"Provide GLUE {task.folder} either as a local folder in the GLUE TSV layout "
+        f"(<dir>/{task.folder}/train.tsv and dev.tsv) given by data.data_dir or the environment variable "
+        f"{ENV_VARS[0]}, or through the Hugging Face hub ({HUB_NAME}, subset {task.name!r}; needs network "
+        f"and HF_DATASETS_OFFLINE unset)"
+    )
 
 
 def read_tsv(path: Path, columns: tuple[str, ...]) -> dict[str, list[str]]:
@@ -183,8 +266,9 @@ def center_scores(scores: np.ndarray) -> np.ndarray:
     return ((np.asarray(scores, dtype=np.float32) - 2.5) / 2.5).astype(np.float32)
 
 
-def _split_from_columns(cols: dict[str, list], text: tuple[str, ...], label: str, task: GlueTask,
-                        where: str) -> TextSplit:
+def _split_from_columns(
+    cols: dict[str, list], text: tuple[str, ...], label: str, task: GlueTask, where: str
+) -> TextSplit:
     texts = list(zip(*[[("" if v is None else str(v)) for v in cols[c]] for c in text]))
     raw = cols[label]
     if task.task == "regression":
@@ -218,8 +302,10 @@ def load_glue_hub(task: GlueTask) -> tuple[TextSplit, TextSplit]:
         try:
             table = datasets.load_dataset(HUB_NAME, task.name, split=split)
         except Exception as exc:
-            raise DataError(f"GLUE {task.folder}: no local folder configured and the hub failed "
-                            f"({type(exc).__name__}: {str(exc)[:200]}). {_how_to_provide(task)}") from None
+            raise DataError(
+                f"GLUE {task.folder}: no local folder configured and the hub failed "
+                f"({type(exc).__name__}: {str(exc)[:200]}). {_how_to_provide(task)}"
+            ) from None
         cols = {c: table[c] for c in (*task.hub_text, "label")}
         splits.append(_split_from_columns(cols, task.hub_text, "label", task, f"{HUB_NAME}/{task.name}:{split}"))
     return splits[0], splits[1]
@@ -246,8 +332,11 @@ def trivial_baseline(task_name: str, train_labels: np.ndarray, eval_labels: np.n
         return {"what": "reference bar (a constant predictor scores Pearson 0)", "score": 0.5, "metric": task.metric}
     majority = int(np.bincount(np.asarray(train_labels, dtype=np.int64)).argmax())
     pred = np.full(len(eval_labels), majority, dtype=np.int64)
-    out = {"what": f"majority class {task.label_names[majority]!r}", "metric": task.metric,
-           "score": SCORE_METRICS[task.metric].fn(pred, eval_labels)}
+    out = {
+        "what": f"majority class {task.label_names[majority]!r}",
+        "metric": task.metric,
+        "score": SCORE_METRICS[task.metric].fn(pred, eval_labels),
+    }
     for m in task.secondary:
         if m in SCORE_METRICS and SCORE_METRICS[m].task != "regression":
             out[m] = SCORE_METRICS[m].fn(pred, eval_labels)

@@ -14,6 +14,7 @@ onto it as: compute_factor = fastest `computation` / this client's `computation`
 inference ms per sample), uplink_mbps = downlink_mbps = `communication` / 1000 (kbit/s, symmetric),
 availability = total active time / `finish_time` of the client_behave_trace entry.
 """
+
 from __future__ import annotations
 
 import csv
@@ -58,13 +59,15 @@ def tier_arrays(cfg: Any, tier_of: Sequence[str]) -> dict[str, np.ndarray]:
     def column(get) -> np.ndarray:
         return np.array([np.nan if get(t) is None else get(t) for t in tiers], dtype=np.float64)
 
-    return {"compute_factor": column(lambda t: t.compute_factor),
-            "uplink_mbps": column(lambda t: t.uplink),
-            "downlink_mbps": column(lambda t: t.downlink),
-            "availability": column(lambda t: t.availability),
-            "speed_sigma": column(lambda t: t.speed_sigma),
-            "bandwidth_sigma": column(lambda t: t.bandwidth_sigma),
-            "jitter_sigma": column(lambda t: t.jitter_sigma)}
+    return {
+        "compute_factor": column(lambda t: t.compute_factor),
+        "uplink_mbps": column(lambda t: t.uplink),
+        "downlink_mbps": column(lambda t: t.downlink),
+        "availability": column(lambda t: t.availability),
+        "speed_sigma": column(lambda t: t.speed_sigma),
+        "bandwidth_sigma": column(lambda t: t.bandwidth_sigma),
+        "jitter_sigma": column(lambda t: t.jitter_sigma),
+    }
 
 
 def draw_hardware(cfg: Any, tier_of: Sequence[str], trace: Optional[dict[str, np.ndarray]] = None) -> Hardware:
@@ -73,8 +76,12 @@ def draw_hardware(cfg: Any, tier_of: Sequence[str], trace: Optional[dict[str, np
     rng = np.random.default_rng([int(cfg.seed), 4099])  # its own stream: selection and training are unaffected
     speed = _lognormal(rng, prior["speed_sigma"])
     band = _lognormal(rng, prior["bandwidth_sigma"])
-    values = {"compute_factor": prior["compute_factor"] * speed, "uplink_mbps": prior["uplink_mbps"] * band,
-              "downlink_mbps": prior["downlink_mbps"] * band, "availability": prior["availability"].copy()}
+    values = {
+        "compute_factor": prior["compute_factor"] * speed,
+        "uplink_mbps": prior["uplink_mbps"] * band,
+        "downlink_mbps": prior["downlink_mbps"] * band,
+        "availability": prior["availability"].copy(),
+    }
     for name, column in (trace or {}).items():
         given = ~np.isnan(column)
         values[name] = np.where(given, column, values[name])
@@ -162,15 +169,19 @@ class Telemetry:
             self.uplink_mbps = np.concatenate([self.uplink_mbps, pad])
             self.downlink_mbps = np.concatenate([self.downlink_mbps, pad])
 
-    def observe(self, cids: np.ndarray, compute_factor: np.ndarray, uplink_mbps: np.ndarray,
-                downlink_mbps: np.ndarray) -> None:
+    def observe(
+        self, cids: np.ndarray, compute_factor: np.ndarray, uplink_mbps: np.ndarray, downlink_mbps: np.ndarray
+    ) -> None:
         """Fold in one round's observations (NaN: nothing observed for that client and quantity)."""
         cids = np.asarray(cids, dtype=np.int64)
         if cids.size == 0:
             return
         self._grow(int(cids.max()) + 1)
-        for store, new in ((self.compute_factor, compute_factor), (self.uplink_mbps, uplink_mbps),
-                           (self.downlink_mbps, downlink_mbps)):
+        for store, new in (
+            (self.compute_factor, compute_factor),
+            (self.uplink_mbps, uplink_mbps),
+            (self.downlink_mbps, downlink_mbps),
+        ):
             new = np.asarray(new, dtype=np.float64)
             old = store[cids]
             blended = np.where(np.isnan(old), new, (1 - self.weight) * old + self.weight * new)
@@ -180,12 +191,18 @@ class Telemetry:
         """Per selected client: the telemetry estimate where there is one, else the tier prior."""
         cids = np.asarray(cids, dtype=np.int64)
         self._grow(int(cids.max()) + 1 if cids.size else 0)
-        return {name: np.where(np.isnan(getattr(self, name)[cids]), prior[name][cids], getattr(self, name)[cids])
-                for name in ("compute_factor", "uplink_mbps", "downlink_mbps")}
+        return {
+            name: np.where(np.isnan(getattr(self, name)[cids]), prior[name][cids], getattr(self, name)[cids])
+            for name in ("compute_factor", "uplink_mbps", "downlink_mbps")
+        }
 
     def state_dict(self) -> dict[str, list]:
-        return {"weight": self.weight, "compute_factor": self.compute_factor.tolist(),
-                "uplink_mbps": self.uplink_mbps.tolist(), "downlink_mbps": self.downlink_mbps.tolist()}
+        return {
+            "weight": self.weight,
+            "compute_factor": self.compute_factor.tolist(),
+            "uplink_mbps": self.uplink_mbps.tolist(),
+            "downlink_mbps": self.downlink_mbps.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.weight = float(state["weight"])

@@ -1,5 +1,6 @@
 """The memory model of a client: how many bytes training at LoRA rank r needs, and so the largest rank
 a tier's memory allows (the scheduler never assigns more). FedModel.memory_profile() measures one."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ class MemoryProfile:
 
     def max_rank(self, memory_gb: float, r_max: int, batch_size: int, seq_len: int) -> int:
         """Largest rank in [0, r_max] that fits in `memory_gb` (0: not even rank 1 fits)."""
-        budget = memory_gb * 1024 ** 3
+        budget = memory_gb * 1024**3
         fixed = self.bytes_at(0, batch_size, seq_len)
         if fixed + 16 * self.lora_params_per_rank > budget:
             return 0

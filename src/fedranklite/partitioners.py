@@ -12,6 +12,7 @@ and `label_skew` mean here what they mean in Flower baselines:
 `num_bins` quantile bins first) -> the sorted row indices of each client, deterministic under the seed,
 every client non-empty or a DataError naming `data.partition`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -83,18 +84,25 @@ def split_dirichlet(labels: np.ndarray, num_clients: int, params: DirichletParam
     from flwr_datasets.partitioner import DirichletPartitioner  # heavy: kept off the config path
 
     min_size = max(1, min(params.min_partition_size, len(labels) // num_clients))
-    partitioner = DirichletPartitioner(num_partitions=num_clients, partition_by="label", alpha=params.alpha,
-                                       min_partition_size=min_size, self_balancing=params.self_balancing,
-                                       seed=seed)
+    partitioner = DirichletPartitioner(
+        num_partitions=num_clients,
+        partition_by="label",
+        alpha=params.alpha,
+        min_partition_size=min_size,
+        self_balancing=params.self_balancing,
+        seed=seed,
+    )
     try:
         return _flower_split(partitioner, labels, num_clients, seed)
     except ValueError:  # Flower gives up after 10 redraws
         # with few rows per client (under ~3) this happens at any alpha: Flower cuts every class at the
         # rounded-down cumulative shares, in the same client order, so with few rows per class the same
         # clients (the first among them) get no row of any class
-        raise DataError(f"data.partition: dirichlet (alpha={params.alpha}) left a client with fewer than "
-                        f"{min_size} row(s) in every draw; use more data or fewer clients, a larger alpha or a "
-                        f"smaller min_partition_size") from None
+        raise DataError(
+            f"data.partition: dirichlet (alpha={params.alpha}) left a client with fewer than "
+            f"{min_size} row(s) in every draw; use more data or fewer clients, a larger alpha or a "
+            f"smaller min_partition_size"
+        ) from None
 
 
 # ================================================================== label_skew (Flower: pathological)
@@ -122,25 +130,44 @@ def split_label_skew(labels: np.ndarray, num_clients: int, params: LabelSkewPara
 
     classes = np.unique(labels)
     k = min(params.labels_per_client, len(classes))  # Flower refuses more classes per client than exist
-    partitioner = PathologicalPartitioner(num_partitions=num_clients, partition_by="label",
-                                          num_classes_per_partition=k,
-                                          class_assignment_mode=params.class_assignment_mode, seed=seed)
+    partitioner = PathologicalPartitioner(
+        num_partitions=num_clients,
+        partition_by="label",
+        num_classes_per_partition=k,
+        class_assignment_mode=params.class_assignment_mode,
+        seed=seed,
+    )
     try:
         parts = _flower_split(partitioner, labels, num_clients, seed)
     except ValueError:  # Flower refuses a class held by more clients than it has rows
-        raise DataError("data.partition: label_skew left clients without data: a class is held by more clients "
-                        "than it has rows; use more data or fewer clients, another labels_per_client, or "
-                        "class_assignment_mode: deterministic (spreads the classes evenly)") from None
+        raise DataError(
+            "data.partition: label_skew left clients without data: a class is held by more clients "
+            "than it has rows; use more data or fewer clients, another labels_per_client, or "
+            "class_assignment_mode: deterministic (spreads the classes evenly)"
+        ) from None
     unused = sorted(set(classes.tolist()) - set(np.unique(labels[np.concatenate(parts)]).tolist()))
     if unused:
-        log.warning("label_skew: %d clients x %d labels hold %d of the %d classes; the rows of classes %s are "
-                    "not used", num_clients, k, len(classes) - len(unused), len(classes), unused)
+        log.warning(
+            "label_skew: %d clients x %d labels hold %d of the %d classes; the rows of classes %s are not used",
+            num_clients,
+            k,
+            len(classes) - len(unused),
+            len(classes),
+            unused,
+        )
     return parts
 
 
 # ================================================================== entry point
-def split_clients(labels: np.ndarray, num_clients: int, params: PartitionParams, seed: int, *,
-                  task: str = "classification", max_per_client: Optional[int] = None) -> list[np.ndarray]:
+def split_clients(
+    labels: np.ndarray,
+    num_clients: int,
+    params: PartitionParams,
+    seed: int,
+    *,
+    task: str = "classification",
+    max_per_client: Optional[int] = None,
+) -> list[np.ndarray]:
     """Row indices of each client (sorted int64 arrays), deterministic under `seed`.
 
     `params` is the chosen partitioner's config (`cfg.data.partition`; a name or a mapping such as
@@ -150,8 +177,9 @@ def split_clients(labels: np.ndarray, num_clients: int, params: PartitionParams,
     DataError naming data.partition."""
     params = PARTITIONERS.parse(params)
     if num_clients > len(labels):
-        raise DataError(f"data.partition: {num_clients} clients but only {len(labels)} training rows: every client "
-                        f"needs data")
+        raise DataError(
+            f"data.partition: {num_clients} clients but only {len(labels)} training rows: every client needs data"
+        )
     classes = partition_labels(labels, task, params.num_bins)
     try:
         with warnings.catch_warnings():
@@ -165,8 +193,10 @@ def split_clients(labels: np.ndarray, num_clients: int, params: PartitionParams,
         raise DataError(f"data.partition: {params.name} left clients without data ({exc})") from None
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
-        raise DataError(f"data.partition: {params.name} left clients {empty} without data; use more data or fewer "
-                        f"clients, or a less skewed partition")
+        raise DataError(
+            f"data.partition: {params.name} left clients {empty} without data; use more data or fewer "
+            f"clients, or a less skewed partition"
+        )
     parts = [np.sort(p) for p in parts]
     if max_per_client is not None:
         rng = np.random.default_rng((seed, 1))  # its own stream: independent of the partition's shuffle

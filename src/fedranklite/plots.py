@@ -1,4 +1,5 @@
 """`fedranklite plot` and `fedranklite compare`: figures and tables from a run's results folder."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,8 +51,13 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
         ax.axhline(summary.target, color="red", linestyle="--", linewidth=1, label=f"target {summary.target}")
     ttt = summary.time_to_target
     if ttt.sim_seconds is not None:
-        ax.axvline(ttt.sim_seconds, color="gray", linestyle=":", linewidth=1,
-                   label=f"reached at round {ttt.round} ({ttt.sim_seconds:.0f} s)")
+        ax.axvline(
+            ttt.sim_seconds,
+            color="gray",
+            linestyle=":",
+            linewidth=1,
+            label=f"reached at round {ttt.round} ({ttt.sim_seconds:.0f} s)",
+        )
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel(metric)
     ax.set_title(f"{name}: {metric} vs simulated time")
@@ -72,8 +78,12 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     rounds = [r.round for r in records]
     keys = list((records[0].fairness if records else {}).keys())
     for key in keys:
-        ax.plot(rounds, [r.fairness.get(key) if r.fairness.get(key) is not None else np.nan for r in records],
-                marker=".", label=key)
+        ax.plot(
+            rounds,
+            [r.fairness.get(key) if r.fairness.get(key) is not None else np.nan for r in records],
+            marker=".",
+            label=key,
+        )
     if len(keys) >= 2:
         lo = [r.fairness.get(keys[0]) or np.nan for r in records]
         hi = [r.fairness.get(keys[-1]) or np.nan for r in records]
@@ -116,7 +126,7 @@ def _plot_rank_energy(records: list[RoundRecord], path: Path, name: str, plt) ->
         blocks = max(len(e) for e in energy)
         grid = np.full((len(energy), blocks), np.nan)
         for i, e in enumerate(energy):
-            grid[i, :len(e)] = e
+            grid[i, : len(e)] = e
         grid[grid <= 0] = np.nan  # zero energy cannot sit on a log axis: the line stops
         colors = plt.get_cmap("viridis")(np.linspace(0, 0.95, blocks))
         for j in range(blocks):
@@ -124,8 +134,10 @@ def _plot_rank_energy(records: list[RoundRecord], path: Path, name: str, plt) ->
         if np.isfinite(grid).any():
             ax.set_yscale("log")
         last = with_key[-1].rank_energy.get(group, {})
-        ax.set_title(f"{name}: {group}\neffective rank {last.get('effective_rank', float('nan')):.2f} "
-                     f"(blocks {last.get('block_effective_rank', float('nan')):.2f}) at the last round")
+        ax.set_title(
+            f"{name}: {group}\neffective rank {last.get('effective_rank', float('nan')):.2f} "
+            f"(blocks {last.get('block_effective_rank', float('nan')):.2f}) at the last round"
+        )
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("round")
         ax.set_ylabel("energy of rank block (sum over layers)")
@@ -143,20 +155,39 @@ def _save(fig, path: Path, plt) -> Path:
 
 def compare_rows(folders: Sequence[str | Path]) -> tuple[list[str], list[list[str]]]:
     """Header and one row of headline metrics per run."""
-    header = ["run", "scheduler", "aggregation", "final", "best", "target at round / sim s", "compliance %",
-              "stragglers", "loss p50", "KB up/client-round", "sim s"]
+    header = [
+        "run",
+        "scheduler",
+        "aggregation",
+        "final",
+        "best",
+        "target at round / sim s",
+        "compliance %",
+        "stragglers",
+        "loss p50",
+        "KB up/client-round",
+        "sim s",
+    ]
     rows = []
     for folder in folders:
         s, _ = load_run(folder)
         ttt = s.time_to_target
         p50 = (s.fairness_final or {}).get("p50")
-        rows.append([
-            _label(s, Path(folder)), str(s.run.get("scheduler", "")), str(s.run.get("aggregation", "")),
-            _fmt(s.final_score), _fmt(s.best_score),
-            "not reached" if ttt.round is None else f"{ttt.round} / {ttt.sim_seconds:.1f}",
-            _fmt(s.deadline_compliance_pct, 0), str(s.stragglers_total), _fmt(p50),
-            _fmt(s.bytes["up_per_client_per_round"] / 1024, 1), _fmt(s.sim_time_total, 1),
-        ])
+        rows.append(
+            [
+                _label(s, Path(folder)),
+                str(s.run.get("scheduler", "")),
+                str(s.run.get("aggregation", "")),
+                _fmt(s.final_score),
+                _fmt(s.best_score),
+                "not reached" if ttt.round is None else f"{ttt.round} / {ttt.sim_seconds:.1f}",
+                _fmt(s.deadline_compliance_pct, 0),
+                str(s.stragglers_total),
+                _fmt(p50),
+                _fmt(s.bytes["up_per_client_per_round"] / 1024, 1),
+                _fmt(s.sim_time_total, 1),
+            ]
+        )
     return header, rows
 
 
@@ -173,8 +204,9 @@ def plot_compare(folders: Sequence[str | Path], path: str | Path) -> Path:
     for folder in folders:
         s, records = load_run(folder)
         evaluated = [r for r in records if r.score is not None]
-        ax.plot([r.sim_time for r in evaluated], [r.score for r in evaluated], marker="o",
-                label=_label(s, Path(folder)))
+        ax.plot(
+            [r.sim_time for r in evaluated], [r.score for r in evaluated], marker="o", label=_label(s, Path(folder))
+        )
         target = s.target if s.target is not None else target
         metric = s.metric
     if target is not None:
@@ -218,13 +250,23 @@ def _rank_distribution(records, name, out, plt):
     ranks = [np.asarray(r.clients.rank, dtype=np.float64) for r in records]
     fig, ax = plt.subplots(figsize=(8, 4.2))
     ax.plot(rounds, [x.mean() if x.size else np.nan for x in ranks], marker=".", label="mean rank")
-    ax.fill_between(rounds, [np.percentile(x, 10) if x.size else np.nan for x in ranks],
-                    [np.percentile(x, 90) if x.size else np.nan for x in ranks], alpha=0.2, label="p10-p90")
+    ax.fill_between(
+        rounds,
+        [np.percentile(x, 10) if x.size else np.nan for x in ranks],
+        [np.percentile(x, 90) if x.size else np.nan for x in ranks],
+        alpha=0.2,
+        label="p10-p90",
+    )
     ax.set_xlabel("round")
     ax.set_ylabel("LoRA rank")
     share = ax.twinx()
-    share.plot(rounds, [100 * len(r.stragglers) / max(len(x), 1) for r, x in zip(records, ranks)],
-               color="red", linestyle="--", label="stragglers %")
+    share.plot(
+        rounds,
+        [100 * len(r.stragglers) / max(len(x), 1) for r, x in zip(records, ranks)],
+        color="red",
+        linestyle="--",
+        label="stragglers %",
+    )
     share.set_ylabel("stragglers (% of selected)")
     ax.legend(loc="upper left")
     share.legend(loc="upper right")

@@ -21,6 +21,7 @@ included) and of the encoding settings (max_length, pair encoding), so any chang
 id misses, and nothing else does. Files live in `<cache root>/tokens/` (`model.cache_dir`, else
 $FEDRANKLITE_CACHE, else ~/.cache/fedranklite); FEDRANKLITE_TOKEN_CACHE=0 turns the cache off.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,15 +37,15 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .backbones import cache_root
 from .client import Encoded, TrainSettings, encode
 from .config import Config
-from .backbones import cache_root
 from .data import LoadedData, load_data
 from .fedmodel import FedModel, build_model
 from .memory import MemoryProfile
 from .partitioners import split_clients
-from .textsplit import DataError, TextSplit
 from .ranks import State, num_bytes, truncate
+from .textsplit import DataError, TextSplit
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ TOKEN_CACHE_VERSION = 1  # bump when the file layout or the key changes
 def seed_everything(seed: int) -> None:
     """The global torch / numpy RNGs, seeded before anything of a run is built."""
     torch.manual_seed(seed)
-    np.random.seed(seed % (2 ** 32))
+    np.random.seed(seed % (2**32))
 
 
 class PartitionError(DataError):
@@ -66,8 +67,14 @@ class PartitionError(DataError):
 def client_partitions(cfg: Config, data: LoadedData) -> list[np.ndarray]:
     """Training row indices of every client, as the config's `data.partition` says (seeded)."""
     try:
-        return split_clients(data.train.labels, cfg.num_clients, cfg.data.partition, cfg.seed, task=data.task,
-                             max_per_client=cfg.data.samples_per_client)
+        return split_clients(
+            data.train.labels,
+            cfg.num_clients,
+            cfg.data.partition,
+            cfg.seed,
+            task=data.task,
+            max_per_client=cfg.data.samples_per_client,
+        )
     except PartitionError:
         raise
     except DataError as exc:
@@ -116,8 +123,10 @@ def adapter_bytes(state: State) -> tuple[int, int]:
 
 def tier_rank_caps(cfg: Config, profile: MemoryProfile) -> dict[str, int]:
     """Largest rank a client of each tier can train in its memory (0: none)."""
-    return {name: profile.max_rank(t.memory_gb, cfg.r_max, cfg.training.batch_size, cfg.model.max_length)
-            for name, t in cfg.tiers.items()}
+    return {
+        name: profile.max_rank(t.memory_gb, cfg.r_max, cfg.training.batch_size, cfg.model.max_length)
+        for name, t in cfg.tiers.items()
+    }
 
 
 def eval_split(cfg: Config, data: LoadedData) -> TextSplit:
@@ -172,8 +181,13 @@ class Prepared:
 
     def _tokenise(self, step: str, split: TextSplit) -> Encoded:
         with _timed(self.timings, step):
-            return tokenise(split, self.model.tokenizer, self.cfg.model.max_length, self.model.siamese,
-                            cache_dir=token_cache_dir(self.cfg))
+            return tokenise(
+                split,
+                self.model.tokenizer,
+                self.cfg.model.max_length,
+                self.model.siamese,
+                cache_dir=token_cache_dir(self.cfg),
+            )
 
 
 def prepare(cfg: Config, stage1: Optional[Plan] = None) -> Prepared:
@@ -188,8 +202,17 @@ def prepare(cfg: Config, stage1: Optional[Plan] = None) -> Prepared:
         model.to(device)
     profile = model.memory_profile()
     head_bytes, per_rank = adapter_bytes(model.adapter_state())
-    return Prepared(stage1, model, device, TrainSettings.from_config(cfg, stage1.data.task == "regression"), profile,
-                    tier_rank_caps(cfg, profile), head_bytes, per_rank, timings)
+    return Prepared(
+        stage1,
+        model,
+        device,
+        TrainSettings.from_config(cfg, stage1.data.task == "regression"),
+        profile,
+        tier_rank_caps(cfg, profile),
+        head_bytes,
+        per_rank,
+        timings,
+    )
 
 
 class _timed:
@@ -249,8 +272,9 @@ def token_cache_key(split: TextSplit, tokenizer, max_length: int, siamese: bool)
     return h.hexdigest()[:32]
 
 
-def tokenise(split: TextSplit, tokenizer, max_length: int, siamese: bool = False,
-             cache_dir: Optional[Path] = None) -> Encoded:
+def tokenise(
+    split: TextSplit, tokenizer, max_length: int, siamese: bool = False, cache_dir: Optional[Path] = None
+) -> Encoded:
     """`client.encode`, read from / written to the token cache in `cache_dir` (None: no cache).
 
     The ids are identical either way (the key covers all they depend on); labels always come from `split`."""

@@ -12,6 +12,7 @@ ranges of step time), so a reader sees whether b is distinguishable from noise.
 The result is a small JSON profile with its provenance (CPU/GPU model, threads, library versions, date),
 read by `timing.mode: profile` (timing.py) to price client compute deterministically.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -114,15 +115,20 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> LinearFit:
     slope, intercept = np.polyfit(x, y, 1)
     residual = y - (intercept + slope * x)
     total = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(residual ** 2)) / total if total > 0 else 1.0
+    r2 = 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0
     return LinearFit(float(intercept), float(slope), r2)
 
 
 def profile_key(cfg) -> dict[str, Any]:
     """What a profile depends on: the backbone, the batch shape, the adapted modules, the device kind."""
-    return {"backbone": cfg.model.name, "quantization": cfg.model.quantization,
-            "batch_size": cfg.training.batch_size, "max_length": cfg.model.max_length,
-            "target_modules": sorted(cfg.model.lora.target_modules), "device": _device_kind(cfg.device)}
+    return {
+        "backbone": cfg.model.name,
+        "quantization": cfg.model.quantization,
+        "batch_size": cfg.training.batch_size,
+        "max_length": cfg.model.max_length,
+        "target_modules": sorted(cfg.model.lora.target_modules),
+        "device": _device_kind(cfg.device),
+    }
 
 
 def _device_kind(name: str) -> str:
@@ -134,9 +140,15 @@ def _device_kind(name: str) -> str:
 def provenance(device: torch.device) -> dict[str, Any]:
     import transformers
 
-    info = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "cpu": _cpu_model(), "machine": platform.machine()}
+    info = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_model(),
+        "machine": platform.machine(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -172,16 +184,26 @@ class _PeakRSS:
         return None
 
 
-def _time_rank(cfg, rank: int, num_labels: int, device: torch.device, warmup: int, repeats: int,
-               peak: _PeakRSS) -> tuple[list[float], Optional[float], int, int]:
+def _time_rank(
+    cfg, rank: int, num_labels: int, device: torch.device, warmup: int, repeats: int, peak: _PeakRSS
+) -> tuple[list[float], Optional[float], int, int]:
     """Step times of a genuine rank-`rank` LoRA, its peak memory, bytes of one rank slice and of the head."""
-    backbone = load_backbone(cfg.model.name, cfg.model.pooling, cfg.model.quantization, cfg.seed,
-                             getattr(cfg.model, "cache_dir", None))
+    backbone = load_backbone(
+        cfg.model.name, cfg.model.pooling, cfg.model.quantization, cfg.seed, getattr(cfg.model, "cache_dir", None)
+    )
     lora = cfg.model.lora
     torch.manual_seed(cfg.seed)
-    model = FedModel(backbone, num_labels, rank, lora.alpha, lora.dropout, list(lora.target_modules),
-                     cfg.model.head_dropout, quantized=cfg.model.quantization != "none",
-                     siamese=use_siamese(cfg.model.pair_encoding, backbone, 1))
+    model = FedModel(
+        backbone,
+        num_labels,
+        rank,
+        lora.alpha,
+        lora.dropout,
+        list(lora.target_modules),
+        cfg.model.head_dropout,
+        quantized=cfg.model.quantization != "none",
+        siamese=use_siamese(cfg.model.pair_encoding, backbone, 1),
+    )
     model.to(device)
     model.train()
     state = model.adapter_state()
@@ -205,8 +227,11 @@ def _time_rank(cfg, rank: int, num_labels: int, device: torch.device, warmup: in
         start = time.perf_counter()
         _train_step(model, optimizer, ids, mask, labels, device)
         times.append(time.perf_counter() - start)
-    memory = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else \
-        (peak.megabytes() if measured_rss else None)
+    memory = (
+        torch.cuda.max_memory_allocated(device) / 2**20
+        if device.type == "cuda"
+        else (peak.megabytes() if measured_rss else None)
+    )
     return times, memory, per_rank, head
 
 
@@ -220,8 +245,15 @@ def _train_step(model: FedModel, optimizer, ids, mask, labels, device: torch.dev
         torch.cuda.synchronize(device)
 
 
-def run_profile(cfg, ranks: Sequence[int] = DEFAULT_RANKS, warmup: int = 3, repeats: int = 10,
-                num_labels: int = 2, passes: int = 3, progress=None) -> RankProfile:
+def run_profile(
+    cfg,
+    ranks: Sequence[int] = DEFAULT_RANKS,
+    warmup: int = 3,
+    repeats: int = 10,
+    num_labels: int = 2,
+    passes: int = 3,
+    progress=None,
+) -> RankProfile:
     """Measure the rank sweep `ranks` (plus the config's r_max) for the config's backbone and batch shape.
 
     The sweep runs `passes` times, alternating forward and backward order, each pass timing
@@ -237,7 +269,7 @@ def run_profile(cfg, ranks: Sequence[int] = DEFAULT_RANKS, warmup: int = 3, repe
     per_rank = head = 0
     done = 0
     for p in range(passes):
-        for rank in (sweep if p % 2 == 0 else sweep[::-1]):
+        for rank in sweep if p % 2 == 0 else sweep[::-1]:
             got, mem, per_rank, head = _time_rank(cfg, rank, num_labels, device, warmup, per_pass, peak)
             times[rank] += got
             if mem is not None:
@@ -251,10 +283,19 @@ def run_profile(cfg, ranks: Sequence[int] = DEFAULT_RANKS, warmup: int = 3, repe
     time_fit = fit_line(sweep, [m / batch for m in medians])
     known = [(r, memory[r]) for r in sweep if memory[r] is not None]
     memory_fit = fit_line([r for r, _ in known], [m for _, m in known]) if len(known) >= 2 else None
-    return RankProfile(key=profile_key(cfg), ranks=sweep, sec_per_step=medians, sec_per_step_iqr=iqrs,
-                       peak_memory_mb=[memory[r] for r in sweep], bytes_per_rank=per_rank, bytes_fixed=head,
-                       time_fit=time_fit, memory_fit=memory_fit, noise_sec_per_sample=float(np.median(iqrs)) / batch,
-                       provenance={**provenance(device), "warmup": warmup, "repeats": repeats, "passes": passes})
+    return RankProfile(
+        key=profile_key(cfg),
+        ranks=sweep,
+        sec_per_step=medians,
+        sec_per_step_iqr=iqrs,
+        peak_memory_mb=[memory[r] for r in sweep],
+        bytes_per_rank=per_rank,
+        bytes_fixed=head,
+        time_fit=time_fit,
+        memory_fit=memory_fit,
+        noise_sec_per_sample=float(np.median(iqrs)) / batch,
+        provenance={**provenance(device), "warmup": warmup, "repeats": repeats, "passes": passes},
+    )
 
 
 def cache_dir() -> Path:
@@ -288,8 +329,10 @@ def ensure_profile(cfg, announce: Optional[Callable[[str], None]] = None) -> Ran
     if found is not None:
         return RankProfile.load(found)
     target = cache_dir() / key_file_name(key)
-    (announce or log.warning)(f"no rank profile for {key['backbone']} (batch {key['batch_size']} x {key['max_length']} tokens, "
-             f"{key['device']}): measuring one now, cached in {target}")
+    (announce or log.warning)(
+        f"no rank profile for {key['backbone']} (batch {key['batch_size']} x {key['max_length']} tokens, "
+        f"{key['device']}): measuring one now, cached in {target}"
+    )
     profile = run_profile(cfg, warmup=2, repeats=5)
     profile.save(target)
     return profile

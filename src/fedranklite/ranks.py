@@ -4,6 +4,7 @@ A LoRA pair at rank r_max stores A with shape (r_max, in) and B with shape (out,
 update is dW = scale * B @ A. Rank r uses the first r rows of A and the first r columns of B.
 Parameters without a rank dimension (the task head) pass through unchanged.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Optional

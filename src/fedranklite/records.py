@@ -5,6 +5,7 @@ cheap for 10,000 clients a round) and written either as a list of per-client obj
 (`metrics.client_records: full`, with a `ranks` map) or as those columns (`columns`). `from_json` reads
 both shapes, so every reader (summary, plots, trackers, compare, calibrate, report) sees one type.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -99,8 +100,9 @@ def _as_column(values: Any, name: str) -> np.ndarray:
         return np.asarray(values, dtype=np.int64)
     if name == "straggler":
         return np.asarray(values, dtype=bool)
-    if all(v is None or isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values) \
-            and any(v is not None for v in values):
+    if all(v is None or isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values) and any(
+        v is not None for v in values
+    ):
         return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     return np.asarray(values, dtype=object)
 

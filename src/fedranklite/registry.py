@@ -15,6 +15,7 @@ A config section names the plugin by the registry's key (`type`, or `mode` / `ba
 the engine) and holds only that plugin's parameters: an unknown parameter is an error naming the plugin.
 A plugin without parameters may be written as a bare name (`aggregation: blockwise`).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -22,8 +23,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Optional, TypeVar
 
-from pydantic import BaseModel, ConfigDict, SerializeAsAny, ValidationInfo, WrapValidator, create_model, \
-    field_validator
+from pydantic import BaseModel, ConfigDict, SerializeAsAny, ValidationInfo, WrapValidator, create_model, field_validator
 from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
 
@@ -51,8 +51,11 @@ class Section(BaseModel):
     @classmethod
     def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic's lax mode would turn `num_rounds: true` into 1: a YAML boolean is never a number here
-        if isinstance(value, bool) and info.field_name in cls.model_fields \
-                and is_number_annotation(cls.model_fields[info.field_name].annotation):
+        if (
+            isinstance(value, bool)
+            and info.field_name in cls.model_fields
+            and is_number_annotation(cls.model_fields[info.field_name].annotation)
+        ):
             raise ValueError(f"expected a number, got the boolean {value}")
         return value
 
@@ -118,9 +121,13 @@ class Registry(Generic[T]):
             raise TypeError(f"{self.kind} {name!r}: its config must subclass {self.base.__name__}")
         # the title names the plugin in validation errors ("1 validation error for partitioner 'iid'"),
         # so an unknown parameter says which plugin rejected it
-        registered = create_model(params.__name__, __base__=params, __module__=params.__module__,
-                                  __cls_kwargs__={"title": f"{self.kind} {name!r}"},
-                                  **{self.key: (Literal[name], name)})
+        registered = create_model(
+            params.__name__,
+            __base__=params,
+            __module__=params.__module__,
+            __cls_kwargs__={"title": f"{self.kind} {name!r}"},
+            **{self.key: (Literal[name], name)},
+        )
         registered.plugin_key = self.key
         self._entries[name] = Entry(name, registered, impl)
         return registered
@@ -173,8 +180,10 @@ class Registry(Generic[T]):
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise PydanticCustomError("plugin_section", f"expected a {self.kind} name or a mapping with "
-                                                        f"'{self.key}', got {type(value).__name__}")
+            raise PydanticCustomError(
+                "plugin_section",
+                f"expected a {self.kind} name or a mapping with '{self.key}', got {type(value).__name__}",
+            )
         name = value.get(self.key, default)
         if name is None:
             raise PydanticCustomError("plugin_missing", f"'{self.key}' is required: the {self.kind} to use")
@@ -189,7 +198,6 @@ class Registry(Generic[T]):
 
         def validate(value: Any, handler: Any) -> PluginConfig:
             return self.parse(value, default)
-
 
         return Annotated[SerializeAsAny[self.base], WrapValidator(validate), PluginSlot(self, default)]
 

@@ -3,6 +3,7 @@
 Writers never leave half a file (temporary file + rename, fsync); readers get typed records
 (records.py) and skip a last line torn by a crash.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,7 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 def rewrite_round_log(path: str | Path, records: Sequence[RoundRecord], layout: str = "full") -> None:
     """Replace rounds.jsonl atomically with exactly `records` (used when resuming from a checkpoint)."""
-    write_text_atomic(path, "".join(json.dumps(json_ready(r.to_json(layout)), allow_nan=False) + "\n"
-                                    for r in records))
+    write_text_atomic(path, "".join(json.dumps(json_ready(r.to_json(layout)), allow_nan=False) + "\n" for r in records))
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -166,6 +166,7 @@ def read_run(folder: str | Path) -> tuple[RunSummary, list[RoundRecord]]:
     try:
         records = RoundLog.read(folder / ROUNDS_FILE)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ResultsError(f"{folder / ROUNDS_FILE}: cannot be read as round records ({type(exc).__name__}: "
-                           f"{exc})") from None
+        raise ResultsError(
+            f"{folder / ROUNDS_FILE}: cannot be read as round records ({type(exc).__name__}: {exc})"
+        ) from None
     return summary, records

@@ -1,4 +1,5 @@
 """Evaluation scores by name (`evaluation.metric`), computed with scikit-learn and SciPy."""
+
 from __future__ import annotations
 
 import warnings
@@ -57,9 +58,14 @@ def mse(pred: np.ndarray, label: np.ndarray) -> float:
 
 
 SCORE_METRICS: Registry[ScoreMetric] = Registry("evaluation metric")
-for _m in (ScoreMetric("accuracy", "classification", accuracy), ScoreMetric("f1", "classification", f1_binary),
-           ScoreMetric("f1_macro", "classification", f1_macro), ScoreMetric("pearson", "regression", pearson),
-           ScoreMetric("spearman", "regression", spearman), ScoreMetric("mse", "regression", mse, False)):
+for _m in (
+    ScoreMetric("accuracy", "classification", accuracy),
+    ScoreMetric("f1", "classification", f1_binary),
+    ScoreMetric("f1_macro", "classification", f1_macro),
+    ScoreMetric("pearson", "regression", pearson),
+    ScoreMetric("spearman", "regression", spearman),
+    ScoreMetric("mse", "regression", mse, False),
+):
     SCORE_METRICS.register(_m.name)(_m)
 
 

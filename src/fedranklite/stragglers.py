@@ -12,6 +12,7 @@ straggler and how long the round lasted in simulated seconds.
                the steps that fit (weighted by the samples it actually trained on); a client that fit
                no step contributes nothing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ class StragglerPolicy:
     def from_config(cls, params: PolicyParams) -> "StragglerPolicy":
         return cls()
 
-    def resolve(self, sim_time: np.ndarray, finished: np.ndarray, trained_any: np.ndarray,
-                deadline: Optional[float]) -> RoundOutcome:
+    def resolve(
+        self, sim_time: np.ndarray, finished: np.ndarray, trained_any: np.ndarray, deadline: Optional[float]
+    ) -> RoundOutcome:
         """sim_time: simulated seconds each client spent; finished: it did all its local work;
         trained_any: it completed at least one optimisation step."""
         sim_time = np.asarray(sim_time, dtype=np.float64)
@@ -56,8 +58,9 @@ class StragglerPolicy:
         straggler = ~finished | (sim_time > deadline)
         return self.late(sim_time, straggler, trained_any, deadline, slowest)
 
-    def late(self, sim_time: np.ndarray, straggler: np.ndarray, trained_any: np.ndarray, deadline: float,
-             slowest: float) -> RoundOutcome:
+    def late(
+        self, sim_time: np.ndarray, straggler: np.ndarray, trained_any: np.ndarray, deadline: float, slowest: float
+    ) -> RoundOutcome:
         raise NotImplementedError
 
 

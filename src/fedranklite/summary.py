@@ -1,5 +1,6 @@
 """The run summary (metrics.json), computed from the round records alone, so it can be recomputed from
 rounds.jsonl at any time; and the per-round quantities it is made of (fairness, target reached)."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ def reached(score: Optional[float], target: Optional[float], higher_is_better: b
     return score >= target if higher_is_better else score <= target
 
 
-def time_to_target(records: Sequence[RoundRecord], target: Optional[float],
-                   higher_is_better: bool = True) -> TimeToTarget:
+def time_to_target(
+    records: Sequence[RoundRecord], target: Optional[float], higher_is_better: bool = True
+) -> TimeToTarget:
     """First round (and its cumulative simulated seconds) whose evaluation score reached the target."""
     for rec in records:
         if reached(rec.score, target, higher_is_better):
@@ -31,9 +33,16 @@ def time_to_target(records: Sequence[RoundRecord], target: Optional[float],
     return TimeToTarget()
 
 
-def summarize(records: Sequence[RoundRecord], *, target: Optional[float], metric: str,
-              higher_is_better: bool = True, percentiles: Sequence[float] = (10, 50, 90),
-              run: Optional[dict[str, Any]] = None, per_client_maps: bool = True) -> RunSummary:
+def summarize(
+    records: Sequence[RoundRecord],
+    *,
+    target: Optional[float],
+    metric: str,
+    higher_is_better: bool = True,
+    percentiles: Sequence[float] = (10, 50, 90),
+    run: Optional[dict[str, Any]] = None,
+    per_client_maps: bool = True,
+) -> RunSummary:
     """The run summary. `per_client_maps`: each round's line lists ranks and bytes per client (False for
     thousands of clients per round: counts and means instead)."""
     evaluated = [r for r in records if r.score is not None]
@@ -82,8 +91,10 @@ def summarize(records: Sequence[RoundRecord], *, target: Optional[float], metric
             "down_total": down_total,
             "up_per_client_per_round": up_total / n_part,
             "down_per_client_per_round": down_total / n_part,
-            "per_client": {str(c): {"up": int(u), "down": int(d), "rounds": int(n)}
-                           for c, u, d, n in zip(clients.tolist(), up_per, down_per, rounds_per)},
+            "per_client": {
+                str(c): {"up": int(u), "down": int(d), "rounds": int(n)}
+                for c, u, d, n in zip(clients.tolist(), up_per, down_per, rounds_per)
+            },
         },
         peak_memory_mb={str(c): float(m) for c, m in zip(clients.tolist(), peak) if m > -np.inf},
         rounds=[_round_line(r, per_client_maps) for r in records],
@@ -92,19 +103,31 @@ def summarize(records: Sequence[RoundRecord], *, target: Optional[float], metric
 
 
 def _round_line(record: RoundRecord, per_client_maps: bool) -> dict:
-    out = {"round": record.round, "score": record.score, "sim_time": record.sim_time,
-           "round_sim_seconds": record.round_sim_seconds, "compliant": record.compliant,
-           "stragglers": record.stragglers, "fairness": record.fairness}
+    out = {
+        "round": record.round,
+        "score": record.score,
+        "sim_time": record.sim_time,
+        "round_sim_seconds": record.round_sim_seconds,
+        "compliant": record.compliant,
+        "stragglers": record.stragglers,
+        "fairness": record.fairness,
+    }
     t = record.clients
     if per_client_maps:
-        out.update(ranks={str(c): r for c, r in record.ranks.items()},
-                   bytes_up={str(c): int(b) for c, b in zip(t.cid, t.bytes_up)},
-                   bytes_down={str(c): int(b) for c, b in zip(t.cid, t.bytes_down)})
+        out.update(
+            ranks={str(c): r for c, r in record.ranks.items()},
+            bytes_up={str(c): int(b) for c, b in zip(t.cid, t.bytes_up)},
+            bytes_down={str(c): int(b) for c, b in zip(t.cid, t.bytes_down)},
+        )
     else:
         ranks = np.asarray(t.rank, dtype=np.float64)
-        out.update(num_clients=len(ranks), stragglers=len(record.stragglers),
-                   rank_mean=float(ranks.mean()) if ranks.size else None,
-                   bytes_up=int(np.sum(t.bytes_up)), bytes_down=int(np.sum(t.bytes_down)))
+        out.update(
+            num_clients=len(ranks),
+            stragglers=len(record.stragglers),
+            rank_mean=float(ranks.mean()) if ranks.size else None,
+            bytes_up=int(np.sum(t.bytes_up)),
+            bytes_down=int(np.sum(t.bytes_down)),
+        )
     return out
 
 

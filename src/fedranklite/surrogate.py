@@ -31,6 +31,7 @@ The surrogate (`SurrogateFit`, all numbers fitted by `calibrate` from rounds.jso
 Limits, said plainly: one scalar stands in for the model, so effects that need the adapter's direction
 (rank collapse, which aggregator wins) are not simulated; non-IID acts through u_i and the fitted trend only.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,10 +47,10 @@ import yaml
 from .client import ClientResult, TrainSettings
 from .config import Config
 from .configfile import validate
-from .results_io import ResultsError, json_ready, read_run
-from .scoring import SCORE_METRICS
 from .memory import MemoryProfile
 from .ranks import State
+from .results_io import ResultsError, json_ready, read_run
+from .scoring import SCORE_METRICS
 from .timing import comm_seconds
 
 STATE_KEY = "surrogate.score_gap"  # the surrogate's whole "adapter": no rank axis, averaged like a head
@@ -107,16 +108,24 @@ class SurrogateFit:
         try:
             data = json.loads(path.read_text())
         except OSError as exc:
-            raise CalibrationError(f"{path}: cannot read the surrogate calibration ({exc}); make one with "
-                                   f"`fedranklite calibrate <results dir of a real run>`") from None
+            raise CalibrationError(
+                f"{path}: cannot read the surrogate calibration ({exc}); make one with "
+                f"`fedranklite calibrate <results dir of a real run>`"
+            ) from None
         lo, hi = data["score_range"]
         data["score_range"] = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
         return cls(**data)
 
 
 # ================================================================== calibration (pure: records in, fit out)
-_SCORE_RANGES = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "f1_macro": (0.0, 1.0), "pearson": (-1.0, 1.0),
-                 "spearman": (-1.0, 1.0), "mse": (0.0, math.inf)}
+_SCORE_RANGES = {
+    "accuracy": (0.0, 1.0),
+    "f1": (0.0, 1.0),
+    "f1_macro": (0.0, 1.0),
+    "pearson": (-1.0, 1.0),
+    "spearman": (-1.0, 1.0),
+    "mse": (0.0, math.inf),
+}
 
 
 def fit_time(ranks, per_sample_seconds) -> tuple[float, float, float]:
@@ -134,15 +143,20 @@ def fit_time(ranks, per_sample_seconds) -> tuple[float, float, float]:
     return float(a), float(b), r2
 
 
-def fit_progress(scores: Sequence[Optional[float]], efficiencies: Sequence[np.ndarray],
-                 weights: Sequence[np.ndarray], score_range: tuple[float, float],
-                 higher_is_better: bool = True) -> tuple[float, float, float, float]:
+def fit_progress(
+    scores: Sequence[Optional[float]],
+    efficiencies: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray],
+    score_range: tuple[float, float],
+    higher_is_better: bool = True,
+) -> tuple[float, float, float, float]:
     """(S_0, S*, k, rmse): the score trajectory S_t = S* - G_t, G_t = G_{t-1} * mean_w(1 - k * eff_i) (the
     aggregator's sample-weighted mean of the clients' proposals; S* + G_t when lower is better), simulated
     over every round and scored on the rounds with an evaluation (`scores[t]` None: not evaluated). A trend
     fit, so an oscillating non-IID run gets its average progress. Grid search over S_0, S*, closed-ish k."""
-    g = np.array([float(np.average(e, weights=w)) if len(e) and np.sum(w) > 0 else 0.0
-                  for e, w in zip(efficiencies, weights)])
+    g = np.array(
+        [float(np.average(e, weights=w)) if len(e) and np.sum(w) > 0 else 0.0 for e, w in zip(efficiencies, weights)]
+    )
     seen = np.array([x is not None for x in scores])
     y = np.array([x for x in scores if x is not None], dtype=np.float64)
     sign = 1.0 if higher_is_better else -1.0
@@ -197,8 +211,9 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
     if len(records) < 2:
         raise CalibrationError(f"{folder}: needs at least 2 finished rounds, found {len(records)}")
     if "memory_profile" not in summary.run:
-        raise CalibrationError(f"{folder}/metrics.json has no memory_profile (written by FedRankLite >= 0.3); "
-                               f"rerun the experiment")
+        raise CalibrationError(
+            f"{folder}/metrics.json has no memory_profile (written by FedRankLite >= 0.3); rerun the experiment"
+        )
     r_max = cfg.r_max
     profile = summary.run["memory_profile"]
     head_bytes, per_rank = 4 * int(profile["head_params"]), 4 * int(profile["lora_params_per_rank"])
@@ -207,8 +222,9 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
     ranks, per_sample = [], []
     for rec in records:
         cols = rec.clients
-        for tier, rank, samples, sim, down, up in zip(cols.tier, cols.rank, cols.samples, cols.sim_seconds,
-                                                      cols.bytes_down, cols.bytes_up):
+        for tier, rank, samples, sim, down, up in zip(
+            cols.tier, cols.rank, cols.samples, cols.sim_seconds, cols.bytes_down, cols.bytes_up
+        ):
             t = cfg.tiers[tier]
             if samples:
                 compute = sim - comm_seconds(down + up, t.bandwidth_mbps)
@@ -220,8 +236,9 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
     before0 = [x for x in records[0].clients.floats("loss_before") if np.isfinite(x)]
     evaluated = [r for r in records if r.eval]
     if len(evaluated) < 2 or not before0:
-        raise CalibrationError(f"{folder}: needs evaluations in at least 2 rounds and client losses "
-                               f"(set evaluation.eval_every: 1)")
+        raise CalibrationError(
+            f"{folder}: needs evaluations in at least 2 rounds and client losses (set evaluation.eval_every: 1)"
+        )
     start = float(np.median(before0))  # the initial model's loss on the clients' rows
     effs, wts, spreads, medians = [], [], [], []
     drops, level, rel, frac = [], [], [], []
@@ -249,7 +266,7 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
     higher = SCORE_METRICS[metric].higher_is_better
     score_range = _SCORE_RANGES.get(metric, (-math.inf, math.inf))
     scores = [rec.eval["score"] if rec.eval else None for rec in records]
-    s0, s_lim, k, rmse = fit_progress(scores, [(q ** beta) * f for q, f in effs], wts, score_range, higher)
+    s0, s_lim, k, rmse = fit_progress(scores, [(q**beta) * f for q, f in effs], wts, score_range, higher)
     # client loss level vs the score of the global model a round started from (S_0 for round 1)
     prev_score = np.array([s0] + scores[:-1], dtype=object)
     xs = [float(p) for p, m in zip(prev_score, medians) if p is not None and m is not None]
@@ -259,14 +276,36 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
     else:
         loss_slope, loss_intercept = 0.0, float(np.mean(ys)) if ys else start
     return SurrogateFit(
-        metric=metric, higher_is_better=higher, r_max=r_max,
-        sec_per_sample=a, sec_per_sample_per_rank=b, head_bytes=head_bytes, bytes_per_rank=per_rank,
-        memory_profile=profile, score_start=s0, score_limit=s_lim, rate=k, rank_exponent=beta,
-        drop_fraction=phi, client_sigma=client_sigma, noise_sigma=noise, loss_intercept=loss_intercept,
-        loss_slope=loss_slope, score_range=score_range,
-        source={"results_dir": str(folder), "experiment": cfg.experiment_name, "rounds": len(records),
-                "client_rounds": len(ranks), "time_r2": time_r2, "score_rmse": rmse, "drop_points": points,
-                "evaluations": len([x for x in scores if x is not None]), "time_mode": cfg.timing.mode})
+        metric=metric,
+        higher_is_better=higher,
+        r_max=r_max,
+        sec_per_sample=a,
+        sec_per_sample_per_rank=b,
+        head_bytes=head_bytes,
+        bytes_per_rank=per_rank,
+        memory_profile=profile,
+        score_start=s0,
+        score_limit=s_lim,
+        rate=k,
+        rank_exponent=beta,
+        drop_fraction=phi,
+        client_sigma=client_sigma,
+        noise_sigma=noise,
+        loss_intercept=loss_intercept,
+        loss_slope=loss_slope,
+        score_range=score_range,
+        source={
+            "results_dir": str(folder),
+            "experiment": cfg.experiment_name,
+            "rounds": len(records),
+            "client_rounds": len(ranks),
+            "time_r2": time_r2,
+            "score_rmse": rmse,
+            "drop_points": points,
+            "evaluations": len([x for x in scores if x is not None]),
+            "time_mode": cfg.timing.mode,
+        },
+    )
 
 
 # ================================================================== step 3: the surrogate runner
@@ -317,17 +356,27 @@ class SurrogateRunner:
             samples = samples_for(steps, rows, st.batch_size, st.local_epochs)
             eff = (t.rank / fit.r_max) ** fit.rank_exponent * (steps / max(planned, 1))
             before = level * self.client_factor[t.cid]
-            drop = fit.drop_fraction * before * eff * math.exp(fit.noise_sigma * noise[j] - fit.noise_sigma ** 2 / 2)
+            drop = fit.drop_fraction * before * eff * math.exp(fit.noise_sigma * noise[j] - fit.noise_sigma**2 / 2)
             drop = min(drop, 0.99 * before)  # a local loss cannot go below zero
             proposal = gap * (1.0 - fit.rate * eff)
             nbytes = fit.head_bytes + t.rank * fit.bytes_per_rank
             compute_cf1 = samples * (fit.sec_per_sample + fit.sec_per_sample_per_rank * t.rank)
-            out.append(ClientResult(
-                cid=t.cid, rank=t.rank, update={STATE_KEY: torch.tensor([proposal], dtype=torch.float64)},
-                num_samples=samples, steps=steps, planned_steps=planned, loss_before=before,
-                loss_after=before - drop, wall_seconds=compute_cf1,
-                peak_memory_mb=self.profile.bytes_at(t.rank, st.batch_size, self.cfg.model.max_length) / 2 ** 20,
-                bytes_down=nbytes, bytes_up=nbytes))
+            out.append(
+                ClientResult(
+                    cid=t.cid,
+                    rank=t.rank,
+                    update={STATE_KEY: torch.tensor([proposal], dtype=torch.float64)},
+                    num_samples=samples,
+                    steps=steps,
+                    planned_steps=planned,
+                    loss_before=before,
+                    loss_after=before - drop,
+                    wall_seconds=compute_cf1,
+                    peak_memory_mb=self.profile.bytes_at(t.rank, st.batch_size, self.cfg.model.max_length) / 2**20,
+                    bytes_down=nbytes,
+                    bytes_up=nbytes,
+                )
+            )
         return out
 
 
@@ -339,16 +388,20 @@ def partition_sizes(cfg: Config) -> np.ndarray:
     try:
         return plan(cfg).rows
     except PartitionError as exc:
-        raise CalibrationError(f"{exc}; for more clients than the data can be split into, set "
-                               f"engine.surrogate.rows_per_client") from None
+        raise CalibrationError(
+            f"{exc}; for more clients than the data can be split into, set engine.surrogate.rows_per_client"
+        ) from None
 
 
 def surrogate_config(cfg: Config, fit: SurrogateFit) -> Config:
     """The run's config with the calibrated (analytic) time model and the fitted run's metric (the only
     score the surrogate predicts)."""
     tree = cfg.to_dict()
-    tree["timing"] = {"mode": "analytic", "sec_per_sample": fit.sec_per_sample,
-                      "sec_per_sample_per_rank": fit.sec_per_sample_per_rank}
+    tree["timing"] = {
+        "mode": "analytic",
+        "sec_per_sample": fit.sec_per_sample,
+        "sec_per_sample_per_rank": fit.sec_per_sample_per_rank,
+    }
     tree["evaluation"]["metric"] = fit.metric
     return validate(tree, origin=f"surrogate run of {cfg.experiment_name}")
 
@@ -360,8 +413,10 @@ def build_surrogate_engine(cfg: Config):
 
     sur = cfg.engine.surrogate
     if not sur.calibration:
-        raise CalibrationError("engine.backend: surrogate needs engine.surrogate.calibration (a surrogate.json "
-                               "from `fedranklite calibrate <results dir>`)")
+        raise CalibrationError(
+            "engine.backend: surrogate needs engine.surrogate.calibration (a surrogate.json "
+            "from `fedranklite calibrate <results dir>`)"
+        )
     fit = SurrogateFit.load(sur.calibration)
     if fit.r_max != cfg.r_max:
         raise CalibrationError(f"the calibration was fitted at r_max {fit.r_max}, this config has {cfg.r_max}")
@@ -374,8 +429,16 @@ def build_surrogate_engine(cfg: Config):
         rows = partition_sizes(cfg)
     profile = MemoryProfile(**fit.memory_profile)
     caps = tier_rank_caps(cfg, profile)
-    fed = Federation(cfg, None, None, tier_of, np.array([caps[t] for t in tier_of], dtype=np.int64),
-                     fit.head_bytes, fit.bytes_per_rank, rows=rows)
+    fed = Federation(
+        cfg,
+        None,
+        None,
+        tier_of,
+        np.array([caps[t] for t in tier_of], dtype=np.int64),
+        fit.head_bytes,
+        fit.bytes_per_rank,
+        rows=rows,
+    )
     regression = SCORE_METRICS[fit.metric].task == "regression"
     settings = TrainSettings.from_config(cfg, regression)
     runner = SurrogateRunner(fit, cfg, rows, settings)
@@ -385,7 +448,9 @@ def build_surrogate_engine(cfg: Config):
         return {"loss": fit.client_loss(score), fit.metric: score, "score": score, "num_samples": 0}
 
     start = {STATE_KEY: torch.tensor([fit.sign * (fit.score_limit - fit.score_start)], dtype=torch.float64)}
-    info = {"backbone": f"surrogate of {fit.source.get('experiment')} ({fit.source.get('results_dir')})",
-            "surrogate": {k: v for k, v in asdict(fit).items() if k not in ("memory_profile",)},
-            "memory_profile": fit.memory_profile}
+    info = {
+        "backbone": f"surrogate of {fit.source.get('experiment')} ({fit.source.get('results_dir')})",
+        "surrogate": {k: v for k, v in asdict(fit).items() if k not in ("memory_profile",)},
+        "memory_profile": fit.memory_profile,
+    }
     return Engine(cfg, runner, fed, evaluator, start, info, "regression" if regression else "classification")

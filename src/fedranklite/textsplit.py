@@ -4,6 +4,7 @@ mapping of raw label values to class ids.
 This module sits below all the loaders (`data` for hub and local files, `glue`, `embedded`) so they
 share these without importing each other.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ class TextSplit:
         return TextSplit([self.texts[i] for i in idx], self.labels[idx], self.label_names)
 
 
-def class_ids(raw: Sequence, label_names: Optional[list[str]], column: str,
-              where: str) -> tuple[np.ndarray, Optional[list[str]]]:
+def class_ids(
+    raw: Sequence, label_names: Optional[list[str]], column: str, where: str
+) -> tuple[np.ndarray, Optional[list[str]]]:
     """Raw label values -> (int64 class ids, label names or None).
 
     With `label_names`, a value is a name (its index is the id) or an in-range integer id. Without,
@@ -53,8 +55,9 @@ def class_ids(raw: Sequence, label_names: Optional[list[str]], column: str,
                 raise DataError(f"{where}: label {v!r} in column {column!r} is not one of {label_names}")
         return np.asarray(ids, dtype=np.int64), list(label_names)
     if all(_is_integral(v) for v in raw):  # 0/1/2, "0"/"1", or 0.0/1.0 (a float column)
-        ids = np.asarray([int(float(v)) if isinstance(v, (float, np.floating)) else int(v) for v in raw],
-                         dtype=np.int64)
+        ids = np.asarray(
+            [int(float(v)) if isinstance(v, (float, np.floating)) else int(v) for v in raw], dtype=np.int64
+        )
         if ids.min() < 0:
             raise DataError(f"{where}: negative class label {int(ids.min())} in column {column!r}")
         return ids, None

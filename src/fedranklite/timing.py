@@ -10,6 +10,7 @@
 All add communication time when the tier has a bandwidth: bytes * 8 / (bandwidth_mbps * 1e6),
 for the download and the upload.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,8 +68,9 @@ class TimeModel:
         """Simulated time depends only on the work done, not on how fast this machine ran it."""
         return self.mode != "measured"
 
-    def compute_seconds(self, samples: int, rank: int, compute_factor: float,
-                        measured_wall: Optional[float] = None) -> float:
+    def compute_seconds(
+        self, samples: int, rank: int, compute_factor: float, measured_wall: Optional[float] = None
+    ) -> float:
         if self.mode == "measured":
             if measured_wall is None:
                 raise ValueError("measured time mode needs the measured wall time")
@@ -84,8 +86,14 @@ class TimeModel:
         self.observed_sec_per_sample = per if prev is None else (prev * n + per) / (n + 1)
         self._observations = n + 1
 
-    def predict(self, samples: int, compute_factor: float, bandwidth_mbps: Optional[float],
-                fixed_bytes: float, bytes_per_rank: float) -> tuple[float, float]:
+    def predict(
+        self,
+        samples: int,
+        compute_factor: float,
+        bandwidth_mbps: Optional[float],
+        fixed_bytes: float,
+        bytes_per_rank: float,
+    ) -> tuple[float, float]:
         """(intercept, slope) of the predicted round time in rank: t(r) = intercept + slope * r."""
         if self.mode == "measured":
             base = self.observed_sec_per_sample if self.observed_sec_per_sample is not None else self.sec_per_sample

@@ -3,6 +3,7 @@
 Each tracker receives every round record; a tracker whose package is not installed is skipped with
 a warning, never a crash. wandb always runs in offline mode (files under the results folder).
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,9 +18,14 @@ log = logging.getLogger(__name__)
 
 def round_scalars(record: RoundRecord) -> dict[str, float]:
     """The per-round numbers worth plotting in a tracker (either client-record layout)."""
-    out = {"sim_time": record.sim_time, "round_sim_seconds": record.round_sim_seconds,
-           "stragglers": len(record.stragglers), "compliant": float(record.compliant),
-           "bytes_up": record.bytes_up, "bytes_down": record.bytes_down}
+    out = {
+        "sim_time": record.sim_time,
+        "round_sim_seconds": record.round_sim_seconds,
+        "stragglers": len(record.stragglers),
+        "compliant": float(record.compliant),
+        "bytes_up": record.bytes_up,
+        "bytes_down": record.bytes_down,
+    }
     if record.score is not None:
         out["score"] = record.score
     if record.eval:
@@ -54,8 +60,14 @@ class WandbTracker:
         import wandb
 
         os.environ.setdefault("WANDB_MODE", "offline")
-        self.run = wandb.init(project="fedranklite", name=config.get("experiment_name"), config=config,
-                              dir=str(out), mode="offline", reinit=True)
+        self.run = wandb.init(
+            project="fedranklite",
+            name=config.get("experiment_name"),
+            config=config,
+            dir=str(out),
+            mode="offline",
+            reinit=True,
+        )
 
     def log_round(self, record: RoundRecord) -> None:
         self.run.log(round_scalars(record), step=record.round)

@@ -5,6 +5,7 @@ Rejected: a missing or unexpected tensor, a shape that is not the assigned rank'
 was assigned shows up here), NaN/Inf values, and an update whose distance from the global adapter is
 more than `max_norm_ratio` times the round's median distance (needs at least 3 updates).
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
@@ -15,8 +16,9 @@ import torch
 from .ranks import rank_dim, truncate
 
 
-def structural_problem(update: Mapping[str, torch.Tensor], rank: int,
-                       global_state: Mapping[str, torch.Tensor]) -> Optional[str]:
+def structural_problem(
+    update: Mapping[str, torch.Tensor], rank: int, global_state: Mapping[str, torch.Tensor]
+) -> Optional[str]:
     """Why `update` is not a valid rank-`rank` update of `global_state` (None: it is)."""
     missing = sorted(set(global_state) - set(update))
     extra = sorted(set(update) - set(global_state))
@@ -45,7 +47,7 @@ def update_distance(update: Mapping[str, torch.Tensor], rank: int, global_state:
     total = 0.0
     for name, tensor in update.items():
         total += float(torch.sum((tensor.double() - start[name].double()) ** 2))
-    return total ** 0.5
+    return total**0.5
 
 
 def norm_outliers(distances: Sequence[float], max_norm_ratio: float) -> np.ndarray:
@@ -57,8 +59,12 @@ def norm_outliers(distances: Sequence[float], max_norm_ratio: float) -> np.ndarr
     return d > max_norm_ratio * max(median, 1e-12)
 
 
-def reject_reasons(updates: Sequence[Mapping[str, torch.Tensor]], ranks: Sequence[int],
-                   global_state: Mapping[str, torch.Tensor], max_norm_ratio: Optional[float]) -> list[Optional[str]]:
+def reject_reasons(
+    updates: Sequence[Mapping[str, torch.Tensor]],
+    ranks: Sequence[int],
+    global_state: Mapping[str, torch.Tensor],
+    max_norm_ratio: Optional[float],
+) -> list[Optional[str]]:
     """One reason per update (None: accepted by these checks)."""
     reasons = [structural_problem(u, r, global_state) for u, r in zip(updates, ranks)]
     if max_norm_ratio is None:
@@ -67,6 +73,8 @@ def reject_reasons(updates: Sequence[Mapping[str, torch.Tensor]], ranks: Sequenc
     distances = [update_distance(updates[i], ranks[i], global_state) for i in ok]
     for i, outlier, dist in zip(ok, norm_outliers(distances, max_norm_ratio), distances):
         if outlier:
-            reasons[i] = (f"update norm {dist:.3g} is more than {max_norm_ratio:g}x the round's median "
-                          f"{float(np.median(distances)):.3g}")
+            reasons[i] = (
+                f"update norm {dist:.3g} is more than {max_norm_ratio:g}x the round's median "
+                f"{float(np.median(distances)):.3g}"
+            )
     return reasons

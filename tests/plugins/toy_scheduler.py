@@ -3,6 +3,7 @@
 `toy` gives the first selected client `boost` times the rank of the others (then the shared repair
 hands out the exact budget), so a run shows whether the engine used it and its own parameter.
 """
+
 from __future__ import annotations
 
 import numpy as np

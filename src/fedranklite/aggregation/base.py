@@ -1,4 +1,5 @@
 """The aggregation interface: pure functions from (global state, client contributions) to a new state."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,13 @@ def normalized_weights(contributions: Sequence[Contribution]) -> torch.Tensor:
     return w / w.sum()
 
 
-def weighted_sum(name: str, contributions: Sequence[Contribution], weights: Sequence[float], like: torch.Tensor,
-                 rank_axis: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def weighted_sum(
+    name: str,
+    contributions: Sequence[Contribution],
+    weights: Sequence[float],
+    like: torch.Tensor,
+    rank_axis: int | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sum_k w_k * (client k's tensor zero-padded to `like`'s shape), in float64, streamed client by
     client (memory independent of the number of clients, time linear in it). For a LoRA factor also
     returns, per rank slice j, the total weight of the clients whose rank covered j."""

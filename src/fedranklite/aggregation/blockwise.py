@@ -1,6 +1,7 @@
 """`blockwise`: rank slice j of every LoRA factor is averaged (sample-weighted) over only the clients
 whose rank covered j; a slice nobody trained this round keeps its previous global value. Parameters
 without a rank dimension (the head) are a plain weighted average over all clients."""
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence

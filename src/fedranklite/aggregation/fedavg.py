@@ -1,6 +1,7 @@
 """`fedavg` with zero padding: every rank-r update is padded with zeros to r_max, then all updates
 are averaged with sample weights. Rank slices that few clients trained are pulled towards zero in
 proportion to the weight of the clients that did not train them (the HetLoRA observation)."""
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -17,5 +18,7 @@ def fedavg(global_state: Mapping[str, torch.Tensor], contributions: Sequence[Con
         return dict(global_state)
     w = normalized_weights(contributions).tolist()
     # zero padding is implicit: a rank-r update adds nothing to slices r.. of the weighted sum
-    return {name: weighted_sum(name, contributions, w, current, rank_dim(name))[0].to(current.dtype)
-            for name, current in global_state.items()}
+    return {
+        name: weighted_sum(name, contributions, w, current, rank_dim(name))[0].to(current.dtype)
+        for name, current in global_state.items()
+    }

@@ -8,6 +8,7 @@ with n_k the client's sample weight and the norm taken over its rank-r_k factors
 padding adds nothing). Then A = sum_k p_k pad(A_k), B = sum_k p_k pad(B_k), both with the same p. If every
 client's pair has zero norm the weights fall back to n_k alone. Parameters without a rank dimension (the
 head) are a plain sample-weighted average."""
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence

@@ -5,6 +5,7 @@ A LoRA pair is two parameters whose names differ only in `lora_A` / `lora_B`; A 
 on dim 0, B is (out, r) with the rank on dim 1, and the pair's update is dW = scale * B @ A with one scale
 for every rank (see fedmodel.py), so the scale never enters the aggregation and is left out here.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterator, Mapping, Sequence
@@ -24,8 +25,9 @@ def lora_pairs(state: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, str]]:
             yield name, b
 
 
-def client_factors(c_state: Mapping[str, torch.Tensor], a: str, b: str, rank: int,
-                   device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def client_factors(
+    c_state: Mapping[str, torch.Tensor], a: str, b: str, rank: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A client's (B_k, A_k) at its declared rank in float64 (a zero-padded upload is cut back to `rank`)."""
     A = c_state[a].to(device=device, dtype=torch.float64)
     B = c_state[b].to(device=device, dtype=torch.float64)
@@ -67,8 +69,9 @@ def head_average(global_state: Mapping[str, torch.Tensor], contributions, weight
 
 
 # (contributions, weights, A key, B key, global A, global B) -> SVD (U, S, Vh) of sum_k w_k B_k A_k
-PairSVD = Callable[[Sequence, Sequence[float], str, str, torch.Tensor, torch.Tensor],
-                   tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+PairSVD = Callable[
+    [Sequence, Sequence[float], str, str, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+]
 
 
 def refactorize(global_state: Mapping[str, torch.Tensor], contributions: Sequence, pair_svd: PairSVD) -> dict:

@@ -14,9 +14,11 @@ Compression error: relative Frobenius error ||B A - B_stack A_stack||_F / ||B_st
 sqrt(sum of discarded sigma^2) / sqrt(sum sigma^2) (tested to 1e-4). Measured on random Gaussian factors,
 four clients of ranks 2, 4, 8, 8 (R = 22) compressed to r_max = 8: 0.476 for a 64 x 48 pair and 0.132 for
 a 12 x 20 pair (`pytest -s tests/test_aggregators_extra.py` prints it); 0 whenever R <= r_max. Trained
-LoRA updates are far from Gaussian (energy concentrates in few directions), so expect less there. With the same sample weights the compressed result equals
+LoRA updates are far from Gaussian (energy concentrates in few directions), so expect less there.
+With the same sample weights the compressed result equals
 `svd`'s (the same weighted sum of products, the same truncation); `stack` differs in cost, not in math.
 The head is a sample-weighted average."""
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -28,8 +30,9 @@ from .base import AGGREGATORS, Contribution
 from .lowrank import client_factors, factored_svd, refactorize
 
 
-def stacked_factors(contributions: Sequence[Contribution], weights: Sequence[float], a: str, b: str,
-                    device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def stacked_factors(
+    contributions: Sequence[Contribution], weights: Sequence[float], a: str, b: str, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact stacked factors (B_stack, A_stack), float64, with B_stack @ A_stack = sum_k w_k B_k A_k."""
     Bs, As = [], []
     for w, c in zip(weights, contributions):

@@ -7,6 +7,7 @@ without a rank dimension (the head) are a plain sample-weighted average.
 
 The averaged product is formed densely (out x in, float64), one pair at a time, streamed client by
 client; `stack` reaches the same factors from the thin stacked factors without the dense matrix."""
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -18,8 +19,14 @@ from .base import AGGREGATORS, Contribution
 from .lowrank import client_factors, refactorize
 
 
-def averaged_product(contributions: Sequence[Contribution], weights: Sequence[float], a: str, b: str,
-                     like_A: torch.Tensor, like_B: torch.Tensor) -> torch.Tensor:
+def averaged_product(
+    contributions: Sequence[Contribution],
+    weights: Sequence[float],
+    a: str,
+    b: str,
+    like_A: torch.Tensor,
+    like_B: torch.Tensor,
+) -> torch.Tensor:
     """sum_k w_k B_k A_k (float64, out x in) with each client at its declared rank."""
     dW = torch.zeros(like_B.shape[0], like_A.shape[1], dtype=torch.float64, device=like_A.device)
     for w, c in zip(weights, contributions):

@@ -9,6 +9,7 @@ transformers and the rest only inside the train handler, so a `query.partition` 
 at start-up) costs a Python start and Flower's imports, not a model stack (see the README, "Running on
 Flower").
 """
+
 from __future__ import annotations
 
 import os
@@ -25,16 +26,19 @@ app = ClientApp()
 def _partition(context: Context) -> tuple[int, int]:
     cfg = context.node_config
     if "partition-id" not in cfg or "num-partitions" not in cfg:
-        raise ValueError("this SuperNode has no partition: start it with "
-                         "--node-config 'partition-id=<i> num-partitions=<N>'")
+        raise ValueError(
+            "this SuperNode has no partition: start it with --node-config 'partition-id=<i> num-partitions=<N>'"
+        )
     return int(cfg["partition-id"]), int(cfg["num-partitions"])
 
 
 @app.query("partition")
 def query_partition(msg: Message, context: Context) -> Message:
     pid, num = _partition(context)
-    return Message(RecordDict({"node": ConfigRecord({"partition-id": pid, "num-partitions": num,
-                                                     "pid": os.getpid()})}), reply_to=msg)
+    return Message(
+        RecordDict({"node": ConfigRecord({"partition-id": pid, "num-partitions": num, "pid": os.getpid()})}),
+        reply_to=msg,
+    )
 
 
 @app.train()
@@ -54,16 +58,34 @@ def train(msg: Message, context: Context) -> Message:
     setup = time.perf_counter() - start
     download = arrays_to_state(msg.content["arrays"])
     start = time.perf_counter()
-    res = train_client(side.model, download, task.cid, task.rank, side.train, side.partitions[task.cid],
-                       side.settings, side.device, task.seed, task.gate)
+    res = train_client(
+        side.model,
+        download,
+        task.cid,
+        task.rank,
+        side.train,
+        side.partitions[task.cid],
+        side.settings,
+        side.device,
+        task.seed,
+        task.gate,
+    )
     trained = time.perf_counter() - start
-    timing = {"t-process": _process_start(), "t-loaded": LOADED_AT, "t-handler": handler_at, "setup-s": setup,
-              "train-s": trained, "built": BUILDS["count"] > builds}
+    timing = {
+        "t-process": _process_start(),
+        "t-loaded": LOADED_AT,
+        "t-handler": handler_at,
+        "setup-s": setup,
+        "train-s": trained,
+        "built": BUILDS["count"] > builds,
+    }
     if timing["built"]:  # the set-up steps of this message (a resident side costs none)
         timing.update({f"setup-{k}": float(v) for k, v in side.timings.items()})
     timing["t-reply"] = time.time()
-    return Message(result_content(res, {"pid": os.getpid(), "partition-id": pid, "builds": BUILDS["count"],
-                                        **timing}), reply_to=msg)
+    return Message(
+        result_content(res, {"pid": os.getpid(), "partition-id": pid, "builds": BUILDS["count"], **timing}),
+        reply_to=msg,
+    )
 
 
 def _process_start() -> float:

@@ -10,6 +10,7 @@ Both keep Flower inside the project's environment: the SuperLink/SuperNodes run 
 installation disabled (no `uv sync`, torch is never reinstalled), FLWR_HOME lives in the run's folder and
 telemetry is off. Command line: `python -m fedranklite.flower.launch --config X [--set k=v ...]`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..config import Config
-
 from ..configfile import dump_config
 from ..records import RunSummary
 
@@ -66,14 +66,25 @@ def simulate(cfg: Config, on_round: Optional[Callable[[dict], None]] = None, res
 
     cpus = os.cpu_count() or 1
     per_client = fl.client_cpus or cpus
-    backend_config = {"client_resources": {"num_cpus": per_client, "num_gpus": 0.0},
-                      "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "warning",
-                                    "log_to_driver": True, "configure_logging": True}}
+    backend_config = {
+        "client_resources": {"num_cpus": per_client, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": cpus,
+            "include_dashboard": False,
+            "logging_level": "warning",
+            "log_to_driver": True,
+            "configure_logging": True,
+        },
+    }
     request = {"cfg": cfg, "on_round": on_round, "resume": resume}
     server_app.REQUEST["request"] = request
     try:
-        run_simulation(server_app=server_app.app, client_app=client_app.app,
-                       num_supernodes=fl.num_supernodes or cfg.num_clients, backend_config=backend_config)
+        run_simulation(
+            server_app=server_app.app,
+            client_app=client_app.app,
+            num_supernodes=fl.num_supernodes or cfg.num_clients,
+            backend_config=backend_config,
+        )
     finally:
         server_app.REQUEST.pop("request", None)
         for key, value in saved.items():
@@ -114,9 +125,9 @@ def project_root() -> Path:
 class Deployment:
     """A SuperLink and N SuperNodes on this machine, each a separate process started and stopped by PID.
 
-        with Deployment(cfg, run_dir) as dep:      # starts them, waits until they listen
-            dep.submit()                          # `flwr run <project> fedranklite --stream`, waits
-        # every process stopped here (SIGTERM to its process group, SIGKILL after a grace period)
+    with Deployment(cfg, run_dir) as dep:      # starts them, waits until they listen
+        dep.submit()                          # `flwr run <project> fedranklite --stream`, waits
+    # every process stopped here (SIGTERM to its process group, SIGKILL after a grace period)
     """
 
     def __init__(self, cfg: Config, run_dir: Optional[Path] = None, num_supernodes: Optional[int] = None):
@@ -145,8 +156,14 @@ class Deployment:
         exe = shutil.which(args[0], path=self.env["PATH"])
         if exe is None:
             raise FileNotFoundError(f"{args[0]} not found: pip install -e '.[flower]' in this environment")
-        proc = subprocess.Popen([exe, *args[1:]], stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                cwd=self.run_dir, start_new_session=True)
+        proc = subprocess.Popen(
+            [exe, *args[1:]],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.run_dir,
+            start_new_session=True,
+        )
         log.info("started %s (pid %d): %s", name, proc.pid, " ".join(args))
         return proc
 
@@ -155,9 +172,20 @@ class Deployment:
         self.home.mkdir(parents=True, exist_ok=True)
         timeout = self.cfg.engine.flower.startup_timeout
         try:
-            self.superlink = self._spawn("superlink", [
-                "flower-superlink", "--insecure", "--isolation", "subprocess",
-                "--disable-runtime-dependency-installation", "--host", self.host, "--port", str(self.port)])
+            self.superlink = self._spawn(
+                "superlink",
+                [
+                    "flower-superlink",
+                    "--insecure",
+                    "--isolation",
+                    "subprocess",
+                    "--disable-runtime-dependency-installation",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                ],
+            )
             wait_port(self.host, self.port, timeout, self.superlink)
             for i in range(self.num_supernodes):
                 self.supernodes.append(self.start_supernode(i))
@@ -170,23 +198,38 @@ class Deployment:
         return self
 
     def start_supernode(self, i: int) -> subprocess.Popen:
-        return self._spawn(f"supernode{i}", [
-            "flower-supernode", "--insecure", "--superlink", f"{self.host}:{self.port}", "--isolation", "subprocess",
-            "--node-config", f"partition-id={i} num-partitions={self.num_supernodes}",
-            "--host", "127.0.0.1", "--port", str(self.node_ports[i])])
+        return self._spawn(
+            f"supernode{i}",
+            [
+                "flower-supernode",
+                "--insecure",
+                "--superlink",
+                f"{self.host}:{self.port}",
+                "--isolation",
+                "subprocess",
+                "--node-config",
+                f"partition-id={i} num-partitions={self.num_supernodes}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.node_ports[i]),
+            ],
+        )
 
     def _write_flower_config(self) -> None:
         (self.home / "config.toml").write_text(
             '[superlink]\ndefault = "fedranklite"\n\n[superlink.fedranklite]\n'
-            f'address = "{self.host}:{self.port}"\ninsecure = true\n')
+            f'address = "{self.host}:{self.port}"\ninsecure = true\n'
+        )
 
     def submit(self, resume: bool = False, wait: bool = True, timeout: Optional[float] = None) -> int:
         """Submit the experiment with `flwr run` (the resolved config goes in as a YAML file)."""
         path = self.run_dir / "experiment.yaml"
         dump_config(self.cfg, path)
         run_config = f'config="{path}" resume={"true" if resume else "false"}'
-        self.run_proc = self._spawn("flwr_run", ["flwr", "run", str(project_root()), "fedranklite",
-                                                 "--run-config", run_config, "--stream"])
+        self.run_proc = self._spawn(
+            "flwr_run", ["flwr", "run", str(project_root()), "fedranklite", "--run-config", run_config, "--stream"]
+        )
         if not wait:
             return 0
         return self.wait(timeout)
@@ -312,8 +355,11 @@ def _absolute_output(cfg: Config) -> Config:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..configfile import load_config
 
-    parser = argparse.ArgumentParser(prog="python -m fedranklite.flower.launch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m fedranklite.flower.launch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", "-c", required=True)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--mode", choices=["simulation", "deployment"], help="overrides engine.flower.mode")
@@ -326,9 +372,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _, summary = simulate(cfg, resume=args.resume)
     else:
         summary = deploy(cfg, resume=args.resume)
-    print(json.dumps({"experiment_name": cfg.experiment_name, "final_score": summary.final_score,
-                      "rounds_completed": summary.rounds_completed, "stragglers_total": summary.stragglers_total},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "experiment_name": cfg.experiment_name,
+                "final_score": summary.final_score,
+                "rounds_completed": summary.rounds_completed,
+                "stragglers_total": summary.stragglers_total,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ reported the client's SuperNode unavailable), and returns one `ClientResult` per
 A client without a reply comes back with no steps and `lost` set (the engine records it as a
 straggler); the run goes on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,17 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from ..client import ClientResult, TrainSettings
 from ..engine import ClientTask
 from ..ranks import State, truncate
-from .task import QUERY_PARTITION, TRAIN, config_json, lost_result, owner, result_from_content, state_to_arrays, \
-    task_record, wire_bytes
+from .task import (
+    QUERY_PARTITION,
+    TRAIN,
+    config_json,
+    lost_result,
+    owner,
+    result_from_content,
+    state_to_arrays,
+    task_record,
+    wire_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +79,16 @@ class FlowerRunner:
             time.sleep(0.5)
         new = sorted(online - set(self.node_partition))
         if new:
-            msgs = [Message(RecordDict({"q": ConfigRecord({"ask": "partition"})}), dst_node_id=n,
-                            message_type=QUERY_PARTITION, group_id="partition", ttl=DEFAULT_TTL) for n in new]
+            msgs = [
+                Message(
+                    RecordDict({"q": ConfigRecord({"ask": "partition"})}),
+                    dst_node_id=n,
+                    message_type=QUERY_PARTITION,
+                    group_id="partition",
+                    ttl=DEFAULT_TTL,
+                )
+                for n in new
+            ]
             replies = self._exchange(msgs, timeout=max(timeout, self.round_timeout or 0))
             for n, reply in zip(new, replies):
                 if reply is None or reply.has_error():
@@ -106,8 +124,9 @@ class FlowerRunner:
                 out[i] = self._lost(round_idx, t, 0, "no SuperNode online holds this client")
                 continue
             content = RecordDict({"arrays": arrays, "task": task_record(t, round_idx, self.cfg_text)})
-            msgs.append(Message(content, dst_node_id=node, message_type=TRAIN, group_id=str(round_idx),
-                                ttl=DEFAULT_TTL))
+            msgs.append(
+                Message(content, dst_node_id=node, message_type=TRAIN, group_id=str(round_idx), ttl=DEFAULT_TTL)
+            )
             sent.append((i, t, nbytes))
         received: list[float] = [0.0] * len(msgs)  # when each reply came (time.time())
         replies = self._exchange(msgs, timeout=self.round_timeout, received=received)
@@ -133,8 +152,9 @@ class FlowerRunner:
         return lost_result(task, planned, nbytes, reason)
 
     # ---- push, then pull until every reply came or the timeout passed
-    def _exchange(self, msgs: list[Message], timeout: Optional[float],
-                  received: Optional[list[float]] = None) -> list[Optional[Message]]:
+    def _exchange(
+        self, msgs: list[Message], timeout: Optional[float], received: Optional[list[float]] = None
+    ) -> list[Optional[Message]]:
         if not msgs:
             return []
         index: dict[str, int] = {}
@@ -166,9 +186,18 @@ def client_timing(round_idx: int, cid: int, info: dict, pushed_at: float, receiv
     resident); `train`; `back` = the reply's way to the server. In deployment `process_to_handler` is the
     ClientApp process's own start (interpreter, Flower runtime, FAB install, our module import)."""
     t = {k: float(v) for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    out = {"round": round_idx, "cid": cid, "pid": int(info.get("pid", -1)), "built": bool(info.get("built")),
-           "roundtrip": received_at - pushed_at, "to_handler": t["t-handler"] - pushed_at,
-           "process_to_handler": t["t-handler"] - t["t-process"], "process_to_module": t["t-loaded"] - t["t-process"],
-           "setup": t.get("setup-s", 0.0), "train": t.get("train-s", 0.0), "back": received_at - t["t-reply"]}
+    out = {
+        "round": round_idx,
+        "cid": cid,
+        "pid": int(info.get("pid", -1)),
+        "built": bool(info.get("built")),
+        "roundtrip": received_at - pushed_at,
+        "to_handler": t["t-handler"] - pushed_at,
+        "process_to_handler": t["t-handler"] - t["t-process"],
+        "process_to_module": t["t-loaded"] - t["t-process"],
+        "setup": t.get("setup-s", 0.0),
+        "train": t.get("train-s", 0.0),
+        "back": received_at - t["t-reply"],
+    }
     out.update({k.removeprefix("setup-"): v for k, v in t.items() if k.startswith("setup-") and k != "setup-s"})
     return out

@@ -10,6 +10,7 @@
 `fedranklite run --set engine.backend=flower` (launch.py) hands its already-loaded config over in-process
 instead (`REQUEST`), in simulation mode, and through a resolved YAML file in deployment mode.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,9 +61,12 @@ def serve(grid: Grid, cfg, on_round: Optional[Callable[[dict], None]] = None, re
     if missing:
         log.warning("no SuperNode holds clients %s: they will be stragglers whenever selected", missing)
     summary = engine.run(on_round=on_round, resume=resume)
-    report = {"mode": fl.mode, "nodes": {str(n): {"partition-id": p, "num-partitions": m}
-                                         for n, (p, m) in runner.node_partition.items()},
-              "lost": runner.lost, "client_timings": runner.client_timings}
+    report = {
+        "mode": fl.mode,
+        "nodes": {str(n): {"partition-id": p, "num-partitions": m} for n, (p, m) in runner.node_partition.items()},
+        "lost": runner.lost,
+        "client_timings": runner.client_timings,
+    }
     out = cfg.results_dir / "flower.json"
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2))
@@ -84,5 +88,11 @@ def main(grid: Grid, context: Context) -> None:
     if cfg.engine.backend != "flower":
         cfg = cfg.model_copy(update={"engine": BACKENDS.parse({"backend": "flower"})})
     _, summary = serve(grid, cfg, resume=bool(context.run_config.get("resume", False)))
-    log.info("%s: final %s=%s after %d rounds, results in %s", cfg.experiment_name, summary.metric,
-             summary.final_score, summary.rounds_completed, cfg.results_dir)
+    log.info(
+        "%s: final %s=%s after %d rounds, results in %s",
+        cfg.experiment_name,
+        summary.metric,
+        summary.final_score,
+        summary.rounds_completed,
+        cfg.results_dir,
+    )

@@ -5,6 +5,7 @@ bytes counted for a client are exactly the payload bytes of the arrays that cros
 local engine's count for the same tensors. The task (cid, rank, seed, round, deadline gate) and the run's
 configuration travel in a ConfigRecord; the telemetry comes back in a MetricRecord.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,22 +65,39 @@ def config_hash(text: str) -> str:
 
 
 def task_record(task: ClientTask, round_idx: int, cfg_text: str) -> ConfigRecord:
-    rec: dict[str, Any] = {"cid": int(task.cid), "rank": int(task.rank), "seed": str(int(task.seed)),
-                           "round": int(round_idx), "cfg": cfg_text, "cfg-hash": config_hash(cfg_text),
-                           "has-gate": task.gate is not None}
+    rec: dict[str, Any] = {
+        "cid": int(task.cid),
+        "rank": int(task.rank),
+        "seed": str(int(task.seed)),
+        "round": int(round_idx),
+        "cfg": cfg_text,
+        "cfg-hash": config_hash(cfg_text),
+        "has-gate": task.gate is not None,
+    }
     if task.gate is not None:
         g = task.gate
-        rec.update({"gate-deadline": float(g.deadline), "gate-comm": float(g.comm_seconds),
-                    "gate-compute-factor": float(g.compute_factor), "gate-mode": g.mode,
-                    "gate-sec-per-step": float(g.sec_per_step)})
+        rec.update(
+            {
+                "gate-deadline": float(g.deadline),
+                "gate-comm": float(g.comm_seconds),
+                "gate-compute-factor": float(g.compute_factor),
+                "gate-mode": g.mode,
+                "gate-sec-per-step": float(g.sec_per_step),
+            }
+        )
     return ConfigRecord(rec)
 
 
 def task_from_record(rec: ConfigRecord) -> tuple[ClientTask, int]:
     gate = None
     if rec["has-gate"]:
-        gate = DeadlineGate(float(rec["gate-deadline"]), float(rec["gate-comm"]), float(rec["gate-compute-factor"]),
-                            str(rec["gate-mode"]), float(rec["gate-sec-per-step"]))
+        gate = DeadlineGate(
+            float(rec["gate-deadline"]),
+            float(rec["gate-comm"]),
+            float(rec["gate-compute-factor"]),
+            str(rec["gate-mode"]),
+            float(rec["gate-sec-per-step"]),
+        )
     # the seed is a uint32 but ConfigRecord ints are signed 64-bit: sent as a string, exactly
     return ClientTask(int(rec["cid"]), int(rec["rank"]), int(rec["seed"]), gate), int(rec["round"])
 
@@ -89,30 +107,55 @@ TELEMETRY = ("num_samples", "steps", "planned_steps", "loss_before", "loss_after
 
 
 def result_content(res: ClientResult, info: Optional[dict] = None) -> RecordDict:
-    metrics = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in
-               ((k, getattr(res, k)) for k in TELEMETRY)}
-    return RecordDict({"update": state_to_arrays(res.update), "telemetry": MetricRecord(metrics),
-                       "info": ConfigRecord({"cid": int(res.cid), "rank": int(res.rank), **(info or {})})})
+    metrics = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in ((k, getattr(res, k)) for k in TELEMETRY)}
+    return RecordDict(
+        {
+            "update": state_to_arrays(res.update),
+            "telemetry": MetricRecord(metrics),
+            "info": ConfigRecord({"cid": int(res.cid), "rank": int(res.rank), **(info or {})}),
+        }
+    )
 
 
 def result_from_content(content: RecordDict, task: ClientTask, bytes_down: int) -> ClientResult:
     update_rec = content["update"]
     t = content["telemetry"]
     info = dict(content["info"]) if "info" in content else {}
-    return ClientResult(cid=task.cid, rank=task.rank, update=arrays_to_state(update_rec),
-                        num_samples=int(t["num_samples"]), steps=int(t["steps"]), planned_steps=int(t["planned_steps"]),
-                        loss_before=float(t["loss_before"]), loss_after=float(t["loss_after"]),
-                        wall_seconds=float(t["wall_seconds"]), peak_memory_mb=float(t["peak_memory_mb"]),
-                        bytes_down=bytes_down, bytes_up=wire_bytes(update_rec),
-                        extra={"flower": {k: v for k, v in info.items() if k not in ("cid", "rank")}})
+    return ClientResult(
+        cid=task.cid,
+        rank=task.rank,
+        update=arrays_to_state(update_rec),
+        num_samples=int(t["num_samples"]),
+        steps=int(t["steps"]),
+        planned_steps=int(t["planned_steps"]),
+        loss_before=float(t["loss_before"]),
+        loss_after=float(t["loss_after"]),
+        wall_seconds=float(t["wall_seconds"]),
+        peak_memory_mb=float(t["peak_memory_mb"]),
+        bytes_down=bytes_down,
+        bytes_up=wire_bytes(update_rec),
+        extra={"flower": {k: v for k, v in info.items() if k not in ("cid", "rank")}},
+    )
 
 
 def lost_result(task: ClientTask, planned_steps: int, bytes_down: int, reason: str) -> ClientResult:
     """A client whose reply never came (timeout, its SuperNode died, its ClientApp failed): no steps, not
     finished, no update. The engine records it as a straggler (`lost` in rounds.jsonl)."""
-    return ClientResult(cid=task.cid, rank=task.rank, update={}, num_samples=0, steps=0, planned_steps=planned_steps,
-                        loss_before=math.nan, loss_after=math.nan, wall_seconds=0.0, peak_memory_mb=0.0,
-                        bytes_down=bytes_down, bytes_up=0, lost=reason)
+    return ClientResult(
+        cid=task.cid,
+        rank=task.rank,
+        update={},
+        num_samples=0,
+        steps=0,
+        planned_steps=planned_steps,
+        loss_before=math.nan,
+        loss_after=math.nan,
+        wall_seconds=0.0,
+        peak_memory_mb=0.0,
+        bytes_down=bytes_down,
+        bytes_up=0,
+        lost=reason,
+    )
 
 
 # ================================================================== the ClientApp's resident state

@@ -3,6 +3,7 @@
 A scheduler is pure: it maps client descriptions (and what it has observed in earlier rounds) to one
 integer rank per selected client. It never touches a model.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -37,8 +38,13 @@ class Clients:
     def of(cls, cid, max_rank=1 << 30, compute_factor=1.0, time_intercept=0.0, time_per_rank=0.0) -> "Clients":
         cid = np.asarray(cid, dtype=np.int64).reshape(-1)
         n = cid.size
-        return cls(cid, _column(max_rank, n, np.int64), _column(compute_factor, n, np.float64),
-                   _column(time_intercept, n, np.float64), _column(time_per_rank, n, np.float64))
+        return cls(
+            cid,
+            _column(max_rank, n, np.int64),
+            _column(compute_factor, n, np.float64),
+            _column(time_intercept, n, np.float64),
+            _column(time_per_rank, n, np.float64),
+        )
 
     def __len__(self) -> int:
         return int(self.cid.size)
@@ -61,8 +67,13 @@ class Reports:
     def of(cls, cid, rank, loss_drop, throughput, missed_deadline=False) -> "Reports":
         cid = np.asarray(cid, dtype=np.int64).reshape(-1)
         n = cid.size
-        return cls(cid, _column(rank, n, np.int64), _column(loss_drop, n, np.float64),
-                   _column(throughput, n, np.float64), _column(missed_deadline, n, bool))
+        return cls(
+            cid,
+            _column(rank, n, np.int64),
+            _column(loss_drop, n, np.float64),
+            _column(throughput, n, np.float64),
+            _column(missed_deadline, n, bool),
+        )
 
     def __len__(self) -> int:
         return int(self.cid.size)
@@ -176,8 +187,7 @@ def repair_with_passes(ideal: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget
     return ranks, passes
 
 
-def greedy_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                   budget: int) -> np.ndarray:
+def greedy_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) -> np.ndarray:
     """Integer ranks in [lo, hi] summing to `budget` that minimise max_i (intercept_i + slope_i * r_i).
 
     Water-filling: start every client at lo and hand out the remaining ranks one at a time to the
@@ -198,8 +208,7 @@ def greedy_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi:
     return ranks
 
 
-def bisect_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                   budget: int) -> np.ndarray:
+def bisect_min_max(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) -> np.ndarray:
     """The assignment `greedy_min_max` returns (optimal for the max time), found by bisection on T.
 
     Every rank above lo is a "unit" that costs the time it brings its client to: unit r of client i
@@ -332,8 +341,9 @@ def _sample_probes(a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndar
     return [float(t[i]) for i in (above, below) if 0 <= i < total]  # popped from the end: below first
 
 
-def _ranks_within(t: float, a: np.ndarray, b: np.ndarray, inv: np.ndarray, c_lo: np.ndarray,
-                  c_hi: np.ndarray) -> np.ndarray:
+def _ranks_within(
+    t: float, a: np.ndarray, b: np.ndarray, inv: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray
+) -> np.ndarray:
     """Per client, the largest r in [c_lo, c_hi] with r == c_lo or a + b * r <= t (float-exact).
 
     The estimate floor((t - a) / b) (via inv = 1 / b) is checked against the exact times of r and
@@ -373,8 +383,9 @@ def _ranks_within(t: float, a: np.ndarray, b: np.ndarray, inv: np.ndarray, c_lo:
     return r
 
 
-def _kth_unit_time(a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray,
-                   j: int) -> tuple[float, np.ndarray, np.ndarray]:
+def _kth_unit_time(
+    a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray, j: int
+) -> tuple[float, np.ndarray, np.ndarray]:
     """tau, the j-th smallest (1-based) of the unit times a_i + b_i * r, r in (c_lo_i, c_hi_i], and the
     per-client counts of units costing < tau and <= tau, added to c_lo."""
     t, start = _unit_times(a, b, c_lo, c_hi)
@@ -398,6 +409,7 @@ def _unit_times(a: np.ndarray, b: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray
 
 def _bit_midpoint(x: float, y: float) -> float:
     """A float strictly between x < y when one exists, halving the number of floats between them."""
+
     def key(v: float) -> int:
         i = int(np.array(v, dtype=np.float64).view(np.int64))
         return i if i >= 0 else -(i & 0x7FFFFFFFFFFFFFFF)

@@ -26,6 +26,7 @@ a slope is negative. `last_method` says which path produced the last assignment 
 or "greedy"); `notes` is empty on the chosen solver's normal path (bisect, cvxpy) and says why
 otherwise.
 """
+
 from __future__ import annotations
 
 import logging
@@ -97,8 +98,7 @@ class CvxScheduler(Scheduler):
         return greedy_min_max(clients.time_intercept, clients.time_per_rank, lo, hi, budget)
 
 
-def solve_relaxed(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                  budget: int) -> np.ndarray:
+def solve_relaxed(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) -> np.ndarray:
     """Continuous min-max ranks. Raises when cvxpy is missing or no optimal solution is found."""
     import cvxpy as cp  # optional dependency (`pip install fedranklite[cvx]`)
 
@@ -111,7 +111,6 @@ def solve_relaxed(intercept: np.ndarray, slope: np.ndarray, lo: np.ndarray, hi: 
     # (HiGHS prints a banner to stdout).
     solver = cp.CLARABEL if cp.CLARABEL in cp.installed_solvers() else None
     problem.solve(solver=solver, verbose=False)
-    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or r.value is None \
-            or not np.all(np.isfinite(r.value)):
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or r.value is None or not np.all(np.isfinite(r.value)):
         raise RuntimeError(f"solver status {problem.status}")
     return np.asarray(r.value, dtype=np.float64)

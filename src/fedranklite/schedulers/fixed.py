@@ -1,4 +1,5 @@
 """`fixed`: every selected client trains at the same rank (capped by what its memory holds)."""
+
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -16,6 +16,7 @@ throughput; when none is observed every score is equal and the budget is split e
 
 State is kept in arrays indexed by client id, so a round costs O(N) vectorised work.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,8 +39,17 @@ class LiteParams(SchedulerParams):
 
 @SCHEDULERS.register("lite", LiteParams)
 class LiteScheduler(Scheduler):
-    def __init__(self, r_min: int, r_max: int, r_bar: float, ema: float = 0.5, gain_weight: float = 1.0,
-                 throughput_weight: float = 0.5, deadline_penalty: float = 0.5, normalize: bool = True):
+    def __init__(
+        self,
+        r_min: int,
+        r_max: int,
+        r_bar: float,
+        ema: float = 0.5,
+        gain_weight: float = 1.0,
+        throughput_weight: float = 0.5,
+        deadline_penalty: float = 0.5,
+        normalize: bool = True,
+    ):
         super().__init__(r_min, r_max, r_bar)
         self.ema, self.gain_weight, self.throughput_weight = float(ema), float(gain_weight), float(throughput_weight)
         self.deadline_penalty, self.normalize = float(deadline_penalty), bool(normalize)
@@ -97,8 +107,11 @@ class LiteScheduler(Scheduler):
         self.missed[reports.cid] = reports.missed_deadline
 
     def state_dict(self) -> dict[str, Any]:
-        return {"gain_ema": self.gain_ema.tolist(), "throughput_ema": self.throughput_ema.tolist(),
-                "missed": self.missed.tolist()}
+        return {
+            "gain_ema": self.gain_ema.tolist(),
+            "throughput_ema": self.throughput_ema.tolist(),
+            "missed": self.missed.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gain_ema = np.array(state["gain_ema"], dtype=np.float64)
