@@ -235,7 +235,18 @@ def test_lite_noniid_deadline_values():
     assert cfg.federation.scheduler.type == "lite"
     assert cfg.deadline.seconds == 90
     assert cfg.deadline.straggler_policy.type == "use_partial"
-    assert cfg.timing.mode == "analytic"
+    assert cfg.timing.mode == "profile"  # the default: measured rank costs, deterministic
+    # the heterogeneity experiment: hidden per-client deviation, jitter and availability on every tier
+    assert all(t.speed_sigma > 0 and t.jitter_sigma > 0 and t.availability < 1 for t in cfg.tiers.values())
+
+
+def test_every_shipped_experiment_uses_the_profile_time_model_unless_it_says_why():
+    for path in sorted((CONFIGS / "experiments").rglob("*.yaml")):
+        if path.name.startswith("_"):
+            continue
+        cfg = load_config(path)
+        why = "timing" in path.read_text() or cfg.engine.backend == "surrogate"  # a comment or override says why
+        assert cfg.timing.mode == "profile" or why, path
 
 
 def test_baseline_fixed_rank():

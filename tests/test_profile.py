@@ -1,5 +1,6 @@
 """profile.py and timing.mode: profile: the rank sweep on the tiny model, its fits and file, the cache
 used by the timing mode, and deterministic simulated time from a profile."""
+
 from __future__ import annotations
 
 import subprocess
@@ -7,8 +8,16 @@ import sys
 
 import pytest
 
-from fedranklite.profile import (LinearFit, ProfileError, RankProfile, ensure_profile, fit_line, key_file_name,
-                                 profile_key, run_profile)
+from fedranklite.profile import (
+    LinearFit,
+    ProfileError,
+    RankProfile,
+    ensure_profile,
+    fit_line,
+    key_file_name,
+    profile_key,
+    run_profile,
+)
 
 
 def test_fit_line_recovers_a_line_and_reports_r2():
@@ -31,14 +40,25 @@ def test_rank_sweep_on_the_tiny_model(tiny_config):
     assert prof.provenance["torch"] and prof.provenance["threads"] >= 1
     # the fit is of the per-sample medians
     direct = fit_line(prof.ranks, [t / 8 for t in prof.sec_per_step])
-    assert prof.time_fit.slope == pytest.approx(direct.slope) and prof.time_fit.intercept == pytest.approx(direct.intercept)
+    assert prof.time_fit.slope == pytest.approx(direct.slope) and prof.time_fit.intercept == pytest.approx(
+        direct.intercept
+    )
 
 
 def _synthetic(path, key, a=0.01, b=0.001):
-    prof = RankProfile(key=key, ranks=[1, 2, 4], sec_per_step=[8 * (a + b * r) for r in (1, 2, 4)],
-                       sec_per_step_iqr=[1e-4] * 3, peak_memory_mb=[100.0, 100.5, 101.5], bytes_per_rank=1024,
-                       bytes_fixed=264, time_fit=LinearFit(a, b, 1.0), memory_fit=LinearFit(99.5, 0.5, 1.0),
-                       noise_sec_per_sample=1e-5, provenance={"cpu": "test"})
+    prof = RankProfile(
+        key=key,
+        ranks=[1, 2, 4],
+        sec_per_step=[8 * (a + b * r) for r in (1, 2, 4)],
+        sec_per_step_iqr=[1e-4] * 3,
+        peak_memory_mb=[100.0, 100.5, 101.5],
+        bytes_per_rank=1024,
+        bytes_fixed=264,
+        time_fit=LinearFit(a, b, 1.0),
+        memory_fit=LinearFit(99.5, 0.5, 1.0),
+        noise_sec_per_sample=1e-5,
+        provenance={"cpu": "test"},
+    )
     return prof.save(path)
 
 
@@ -75,8 +95,11 @@ def test_profile_timing_is_deterministic_and_priced_by_the_profile(tmp_path, tin
     path = _synthetic(tmp_path / "p.json", {"backbone": "tiny:bert"}, a=0.02, b=0.004)
     runs = []
     for name in ("a", "b"):
-        cfg = tiny_config(experiment_name=name, timing={"mode": "profile", "profile": str(path)},
-                          deadline={"seconds": 1.6, "straggler_policy": "use_partial"})
+        cfg = tiny_config(
+            experiment_name=name,
+            timing={"mode": "profile", "profile": str(path)},
+            deadline={"seconds": 1.6, "straggler_policy": "use_partial"},
+        )
         engine = build_engine(cfg)
         engine.run()
         runs.append(engine)
@@ -87,13 +110,54 @@ def test_profile_timing_is_deterministic_and_priced_by_the_profile(tmp_path, tin
             comm = (c.bytes_up + c.bytes_down) * 8 / (tier.bandwidth_mbps * 1e6)
             assert c.sim_seconds == pytest.approx(compute + comm)
     assert [r.ranks for r in runs[0].state.records] == [r.ranks for r in runs[1].state.records]
-    assert [[c.sim_seconds for c in r.clients] for r in runs[0].state.records] == \
-        [[c.sim_seconds for c in r.clients] for r in runs[1].state.records]
+    assert [[c.sim_seconds for c in r.clients] for r in runs[0].state.records] == [
+        [c.sim_seconds for c in r.clients] for r in runs[1].state.records
+    ]
     assert any(c.status == "partial" for r in runs[0].state.records for c in r.clients)  # the deadline bit
 
 
 def test_profile_command_rejects_bad_ranks_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "fedranklite", "profile", "--config", "configs/experiments/lite_iid.yaml",
-                           "--ranks", "0,4"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedranklite",
+            "profile",
+            "--config",
+            "configs/experiments/lite_iid.yaml",
+            "--ranks",
+            "0,4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "--ranks" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_profile_time_does_not_depend_on_machine_load(tmp_path, tiny_config, monkeypatch):
+    """Two runs with the same seed in the default timing mode, the second while a CPU-bound process runs
+    beside it: the same simulated times and ranks (measured mode would not give that)."""
+    from fedranklite.engine import build_engine
+
+    monkeypatch.setenv("FEDRANKLITE_CACHE", str(tmp_path / "cache"))
+    hetero = {"speed_sigma": 0.3, "jitter_sigma": 0.2, "availability": 0.8}
+    runs = []
+    for name, busy in (("quiet", False), ("busy", True)):
+        cfg = tiny_config(
+            experiment_name=name,
+            timing={"mode": "profile"},
+            tiers={"fast": hetero, "slow": hetero},
+            federation={"num_rounds": 3},
+        )
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        try:
+            engine = build_engine(cfg)
+            engine.run()
+        finally:
+            if burner is not None:
+                burner.kill()
+                burner.wait()
+        runs.append([(r.ranks, [c.sim_seconds for c in r.clients], r.sim_time) for r in engine.state.records])
+    assert runs[0] == runs[1]

@@ -1,5 +1,6 @@
 """A run killed with SIGKILL in the middle of a round and resumed ends bit-identical to an
 uninterrupted run (analytic time model; wall-clock and memory readings excluded, they are measurements)."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
-
 from conftest import tiny_tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +30,19 @@ def deterministic(obj):
 
 
 def write_config(tmp_path, name, out):
-    tree = tiny_tree(tmp_path, experiment_name=name, output_dir=str(out),
-                     federation={"num_rounds": 5, "clients_per_round": 3},
-                     training={"max_local_steps": 30, "batch_size": 8},
-                     data={"embedded_train_size": 600})
+    """The default timing mode (profile: measured once for the tiny model, then read from the cache) on clients
+    with hidden speed deviations and availability, so the telemetry and lost clients are resumed too."""
+    hetero = {"speed_sigma": 0.3, "jitter_sigma": 0.1, "availability": 0.8}
+    tree = tiny_tree(
+        tmp_path,
+        experiment_name=name,
+        output_dir=str(out),
+        federation={"num_rounds": 5, "clients_per_round": 3},
+        training={"max_local_steps": 30, "batch_size": 8},
+        data={"embedded_train_size": 600},
+        timing={"mode": "profile"},
+        tiers={"fast": hetero, "slow": hetero},
+    )
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
@@ -40,6 +50,11 @@ def write_config(tmp_path, name, out):
 
 def fedranklite(*args):
     return [sys.executable, "-m", "fedranklite", "run", "-q", *args]
+
+
+@pytest.fixture(autouse=True)
+def profile_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDRANKLITE_CACHE", str(tmp_path / "cache"))  # the runs below share one measured profile
 
 
 def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
@@ -50,8 +65,9 @@ def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
     (tmp_path / "k").mkdir()
     killed = write_config(tmp_path / "k", "run", tmp_path / "killed")
     out = tmp_path / "killed" / "run"
-    child = subprocess.Popen(fedranklite("--config", str(killed)), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        fedranklite("--config", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         lines = (out / "rounds.jsonl").read_text().splitlines() if (out / "rounds.jsonl").exists() else []
@@ -66,8 +82,9 @@ def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
     done_before = len(json.loads((out / "metrics.json").read_text())["rounds"])
     assert 2 <= done_before < 5
 
-    resumed = subprocess.run(fedranklite("--config", str(killed), "--resume"), capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        fedranklite("--config", str(killed), "--resume"), capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
 
@@ -90,14 +107,23 @@ def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
 
 def test_resume_refuses_a_different_config_and_a_missing_checkpoint(tmp_path):
     path = write_config(tmp_path, "run", tmp_path / "out")
-    missing = subprocess.run(fedranklite("--config", str(path), "--resume"), capture_output=True, text=True,
-                             timeout=300)
+    missing = subprocess.run(
+        fedranklite("--config", str(path), "--resume"), capture_output=True, text=True, timeout=300
+    )
     assert missing.returncode == 2 and "no checkpoint" in missing.stderr and "Traceback" not in missing.stderr
-    first = subprocess.run(fedranklite("--config", str(path), "--set", "federation.num_rounds=1"),
-                           capture_output=True, text=True, timeout=300)
+    first = subprocess.run(
+        fedranklite("--config", str(path), "--set", "federation.num_rounds=1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert first.returncode == 0, first.stderr
-    other = subprocess.run(fedranklite("--config", str(path), "--resume", "--set", "training.lr=0.5"),
-                           capture_output=True, text=True, timeout=300)
+    other = subprocess.run(
+        fedranklite("--config", str(path), "--resume", "--set", "training.lr=0.5"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert other.returncode == 2 and "different configuration" in other.stderr
 
 
@@ -119,5 +145,6 @@ def test_resume_continues_a_finished_shorter_run_in_process(tiny_config):
     resumed.run(resume=True)
     for name, tensor in full.state.global_state.items():
         assert torch.equal(tensor, resumed.state.global_state[name]), name
-    assert deterministic([r.to_json() for r in full.state.records]) == \
-        deterministic([r.to_json() for r in resumed.state.records])
+    assert deterministic([r.to_json() for r in full.state.records]) == deterministic(
+        [r.to_json() for r in resumed.state.records]
+    )
