@@ -142,8 +142,8 @@ def worker_cold(out: str) -> dict:
     import fedranklite  # what the train handler imports (before: already imported with the module)
     from fedranklite.client import train_client
     from fedranklite.configfile import load_config
-    from fedranklite.engine import client_seed
     from fedranklite.flower import task
+    from fedranklite.runners import client_seed
 
     now = lap("import_our_package", now)
     import peft  # noqa: F401  (imported by the model build: split out to show the build itself)

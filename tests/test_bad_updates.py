@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedranklite.engine import LocalRunner, build_engine
+from fedranklite.engine import build_engine
 from fedranklite.ranks import rank_dim
+from fedranklite.runners import LocalRunner
 from fedranklite.validation import norm_outliers, reject_reasons, structural_problem, update_distance
 
 

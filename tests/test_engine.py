@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedranklite.engine import DeadlineGate, build_engine, client_seed, select_clients
+from fedranklite.engine import build_engine, select_clients
 from fedranklite.results_io import RoundLog
+from fedranklite.runners import DeadlineGate, client_seed
 
 
 def run(cfg):

@@ -19,10 +19,11 @@ pytest.importorskip("ray")
 from conftest import tiny_tree  # noqa: E402
 
 from fedranklite.configfile import validate  # noqa: E402
-from fedranklite.engine import ClientTask, DeadlineGate, build_engine  # noqa: E402
+from fedranklite.engine import build_engine  # noqa: E402
 from fedranklite.flower.task import arrays_to_state, state_to_arrays, task_from_record, task_record, wire_bytes  # noqa: E402
 from fedranklite.ranks import num_bytes, truncate  # noqa: E402
 from fedranklite.results_io import RoundLog  # noqa: E402
+from fedranklite.runners import ClientTask, DeadlineGate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,23 +18,24 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 
 from .aggregation import AGGREGATORS, Contribution
 from .budget import budget_report
 from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .client import ClientResult, TrainSettings, evaluate, train_client
+from .client import ClientResult, TrainSettings, evaluate
 from .config import Config
 from .configfile import dump_config
 from .data import LoadedData
 from .diagnostics import rank_energy
 from .hardware import Hardware, Telemetry, draw_hardware, read_trace, round_conditions, tier_arrays
-from .prepare import Prepared, prepare
+from .prepare import prepare
 from .ranks import State
 from .records import ClientReport, ClientTable, RoundRecord, RunSummary
 from .results_io import ROUNDS_FILE, SUMMARY_FILE, RoundLog, rewrite_round_log, write_json_atomic
+from .runners import ClientRunner, ClientTask, DeadlineGate, LocalRunner, RunnerFactory, client_seed
 from .schedulers import Clients, Reports, build_scheduler
 from .scoring import SCORE_METRICS, default_metric
 from .stragglers import STRAGGLER_POLICIES
@@ -44,69 +45,6 @@ from .tracking import open_trackers
 from .validation import reject_reasons
 
 log = logging.getLogger(__name__)
-
-
-# ================================================================== tasks and the deadline gate
-@dataclass(frozen=True)
-class DeadlineGate:
-    """Decides before each local step whether the step still fits in the round deadline (simulated
-    seconds). Plain data, so it can travel to a remote client in a message."""
-
-    deadline: float
-    comm_seconds: float
-    compute_factor: float
-    mode: str  # the timing mode: "measured" times steps as they run, the others price them (sec_per_step)
-    sec_per_step: float = 0.0  # analytic: simulated seconds of one full batch at this rank
-
-    def __call__(self, steps_done: int, wall_seconds: float) -> bool:
-        if self.mode != "measured":
-            return self.comm_seconds + (steps_done + 1) * self.sec_per_step <= self.deadline
-        if steps_done == 0:
-            return self.comm_seconds < self.deadline
-        per_step = wall_seconds / steps_done
-        return self.comm_seconds + (wall_seconds + per_step) / self.compute_factor <= self.deadline
-
-
-@dataclass(frozen=True)
-class ClientTask:
-    cid: int
-    rank: int
-    seed: int
-    gate: Optional[DeadlineGate] = None
-
-
-class ClientRunner(Protocol):
-    def run(self, round_idx: int, global_state: State, tasks: Sequence[ClientTask]) -> list[ClientResult]: ...
-
-
-class LocalRunner:
-    """Step 3 in this process: one resident model, clients trained one after another."""
-
-    def __init__(self, prepared: Prepared):
-        self.model, self.train, self.partitions = prepared.model, prepared.train, prepared.partitions
-        self.settings, self.device = prepared.settings, prepared.device
-
-    def run(self, round_idx: int, global_state: State, tasks: Sequence[ClientTask]) -> list[ClientResult]:
-        return [
-            train_client(
-                self.model,
-                global_state,
-                t.cid,
-                t.rank,
-                self.train,
-                self.partitions[t.cid],
-                self.settings,
-                self.device,
-                t.seed,
-                t.gate,
-            )
-            for t in tasks
-        ]
-
-
-def client_seed(seed: int, round_idx: int, cid: int) -> int:
-    """A seed for one (round, client): independent of execution order and process."""
-    return int(np.random.SeedSequence([seed, round_idx, cid]).generate_state(1)[0])
 
 
 def select_clients(seed: int, round_idx: int, num_clients: int, per_round: int) -> np.ndarray:
@@ -531,10 +469,6 @@ def _secondary_metrics(data: LoadedData) -> list[str]:
     if data.task == "regression":
         return ["pearson", "spearman", "mse"]
     return ["accuracy", "f1"] if data.num_labels == 2 else ["accuracy", "f1_macro"]
-
-
-# step 3 for `build_engine`: a runner built from the prepared run (LocalRunner itself is one)
-RunnerFactory = Callable[[Prepared], ClientRunner]
 
 
 def build_engine(cfg: Config, runner_factory: Optional[RunnerFactory] = None) -> Engine:

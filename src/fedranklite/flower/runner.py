@@ -17,8 +17,8 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from ..client import ClientResult, TrainSettings
-from ..engine import ClientTask
 from ..ranks import State, truncate
+from ..runners import ClientTask
 from .task import (
     QUERY_PARTITION,
     TRAIN,

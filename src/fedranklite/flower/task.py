@@ -20,9 +20,9 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from ..client import ClientResult
-from ..engine import ClientTask, DeadlineGate
 from ..prepare import Prepared, prepare
 from ..ranks import State
+from ..runners import ClientTask, DeadlineGate
 
 TRAIN = "train"  # message type of a client's local training
 QUERY_PARTITION = "query.partition"  # which client partition(s) a SuperNode holds
