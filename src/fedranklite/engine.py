@@ -35,7 +35,7 @@ from .prepare import prepare
 from .ranks import State
 from .records import ClientReport, ClientTable, RoundRecord, RunSummary
 from .results_io import ROUNDS_FILE, SUMMARY_FILE, RoundLog, rewrite_round_log, write_json_atomic
-from .runners import ClientRunner, ClientTask, DeadlineGate, LocalRunner, RunnerFactory, client_seed
+from .runners import ClientRunner, ClientTask, DeadlineGate, LocalRunner, RunnerFactory, client_seed, lost_result
 from .schedulers import Clients, Reports, build_scheduler
 from .scoring import SCORE_METRICS, default_metric
 from .stragglers import STRAGGLER_POLICIES
@@ -163,21 +163,8 @@ class Engine:
 
     def _unavailable(self, task: ClientTask) -> ClientResult:
         """A selected client that did not answer this round (tier availability): no work, no update."""
-        return ClientResult(
-            cid=task.cid,
-            rank=task.rank,
-            update={},
-            num_samples=0,
-            steps=0,
-            planned_steps=self.settings.planned_steps(int(self.fed.rows[task.cid])),
-            loss_before=float("nan"),
-            loss_after=float("nan"),
-            wall_seconds=0.0,
-            peak_memory_mb=0.0,
-            bytes_down=0,
-            bytes_up=0,
-            lost="unavailable this round",
-        )
+        planned = self.settings.planned_steps(int(self.fed.rows[task.cid]))
+        return lost_result(task, planned, 0, "unavailable this round")
 
     def run_round(self) -> RoundRecord:
         cfg, fed, st = self.cfg, self.fed, self.state

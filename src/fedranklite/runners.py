@@ -82,3 +82,24 @@ def client_seed(seed: int, round_idx: int, cid: int) -> int:
 
 # step 3 for `build_engine`: a runner built from the prepared run (LocalRunner itself is one)
 RunnerFactory = Callable[[Prepared], ClientRunner]
+
+
+def lost_result(task: ClientTask, planned_steps: int, bytes_down: int, reason: str) -> ClientResult:
+    """A client that never answered (it was unavailable this round; or, on Flower, a timeout, a dead
+    SuperNode, a failed ClientApp): no steps, not finished, no update. The engine records it as a straggler
+    (`lost` in rounds.jsonl)."""
+    return ClientResult(
+        cid=task.cid,
+        rank=task.rank,
+        update={},
+        num_samples=0,
+        steps=0,
+        planned_steps=planned_steps,
+        loss_before=float("nan"),
+        loss_after=float("nan"),
+        wall_seconds=0.0,
+        peak_memory_mb=0.0,
+        bytes_down=bytes_down,
+        bytes_up=0,
+        lost=reason,
+    )

@@ -18,12 +18,11 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from ..client import ClientResult, TrainSettings
 from ..ranks import State, truncate
-from ..runners import ClientTask
+from ..runners import ClientTask, lost_result
 from .task import (
     QUERY_PARTITION,
     TRAIN,
     config_json,
-    lost_result,
     owner,
     result_from_content,
     state_to_arrays,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import threading
 import time
@@ -135,26 +134,6 @@ def result_from_content(content: RecordDict, task: ClientTask, bytes_down: int) 
         bytes_down=bytes_down,
         bytes_up=wire_bytes(update_rec),
         extra={"flower": {k: v for k, v in info.items() if k not in ("cid", "rank")}},
-    )
-
-
-def lost_result(task: ClientTask, planned_steps: int, bytes_down: int, reason: str) -> ClientResult:
-    """A client whose reply never came (timeout, its SuperNode died, its ClientApp failed): no steps, not
-    finished, no update. The engine records it as a straggler (`lost` in rounds.jsonl)."""
-    return ClientResult(
-        cid=task.cid,
-        rank=task.rank,
-        update={},
-        num_samples=0,
-        steps=0,
-        planned_steps=planned_steps,
-        loss_before=math.nan,
-        loss_after=math.nan,
-        wall_seconds=0.0,
-        peak_memory_mb=0.0,
-        bytes_down=bytes_down,
-        bytes_up=0,
-        lost=reason,
     )
 
 
