@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import tiny_tree
 
+from fedranklite.client import samples_in_steps
 from fedranklite.config import ConfigError
 from fedranklite.configfile import validate
 from fedranklite.engine import build_engine
@@ -23,7 +24,6 @@ from fedranklite.surrogate import (
     fit_drops,
     fit_progress,
     fit_time,
-    samples_for,
 )
 
 
@@ -72,11 +72,11 @@ def test_fit_drops_recovers_phi_and_beta():
     assert sigma == pytest.approx(0.05, abs=0.02)
 
 
-def test_samples_for_counts_short_last_batches_and_epochs():
-    assert samples_for(3, 40, 16, 1) == 40  # 16 + 16 + 8
-    assert samples_for(2, 40, 16, 1) == 32
-    assert samples_for(4, 40, 16, 2) == 40 + 16
-    assert samples_for(0, 40, 16, 1) == 0
+def test_samples_in_steps_counts_short_last_batches_and_epochs():
+    assert samples_in_steps(3, 40, 16, 1) == 40  # 16 + 16 + 8
+    assert samples_in_steps(2, 40, 16, 1) == 32
+    assert samples_in_steps(4, 40, 16, 2) == 40 + 16
+    assert samples_in_steps(0, 40, 16, 1) == 0
 
 
 def _real_run(tmp_path, **sections):

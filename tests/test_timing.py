@@ -17,6 +17,7 @@ def test_comm_seconds():
     # no bandwidth (None or 0): communication is free
     assert comm_seconds(10**9, None) == 0.0
     assert comm_seconds(10**9, 0) == 0.0
+    assert comm_seconds(10**9, float("nan")) == 0.0  # a per-client bandwidth the tier does not simulate
     assert comm_seconds(0, 10) == 0.0
 
 

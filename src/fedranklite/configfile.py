@@ -176,13 +176,12 @@ def _known_fields(model: type[BaseModel], loc: tuple, tree: Any) -> tuple[list[s
         node = node.get(part) if isinstance(node, dict) else None
         slot = PLUGIN_SLOTS.get(tuple(str(p) for p in loc[: i + 1]))
         if slot is not None:
-            name = (
-                node
-                if isinstance(node, str)
-                else (node or {}).get(slot.registry.key, slot.default)
-                if isinstance(node, dict) or node is None
-                else None
-            )
+            if isinstance(node, str):  # a bare plugin name
+                name = node
+            elif isinstance(node, dict) or node is None:
+                name = (node or {}).get(slot.registry.key, slot.default)
+            else:
+                name = None
             if not (isinstance(name, str) and name in slot.registry):
                 return [], None
             current = slot.registry.config_class(name)

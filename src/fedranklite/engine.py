@@ -141,8 +141,8 @@ class Engine:
             samples = self.settings.planned_samples(int(fed.rows[c]))  # all local epochs, not one pass
             a, b = self.time_model.predict(samples, float(known["compute_factor"][k]), None, 0, 0)
             down, up = known["downlink_mbps"][k], known["uplink_mbps"][k]
-            intercept[k] = a + _comm(fed.bytes_fixed, down) + _comm(fed.bytes_fixed, up)
-            slope[k] = b + _comm(fed.bytes_per_rank, down) + _comm(fed.bytes_per_rank, up)
+            intercept[k] = a + comm_seconds(fed.bytes_fixed, down) + comm_seconds(fed.bytes_fixed, up)
+            slope[k] = b + comm_seconds(fed.bytes_per_rank, down) + comm_seconds(fed.bytes_per_rank, up)
         return Clients.of(selected, fed.max_rank[selected], known["compute_factor"], intercept, slope)
 
     def _gate(self, cid: int, rank: int, speed: float) -> Optional[DeadlineGate]:
@@ -152,7 +152,7 @@ class Engine:
         if deadline is None or not self.policy.stops_at_deadline:
             return None
         hw, size = self.fed.hardware, self.fed.bytes_fixed + rank * self.fed.bytes_per_rank
-        comm = _comm(size, hw.downlink_mbps[cid]) + _comm(size, hw.uplink_mbps[cid])
+        comm = comm_seconds(size, hw.downlink_mbps[cid]) + comm_seconds(size, hw.uplink_mbps[cid])
         # a deterministic time model prices one full batch itself (measured mode times steps as they run)
         per_step = (
             self.time_model.compute_seconds(self.settings.batch_size, rank, speed)
@@ -199,8 +199,8 @@ class Engine:
                 continue
             compute = self.time_model.compute_seconds(res.num_samples, res.rank, speed_of[res.cid], res.wall_seconds)
             sim[i] = (
-                _comm(res.bytes_down, hw.downlink_mbps[res.cid])
-                + _comm(res.bytes_up, hw.uplink_mbps[res.cid])
+                comm_seconds(res.bytes_down, hw.downlink_mbps[res.cid])
+                + comm_seconds(res.bytes_up, hw.uplink_mbps[res.cid])
                 + compute
             )
             if compute > 0:
@@ -441,11 +441,6 @@ class Engine:
 
     def _target_stop(self) -> bool:
         return self.cfg.evaluation.stop_at_target and self.state.reached_at is not None
-
-
-def _comm(num_bytes: float, mbps: float) -> float:
-    """Seconds to move `num_bytes` at `mbps` (NaN or None: communication is not simulated)."""
-    return comm_seconds(num_bytes, None if mbps is None or not np.isfinite(mbps) else float(mbps))
 
 
 def _finite(x: float) -> Optional[float]:

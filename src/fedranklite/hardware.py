@@ -93,7 +93,7 @@ def round_conditions(hw: Hardware, seed: int, round_idx: int, cids: np.ndarray) 
     alone so they do not depend on which scheduler ran or in which order clients trained."""
     rng = np.random.default_rng([int(seed), int(round_idx), 6151])
     n_all = len(hw)
-    jitter = np.exp(hw.jitter_sigma * rng.standard_normal(n_all))[cids]
+    jitter = _lognormal(rng, hw.jitter_sigma)[cids]
     answers = (rng.random(n_all) < hw.availability)[cids]
     return jitter, answers
 

@@ -187,7 +187,9 @@ class _PeakRSS:
 def _time_rank(
     cfg, rank: int, num_labels: int, device: torch.device, warmup: int, repeats: int, peak: _PeakRSS
 ) -> tuple[list[float], Optional[float], int, int]:
-    """Step times of a genuine rank-`rank` LoRA, its peak memory, bytes of one rank slice and of the head."""
+    """Step times of a genuine rank-`rank` LoRA, its peak memory, bytes of one rank slice and of the head.
+    Not fedmodel.build_model: the sweep needs the adapter `rank` wide and one text per row (a siamese model
+    built for a pair config would need the second text), whatever the config's r_max and text columns."""
     backbone = load_backbone(
         cfg.model.name, cfg.model.pooling, cfg.model.quantization, cfg.seed, getattr(cfg.model, "cache_dir", None)
     )

@@ -21,11 +21,10 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Optional, TypeVar
+from typing import Annotated, Any, Callable, ClassVar, Generic, Iterator, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, SerializeAsAny, ValidationInfo, WrapValidator, create_model, field_validator
 from pydantic_core import PydanticCustomError
-from typing_extensions import Annotated
 
 T = TypeVar("T")
 

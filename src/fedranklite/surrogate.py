@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import yaml
 
-from .client import ClientResult, TrainSettings
+from .client import ClientResult, TrainSettings, samples_in_steps
 from .config import Config
 from .configfile import validate
 from .memory import MemoryProfile
@@ -309,14 +309,6 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
 
 
 # ================================================================== step 3: the surrogate runner
-def samples_for(steps: int, rows: int, batch: int, epochs: int) -> int:
-    """Rows trained in the first `steps` batches of `epochs` passes over `rows` rows (last batch short)."""
-    per_epoch = math.ceil(rows / batch) if rows else 0
-    full_epochs, rest = divmod(steps, per_epoch) if per_epoch else (0, 0)
-    full_epochs = min(full_epochs, epochs)
-    return full_epochs * rows + (min(rest * batch, rows) if full_epochs < epochs else 0)
-
-
 def gated_steps(gate, planned: int) -> int:
     """How many of `planned` steps an analytic DeadlineGate lets a client run (closed form, then checked
     against the gate itself so float rounding agrees with a real client asking it step by step)."""
@@ -353,7 +345,7 @@ class SurrogateRunner:
             gate = t.gate
             if gate is not None:  # analytic gate (the surrogate's time is analytic): the steps it lets run
                 steps = gated_steps(gate, planned)
-            samples = samples_for(steps, rows, st.batch_size, st.local_epochs)
+            samples = samples_in_steps(steps, rows, st.batch_size, st.local_epochs)
             eff = (t.rank / fit.r_max) ** fit.rank_exponent * (steps / max(planned, 1))
             before = level * self.client_factor[t.cid]
             drop = fit.drop_fraction * before * eff * math.exp(fit.noise_sigma * noise[j] - fit.noise_sigma**2 / 2)

@@ -13,6 +13,7 @@ for the download and the upload.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,7 +23,11 @@ from .registry import PluginConfig, Registry
 
 
 def comm_seconds(num_bytes: float, bandwidth_mbps: Optional[float]) -> float:
-    return 0.0 if not bandwidth_mbps else float(num_bytes) * 8.0 / (bandwidth_mbps * 1e6)
+    """Seconds to move `num_bytes` at `bandwidth_mbps`; None, 0 or NaN (a tier without a bandwidth, as
+    hardware.py's per-client arrays write it): communication is not simulated."""
+    if not bandwidth_mbps or math.isnan(bandwidth_mbps):
+        return 0.0
+    return float(num_bytes) * 8.0 / (float(bandwidth_mbps) * 1e6)
 
 
 class TimingParams(PluginConfig):
