@@ -161,3 +161,28 @@ def test_profile_time_does_not_depend_on_machine_load(tmp_path, tiny_config, mon
                 burner.wait()
         runs.append([(r.ranks, [c.sim_seconds for c in r.clients], r.sim_time) for r in engine.state.records])
     assert runs[0] == runs[1]
+
+
+def test_a_file_that_is_not_a_profile_is_one_line_at_run_time(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"ranks": [1]}')
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedranklite",
+            "run",
+            "--config",
+            "configs/experiments/lite_iid.yaml",
+            "--quiet",
+            "--set",
+            "timing.profile=" + str(bad),
+            "--set",
+            f"output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "not a rank profile" in proc.stderr and "Traceback" not in proc.stderr
+    assert str(bad) in proc.stderr and not (tmp_path / "lite_iid").exists()

@@ -61,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .backbones import ModelError
     from .backends import start
     from .checkpoint import ResumeError
+    from .profile import ProfileError
     from .surrogate import CalibrationError
     from .textsplit import DataError
 
@@ -77,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
         return 2
-    except (DataError, ModelError, CalibrationError) as exc:
+    except (DataError, ModelError, CalibrationError, ProfileError) as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     console.print(

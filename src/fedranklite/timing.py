@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from pydantic import Field
@@ -43,6 +44,17 @@ class ConstantParams(TimingParams):
 
 class ProfileParams(TimingParams):
     profile: Optional[str] = None  # a profile JSON from `fedranklite profile`; null: shipped/cached, else measured
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        if self.profile and not Path(self.profile).is_file():
+            return [
+                (
+                    "profile",
+                    f"not found: {self.profile} (make one with `fedranklite profile --config X`; relative paths "
+                    f"are read from the current directory, {Path.cwd()})",
+                )
+            ]
+        return []
 
 
 TIMING_MODES: Registry[type["TimeModel"]] = Registry("timing mode", key="mode", base=TimingParams)
