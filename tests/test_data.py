@@ -554,3 +554,23 @@ def test_text_split_subset():
     split = TextSplit([("a",), ("b",), ("c",)], np.array([0, 1, 0]), ["n", "p"])
     sub = split.subset([2, 0])
     assert sub.texts == [("c",), ("a",)] and sub.labels.tolist() == [0, 0] and sub.label_names == ["n", "p"]
+
+
+def test_dirichlet_redraws_beyond_flowers_eleven_until_every_client_has_rows():
+    # alpha 0.1, 2 classes, 10 clients: a client is left (almost) empty in about 1 draw of 4, so Flower's own
+    # 11 draws fail for many seeds; the redraws make every seed usable, with the same minimum size
+    labels = class_labels(n=3000, classes=2)
+    flower_only = 0
+    for seed in range(6):
+        try:
+            split(labels, 10, "dirichlet", seed=seed, alpha=0.1, max_draws=11)
+        except DataError:
+            flower_only += 1
+        parts = split(labels, 10, "dirichlet", seed=seed, alpha=0.1)
+        assert min(len(p) for p in parts) >= 2
+        assert_exact_cover(parts, 3000)
+        again = split(labels, 10, "dirichlet", seed=seed, alpha=0.1)
+        assert all(np.array_equal(a, b) for a, b in zip(parts, again))  # the redraws are seeded
+    assert flower_only > 0  # the case the redraws exist for
+    with pytest.raises(DataError, match="in each of 1 draws"):
+        split(class_labels(n=30, classes=2), 10, "dirichlet", seed=0, alpha=0.01, max_draws=1)
