@@ -100,7 +100,9 @@ def test_build_scheduler_from_config_section():
             normalize=False,
         )
     )
-    cfg = SimpleNamespace(federation=SimpleNamespace(scheduler=section), r_max=16)
+    cfg = SimpleNamespace(
+        federation=SimpleNamespace(scheduler=section), r_max=16, deadline=SimpleNamespace(seconds=None)
+    )
     s = build_scheduler(cfg)
     assert isinstance(s, LiteScheduler)
     assert (s.r_min, s.r_max, s.r_bar) == (2, 16, 6.0)

@@ -164,9 +164,11 @@ def print_summary(console, summary, results_dir) -> None:
     table.add_column("value", justify="right")
     ttt = summary.time_to_target
     fair = summary.fairness_final or {}
+    baseline = summary.run.get("trivial_baseline")
     rows = [
         (f"final {summary.metric}", _format_score(summary.final_score)),
         (f"best {summary.metric}", _format_score(summary.best_score)),
+        *([(f"trivial baseline: {baseline['predictor']}", _format_score(baseline.get("score")))] if baseline else []),
         ("target", str(summary.target)),
         (
             "time to target (round / sim s)",
@@ -193,6 +195,8 @@ def print_summary(console, summary, results_dir) -> None:
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
+    for warning in summary.run.get("warnings") or []:
+        console.print(f"[bold yellow]warning[/]: {warning}", highlight=False, soft_wrap=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

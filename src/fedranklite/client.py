@@ -112,7 +112,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     momentum: float = 0.0
     grad_clip: Optional[float] = 1.0
-    probe_samples: int = 32
+    probe_samples: int = 0
     regression: bool = False
     head_lr: Optional[float] = None  # None: lr
 
@@ -168,6 +168,7 @@ class ClientResult:
     bytes_down: int
     bytes_up: int
     lost: Optional[str] = None  # why a remote client never answered (its update is then empty); None: it did
+    loss_rms: float = float("nan")  # root mean square of the training-batch losses (lite's utility: loss_level)
     extra: dict = field(
         default_factory=dict
     )  # backend diagnostics (e.g. Flower's worker pid), never read by the engine
@@ -264,6 +265,7 @@ def train_client(
     steps = samples = 0
     first_losses: list[float] = []
     last_losses: list[float] = []
+    squared_losses = 0.0
     start = time.perf_counter()
     pad_id = _pad_id(model)
     stopped = False
@@ -286,6 +288,7 @@ def train_client(
             steps += 1
             samples += len(idx)
             value = loss.item()
+            squared_losses += value * value
             if len(first_losses) < 4:
                 first_losses.append(value)
             last_losses = (last_losses + [value])[-4:]
@@ -295,7 +298,7 @@ def train_client(
     wall = time.perf_counter() - start
     if len(probe):
         loss_after = mean_loss(model, encoded, probe, settings.batch_size, device, settings.regression)
-    else:  # no probe: compare the first and last few training-batch losses
+    else:  # no probe (the default): the first and last few training-batch losses, free of extra forward passes
         loss_before = float(np.mean(first_losses)) if first_losses else float("nan")
         loss_after = float(np.mean(last_losses)) if last_losses else float("nan")
     update = truncate({k: v.detach().to("cpu") for k, v in model.adapter_state().items()}, rank)
@@ -312,6 +315,7 @@ def train_client(
         peak_memory_mb=memory.megabytes(),
         bytes_down=num_bytes(download),
         bytes_up=num_bytes(update),
+        loss_rms=math.sqrt(squared_losses / steps) if steps else float("nan"),
     )
 
 
@@ -343,6 +347,8 @@ def evaluate(
         preds.append((logits.squeeze(-1) if regression else logits.argmax(-1)).float().cpu().numpy())
     pred = np.concatenate(preds) if preds else np.zeros(0)
     out = {"loss": total_loss / max(len(idx), 1), "num_samples": int(len(idx))}
+    if not regression and pred.size:  # a model that predicts one class for every row has collapsed
+        out["predicted_classes"] = int(np.unique(pred).size)
     for name in [metric, *[m for m in extra_metrics if m != metric]]:
         out[name] = SCORE_METRICS[name].fn(pred if regression else pred.astype(np.int64), encoded.labels)
     out["score"] = out[metric]

@@ -84,7 +84,9 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     grad_clip: Optional[float] = Field(1.0, gt=0)
-    probe_samples: int = Field(32, ge=0)  # per-client loss before/after local training (0: use train loss)
+    # rows scored before/after local training for the loss drop; 0 (default): the first and last training
+    # batches' losses, which cost nothing (a probe of 32 rows cost 8 % of client throughput)
+    probe_samples: int = Field(0, ge=0)
 
 
 class DataConfig(_Section):

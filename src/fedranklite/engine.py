@@ -37,9 +37,9 @@ from .records import ClientReport, ClientTable, RoundRecord, RunSummary
 from .results_io import ROUNDS_FILE, SUMMARY_FILE, RoundLog, rewrite_round_log, write_json_atomic
 from .runners import ClientRunner, ClientTask, DeadlineGate, LocalRunner, RunnerFactory, client_seed, lost_result
 from .schedulers import Clients, Reports, build_scheduler
-from .scoring import SCORE_METRICS, default_metric
+from .scoring import SCORE_METRICS, default_metric, trivial_baseline
 from .stragglers import STRAGGLER_POLICIES
-from .summary import fairness, reached, summarize
+from .summary import fairness, reached, run_warnings, summarize
 from .timing import TIMING_MODES, comm_seconds
 from .tracking import open_trackers
 from .validation import reject_reasons
@@ -274,6 +274,8 @@ class Engine:
                 [res.loss_drop for res in results],
                 sim_throughput,
                 outcome.straggler,
+                [res.loss_rms for res in results],
+                [res.num_samples for res in results],
             )
         )
         return record
@@ -303,6 +305,7 @@ class Engine:
                     loss_before=_finite(res.loss_before),
                     loss_after=_finite(res.loss_after),
                     loss_drop=_finite(res.loss_drop),
+                    loss_rms=_finite(res.loss_rms),
                     throughput=_finite(res.throughput),
                     sim_throughput=_finite(sim_throughput[i]),
                     wall_seconds=res.wall_seconds,
@@ -355,6 +358,13 @@ class Engine:
             "final_eval": self.state.records[-1].eval if self.state.records else None,
             "budget": self.budget(),
         }
+        final = self.state.records[-1] if self.state.records else None
+        run["warnings"] = run_warnings(
+            run["final_eval"],
+            None if final is None else final.score,
+            self.model_info.get("trivial_baseline"),
+            self.higher_is_better,
+        )
         return summarize(
             self.state.records,
             target=cfg.evaluation.target,
@@ -473,6 +483,7 @@ def build_engine(cfg: Config, runner_factory: Optional[RunnerFactory] = None) ->
         "pooling": model.pooling,
         "pair_encoding": "siamese" if model.siamese else "cross",
         "memory_profile": dataclasses.asdict(prep.profile),
+        "trivial_baseline": trivial_baseline(eval_enc.labels, metric, settings.regression),
     }
     engine = Engine(cfg, runner, fed, evaluator, model.adapter_state(), info, task)
     engine.model = model  # for inspection (notebooks, tests); the round loop only uses the evaluator

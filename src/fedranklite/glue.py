@@ -155,7 +155,7 @@ COMMON_PRESET: dict[str, Any] = {
         "batch_size": 16,
         "lr": 2e-3,
         "head_lr": 1e-2,
-        "probe_samples": 32,
+        "probe_samples": 0,
     },
     "data": {"source": "glue", "samples_per_client": 400, "partition": {"type": "iid"}},
     "model": {"lora": {"r_max": 16, "alpha": 32}},

@@ -41,11 +41,12 @@ class ClientReport:
     peak_memory_mb: float
     reject_reason: Optional[str] = None
     lost: Optional[str] = None  # why a remote client never answered (timeout, dead node); None: it answered
+    loss_rms: Optional[float] = None  # root mean square of its training-batch losses (absent in older records)
 
 
 CLIENT_FIELDS = tuple(f.name for f in fields(ClientReport))
 _INT_FIELDS = {"cid", "rank", "steps", "planned_steps", "samples", "bytes_down", "bytes_up"}
-_OPTIONAL = {"reject_reason", "lost"}
+_OPTIONAL = {"reject_reason", "lost", "loss_rms"}
 
 
 class ClientTable:
@@ -156,8 +157,9 @@ class RoundRecord:
             rows = []
             for report in self.clients:
                 row = dataclasses.asdict(report)
-                if row["lost"] is None:
-                    del row["lost"]
+                for optional in ("lost", "loss_rms"):  # absent rather than null: older records round-trip
+                    if row[optional] is None:
+                        del row[optional]
                 rows.append(row)
             out["ranks"] = {str(c): r for c, r in self.ranks.items()}
             out["clients"] = rows

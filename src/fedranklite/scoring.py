@@ -71,3 +71,24 @@ for _m in (
 
 def default_metric(task: str) -> str:
     return "pearson" if task == "regression" else "accuracy"
+
+
+def trivial_baseline(eval_labels: np.ndarray, metric: str, regression: bool) -> dict:
+    """The best score of a prediction that ignores the input: the best single class for every row
+    (classification: the majority class for accuracy, all-positive for F1) or the evaluation rows' mean
+    (regression; a constant has no correlation, so pearson and spearman score it 0). Chosen on the
+    evaluation rows, so it is the strongest such bar: a run's score means something only above it."""
+    labels = np.asarray(eval_labels)
+    fn, higher = SCORE_METRICS[metric].fn, SCORE_METRICS[metric].higher_is_better
+    if regression:
+        value = float(labels.astype(np.float64).mean()) if labels.size else 0.0
+        return {
+            "predictor": f"constant {value:.4g} (mean label)",
+            "metric": metric,
+            "score": fn(np.full(len(labels), value), labels),
+        }
+    scored = [(fn(np.full(len(labels), c, dtype=np.int64), labels), int(c)) for c in np.unique(labels.astype(np.int64))]
+    if not scored:
+        return {"predictor": "none (no evaluation rows)", "metric": metric, "score": None}
+    score, best = max(scored) if higher else min(scored)
+    return {"predictor": f"class {best} for every row", "metric": metric, "score": score}

@@ -33,6 +33,24 @@ def time_to_target(
     return TimeToTarget()
 
 
+def run_warnings(
+    final_eval: Optional[dict], final_score: Optional[float], baseline: Optional[dict], higher_is_better: bool = True
+) -> list[str]:
+    """What a reader of the summary must not miss: a final model that predicts one class for every row, a
+    final score no better than the trivial baseline (scoring.trivial_baseline)."""
+    out = []
+    if final_eval and final_eval.get("predicted_classes") == 1:
+        out.append("the final model predicts a single class for every evaluation row (collapsed)")
+    if baseline and baseline.get("score") is not None and final_score is not None:
+        base = baseline["score"]
+        if not (final_score > base if higher_is_better else final_score < base):
+            out.append(
+                f"the final score {final_score:.4f} is not better than the trivial baseline {base:.4f} "
+                f"({baseline['predictor']})"
+            )
+    return out
+
+
 def summarize(
     records: Sequence[RoundRecord],
     *,

@@ -363,6 +363,7 @@ class SurrogateRunner:
                     planned_steps=planned,
                     loss_before=before,
                     loss_after=before - drop,
+                    loss_rms=before - drop / 2,  # the training batches' losses run from before to after
                     wall_seconds=compute_cf1,
                     peak_memory_mb=self.profile.bytes_at(t.rank, st.batch_size, self.cfg.model.max_length) / 2**20,
                     bytes_down=nbytes,

@@ -102,7 +102,16 @@ def task_from_record(rec: ConfigRecord) -> tuple[ClientTask, int]:
 
 
 # ================================================================== the result <-> reply content
-TELEMETRY = ("num_samples", "steps", "planned_steps", "loss_before", "loss_after", "wall_seconds", "peak_memory_mb")
+TELEMETRY = (
+    "num_samples",
+    "steps",
+    "planned_steps",
+    "loss_before",
+    "loss_after",
+    "wall_seconds",
+    "peak_memory_mb",
+    "loss_rms",
+)
 
 
 def result_content(res: ClientResult, info: Optional[dict] = None) -> RecordDict:
@@ -131,6 +140,7 @@ def result_from_content(content: RecordDict, task: ClientTask, bytes_down: int) 
         loss_after=float(t["loss_after"]),
         wall_seconds=float(t["wall_seconds"]),
         peak_memory_mb=float(t["peak_memory_mb"]),
+        loss_rms=float(t["loss_rms"]) if "loss_rms" in t else float("nan"),
         bytes_down=bytes_down,
         bytes_up=wire_bytes(update_rec),
         extra={"flower": {k: v for k, v in info.items() if k not in ("cid", "rank")}},

@@ -21,7 +21,7 @@ from .base import (
 
 def build_scheduler(cfg) -> Scheduler:
     """The scheduler a Config names, built from its own section."""
-    return SCHEDULERS.build(cfg.federation.scheduler, r_max=cfg.r_max)
+    return SCHEDULERS.build(cfg.federation.scheduler, r_max=cfg.r_max, deadline=cfg.deadline.seconds)
 
 
 __all__ = [

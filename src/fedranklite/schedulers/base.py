@@ -62,9 +62,11 @@ class Reports:
     loss_drop: np.ndarray  # loss before local training minus loss after (positive = it learned)
     throughput: np.ndarray  # training samples per simulated compute second on the client's tier (engine step 4)
     missed_deadline: np.ndarray  # bool
+    loss_rms: np.ndarray  # root mean square of the client's training-batch losses this round (NaN: unknown)
+    samples: np.ndarray  # rows the client trained on this round
 
     @classmethod
-    def of(cls, cid, rank, loss_drop, throughput, missed_deadline=False) -> "Reports":
+    def of(cls, cid, rank, loss_drop, throughput, missed_deadline=False, loss_rms=np.nan, samples=0) -> "Reports":
         cid = np.asarray(cid, dtype=np.int64).reshape(-1)
         n = cid.size
         return cls(
@@ -73,6 +75,8 @@ class Reports:
             _column(loss_drop, n, np.float64),
             _column(throughput, n, np.float64),
             _column(missed_deadline, n, bool),
+            _column(loss_rms, n, np.float64),
+            _column(samples, n, np.float64),
         )
 
     def __len__(self) -> int:
@@ -102,8 +106,9 @@ class SchedulerParams(PluginConfig):
 
 class Scheduler(ABC):
     @classmethod
-    def from_config(cls, params: SchedulerParams, r_max: int) -> "Scheduler":
-        """Built from its config section; `r_max` is the run's resolved maximum rank."""
+    def from_config(cls, params: SchedulerParams, r_max: int, deadline: Optional[float] = None) -> "Scheduler":
+        """Built from its config section; `r_max` is the run's resolved maximum rank, `deadline` the round
+        deadline in simulated seconds (None: none), which only deadline-aware schedulers take."""
         kwargs = params.model_dump(exclude={params.plugin_key, "r_max"})
         return cls(r_max=r_max, **kwargs)
 

@@ -1,0 +1,92 @@
+"""The trivial baseline every summary prints, the collapse warning, and the free loss telemetry."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from fedranklite.cli import print_summary
+from fedranklite.client import TrainSettings, train_client
+from fedranklite.engine import build_engine
+from fedranklite.scoring import trivial_baseline
+from fedranklite.summary import run_warnings
+
+
+def test_trivial_baseline_accuracy_is_the_majority_rate():
+    labels = np.array([0, 1, 1, 1, 0, 1, 2, 1])
+    base = trivial_baseline(labels, "accuracy", regression=False)
+    assert base["score"] == pytest.approx(5 / 8) and base["predictor"] == "class 1 for every row"
+
+
+def test_trivial_baseline_f1_is_all_positive():
+    labels = np.array([1, 0, 0, 0, 1])  # all-positive: precision 2/5, recall 1 -> F1 = 2*0.4/1.4
+    base = trivial_baseline(labels, "f1", regression=False)
+    assert base["score"] == pytest.approx(0.8 / 1.4) and base["predictor"] == "class 1 for every row"
+
+
+def test_trivial_baseline_regression_is_the_mean():
+    labels = np.array([1.0, 2.0, 3.0, 6.0])
+    assert trivial_baseline(labels, "pearson", regression=True)["score"] == 0.0
+    mse = trivial_baseline(labels, "mse", regression=True)
+    assert mse["score"] == pytest.approx(np.var(labels)) and "constant 3" in mse["predictor"]
+
+
+def test_run_warnings():
+    base = {"predictor": "class 1 for every row", "score": 0.55}
+    assert run_warnings({"predicted_classes": 2}, 0.7, base) == []
+    collapsed = run_warnings({"predicted_classes": 1}, 0.55, base)
+    assert len(collapsed) == 2 and "single class" in collapsed[0] and "not better than" in collapsed[1]
+    assert run_warnings({}, 0.5, {"predictor": "x", "score": 0.4}, higher_is_better=False)[0].startswith("the final")
+    assert run_warnings(None, None, None) == []
+
+
+def test_a_collapsed_run_records_and_prints_the_warning(tiny_config):
+    cfg = tiny_config(federation={"num_rounds": 1})
+    engine = build_engine(cfg)
+    baseline = engine.model_info["trivial_baseline"]
+    labels = engine.prepared.eval.labels
+    assert baseline["score"] == pytest.approx(np.bincount(labels).max() / len(labels))
+    # the global model answers one class for every row: the evaluator is what a collapsed model would give
+    engine.evaluator = lambda state: {"score": baseline["score"], "loss": 0.7, "predicted_classes": 1}
+    summary = engine.run()
+    on_disk = json.loads((cfg.results_dir / "metrics.json").read_text())
+    assert on_disk["trivial_baseline"] == baseline
+    assert any("single class" in w for w in on_disk["warnings"])
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200), summary, cfg.results_dir)
+    text = out.getvalue()
+    assert "trivial baseline: class" in text and "warning" in text and "single class" in text
+
+
+def test_a_run_that_learns_has_no_warning_and_reports_predicted_classes(tiny_config):
+    cfg = tiny_config(federation={"num_rounds": 1})
+    engine = build_engine(cfg)
+    summary = engine.run()
+    final = summary.run["final_eval"]
+    assert final["predicted_classes"] >= 1
+    assert ("single class" in " ".join(summary.run["warnings"])) == (final["predicted_classes"] == 1)
+
+
+def test_training_losses_give_the_telemetry_without_a_probe(tiny_config):
+    cfg = tiny_config()
+    engine = build_engine(cfg)
+    prep = engine.prepared
+    settings = TrainSettings(max_local_steps=6, batch_size=8, lr=0.005, probe_samples=0)
+    rows = prep.partitions[0]
+    res = train_client(prep.model, engine.state.global_state, 0, 4, prep.train, rows, settings, prep.device, seed=1)
+    assert res.steps == 6
+    # RMS of the batch losses lies between the smallest and largest batch loss, so near both ends' means
+    assert np.isfinite(res.loss_rms) and res.loss_rms > 0
+    assert np.isfinite(res.loss_before) and np.isfinite(res.loss_after)
+    assert min(res.loss_before, res.loss_after) * 0.5 < res.loss_rms < max(res.loss_before, res.loss_after) * 2
+
+
+def test_the_default_is_free_telemetry():
+    assert TrainSettings().probe_samples == 0
+    from fedranklite.configfile import load_config
+
+    assert load_config("configs/base.yaml").training.probe_samples == 0
