@@ -251,7 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("results", nargs="+", help="results folders")
     compare.add_argument("--plot", metavar="PNG", help="also plot every run's score vs simulated time here")
     compare.set_defaults(func=cmd_compare)
+
+    sweep = sub.add_parser("sweep", help="run a grid (cells x axes x seeds) over one base config (spec: sweep.py)")
+    sweep.add_argument("spec", help="sweep spec YAML: base, seeds, schedulers, optional set/axes/output_dir/reference")
+    sweep.add_argument("--workers", type=int, help="parallel runs (local: default 1; slurm: array throttle %%N)")
+    sweep.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    sweep.add_argument("--dry-run", action="store_true", help="print the runs (local) or the sbatch command (slurm)")
+    sweep.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the spec's")
+    sweep.set_defaults(func=cmd_sweep)
     return parser
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import main as sweep_main
+
+    return sweep_main(args.spec, args.workers, args.launcher, args.dry_run, args.seeds)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -371,7 +385,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .plots import ResultsError, compare_rows, plot_compare
+    from .plots import ResultsError, compare_rows, config_differences, plot_compare
 
     console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get the whole table
     try:
@@ -379,6 +393,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except ResultsError as exc:
         Console(stderr=True).print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
+    for line in config_differences(args.results):  # a scheduler comparison should change only the scheduler
+        print(line, file=sys.stderr)
     table = Table(title="FedRankLite runs")
     for i, col in enumerate(header):
         table.add_column(col, justify="left" if i < 3 else "right")
