@@ -110,6 +110,19 @@ def test_a_changed_spec_does_not_reuse_finished_runs(grid, monkeypatch, capsys, 
     assert len(err) == 1 and "another config" in err[0] and "federation.num_rounds" in err[0]
 
 
+def test_report_of_the_grid(grid, capsys):
+    _, out, _ = grid
+    assert cli.main(["report", str(out), "--resamples", "500"]) == 0
+    text = capsys.readouterr().out
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert [(c["cell"], c["n"]) for c in report["cells"]] == [("fixed", 3), ("lite", 3)]
+    assert report["runs"] == {"total": 6, "finished": 6, "missing": []}
+    assert {p["cell"] for p in report["paired"]} == {"lite"} and all(p["n"] <= 3 for p in report["paired"])
+    for name in ("report.md", "ttt.png", "curves.png"):
+        assert (out / "report" / name).stat().st_size > 1000
+    assert "| fixed | 3 |" in text and "| lite | 3 |" in text
+
+
 def test_compare_warns_when_runs_differ_in_more_than_the_scheduler(grid, capsys):
     _, out, _ = grid
     assert cli.main(["compare", str(out / "fixed/seed0"), str(out / "lite/seed0")]) == 0

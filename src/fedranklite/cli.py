@@ -259,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="print the runs (local) or the sbatch command (slurm)")
     sweep.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the spec's")
     sweep.set_defaults(func=cmd_sweep)
+
+    report = sub.add_parser("report", help="per-cell statistics and paired differences of a sweep (md, json, png)")
+    report.add_argument("sweep_dir", help="the sweep's output_dir (holds sweep.json)")
+    report.add_argument("--out", help="output folder (default: SWEEP_DIR/report)")
+    report.add_argument("--reference", help="the cell to pair against (default: the spec's reference)")
+    report.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -266,6 +274,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import main as sweep_main
 
     return sweep_main(args.spec, args.workers, args.launcher, args.dry_run, args.seeds)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import main as report_main
+
+    return report_main(args.sweep_dir, args.out, args.reference, args.resamples, args.seed)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
