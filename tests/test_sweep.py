@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -246,3 +248,35 @@ def test_a_failed_run_is_logged_and_the_sweep_goes_on(tmp_path, monkeypatch, cap
     assert log.startswith("exit 3: ") and "boom at start" in log
     assert not (tmp_path / "spec" / "fixed" / "seed0" / "done.json").exists()
     assert all((tmp_path / "spec" / f / "done.json").exists() for f in ("fixed/seed1", "lite/seed0", "lite/seed1"))
+
+
+def test_ctrl_c_stops_the_children(tmp_path):
+    spec = write_spec(tmp_path, seeds=1, set={"federation.num_rounds": 50})
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedranklite", "sweep", str(spec), "--workers", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    logs = [tmp_path / "spec" / c / "seed0" / "sweep_run.log" for c in CELLS]
+    deadline = time.monotonic() + 60
+    while not all(p.exists() for p in logs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(p.exists() for p in logs), "the runs never started"
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the sweep (its children have their own sessions)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: stopped 2 running run(s)" in err, err
+    marker = str(tmp_path / "spec")
+    alive = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes().decode(errors="replace"):
+                alive.append(cmdline.parent.name)
+        except OSError:
+            continue
+    assert not alive, f"children left running: {alive}"
+    assert not any((tmp_path / "spec" / c / "seed0" / "done.json").exists() for c in CELLS)
