@@ -5,6 +5,9 @@
 #                    sbatch --array=1-$(wc -l < sweep.txt) scripts/run_slurm.sh @sweep.txt [--set k=v ...]
 #   (with @FILE, array task i runs the i-th line of FILE; SLURM_ARRAY_TASK_ID is also used as the seed
 #    offset when FEDRANKLITE_SEED_FROM_ARRAY=1)
+#   a line of FILE is a config path, or a whole shell-quoted argument list of `fedranklite run`
+#   (CONFIG or --config CONFIG, then --set k=v ..., --resume), optionally led by `fedranklite run`:
+#   `fedranklite sweep SPEC --launcher slurm` writes such lines to <output_dir>/sweep_commands.txt
 #SBATCH --job-name=fedranklite
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=16G
@@ -16,11 +19,15 @@ if [ $# -lt 1 ]; then
   exit 2
 fi
 config="$1"; shift
+args=(--config "$config")
 if [[ "$config" == @* ]]; then
   list="${config#@}"
   index="${SLURM_ARRAY_TASK_ID:?@LIST needs an array job (sbatch --array=1-N)}"
-  config=$(sed -n "${index}p" "$list")
-  [ -n "$config" ] || { echo "no line $index in $list" >&2; exit 2; }
+  line=$(sed -n "${index}p" "$list")
+  [ -n "$line" ] || { echo "no line $index in $list" >&2; exit 2; }
+  eval "args=($line)"  # shell quoting, as shlex.join writes it
+  if [ "${args[0]:-}" = fedranklite ] && [ "${args[1]:-}" = run ]; then args=("${args[@]:2}"); fi
+  [[ "${args[0]:-}" == -* ]] || args=(--config "${args[@]}")  # a bare config path (the old form)
 fi
 extra=()
 if [ "${FEDRANKLITE_SEED_FROM_ARRAY:-0}" = "1" ] && [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
@@ -29,4 +36,4 @@ fi
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 # shellcheck disable=SC1091
 [ -f .venv/bin/activate ] && . .venv/bin/activate
-exec fedranklite run --config "$config" --quiet "${extra[@]}" "$@"
+exec fedranklite run "${args[@]}" --quiet ${extra[@]+"${extra[@]}"} "$@"

@@ -255,7 +255,35 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("results", nargs="+", help="results folders")
     compare.add_argument("--plot", metavar="PNG", help="also plot every run's score vs simulated time here")
     compare.set_defaults(func=cmd_compare)
+
+    sweep = sub.add_parser("sweep", help="run a grid (cells x axes x seeds) over one base config (spec: sweep.py)")
+    sweep.add_argument("spec", help="sweep spec YAML: base, seeds, schedulers, optional set/axes/output_dir/reference")
+    sweep.add_argument("--workers", type=int, help="parallel runs (local: default 1; slurm: array throttle %%N)")
+    sweep.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    sweep.add_argument("--dry-run", action="store_true", help="print the runs (local) or the sbatch command (slurm)")
+    sweep.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the spec's")
+    sweep.set_defaults(func=cmd_sweep)
+
+    report = sub.add_parser("report", help="per-cell statistics and paired differences of a sweep (md, json, png)")
+    report.add_argument("sweep_dir", help="the sweep's output_dir (holds sweep.json)")
+    report.add_argument("--out", help="output folder (default: SWEEP_DIR/report)")
+    report.add_argument("--reference", help="the cell to pair against (default: the spec's reference)")
+    report.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
+    report.set_defaults(func=cmd_report)
     return parser
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import main as sweep_main
+
+    return sweep_main(args.spec, args.workers, args.launcher, args.dry_run, args.seeds)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import main as report_main
+
+    return report_main(args.sweep_dir, args.out, args.reference, args.resamples, args.seed)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -375,7 +403,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .plots import ResultsError, compare_rows, plot_compare
+    from .plots import ResultsError, compare_rows, config_differences, plot_compare
 
     console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get the whole table
     try:
@@ -383,6 +411,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except ResultsError as exc:
         Console(stderr=True).print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
+    for line in config_differences(args.results):  # a scheduler comparison should change only the scheduler
+        print(line, file=sys.stderr)
     table = Table(title="FedRankLite runs")
     for i, col in enumerate(header):
         table.add_column(col, justify="left" if i < 3 else "right")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from .records import RoundRecord, RunSummary
 from .results_io import ResultsError, read_run
 
-__all__ = ["ResultsError", "compare_rows", "load_run", "plot_compare", "plot_run"]
+__all__ = ["ResultsError", "compare_rows", "config_differences", "flatten", "load_run", "plot_compare", "plot_run"]
 
 
 def load_run(folder: str | Path) -> tuple[RunSummary, list[RoundRecord]]:
@@ -189,6 +189,46 @@ def compare_rows(folders: Sequence[str | Path]) -> tuple[list[str], list[list[st
             ]
         )
     return header, rows
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted.key: leaf value}."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+COMPARE_IGNORES = ("experiment_name", "output_dir", "federation.scheduler")
+
+
+def config_differences(folders: Sequence[str | Path]) -> list[str]:
+    """One line per run whose config.yaml differs from the first run's in more than the scheduler (and the
+    run's name and output folder): the keys and both values. Runs without a readable config.yaml are skipped."""
+    import yaml
+
+    configs = []
+    for folder in folders:
+        try:
+            configs.append((Path(folder), flatten(yaml.safe_load((Path(folder) / "config.yaml").read_text()) or {})))
+        except (OSError, yaml.YAMLError):
+            continue
+    if len(configs) < 2:
+        return []
+    (first, ref), lines = configs[0], []
+    for folder, cfg in configs[1:]:
+        keys = sorted(
+            k
+            for k in set(ref) | set(cfg)
+            if ref.get(k) != cfg.get(k) and not any(k == p or k.startswith(p + ".") for p in COMPARE_IGNORES)
+        )
+        if keys:
+            shown = ", ".join(f"{k}={cfg.get(k)!r} (vs {ref.get(k)!r})" for k in keys[:8])
+            more = f" and {len(keys) - 8} more" if len(keys) > 8 else ""
+            lines.append(f"warning: {folder} differs from {first} in more than the scheduler: {shown}{more}")
+    return lines
 
 
 def _fmt(x, digits: int = 4) -> str:

@@ -1,0 +1,282 @@
+"""`fedranklite sweep`: a real tiny grid through the CLI, skipping and resuming, hostile specs, the Slurm
+launcher (fake sbatch) and `compare`'s warning about runs that differ in more than the scheduler."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_tree
+
+from fedranklite import cli, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+CELLS = {"fixed": {"federation.scheduler.type": "fixed"}, "lite": {"federation.scheduler.type": "lite"}}
+
+
+def write_spec(folder: Path, name: str = "spec", **spec) -> Path:
+    base = folder / "tiny.yaml"
+    if not base.exists():
+        base.write_text(yaml.safe_dump(tiny_tree(folder)))
+    body = {"base": "tiny.yaml", "output_dir": str(folder / name), "seeds": 3, "schedulers": CELLS, **spec}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in body.items() if v is not None}, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """2 cells x 3 seeds of the tiny model, 2 rounds each, run through the command line with 2 workers."""
+    folder = tmp_path_factory.mktemp("sweep")
+    spec = write_spec(folder, set={"federation.num_rounds": 2, "evaluation.target": 0.5})
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedranklite", "sweep", str(spec), "--workers", "2"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    return spec, folder / "spec", proc
+
+
+def no_subprocess(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a run was started: {args}")
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", refuse)
+    monkeypatch.setattr(sweep.subprocess, "run", refuse)
+
+
+def test_grid_runs_end_to_end(grid):
+    spec, out, proc = grid
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
+    assert len(progress) == 6 and progress[-1].startswith("[6/6]")
+    assert all("final 0." in ln and "wall" in ln and "ETA" in ln for ln in progress)
+    plan = json.loads((out / "sweep.json").read_text())
+    assert [r["folder"] for r in plan["runs"]] == [f"{c}/seed{s}" for c in CELLS for s in range(3)]
+    assert plan["reference"] == "fixed" and plan["seeds"] == [0, 1, 2]
+    for run in plan["runs"]:
+        folder = out / run["folder"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        assert metrics["rounds_completed"] == 2 and (folder / "done.json").is_file()
+        assert config["seed"] == run["seed"] and config["federation"]["scheduler"]["type"] == run["cell"]
+        assert config["evaluation"]["target"] == 0.5
+        assert Path(config["output_dir"]) / config["experiment_name"] == folder
+
+
+def test_second_invocation_skips_every_finished_run(grid, monkeypatch, capsys):
+    spec, out, _ = grid
+    no_subprocess(monkeypatch)
+    assert cli.main(["sweep", str(spec), "--workers", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "6 runs, 6 already finished" in text and "all 6 runs finished" in text
+
+
+def test_a_killed_run_is_resumed_from_its_checkpoint(grid, capsys):
+    spec, out, _ = grid
+    folder = out / "lite" / "seed1"
+    (folder / "done.json").unlink()
+    (folder / "metrics.json").unlink()  # killed before its summary: only the checkpoint says how far it got
+    stamp = (folder / "checkpoint.pt").stat().st_mtime_ns
+    assert cli.main(["sweep", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert "1 to resume" in text and "lite seed 1 (resumed)" in text and "[6/6]" in text
+    assert json.loads((folder / "done.json").read_text())["resumed"] is True
+    assert json.loads((folder / "metrics.json").read_text())["rounds_completed"] == 2
+    assert (folder / "checkpoint.pt").stat().st_mtime_ns == stamp  # continued after round 2, not restarted
+    assert len((folder / "rounds.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_changed_spec_does_not_reuse_finished_runs(grid, monkeypatch, capsys, tmp_path):
+    spec, out, _ = grid
+    changed = tmp_path / "changed.yaml"
+    body = yaml.safe_load(spec.read_text())
+    body["base"] = str(spec.parent / body["base"])
+    body["set"]["federation.num_rounds"] = 3
+    changed.write_text(yaml.safe_dump(body))
+    no_subprocess(monkeypatch)
+    assert cli.main(["sweep", str(changed)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another config" in err[0] and "federation.num_rounds" in err[0]
+
+
+def test_report_of_the_grid(grid, capsys):
+    _, out, _ = grid
+    assert cli.main(["report", str(out), "--resamples", "500"]) == 0
+    text = capsys.readouterr().out
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert [(c["cell"], c["n"]) for c in report["cells"]] == [("fixed", 3), ("lite", 3)]
+    assert report["runs"] == {"total": 6, "finished": 6, "missing": []}
+    assert {p["cell"] for p in report["paired"]} == {"lite"} and all(p["n"] <= 3 for p in report["paired"])
+    for name in ("report.md", "ttt.png", "curves.png"):
+        assert (out / "report" / name).stat().st_size > 1000
+    assert "| fixed | 3 |" in text and "| lite | 3 |" in text
+
+
+def test_compare_warns_when_runs_differ_in_more_than_the_scheduler(grid, capsys):
+    _, out, _ = grid
+    assert cli.main(["compare", str(out / "fixed/seed0"), str(out / "lite/seed0")]) == 0
+    assert "warning" not in capsys.readouterr().err  # same seed: only the scheduler (and the folder) differ
+    assert cli.main(["compare", str(out / "fixed/seed0"), str(out / "lite/seed2"), str(out / "fixed/seed0")]) == 0
+    captured = capsys.readouterr()
+    warnings = captured.err.strip().splitlines()
+    assert len(warnings) == 1 and "lite/seed2" in warnings[0] and "seed=2 (vs 0)" in warnings[0]
+    assert "output_dir" not in warnings[0] and "scheduler" not in warnings[0].split(":", 1)[1].split("scheduler:")[1]
+    assert "FedRankLite runs" in captured.out
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"sedes": 3}, "unknown key 'sedes'"),
+        ({"base": "missing.yaml"}, "base: "),
+        ({"schedulers": {"lite": {"federation.num_rounds": "many"}}}, "cell lite: --set: federation.num_rounds"),
+        ({"schedulers": {}}, "schedulers: need at least one"),
+        ({"seeds": 0}, "seeds: 0"),
+        ({"schedulers": {"lite": {"seed": 3}}}, "schedulers.lite: seed: set by the sweep"),
+        ({"axes": {"deadline.seconds": []}}, "axes.deadline.seconds"),
+        ({"reference": "cvx"}, "reference: 'cvx'"),
+    ],
+)
+def test_hostile_specs_are_one_line_and_start_nothing(tmp_path, monkeypatch, capsys, change, expected):
+    spec = write_spec(tmp_path, **change)
+    no_subprocess(monkeypatch)
+    assert cli.main(["sweep", str(spec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and err[0].startswith(str(spec)), err
+    assert not (tmp_path / "spec").exists()
+
+
+def test_duplicate_cell_names_are_refused(tmp_path, monkeypatch, capsys):
+    spec = write_spec(tmp_path)
+    spec.write_text(spec.read_text().replace("schedulers:", "schedulers:\n  lite: {federation.scheduler.type: cvx}", 1))
+    no_subprocess(monkeypatch)
+    assert cli.main(["sweep", str(spec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'lite' is written twice" in err[0]
+
+
+def test_axes_make_one_folder_per_value(tmp_path, monkeypatch, capsys):
+    spec = write_spec(tmp_path, seeds=[4, 7], axes={"deadline.seconds": [5, 7.5]}, reference="lite")
+    no_subprocess(monkeypatch)
+    assert cli.main(["sweep", str(spec), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 and all(ln.split()[0] == "new" for ln in lines)
+    assert "lite/deadline.seconds=7.5/seed7:" in lines[-1] and "--set deadline.seconds=7.5" in lines[-1]
+    assert not (tmp_path / "spec").exists()  # a local dry run writes nothing
+
+
+def fake_tool(folder: Path, name: str, body: str) -> None:
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(0o755)
+
+
+def test_slurm_launcher_submits_one_array_of_the_unfinished_runs(tmp_path, monkeypatch, capsys):
+    bin_dir, record = tmp_path / "bin", tmp_path / "sbatch_args.txt"
+    fake_tool(bin_dir, "sbatch", f'printf "%s\\n" "$@" > {record}\necho "Submitted batch job 42"\n')
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    spec = write_spec(tmp_path, seeds=2)
+
+    assert cli.main(["sweep", str(spec), "--launcher", "slurm", "--dry-run"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert not record.exists()  # dry run: printed, not submitted
+    assert printed.startswith("sbatch --array=1-4 ") and printed.endswith(
+        f"@{tmp_path / 'spec' / 'sweep_commands.txt'}"
+    )
+
+    assert cli.main(["sweep", str(spec), "--launcher", "slurm", "--workers", "2"]) == 0
+    assert "Submitted batch job 42" in capsys.readouterr().out
+    args = record.read_text().splitlines()
+    assert args[0] == "--array=1-4%2" and args[-2] == str(ROOT / "scripts" / "run_slurm.sh")
+    lines = (tmp_path / "spec" / "sweep_commands.txt").read_text().splitlines()
+    assert len(lines) == 4 and (tmp_path / "spec" / "sweep.json").is_file()
+
+    # run_slurm.sh turns line i into `fedranklite run <that line's arguments> --quiet`
+    fake_tool(bin_dir, "fedranklite", 'printf "%s\\n" "$@"\n')
+    for index, line in ((3, lines[2]), (None, None)):
+        env = {**os.environ, "SLURM_SUBMIT_DIR": str(tmp_path)}
+        target = args[-1]
+        if index is None:  # the old form: a line that is only a config path
+            (tmp_path / "old.txt").write_text("configs/experiments/lite_iid.yaml\n")
+            target, index = f"@{tmp_path / 'old.txt'}", 1
+        env["SLURM_ARRAY_TASK_ID"] = str(index)
+        proc = subprocess.run(["bash", args[-2], target], capture_output=True, text=True, env=env, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        got = proc.stdout.splitlines()
+        if line is None:
+            assert got == ["run", "--config", "configs/experiments/lite_iid.yaml", "--quiet"]
+        else:
+            assert got == shlex.split(line)[1:] + ["--quiet"]
+            assert "seed=0" in got and f"output_dir={tmp_path / 'spec' / 'lite'}" in got
+
+
+def test_value_text_round_trips_through_set():
+    from fedranklite.configfile import parse_override
+
+    for value in [60, 7.5, 1e-05, "fixed", "60", "a: b", True, None, [1, 2], {"type": "cvx", "r_bar": 4}, "/x y/z"]:
+        assert parse_override(f"k={sweep.value_text(value)}")[1] == value
+
+
+def test_a_failed_run_is_logged_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    spec = write_spec(tmp_path, seeds=2)
+    real = sweep.command
+
+    def command(plan, run, resume, program=None):  # the fixed cell's seed 0 crashes, every other run succeeds
+        code = "import sys; print('boom at start', file=sys.stderr); sys.exit(3)" if run.folder == "fixed/seed0" else ""
+        return [sys.executable, "-c", code] if program is None else real(plan, run, resume, program)
+
+    monkeypatch.setattr(sweep, "command", command)
+    assert cli.main(["sweep", str(spec), "--workers", "2"]) == 1
+    captured = capsys.readouterr()
+    assert "[4/4]" in captured.out and "fixed seed 0: FAILED (exit 3" in captured.out
+    assert "1 of 4 runs failed" in captured.err and "fixed/seed0" in captured.err
+    log = (tmp_path / "spec" / "fixed" / "seed0" / "sweep_error.log").read_text()
+    assert log.startswith("exit 3: ") and "boom at start" in log
+    assert not (tmp_path / "spec" / "fixed" / "seed0" / "done.json").exists()
+    assert all((tmp_path / "spec" / f / "done.json").exists() for f in ("fixed/seed1", "lite/seed0", "lite/seed1"))
+
+
+def test_ctrl_c_stops_the_children(tmp_path):
+    spec = write_spec(tmp_path, seeds=1, set={"federation.num_rounds": 50})
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedranklite", "sweep", str(spec), "--workers", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    logs = [tmp_path / "spec" / c / "seed0" / "sweep_run.log" for c in CELLS]
+    deadline = time.monotonic() + 60
+    while not all(p.exists() for p in logs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(p.exists() for p in logs), "the runs never started"
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the sweep (its children have their own sessions)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: stopped 2 running run(s)" in err, err
+    marker = str(tmp_path / "spec")
+    alive = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes().decode(errors="replace"):
+                alive.append(cmdline.parent.name)
+        except OSError:
+            continue
+    assert not alive, f"children left running: {alive}"
+    assert not any((tmp_path / "spec" / c / "seed0" / "done.json").exists() for c in CELLS)
