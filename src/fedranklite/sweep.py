@@ -357,7 +357,8 @@ def _raise_interrupt(signum, frame):
 
 def run_local(plan: Plan, states: dict[str, str], workers: int) -> int:
     total = len(plan.runs)
-    todo = deque(r for r in plan.runs if states[r.folder] != "done")
+    # seed by seed (every cell of seed 0 first): a sweep stopped half-way leaves complete, paired seeds
+    todo = deque(sorted((r for r in plan.runs if states[r.folder] != "done"), key=lambda r: r.seed))
     finished = total - len(todo)
     print(
         f"sweep {plan.output_dir}: {total} runs, {finished} already finished, "
