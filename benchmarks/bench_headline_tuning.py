@@ -5,7 +5,8 @@ script runs candidate training settings with the `fixed` scheduler only (FedAvg-
 r_bar) on seeds 100-101, which the verdict (seeds 0-9) never uses, and records final / best accuracy,
 the majority rate and whether the final model predicts a single class. The settings are picked on
 learning alone (final and best clearly above the majority class, no end-of-run collapse, wall time), never
-on which scheduler they favour. Resumable: finished (candidate, seed) pairs are kept in the JSON.
+on which scheduler they favour. Resumable: finished (candidate, seed) pairs are kept in the JSON. The
+candidates `sgd` and `adam_small_lr` were stopped unfinished once full participation had been chosen.
 
     python benchmarks/bench_headline_tuning.py [--workers 2]
 """
@@ -26,6 +27,16 @@ OUT = ROOT / "benchmarks" / "results" / "headline_tuning.json"
 CONFIG = ROOT / "configs" / "experiments" / "lite_noniid_deadline.yaml"
 SEEDS = (100, 101)
 ONLY = os.environ.get("TUNING_ONLY", "").split(",") if os.environ.get("TUNING_ONLY") else None
+# the headline config as it was when these runs were made (the seed's settings); candidates override them
+BEFORE = [
+    "federation.clients_per_round=5",
+    "federation.num_rounds=8",
+    "training.max_local_steps=8",
+    "training.lr=0.001",
+    "training.head_lr=null",
+    "evaluation.target=0.9",
+    *(f"tiers.{t}.availability=0.9" for t in ("gpu_fast", "gpu_medium", "cpu_slow")),
+]
 STEPS4_R12 = ["training.max_local_steps=4", "federation.num_rounds=12"]
 GLUE_LRS = ["training.lr=0.002", "training.head_lr=0.01"]
 CANDIDATES: dict[str, list[str]] = {
@@ -50,7 +61,7 @@ def run_one(name: str, seed: int) -> dict:
         "output_dir=/tmp/fedranklite_tuning",
     ]
     cmd = [sys.executable, "-m", "fedranklite", "run", "--config", str(CONFIG), "--quiet"]
-    for s in sets + CANDIDATES[name]:
+    for s in sets + BEFORE + CANDIDATES[name]:
         cmd += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     began = time.perf_counter()

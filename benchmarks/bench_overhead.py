@@ -1,6 +1,8 @@
 """Harness overhead: local-training throughput of our client (masked rank 8 of r_max 16, telemetry,
 truncate/pad) vs a bare transformers+peft loop (genuine rank 8, same backbone, pooling, head, batch,
-sequence length, data and optimizer), alternated in one process. Target: ours >= 0.95x bare."""
+sequence length, data and optimizer), alternated in one process. Target (issue: an honest scheduler
+verdict): ours with the default telemetry
+(probe_samples 0: training-batch losses) >= 0.97x bare; the opt-in 32-row probe is measured alongside."""
 
 from __future__ import annotations
 
@@ -105,9 +107,10 @@ def main():
             "median_samples_per_s": med,
             "ratio_ours_vs_bare_probe0": ratio0,
             "ratio_ours_vs_bare_probe32": ratio32,
-            "target": ">= 0.95",
-            "met_probe0": ratio0 >= 0.95,
-            "met_probe32": ratio32 >= 0.95,
+            "target": ">= 0.97 with the default telemetry (probe0)",
+            "default": "ours_probe0",
+            "met_probe0": ratio0 >= 0.97,
+            "met_probe32": ratio32 >= 0.97,
         },
     )
 

@@ -1,6 +1,7 @@
 """Round cost: one federated round of our local engine (fixed rank 8, all 10 clients) vs a plain
 hand-written FedAvg loop over the same model, data split, rank and local steps, in the same process.
-Target: ours <= 1.10x the plain loop."""
+Target (issue: an honest scheduler verdict): ours with the default telemetry (probe_samples 0) <= 1.05x
+the plain loop; the opt-in 32-row probe is measured alongside."""
 
 from __future__ import annotations
 
@@ -112,9 +113,10 @@ def main():
             "median_seconds_per_round": med,
             "ratio_ours_vs_plain_probe32": med["ours_probe32"] / med["plain"],
             "ratio_ours_vs_plain_probe0": med["ours_probe0"] / med["plain"],
-            "target": "<= 1.10",
-            "met_probe32": med["ours_probe32"] / med["plain"] <= 1.10,
-            "met_probe0": med["ours_probe0"] / med["plain"] <= 1.10,
+            "target": "<= 1.05 with the default telemetry (probe0)",
+            "default": "ours_probe0",
+            "met_probe32": med["ours_probe32"] / med["plain"] <= 1.05,
+            "met_probe0": med["ours_probe0"] / med["plain"] <= 1.05,
         },
     )
 
