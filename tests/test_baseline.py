@@ -90,3 +90,36 @@ def test_the_default_is_free_telemetry():
     from fedranklite.configfile import load_config
 
     assert load_config("configs/base.yaml").training.probe_samples == 0
+
+
+@pytest.mark.parametrize(
+    "losses, before, after",
+    [
+        ([1.0, 0.8, 0.6, 0.4], 0.9, 0.5),  # 4 steps: first 2 vs last 2, never the same batches
+        ([1.0, 0.5], 1.0, 0.5),
+        ([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1], 0.85, 0.25),  # windows of 4
+        ([1.0, 0.8, 0.6, 0.4, 0.2], 0.9, 0.3),  # 5 steps: 2 and 2, the middle batch in neither
+    ],
+)
+def test_loss_ends_use_disjoint_windows(losses, before, after):
+    from fedranklite.client import loss_ends
+
+    got = loss_ends(losses)
+    assert got == pytest.approx((before, after))
+    assert got[0] - got[1] > 0  # a falling loss is a positive drop
+
+
+def test_loss_ends_of_one_step_are_unknown():
+    from fedranklite.client import loss_ends
+
+    assert all(np.isnan(v) for v in loss_ends([0.7]))
+    assert all(np.isnan(v) for v in loss_ends([]))
+
+
+def test_four_step_rounds_report_a_non_zero_loss_drop(tiny_config):
+    # the headline experiment trains 4 steps per round: the drop must not be the difference of identical windows
+    cfg = tiny_config(training={"max_local_steps": 4, "probe_samples": 0}, federation={"num_rounds": 1})
+    engine = build_engine(cfg)
+    engine.run()
+    drops = [c.loss_drop for c in engine.state.records[0].clients if c.steps == 4]
+    assert drops and all(d is not None and d != 0.0 for d in drops)

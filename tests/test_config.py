@@ -218,7 +218,10 @@ def test_every_shipped_experiment_is_covered_here():
 @pytest.mark.parametrize("stem", sorted(EXPERIMENTS))
 def test_shipped_experiment_resolves(stem):
     want = EXPERIMENTS[stem]
-    cfg = load_config(CONFIGS / "experiments" / f"{stem}.yaml")
+    # the headline experiment sets its own participation, local steps, rounds, learning rates and target
+    headline = ["federation.clients_per_round=5", "federation.num_rounds=8", "training.max_local_steps=8"]
+    headline += ["training.lr=0.001", "training.head_lr=null", "evaluation.target=0.9"]
+    cfg = load_config(CONFIGS / "experiments" / f"{stem}.yaml", headline if stem == "lite_noniid_deadline" else [])
     assert_base_defaults(cfg)
     assert cfg.experiment_name == want["name"]
     assert cfg.results_dir == Path("results") / want["name"]
@@ -298,6 +301,7 @@ def test_overrides_typed_and_applied_after_the_files(tmp_path):
             "experiment_name=from_cli",
             "data.partition.alpha=2",
             "tiers.cpu_slow.num_clients=2",
+            "federation.clients_per_round=5",  # the headline takes all 10; 8 remain
             "federation.num_rounds=4",  # the later of two wins
         ],
     )

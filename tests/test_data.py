@@ -572,5 +572,7 @@ def test_dirichlet_redraws_beyond_flowers_eleven_until_every_client_has_rows():
         again = split(labels, 10, "dirichlet", seed=seed, alpha=0.1)
         assert all(np.array_equal(a, b) for a, b in zip(parts, again))  # the redraws are seeded
     assert flower_only > 0  # the case the redraws exist for
-    with pytest.raises(DataError, match="in each of 1 draws"):
+    with pytest.raises(DataError, match="in each of 11 draws"):  # one seed's worth: Flower draws 11 times
         split(class_labels(n=30, classes=2), 10, "dirichlet", seed=0, alpha=0.01, max_draws=1)
+    with pytest.raises(DataError, match="20 clients but only 10 training rows"):
+        split(class_labels(n=10, classes=2), 20, "dirichlet", seed=0, alpha=0.5)  # refused before any draw

@@ -141,3 +141,60 @@ def test_bad_option_values_are_config_errors(override, message):
 def test_options_are_lite_only():
     with pytest.raises(ConfigError, match="unknown key of scheduler 'cvx'"):
         load_config("configs/base.yaml", ["federation.scheduler.type=cvx", "federation.scheduler.time_cap=minmax"])
+
+
+def test_time_cap_treats_every_unknown_time_as_uncapped():
+    s = lite(time_cap="deadline", deadline=10.0, r_bar=4, r_max=8)  # limit 9 s, budget 16
+    c = Clients.of([0, 1, 2, 3], time_intercept=[1.0, np.nan, 1.0, 5.0], time_per_rank=[0.1, 0.0, np.nan, 1.0])
+    hi = s._time_caps(c, np.ones(4, np.int64), np.full(4, 8), 16)
+    assert hi.tolist() == [8, 8, 8, 4]  # only client 3 (5 + r <= 9 -> r <= 4) is capped
+
+
+def test_time_cap_below_the_budget_is_noted():
+    s = lite(time_cap="deadline", deadline=10.0, r_bar=8, r_max=8)  # budget 24; t = 1 + 2r fits r <= 4
+    c = Clients.of([0, 1, 2], time_intercept=1.0, time_per_rank=2.0)
+    assert s.assign(c).tolist() == [4, 4, 4]
+    assert any("below the budget 24" in n for n in s.notes)
+    s.assign(Clients.of([0, 1, 2]))  # notes are per assign
+    assert s.notes == []
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 0.0, -1.0])
+def test_cold_start_tier_with_an_unusable_compute_factor_takes_the_mean_fill(bad):
+    s = lite(cold_start="tier", gain_weight=0.0, throughput_weight=1.0)
+    s.observe(Reports.of([0, 1], rank=4, loss_drop=0.1, throughput=[10.0, 4.0]))
+    scores = s.scores(Clients.of([0, 1, 2, 3], compute_factor=[1.0, 0.5, 0.5, bad]))
+    # client 2 by its tier: 0.5 x median(10, 8) = 4.5; client 3 (unusable factor): mean of the others
+    np.testing.assert_allclose(scores, [10.0, 4.0, 4.5, np.mean([10.0, 4.0, 4.5])])
+    assert np.isfinite(scores).all()
+
+
+def test_reports_without_samples_leave_the_loss_level_ema_alone():
+    s = lite(utility="loss_level", throughput_weight=0.0)
+    s.observe(Reports.of([0], rank=4, loss_drop=0.1, throughput=1.0, loss_rms=0.5, samples=10))
+    s.observe(Reports.of([0], rank=4, loss_drop=0.1, throughput=1.0, loss_rms=0.5))  # samples unknown
+    np.testing.assert_allclose(s.scores(Clients.of([0])), [5.0])
+
+
+def test_a_plugin_scheduler_with_the_old_from_config_signature_still_builds(tmp_path):
+    from fedranklite.schedulers import SCHEDULERS, Scheduler, SchedulerParams
+
+    class Old(Scheduler):
+        @classmethod
+        def from_config(cls, params, r_max):  # written before schedulers could take the deadline
+            return cls(params.r_min, r_max, params.r_bar)
+
+        def assign(self, clients):
+            return np.full(len(clients), self.r_min)
+
+    class OldParams(SchedulerParams):
+        pass
+
+    SCHEDULERS.register("old_signature_test", OldParams)(Old)
+    try:
+        cfg = load_config(
+            "configs/experiments/lite_noniid_deadline.yaml", ["federation.scheduler.type=old_signature_test"]
+        )
+        assert isinstance(build_scheduler(cfg), Old)
+    finally:
+        SCHEDULERS._entries.pop("old_signature_test")

@@ -222,6 +222,17 @@ class PeakMemory:
         return self.peak / 2**20
 
 
+def loss_ends(losses: Sequence[float], window: int = 4) -> tuple[float, float]:
+    """(before, after) of a round from its training-batch losses: the mean of the first k and of the last k
+    batches, k = min(window, steps // 2), so the two windows never share a batch (with shared batches the
+    drop would be 0 at <= 4 steps). The first batch's loss is computed before any update. NaN for both
+    with fewer than 2 steps: a drop cannot be told from one batch, and the scheduler then keeps its EMA."""
+    k = min(window, len(losses) // 2)
+    if k == 0:
+        return float("nan"), float("nan")
+    return float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
+
+
 # a callback asked before each step: (steps done so far, wall seconds so far) -> may another step run?
 StepGate = Callable[[int, float], bool]
 
@@ -263,9 +274,7 @@ def train_client(
     memory = PeakMemory(device)
     model.train()
     steps = samples = 0
-    first_losses: list[float] = []
-    last_losses: list[float] = []
-    squared_losses = 0.0
+    losses: list[float] = []  # every training batch's loss, each computed before that batch's update
     start = time.perf_counter()
     pad_id = _pad_id(model)
     stopped = False
@@ -287,20 +296,15 @@ def train_client(
             optimizer.step()
             steps += 1
             samples += len(idx)
-            value = loss.item()
-            squared_losses += value * value
-            if len(first_losses) < 4:
-                first_losses.append(value)
-            last_losses = (last_losses + [value])[-4:]
+            losses.append(loss.item())
             memory.sample()
         if stopped or steps >= planned:
             break
     wall = time.perf_counter() - start
     if len(probe):
         loss_after = mean_loss(model, encoded, probe, settings.batch_size, device, settings.regression)
-    else:  # no probe (the default): the first and last few training-batch losses, free of extra forward passes
-        loss_before = float(np.mean(first_losses)) if first_losses else float("nan")
-        loss_after = float(np.mean(last_losses)) if last_losses else float("nan")
+    else:  # no probe (the default): the training batches' own losses, free of extra forward passes
+        loss_before, loss_after = loss_ends(losses)
     update = truncate({k: v.detach().to("cpu") for k, v in model.adapter_state().items()}, rank)
     return ClientResult(
         cid=cid,
@@ -315,7 +319,7 @@ def train_client(
         peak_memory_mb=memory.megabytes(),
         bytes_down=num_bytes(download),
         bytes_up=num_bytes(update),
-        loss_rms=math.sqrt(squared_losses / steps) if steps else float("nan"),
+        loss_rms=math.sqrt(float(np.mean(np.square(losses)))) if losses else float("nan"),
     )
 
 

@@ -79,8 +79,10 @@ class DirichletParams(PartitionParams):
     # Flower's balancing: a client already above the average size takes no rows of the remaining classes
     self_balancing: bool = False
     # Why more than Flower's 11: at alpha 0.1 with 2 classes a client is left (almost) empty in ~1 draw of 4
-    # per client, so 10 clients meet the minimum in ~5 % of draws and 20 clients in ~0.2 %
-    max_draws: int = Field(2000, ge=1)
+    # per client, so 10 clients meet the minimum in ~5 % of draws and 20 clients in ~0.2 %. Rounded up to a
+    # multiple of 11 (Flower draws 11 times per seed). The accepted partitions are Dirichlet(alpha) draws
+    # conditioned on the minimum size, so less skewed than unconditioned ones: report the realised skew.
+    max_draws: int = Field(2002, ge=1)
 
 
 _FLOWER_DRAWS = 11  # DirichletPartitioner draws once, then retries 10 times before it raises
@@ -91,7 +93,8 @@ def split_dirichlet(labels: np.ndarray, num_clients: int, params: DirichletParam
     from flwr_datasets.partitioner import DirichletPartitioner  # heavy: kept off the config path
 
     min_size = max(1, min(params.min_partition_size, len(labels) // num_clients))
-    for attempt in range(-(-params.max_draws // _FLOWER_DRAWS)):
+    attempts = -(-params.max_draws // _FLOWER_DRAWS)  # Flower draws 11 times per attempt
+    for attempt in range(attempts):
         # attempt 0 is Flower's own seed (partitions of runs made before max_draws existed are unchanged);
         # later attempts continue from seeds derived from (seed, attempt)
         draw_seed = seed if attempt == 0 else int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
@@ -107,15 +110,16 @@ def split_dirichlet(labels: np.ndarray, num_clients: int, params: DirichletParam
             with warnings.catch_warnings():  # Flower warns at every rejected draw
                 warnings.simplefilter("ignore", UserWarning)
                 return _flower_split(partitioner, labels, num_clients, seed)
-        except ValueError:  # Flower gave up after its 11 draws
-            continue
+        except ValueError as exc:
+            if "max number of attempts" not in str(exc):  # a refusal other than "every draw fell short"
+                raise DataError(f"data.partition: dirichlet: {exc}") from None
     # with few rows per client (under ~3) this happens at any alpha: Flower cuts every class at the
     # rounded-down cumulative shares, in the same client order, so with few rows per class the same
     # clients (the first among them) get no row of any class
     raise DataError(
         f"data.partition: dirichlet (alpha={params.alpha}) left a client with fewer than "
-        f"{min_size} row(s) in each of {params.max_draws} draws; use more data or fewer clients, a larger "
-        f"alpha or a smaller min_partition_size"
+        f"{min_size} row(s) in each of {attempts * _FLOWER_DRAWS} draws; use more data or fewer clients, a "
+        f"larger alpha or a smaller min_partition_size (or raise max_draws)"
     )
 
 

@@ -3,6 +3,8 @@ itself in SCHEDULERS; importing this package registers the built-in ones."""
 
 from __future__ import annotations
 
+import inspect
+
 from . import cvx, fixed, lite  # noqa: F401  (registration)
 from .base import (
     SCHEDULERS,
@@ -20,8 +22,13 @@ from .base import (
 
 
 def build_scheduler(cfg) -> Scheduler:
-    """The scheduler a Config names, built from its own section."""
-    return SCHEDULERS.build(cfg.federation.scheduler, r_max=cfg.r_max, deadline=cfg.deadline.seconds)
+    """The scheduler a Config names, built from its own section. The round deadline goes only to a scheduler
+    whose `from_config` takes it, so a plugin written as `from_config(params, r_max)` keeps working."""
+    section = cfg.federation.scheduler
+    from_config = SCHEDULERS[section.name].from_config
+    takes_deadline = "deadline" in inspect.signature(from_config).parameters
+    extra = {"deadline": cfg.deadline.seconds} if takes_deadline else {}
+    return SCHEDULERS.build(section, r_max=cfg.r_max, **extra)
 
 
 __all__ = [

@@ -63,10 +63,10 @@ class Reports:
     throughput: np.ndarray  # training samples per simulated compute second on the client's tier (engine step 4)
     missed_deadline: np.ndarray  # bool
     loss_rms: np.ndarray  # root mean square of the client's training-batch losses this round (NaN: unknown)
-    samples: np.ndarray  # rows the client trained on this round
+    samples: np.ndarray  # rows the client trained on this round (NaN: unknown)
 
     @classmethod
-    def of(cls, cid, rank, loss_drop, throughput, missed_deadline=False, loss_rms=np.nan, samples=0) -> "Reports":
+    def of(cls, cid, rank, loss_drop, throughput, missed_deadline=False, loss_rms=np.nan, samples=np.nan) -> "Reports":
         cid = np.asarray(cid, dtype=np.int64).reshape(-1)
         n = cid.size
         return cls(

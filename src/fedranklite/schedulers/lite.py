@@ -175,9 +175,14 @@ class LiteScheduler(Scheduler):
         with np.errstate(divide="ignore", invalid="ignore"):
             # 1e-9: a rank whose time equals the limit up to rounding fits
             fits = np.where(b > 0, np.floor((limit - a) / b + 1e-9), np.where(a <= limit, np.inf, -np.inf))
-        fits = np.where(np.isnan(fits), np.inf, fits)  # an unknown time is not capped
+        fits[~(np.isfinite(a) & np.isfinite(b))] = np.inf  # an unknown predicted time is not capped
         # a client that cannot meet the limit at any rank keeps its lower bound (the policy decides its fate)
-        return np.maximum(np.minimum(hi, fits), lo).astype(np.int64)
+        capped = np.maximum(np.minimum(hi, fits), lo).astype(np.int64)
+        if capped.sum() < budget:
+            self.notes.append(
+                f"lite: time cap {limit:.1f} s leaves ranks summing to {int(capped.sum())} below the budget {budget}"
+            )
+        return capped
 
     def observe(self, reports: Reports) -> None:
         if len(reports) == 0:
@@ -210,9 +215,12 @@ def _ema(old: np.ndarray, new: np.ndarray, weight: float) -> np.ndarray:
 def _tier_cold_start(throughput: np.ndarray, compute_factor: np.ndarray) -> np.ndarray:
     """Unobserved throughputs from the known compute factor: cf x the observed clients' median samples/s per
     unit of compute factor (cf itself when none is observed, which the normalisation makes scale-free)."""
-    seen = ~np.isnan(throughput) & (compute_factor > 0)
+    usable = np.isfinite(compute_factor) & (compute_factor > 0)
+    seen = ~np.isnan(throughput) & usable
     per_unit = float(np.median(throughput[seen] / compute_factor[seen])) if seen.any() else 1.0
-    return np.where(np.isnan(throughput), compute_factor * per_unit, throughput)
+    by_tier = np.where(np.isnan(throughput) & usable, compute_factor * per_unit, throughput)
+    # a newcomer whose compute factor is unknown (NaN, inf, <= 0) takes the mean fill instead
+    return _with_cold_start(by_tier) if np.isnan(by_tier).any() else by_tier
 
 
 def _with_cold_start(values: np.ndarray) -> np.ndarray:
