@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy import stats
@@ -73,22 +73,38 @@ def default_metric(task: str) -> str:
     return "pearson" if task == "regression" else "accuracy"
 
 
-def trivial_baseline(eval_labels: np.ndarray, metric: str, regression: bool) -> dict:
+def trivial_baseline(
+    eval_labels: np.ndarray,
+    metric: str,
+    regression: bool,
+    extra_metrics: Sequence[str] = (),
+    label_names: Optional[Sequence[str]] = None,
+) -> dict:
     """The best score of a prediction that ignores the input: the best single class for every row
     (classification: the majority class for accuracy, all-positive for F1) or the evaluation rows' mean
     (regression; a constant has no correlation, so pearson and spearman score it 0). Chosen on the
-    evaluation rows, so it is the strongest such bar: a run's score means something only above it."""
+    evaluation rows, so it is the strongest such bar: a run's score means something only above it.
+    `extra_metrics` are scored for the same constant prediction (keyed by name)."""
     labels = np.asarray(eval_labels)
     fn, higher = SCORE_METRICS[metric].fn, SCORE_METRICS[metric].higher_is_better
     if regression:
         value = float(labels.astype(np.float64).mean()) if labels.size else 0.0
-        return {
-            "predictor": f"constant {value:.4g} (mean label)",
-            "metric": metric,
-            "score": fn(np.full(len(labels), value), labels),
-        }
-    scored = [(fn(np.full(len(labels), c, dtype=np.int64), labels), int(c)) for c in np.unique(labels.astype(np.int64))]
-    if not scored:
-        return {"predictor": "none (no evaluation rows)", "metric": metric, "score": None}
-    score, best = max(scored) if higher else min(scored)
-    return {"predictor": f"class {best} for every row", "metric": metric, "score": score}
+        pred, predictor = np.full(len(labels), value), f"constant {value:.4g} (mean label)"
+    else:
+        scored = [
+            (fn(np.full(len(labels), c, dtype=np.int64), labels), int(c)) for c in np.unique(labels.astype(np.int64))
+        ]
+        if not scored:
+            return {"predictor": "none (no evaluation rows)", "metric": metric, "score": None}
+        best = (max(scored) if higher else min(scored))[1]
+        name = f" ({label_names[best]!r})" if label_names is not None and best < len(label_names) else ""
+        pred, predictor = np.full(len(labels), best, dtype=np.int64), f"class {best}{name} for every row"
+    out = {"predictor": predictor, "metric": metric, "score": fn(pred, labels)}
+    for extra in extra_metrics:
+        if (
+            extra != metric
+            and extra in SCORE_METRICS
+            and SCORE_METRICS[extra].task in ("any", "regression" if regression else "classification")
+        ):
+            out[extra] = SCORE_METRICS[extra].fn(pred, labels)
+    return out
