@@ -280,7 +280,7 @@ def _run_with_progress(run, args, console, lines: RoundLines):
         console.print(lines.header(), highlight=False, style="bold")
 
         def show_client(round_idx: int, done: int, of: int) -> None:
-            what = f"client {done + 1} of {of}" if done < of else "aggregating, evaluating"
+            what = f"client {done + 1} of {of}" if done < of else "aggregate, evaluate"
             progress.update(
                 task, completed=round_idx - 1 + (done / of if of else 0), description=f"round {round_idx}: {what}"
             )
