@@ -8,6 +8,7 @@ those libraries read the variables once, at import.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -69,7 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     total = cfg.federation.num_rounds
     began = time.perf_counter()
     try:
-        run = start(cfg)
+        with _setting_up(console, cfg, args.quiet):
+            run = start(cfg)
     except ImportError as exc:  # an optional dependency of the chosen backend (Flower)
         console.print(
             f"[bold red]error[/]: engine.backend={cfg.engine.backend} needs a package that is not "
@@ -84,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(
         f"[bold]{cfg.experiment_name}[/]: {describe_run(cfg)} (set up in {time.perf_counter() - began:.1f}s)",
         highlight=False,
-        soft_wrap=True,
+        soft_wrap=args.quiet,  # a terminal line wraps at its width
     )
     metric = cfg.evaluation.metric or getattr(run, "metric", "score")
 
@@ -103,7 +105,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
 
     try:
-        summary = _run_with_progress(run, args, console, describe, log, total)
+        if args.quiet:
+            summary = run.run(on_round=lambda rec: log.info(describe(rec)), resume=args.resume)
+        else:
+            summary = _run_with_progress(run, args, console, RoundLines(metric, total, _higher_is_better(run)))
     except ResumeError as exc:
         console.print(f"[bold red]cannot resume[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -134,25 +139,167 @@ def describe_run(cfg) -> str:
     )
 
 
-def _run_with_progress(run, args, console, describe, log, total) -> dict:
-    if args.quiet:
-        return run.run(on_round=lambda rec: log.info(describe(rec)), resume=args.resume)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _higher_is_better(run) -> bool:
+    return bool(getattr(run, "higher_is_better", True))
 
-    with Progress(
-        TextColumn("[bold blue]rounds"),
-        BarColumn(),
+
+class RoundLines:
+    """One line per round for the scrollback, in columns under a header, every line within 80 characters:
+    round, score, best so far, the round's simulated and wall seconds, ranks min/median/max, stragglers."""
+
+    def __init__(self, metric: str, total: int, higher_is_better: bool = True):
+        self.metric, self.total, self.higher = str(metric)[:9], total, higher_is_better
+        self.best: Optional[float] = None
+
+    def header(self) -> str:
+        return (
+            f"{'round':>7} {self.metric:>9} {'best':>8} {'sim s':>8} {'wall s':>7} "
+            f"{'ranks min/med/max':>17} {'stragglers':>10}"
+        )
+
+    def line(self, rec) -> str:
+        import numpy as np
+
+        if rec.score is not None and (
+            self.best is None or (rec.score > self.best if self.higher else rec.score < self.best)
+        ):
+            self.best = rec.score
+        ranks = np.asarray(rec.clients.rank)
+        shown = f"{ranks.min()}/{int(np.median(ranks))}/{ranks.max()}" if len(ranks) else "-"
+        late = f"{len(rec.stragglers)}/{len(rec.selected)}"
+        return (
+            f"{f'{rec.round}/{self.total}':>7} {_format_score(rec.score):>9} {_format_score(self.best):>8} "
+            f"{rec.round_sim_seconds:>8.1f} {rec.wall_seconds:>7.1f} {shown:>17} {late:>10}"
+        )
+
+
+class _ClientProgress:
+    """The local runner, told one client at a time (the same calls in the same order as LocalRunner.run),
+    so the display can say which client of the round is training."""
+
+    def __init__(self, inner, show):
+        self.inner, self.show = inner, show
+
+    def run(self, round_idx, global_state, tasks):
+        results = []
+        for k, task in enumerate(tasks):
+            self.show(round_idx, k, len(tasks))
+            results += self.inner.run(round_idx, global_state, [task])
+        self.show(round_idx, len(tasks), len(tasks))
+        return results
+
+
+class _ConsoleLog(logging.Handler):
+    """Log records printed through the rich console, so they land above a live progress bar."""
+
+    def __init__(self, console):
+        super().__init__()
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+            style = "yellow" if record.levelno == logging.WARNING else "red" if record.levelno > logging.WARNING else ""
+            self.console.print(f"{level}{record.getMessage()}", style=style, markup=False, highlight=False)
+        except Exception:  # a log line must never stop the run
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _logs_through(console):
+    """Route the root logger's stderr output through `console` within the block."""
+    root = logging.getLogger()
+    streams = [
+        h
+        for h in root.handlers
+        if type(h) is logging.StreamHandler and getattr(h, "stream", None) in (sys.stderr, sys.__stderr__)
+    ]
+    handler = _ConsoleLog(console)
+    for h in streams:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        for h in streams:
+            root.addHandler(h)
+
+
+@contextlib.contextmanager
+def _setting_up(console, cfg, quiet: bool):
+    """A spinner that says which set-up step runs (loading the data, the model, tokenising)."""
+    if quiet:
+        yield
+        return
+    from .prepare import STAGES, stage_listener
+
+    with _logs_through(console), console.status("setting up the run", spinner="dots") as status:
+
+        def show(step: str) -> None:
+            what = STAGES.get(step, step)
+            if step == "model_build":
+                what = f"{what} {cfg.model.name}"
+            status.update(f"setting up: {what}")
+
+        with stage_listener(show):
+            yield
+
+
+def _run_with_progress(run, args, console, lines: RoundLines):
+    """Each round's line printed above a live bar (rounds done, elapsed, ETA); during a round the bar says
+    which client trains (local backend) and, in the set-up and tokenising steps, what happens."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Column
+
+    from .prepare import STAGES, stage_listener
+    from .runners import LocalRunner
+
+    total = lines.total
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}", table_column=Column(width=30, no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=console,
-    ) as progress:
-        task = progress.add_task("starting", total=total)
+        speed_estimate_period=10**9,  # the ETA from every round so far, not only the last 30 s
+    )
+    with _logs_through(console), progress:
+        task = progress.add_task("round 1: starting", total=total)
+        console.print(lines.header(), highlight=False, style="bold")
 
-        def on_round(rec: dict) -> None:
-            progress.update(task, completed=rec.round, description=describe(rec).split("  ", 1)[1])
+        def show_client(round_idx: int, done: int, of: int) -> None:
+            what = f"client {done + 1} of {of}" if done < of else "aggregate, evaluate"
+            progress.update(
+                task, completed=round_idx - 1 + (done / of if of else 0), description=f"round {round_idx}: {what}"
+            )
 
-        return run.run(on_round=on_round, resume=args.resume)
+        def show_step(step: str) -> None:
+            if step.startswith("tokenise"):
+                progress.update(task, description=STAGES[step].replace("the ", "").replace(" rows", ""))
+
+        runner = getattr(run, "runner", None)
+        if type(runner) is LocalRunner:  # per-client progress; other backends run a round as one batch
+            run.runner = _ClientProgress(runner, show_client)
+
+        def on_round(rec) -> None:
+            console.print(lines.line(rec), highlight=False)
+            nxt = f"round {rec.round + 1}: training" if rec.round < total else "done"
+            progress.update(task, completed=rec.round, description=nxt)
+
+        with stage_listener(show_step):
+            return run.run(on_round=on_round, resume=args.resume)
 
 
 def print_summary(console, summary, results_dir) -> None:
@@ -196,11 +343,14 @@ def print_summary(console, summary, results_dir) -> None:
         table.add_row(k, v)
     console.print(table)
     for warning in summary.run.get("warnings") or []:
-        console.print(f"[bold yellow]warning[/]: {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[bold yellow]warning[/]: {warning}", highlight=False)  # wrapped at the terminal's width
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="fedranklite", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fedranklite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment from a YAML config")
     run.add_argument("--config", "-c", required=True, help="experiment YAML (may inherit with _base_)")

@@ -30,8 +30,18 @@ class ConfigError(ValueError):
     """A configuration that cannot run. The message names the file and the dotted key."""
 
 
+def _relative_hint(value: str) -> str:
+    """Why a relative path was not found: paths in a config file are made relative to the file's folder when
+    it loads (configfile.py), so a path still relative here came from --set (or a tree built in code)."""
+    if Path(value).expanduser().is_absolute():
+        return ""
+    return f" (a relative path given with --set is read from the current directory, {Path.cwd()})"
+
+
 # --------------------------------------------------------------------------------------------------
-# Schema. `extra="forbid"` turns unknown keys into errors; `frozen=True` keeps a run's config fixed.
+# Schema. Its defaults are configs/base.yaml's (tests/test_defaults.py fails when they disagree): a config
+# that inherits base.yaml and one built in code without a key mean the same. `extra="forbid"` turns unknown
+# keys into errors; `frozen=True` keeps a run's config fixed.
 # Plugin sections (scheduler, aggregation, partition, straggler policy, timing, engine) are validated by
 # the chosen plugin's own config class, which lives next to its implementation (registry.py).
 # --------------------------------------------------------------------------------------------------
@@ -59,7 +69,7 @@ class ModelConfig(_Section):
 
 class FederationConfig(_Section):
     num_clients: Optional[int] = Field(None, ge=1)  # must equal the sum of tier counts when given
-    num_rounds: int = Field(10, ge=1)
+    num_rounds: int = Field(8, ge=1)
     clients_per_round: int = Field(5, ge=1)
     aggregation: AGGREGATORS.field("blockwise") = Field("blockwise", validate_default=True)
     scheduler: SCHEDULERS.field("lite") = Field("lite", validate_default=True)
@@ -67,14 +77,15 @@ class FederationConfig(_Section):
     # rejected (null: no norm check; NaN/Inf and wrong shapes are always rejected)
     max_update_norm_ratio: Optional[float] = Field(10.0, gt=1)
     # a CSV / JSON-lines file with one row per client: cid, compute_factor, uplink_mbps, downlink_mbps,
-    # availability (hardware.py; relative paths are read from the current directory)
+    # availability (hardware.py; a relative path is read from the config file's folder, with --set from the
+    # current directory)
     client_trace: Optional[str] = None
     telemetry_ema: float = Field(0.5, gt=0, le=1)  # weight of a client's newest report in the server's estimate
 
 
 class TrainingConfig(_Section):
     local_epochs: int = Field(1, ge=1)
-    max_local_steps: Optional[int] = Field(None, ge=1)
+    max_local_steps: Optional[int] = Field(8, ge=1)  # null: every local epoch in full
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
     # learning rate of the task head (null: lr). A new head on frozen features needs far larger steps than
@@ -131,12 +142,7 @@ class DataConfig(_Section):
                     )
                 )
         if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
-            problems.append(
-                (
-                    "data.data_dir",
-                    f"not a folder: {self.data_dir} (relative paths are read from the current directory, {Path.cwd()})",
-                )
-            )
+            problems.append(("data.data_dir", f"not a folder: {self.data_dir}{_relative_hint(self.data_dir)}"))
         if self.source == "files" and not self.train_file:
             problems.append(("data.train_file", "required when data.source is 'files'"))
         for key in ("train_file", "eval_file"):
@@ -144,12 +150,7 @@ class DataConfig(_Section):
             if self.source != "files" or not value:
                 continue
             if not Path(value).is_file():
-                problems.append(
-                    (
-                        f"data.{key}",
-                        f"file not found: {value} (relative paths are read from the current directory, {Path.cwd()})",
-                    )
-                )
+                problems.append((f"data.{key}", f"file not found: {value}{_relative_hint(value)}"))
             elif Path(value).suffix.lower() not in FILE_TYPES:
                 problems.append(
                     (
@@ -204,10 +205,10 @@ class DeadlineConfig(_Section):
 
 class EvaluationConfig(_Section):
     eval_every: int = Field(1, ge=1)
-    max_samples: Optional[int] = Field(500, ge=1)
+    max_samples: Optional[int] = Field(400, ge=1)  # a seeded sample of the evaluation rows; null: all
     batch_size: int = Field(64, ge=1)
     metric: Optional[str] = None  # default: accuracy (classification), pearson (regression)
-    target: Optional[float] = None
+    target: Optional[float] = 0.9  # the score time-to-target is measured to (null: none)
     stop_at_target: bool = False
 
     @field_validator("metric")
@@ -264,7 +265,7 @@ class Config(_Section):
         return tiers
 
     deadline: DeadlineConfig = DeadlineConfig()
-    timing: TIMING_MODES.field("measured") = Field("measured", validate_default=True)
+    timing: TIMING_MODES.field("profile") = Field("profile", validate_default=True)
     evaluation: EvaluationConfig = EvaluationConfig()
     metrics: MetricsConfig = MetricsConfig()
     engine: BACKENDS.field("local") = Field("local", validate_default=True)

@@ -3,11 +3,22 @@ validation into the schema of config.py.
 
 Every problem is reported before any model or data is touched, as ``<file>: <dotted.key>: <why>``,
 where <file> is the YAML file (or ``--set``) that last wrote that key.
+
+The seed document's names for keys the schema spells otherwise (`data.partition.method`,
+`evaluation.target_score`, `model.lora.r_min`, ...; `ALIASES`) are rewritten to the schema's names in each
+file and each `--set` before anything merges, so they inherit, merge and override exactly like the schema's
+names; errors still name the key as the user wrote it. `deadline.enabled` is merged like any key and
+resolved just before validation (false: no deadline, whatever `deadline.seconds` says).
+
+Paths to the user's data in a config file (`FILE_PATH_KEYS`) are read relative to that file's folder;
+paths given with `--set` relative to the current directory.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +31,137 @@ from .registry import PluginSlot
 from .textsplit import DataError
 
 BASE_KEY = "_base_"
+
+log = logging.getLogger(__name__)
+
+# The seed document's key -> the schema's key for the same setting. The schema's names are what a run's
+# config.yaml records (so resumed runs and finished sweeps compare equal whichever name a file used).
+ALIASES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("data", "partition", "method"): ("data", "partition", "type"),
+    ("evaluation", "target_score"): ("evaluation", "target"),
+    ("evaluation", "eval_frequency"): ("evaluation", "eval_every"),
+    ("evaluation", "frequency"): ("evaluation", "eval_every"),
+    # the seed lists r_min among the model's LoRA parameters; here it is the schedulers' lower rank bound
+    ("model", "lora", "r_min"): ("federation", "scheduler", "r_min"),
+}
+# keys that are not schema fields but switches resolved on the merged tree (`_resolve_switches`)
+SWITCHES: dict[tuple[str, ...], str] = {
+    ("deadline", "enabled"): "true | false; false: no deadline whatever deadline.seconds says",
+}
+# paths in a config file that are read relative to the file's folder (a --set path: the current directory)
+FILE_PATH_KEYS: tuple[tuple[str, ...], ...] = (
+    ("data", "train_file"),
+    ("data", "eval_file"),
+    ("data", "data_dir"),
+    ("federation", "client_trace"),
+)
+
+
+class Sources(dict):
+    """dotted key -> the file (or `--set`) that last wrote it; `spelled`: schema key -> the alias the user
+    wrote for it (errors name the key as written); `notes`: one line per alias or switch read."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.spelled: dict[str, str] = {}
+        self.notes: list[str] = []
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    return ".".join(path)
+
+
+def _get(tree: Any, path: tuple[str, ...]) -> tuple[bool, Any]:
+    node = tree
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    """Set `path` in `tree` (copying the dicts on the way, so a shared base is never changed); a plugin
+    section written as a bare name becomes a mapping with that name."""
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        slot = PLUGIN_SLOTS.get(path[: i + 1])
+        if isinstance(child, str) and slot is not None:
+            child = {slot.registry.key: child}
+        child = dict(child) if isinstance(child, dict) else {}
+        node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _pop(tree: dict, path: tuple[str, ...]) -> None:
+    node = tree
+    for part in path[:-1]:
+        node[part] = dict(node[part])
+        node = node[part]
+    node.pop(path[-1])
+
+
+def canonical_names(tree: dict, where: str, sources: Optional[Sources] = None, layer: bool = True) -> dict:
+    """One layer (a file, a preset or a `--set`) with the seed's names rewritten to the schema's (`ALIASES`).
+    Both names in one layer with different values is an error naming the layer. `layer=False`: a merged
+    tree (the spellings recorded layer by layer stand)."""
+    tree = dict(tree)
+    for alias, canonical in ALIASES.items():
+        found, value = _get(tree, alias)
+        if not found:
+            if sources is not None and layer and _get(tree, canonical)[0]:
+                sources.spelled.pop(_dotted(canonical), None)  # this layer spells it the schema's way
+            continue
+        has_canonical, current = _get(tree, canonical)
+        if has_canonical and current != value:
+            raise ConfigError(
+                f"{where}: {_dotted(alias)}: {value!r} differs from {_dotted(canonical)}: {current!r} "
+                f"(two names of one setting; keep one)"
+            )
+        _pop(tree, alias)
+        _set(tree, canonical, value)
+        if sources is not None:
+            sources.spelled[_dotted(canonical)] = _dotted(alias)
+            sources.notes.append(f"{where}: {_dotted(alias)} is read as {_dotted(canonical)}")
+    return tree
+
+
+def _relative_to_file(tree: dict, folder: Path) -> dict:
+    """The user's data paths of one config file, made relative to the file's folder."""
+    for key in FILE_PATH_KEYS:
+        found, value = _get(tree, key)
+        if found and isinstance(value, str) and value.strip() and not Path(os.path.expanduser(value)).is_absolute():
+            tree = dict(tree)
+            _set(tree, key, str(folder / value))
+    return tree
+
+
+def _resolve_switches(tree: dict, sources: dict, origin: str) -> dict:
+    """`deadline.enabled` (the seed's switch): false = no deadline whatever `deadline.seconds` says; true
+    needs `deadline.seconds`; absent or null: `deadline.seconds` decides (null = no deadline)."""
+    found, enabled = _get(tree, ("deadline", "enabled"))
+    if not found:
+        return tree
+    where = _source_of("deadline.enabled", sources, origin)
+    tree = dict(tree)
+    _pop(tree, ("deadline", "enabled"))
+    seconds = _get(tree, ("deadline", "seconds"))[1]
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ConfigError(
+            f"invalid configuration:\n  {where}: deadline.enabled: expected true or false (got {enabled!r})"
+        )
+    if enabled is True and seconds is None:
+        raise ConfigError(
+            f"invalid configuration:\n  {where}: deadline.enabled: true needs deadline.seconds "
+            f"(the simulated seconds a round may last)"
+        )
+    if enabled is False and seconds is not None:
+        _set(tree, ("deadline", "seconds"), None)
+        if isinstance(sources, Sources):
+            sources.notes.append(f"{where}: deadline.enabled is false: no deadline (deadline.seconds={seconds} unused)")
+    return tree
 
 
 def deep_merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
@@ -53,9 +195,15 @@ def _merge_plugin(slot: PluginSlot, base: Any, override: Any, path: tuple[str, .
 
 
 def _record_sources(tree: Any, source: str, prefix: str, sources: dict[str, str]) -> None:
+    """Which file wrote each key. A null in a file (base.yaml lists every optional key as null) is not
+    blamed: a problem with that key names the file that last wrote its section (`_source_of`), e.g. the
+    one that set `data.source: files` without `data.train_file`."""
     if isinstance(tree, dict):
         for key, value in tree.items():
             dotted = f"{prefix}.{key}" if prefix else str(key)
+            if value is None:
+                sources.pop(dotted, None)
+                continue
             sources[dotted] = source
             _record_sources(value, source, dotted, sources)
 
@@ -108,7 +256,7 @@ def _load_tree(path: Path, chain: tuple[Path, ...], sources: dict[str, str]) -> 
     merged: dict = {}
     for base in bases:
         if base.startswith(PRESET_PREFIXES):  # a virtual base generated by the project, e.g. "glue:rte"
-            preset_tree = _preset(base, path)
+            preset_tree = canonical_names(_preset(base, path), base, sources)
             _record_sources(preset_tree, base, "", sources)
             merged = deep_merge(merged, preset_tree)
             continue
@@ -117,6 +265,7 @@ def _load_tree(path: Path, chain: tuple[Path, ...], sources: dict[str, str]) -> 
             why = "is not a file" if base_path.exists() else "not found"
             raise ConfigError(f"{path}: {BASE_KEY}: base file {base_path} {why}")
         merged = deep_merge(merged, _load_tree(base_path, (*chain, path), sources))
+    data = _relative_to_file(canonical_names(data, str(path), sources), path.parent)
     _record_sources(data, str(path), "", sources)
     return deep_merge(merged, data)
 
@@ -142,6 +291,8 @@ def apply_overrides(tree: dict, overrides: list[str], sources: dict[str, str]) -
         patch: Any = value
         for part in reversed(parts):
             patch = {part: patch}
+        patch = canonical_names(patch, f"--set {item}", sources if isinstance(sources, Sources) else None)
+        parts, value = _canonical_path(parts), _get(patch, tuple(_canonical_path(parts)))[1]
         # keys the override creates (or turns into a section) are its own, so an error in them names --set
         node: Any = tree
         for i, part in enumerate(parts[:-1]):
@@ -154,6 +305,22 @@ def apply_overrides(tree: dict, overrides: list[str], sources: dict[str, str]) -
         sources[".".join(parts)] = "--set"
         _record_sources(value, "--set", ".".join(parts), sources)
     return tree
+
+
+def _canonical_path(parts: list[str]) -> list[str]:
+    """The schema's path of a --set key that is (or lies under) an alias."""
+    for alias, canonical in ALIASES.items():
+        if tuple(parts[: len(alias)]) == alias:
+            return [*canonical, *parts[len(alias) :]]
+    return parts
+
+
+def _spell(dotted: str, sources: dict) -> str:
+    """A schema key as the user wrote it (the seed's alias, where a file or --set used one)."""
+    for canonical, alias in getattr(sources, "spelled", {}).items():
+        if dotted == canonical or dotted.startswith(canonical + "."):
+            return alias + dotted[len(canonical) :]
+    return dotted
 
 
 def _source_of(key: str, sources: dict[str, str], default: str) -> str:
@@ -207,6 +374,8 @@ def _format_pydantic(exc: ValidationError, sources: dict[str, str], default: str
             known, plugin = _known_fields(Config, loc, tree)
             if len(loc) == 1:
                 known.append(BASE_KEY)  # a misspelt `_base_` at the top level
+            parent = tuple(str(p) for p in loc[:-1])
+            known += [key[-1] for key in (*ALIASES, *SWITCHES) if key[:-1] == parent]  # the seed's names too
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             owner = f" of {plugin}" if plugin else ""
@@ -219,12 +388,17 @@ def _format_pydantic(exc: ValidationError, sources: dict[str, str], default: str
                 where = _source_of(dotted, sources, default)
             given_txt = "" if isinstance(given, dict) or err["type"] == "unknown_plugin" else f" (got {given!r})"
             msg = err["msg"].removeprefix("Value error, ")
-            messages.append(f"{where}: {dotted}: {msg}{given_txt}")
+            messages.append(f"{where}: {_spell(dotted, sources)}: {msg}{given_txt}")
     return messages
 
 
 def validate(tree: dict, sources: Optional[dict[str, str]] = None, origin: str = "<config>") -> Config:
-    sources = sources or {}
+    """A merged config tree -> a Config. The seed's names (`ALIASES`) and `deadline.enabled` are accepted
+    here too, for trees built in code."""
+    sources = sources if sources is not None else Sources()
+    tree = _resolve_switches(
+        canonical_names(tree, origin, sources if isinstance(sources, Sources) else None, layer=False), sources, origin
+    )
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as exc:
@@ -232,20 +406,23 @@ def validate(tree: dict, sources: Optional[dict[str, str]] = None, origin: str =
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     problems = semantic_problems(cfg)
     if problems:
-        lines = [f"{_source_of(key, sources, origin)}: {key}: {msg}" for key, msg in problems]
+        lines = [f"{_source_of(key, sources, origin)}: {_spell(key, sources)}: {msg}" for key, msg in problems]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     return cfg
 
 
 def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Config:
     """Load a YAML experiment file (with its `_base_` chain) and `--set` overrides into a Config."""
-    sources: dict[str, str] = {}
+    sources = Sources()
     path = Path(path)
     tree = _load_tree(path, (), sources)
     tree = apply_overrides(tree, list(overrides or []), sources)
     if tree.get("experiment_name") is None:  # results/<the experiment file's name>/ unless the config names one
         tree["experiment_name"] = path.stem
-    return validate(tree, sources, origin=str(path.resolve()))
+    cfg = validate(tree, sources, origin=str(path.resolve()))
+    for note in dict.fromkeys(sources.notes):
+        log.info(note)
+    return cfg
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:

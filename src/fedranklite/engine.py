@@ -427,6 +427,10 @@ class Engine:
         dump_config(cfg, out / "config.yaml")
         trackers = open_trackers(cfg.metrics.tracking, out, cfg.to_dict())
         rounds_log = RoundLog(out / ROUNDS_FILE, append=resume, layout=cfg.metrics.client_records)
+        # a scheduler's notice (cvx: "cvxpy is not installed ...; greedy fallback used") is logged once per
+        # run, not every round; every round's record keeps its notes (scheduler_notes in rounds.jsonl)
+        scheduler_log, once = logging.getLogger(type(self.scheduler).__module__), OncePerRun()
+        scheduler_log.addFilter(once)
         try:
             while self.state.round_idx < cfg.federation.num_rounds and not self._target_stop():
                 record = self.run_round()
@@ -442,6 +446,7 @@ class Engine:
             if self._target_stop():
                 log.info("target %s reached at round %d: stopped", cfg.evaluation.target, self.state.reached_at)
         finally:
+            scheduler_log.removeFilter(once)
             rounds_log.close()
             for tracker in trackers:
                 tracker.close()
@@ -451,6 +456,21 @@ class Engine:
 
     def _target_stop(self) -> bool:
         return self.cfg.evaluation.stop_at_target and self.state.reached_at is not None
+
+
+class OncePerRun(logging.Filter):
+    """Lets each kind of message through once: the text before its first " (" (the varying detail)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = record.getMessage().split(" (", 1)[0]
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
 
 
 def _finite(x: float) -> Optional[float]:

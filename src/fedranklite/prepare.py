@@ -24,6 +24,7 @@ $FEDRANKLITE_CACHE, else ~/.cache/fedranklite); FEDRANKLITE_TOKEN_CACHE=0 turns 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -32,7 +33,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -130,9 +131,16 @@ def tier_rank_caps(cfg: Config, profile: MemoryProfile) -> dict[str, int]:
 
 
 def eval_split(cfg: Config, data: LoadedData) -> TextSplit:
-    """The evaluation rows: at most `evaluation.max_samples`, a seeded sample in the data's order."""
+    """The evaluation rows: at most `evaluation.max_samples`, a seeded sample in the data's order (a
+    one-line notice says so when it cuts the evaluation split)."""
     split = data.eval
     if cfg.evaluation.max_samples and len(split) > cfg.evaluation.max_samples:
+        log.warning(
+            "evaluation uses %d of the %s evaluation rows, a seeded sample (evaluation.max_samples: %d; null = all)",
+            cfg.evaluation.max_samples,
+            f"{len(split):,}",
+            cfg.evaluation.max_samples,
+        )
         keep = np.random.default_rng(cfg.seed).permutation(len(split))[: cfg.evaluation.max_samples]
         split = split.subset(np.sort(keep))
     return split
@@ -215,13 +223,35 @@ def prepare(cfg: Config, stage1: Optional[Plan] = None) -> Prepared:
     )
 
 
+# What each set-up step does, for a caller that shows it (the command line's spinner: `stage_listener`).
+STAGES = {
+    "data_and_partitions": "loading the data and splitting it among the clients",
+    "model_build": "loading the model",
+    "tokenise_train": "tokenising the training rows",
+    "tokenise_eval": "tokenising the evaluation rows",
+}
+_stage_listeners: list[Callable[[str], None]] = []
+
+
+@contextlib.contextmanager
+def stage_listener(listener: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, `listener(step)` is called as each set-up step (a key of STAGES) begins."""
+    _stage_listeners.append(listener)
+    try:
+        yield
+    finally:
+        _stage_listeners.remove(listener)
+
+
 class _timed:
-    """Adds the seconds of a `with` block to `into[name]`."""
+    """Adds the seconds of a `with` block to `into[name]` (and tells the stage listeners it began)."""
 
     def __init__(self, into: dict, name: str):
         self.into, self.name = into, name
 
     def __enter__(self) -> None:
+        for listener in list(_stage_listeners):
+            listener(self.name)
         self.start = time.perf_counter()
 
     def __exit__(self, *exc) -> None:
