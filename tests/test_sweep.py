@@ -290,6 +290,42 @@ def test_ctrl_c_stops_the_children(tmp_path):
     assert not any((tmp_path / "spec" / c / "seed0" / "done.json").exists() for c in CELLS)
 
 
+def test_slurm_script_takes_a_bare_path_verbatim_and_keeps_a_lines_seed(tmp_path):
+    bin_dir = tmp_path / "bin"
+    fake_tool(bin_dir, "fedranklite", 'printf "%s\\n" "$@"\n')
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(tmp_path)}
+    hostile = "configs/my dir/$(touch pwned)*.yaml"  # spaces, a command substitution, a glob: all literal
+    (tmp_path / "list.txt").write_text(
+        f"{hostile}\n"
+        + shlex.join(["fedranklite", "run", "--config", "b.yaml", "--set", "seed=7", "--set", "x=a b"])
+        + "\nc.yaml --set lr=1\n"
+    )
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "my dir").mkdir()
+    (tmp_path / "configs" / "my dir" / "x.yaml").write_text("")
+
+    def task(index: int, **extra) -> list[str]:
+        proc = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "run_slurm.sh"), f"@{tmp_path / 'list.txt'}"],
+            capture_output=True,
+            text=True,
+            env={**env, "SLURM_ARRAY_TASK_ID": str(index), **extra},
+            cwd=tmp_path,
+            timeout=30,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    assert task(1) == ["run", "--config", hostile, "--quiet"]
+    assert not (tmp_path / "pwned").exists()
+    assert task(2) == ["run", "--config", "b.yaml", "--set", "seed=7", "--set", "x=a b", "--quiet"]
+    assert task(3) == ["run", "--config", "c.yaml", "--set", "lr=1", "--quiet"]
+    # FEDRANKLITE_SEED_FROM_ARRAY: the task id as seed, unless the line sets one (a sweep's lines do)
+    assert task(2, FEDRANKLITE_SEED_FROM_ARRAY="1") == task(2)
+    assert task(1, FEDRANKLITE_SEED_FROM_ARRAY="1") == ["run", "--config", hostile, "--quiet", "--set", "seed=1"]
+    assert task(3, FEDRANKLITE_SEED_FROM_ARRAY="1")[-2:] == ["--set", "seed=3"]
+
+
 def copy_of(out: Path, where: Path) -> Path:
     import shutil
 
