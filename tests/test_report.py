@@ -1,5 +1,6 @@
 """`fedranklite report` and stats.py: bootstrap CIs checked against hand-computed cases, censored
-time-to-target, and a report of a hand-written sweep folder (one run missing)."""
+time-to-target, the star rule, and reports of hand-written sweep folders (runs missing, censored pairs,
+runs that disagree with their reference, hostile files)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from fedranklite import cli, stats
 from fedranklite.records import RoundRecord
-from fedranklite.report import score_steps
+from fedranklite.report import build, markdown, score_steps
 
 
 def test_bootstrap_ci_of_four_values_matches_the_enumerated_distribution():
@@ -169,11 +170,14 @@ def test_report_of_a_hand_written_sweep(sweep_dir, capsys):
     paired = {p["metric"]: p for p in report["paired"]}
     final = paired["final_score"]
     assert (final["cell"], final["reference"], final["n"]) == ("new", "ref", 4)
-    assert final["ci"] == pytest.approx([0.005, 0.0775]) and final["excludes_zero"]
-    assert (final["wins"], final["losses"], final["ties"]) == (3, 0, 1)
+    assert final["ci"] == pytest.approx([0.005, 0.0775]) and final["ci_excludes_zero"]
+    assert not final["excludes_zero"] and final["no_star"] == "fewer than 8 pairs"  # 4 pairs: no star
+    assert (final["wins"], final["losses"], final["ties"]) == (3, 0, 1) and final["sign_p"] == 0.25
     ttt = paired["ttt_seconds"]
     assert ttt["n"] == 2 and ttt["mean"] == -50.0 and ttt["ci"] == [-50.0, -50.0]
     assert (ttt["wins"], ttt["losses"], ttt["ties"]) == (2, 1, 1)
+    assert ttt["censored_pairs"] == 2 and not ttt["excludes_zero"] and ttt["order_unknown"] == 0
+    assert report["warnings"] == [] and report["unreadable"] == []
     md = (sweep_dir / "report" / "report.md").read_text()
     assert md.strip() in text  # the tables are printed too
     assert "Incomplete: 8 of 10 runs finished; 2 missing" in md
@@ -212,3 +216,137 @@ def test_report_of_a_sweep_with_nothing_finished(sweep_dir, capsys):
     captured = capsys.readouterr()
     assert "0 of 10 runs finished; 10 missing" in captured.out and "no figures" in captured.err
     assert not (sweep_dir / "report" / "ttt.png").exists()
+
+
+def test_star_needs_enough_pairs_and_no_censoring():
+    ref = {s: 100.0 for s in range(10)}
+    cell = {s: 90.0 + s % 3 for s in range(10)}  # every difference -10..-8: the CI excludes 0
+    est = stats.paired_ci(cell, ref)
+    assert est.excludes_zero and stats.star(est) == (True, None)
+    assert stats.star(est, censored=1) == (False, "1 censored pair(s)")
+    few = stats.paired_ci({s: cell[s] for s in range(7)}, ref)
+    assert few.excludes_zero and stats.star(few) == (False, "fewer than 8 pairs")
+    assert stats.star(stats.paired_ci({0: 1.0}, {0: 0.0})) == (False, "no CI")
+    assert stats.censored_pairs({0: None, 1: 5.0, 2: None, 3: 1.0}, {0: 3.0, 1: None, 2: None, 3: 2.0, 4: 1.0}) == 3
+    assert stats.sign_test(2, 8) == pytest.approx(0.109375) and stats.sign_test(0, 0) is None
+    assert stats.sign_test(5, 5) == 1.0
+
+
+def make_sweep(out: Path, runs: dict[str, list], reference: str = "ref") -> Path:
+    """A sweep folder: runs[cell][seed] is a dict of metrics.json fields over _metrics(0.7, None), or None
+    for a run that never started."""
+    entries = []
+    for cell, seeds in runs.items():
+        for seed, fields in enumerate(seeds):
+            folder = f"{cell}/seed{seed}"
+            entries.append(
+                {"cell": cell, "group": cell, "axes": {}, "seed": seed, "folder": folder, "overrides": []}
+                | {"num_rounds": 4, "stop_at_target": False, "clients": 10, "clients_per_round": 5}
+            )
+            if fields is None:
+                continue
+            (out / folder).mkdir(parents=True)
+            (out / folder / "metrics.json").write_text(json.dumps({**_metrics(0.7, None), **fields}))
+            steps = [_record(r, 100.0 * r, 0.7 - 0.1 / r) for r in range(1, 5)]
+            (out / folder / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    spec = {"schedulers": {c: {} for c in runs}, "axes": {}, "reference": reference}
+    (out / "sweep.json").write_text(json.dumps({**spec, "seeds": list(range(len(runs[reference]))), "runs": entries}))
+    return out
+
+
+def ttt(seconds):
+    return {"time_to_target": {"round": None if seconds is None else 1, "sim_seconds": seconds}}
+
+
+def test_time_to_target_over_censored_pairs_gets_no_star(tmp_path, capsys):
+    # the reference reaches at 100 s on all 10 seeds; the cell at 50 s on 2 seeds and never on 8: the mean
+    # over both-reached seeds is -50 with CI [-50, -50], but it hides 8 losses
+    out = make_sweep(tmp_path / "sw", {"ref": [ttt(100.0)] * 10, "new": [ttt(50.0)] * 2 + [ttt(None)] * 8})
+    assert cli.main(["report", str(out), "--resamples", "500"]) == 0
+    report = json.loads((out / "report" / "report.json").read_text())
+    row = next(p for p in report["paired"] if p["metric"] == "ttt_seconds")
+    assert (row["n"], row["mean"], row["ci"], row["seeds_in_both"]) == (2, -50.0, [-50.0, -50.0], 10)
+    assert row["ci_excludes_zero"] and not row["excludes_zero"] and row["censored_pairs"] == 8
+    assert (row["wins"], row["losses"], row["ties"]) == (2, 8, 0) and row["sign_p"] == pytest.approx(0.109375)
+    rounds = next(p for p in report["paired"] if p["metric"] == "ttt_rounds")
+    assert rounds["censored_pairs"] == 8 and not rounds["excludes_zero"]
+    md = (out / "report" / "report.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| new | ref | time to target"))
+    assert "(both reached)" in line and "| 2 of 10 |" in line and "[-50.0, -50.0] |" in line and " * " not in line
+    assert "| 2/8/0 | 0.109 | 8 censored pair(s): no star |" in line
+    assert "about 91 %" in md
+    # without censoring and with 10 pairs, the same kind of shift is starred
+    out = make_sweep(tmp_path / "sw2", {"ref": [ttt(100.0)] * 10, "new": [ttt(50.0 + s) for s in range(10)]})
+    report, _ = build(out, resamples=500)
+    row = next(p for p in report["paired"] if p["metric"] == "ttt_seconds")
+    assert row["excludes_zero"] and row["censored_pairs"] == 0 and row["no_star"] is None
+
+
+def test_an_unreached_run_that_stopped_early_is_of_unknown_order(tmp_path):
+    short = {**ttt(None), "sim_time_total": 80.0}  # ran 80 s in all, never reached; the reference reached at 100 s
+    out = make_sweep(tmp_path / "sw", {"ref": [ttt(100.0)] * 3, "new": [short, ttt(None), ttt(90.0)]})
+    report, _ = build(out, resamples=200)
+    row = next(p for p in report["paired"] if p["metric"] == "ttt_seconds")
+    assert row["order_unknown"] == 1 and (row["wins"], row["losses"]) == (1, 2)
+
+
+def test_runs_that_disagree_with_their_reference_are_warned_and_not_paired(tmp_path, capsys):
+    out = make_sweep(
+        tmp_path / "sw",
+        {
+            "ref": [ttt(100.0)] * 3,
+            "other_target": [{**ttt(50.0), "target": 0.8}] * 3,
+            "other_metric": [{**ttt(50.0), "metric": "f1"}] * 3,
+        },
+    )
+    report, _ = build(out, resamples=200)
+    rows = {(p["cell"], p["metric"]): p for p in report["paired"]}
+    skipped = rows[("other_target", "ttt_seconds")]
+    assert skipped["mean"] is None and not skipped["excludes_zero"] and "target" in skipped["skipped"]
+    assert rows[("other_target", "ttt_rounds")]["mean"] is None
+    assert rows[("other_target", "final_score")]["mean"] == 0.0  # the score difference still pairs
+    assert all(p["mean"] is None for (c, _), p in rows.items() if c == "other_metric")
+    warnings = report["warnings"]
+    assert any(w.startswith("other_target vs ref: target differs (0.8 vs 0.7") for w in warnings)
+    assert any(w.startswith("other_metric vs ref: metric differs ('f1' vs 'accuracy'") for w in warnings)
+    assert any(w.startswith("finished runs differ in metric") for w in warnings)
+    assert report["metric"] == "accuracy" and report["target"] == 0.7  # the reference's, not the first run's
+    md = markdown(report)
+    assert "**Warnings:**" in md and "- other_target vs ref: target differs" in md
+    # the same check per pair: a different num_rounds in sweep.json
+    plan = json.loads((out / "sweep.json").read_text())
+    for entry in plan["runs"]:
+        entry["num_rounds"] = 3 if entry["cell"] == "other_target" else 4  # 4 rounds done: finished
+    (out / "sweep.json").write_text(json.dumps(plan))
+    report, _ = build(out, resamples=200)
+    assert any("num_rounds differs (3 vs 4" in w for w in report["warnings"])
+
+
+def test_per_metric_n_is_shown_when_values_are_dropped(tmp_path):
+    runs = [{"deadline_compliance_pct": None}, {}, {}, {"deadline_compliance_pct": float("nan")}]
+    out = make_sweep(tmp_path / "sw", {"ref": [{}] * 4, "new": runs})
+    md = markdown(build(out, resamples=200)[0])
+    new = next(ln for ln in md.splitlines() if ln.startswith("| new | 4 | 75.0"))
+    assert "75.0 [75.0, 75.0] (n=2)" in new
+    assert "| ref | 4 | 75.0 [75.0, 75.0] |" in md  # all four: no n
+
+
+def test_hostile_files_make_one_warning_per_run_not_a_traceback(tmp_path, capsys):
+    out = make_sweep(tmp_path / "sw", {"ref": [{}] * 4, "new": [{}] * 4})
+    (out / "new/seed1/metrics.json").write_text(json.dumps({**_metrics(0.7, None), "final_score": "high"}))
+    (out / "new/seed2/metrics.json").write_text(json.dumps({**_metrics(0.7, None), "time_to_target": [1]}))
+    plan = json.loads((out / "sweep.json").read_text())
+    del plan["runs"][7]["folder"]  # new/seed3
+    plan["runs"].append("not a run")
+    (out / "sweep.json").write_text(json.dumps(plan))
+    assert cli.main(["report", str(out), "--resamples", "200"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    report = json.loads((out / "report" / "report.json").read_text())
+    names = [u["run"] for u in report["unreadable"]]
+    assert names == ["new/seed1", "new/seed2", "runs[7]", "runs[8]"]
+    assert "final_score: 'high' is not a number" in report["unreadable"][0]["error"]
+    assert report["runs"]["finished"] == 5 and len(report["runs"]["missing"]) == 4
+    md = (out / "report" / "report.md").read_text()
+    assert sum(ln.startswith("- new/seed1: unreadable") for ln in md.splitlines()) == 1
+    assert all("\n" not in w for w in report["warnings"])

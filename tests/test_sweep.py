@@ -148,6 +148,9 @@ def test_compare_warns_when_runs_differ_in_more_than_the_scheduler(grid, capsys)
         ({"schedulers": {"lite": {"seed": 3}}}, "schedulers.lite: seed: set by the sweep"),
         ({"axes": {"deadline.seconds": []}}, "axes.deadline.seconds"),
         ({"reference": "cvx"}, "reference: 'cvx'"),
+        ({"axes": {"deadline.seconds": [1, "1"]}}, "deadline.seconds=1 and deadline.seconds='1' make the same"),
+        ({"axes": {"evaluation.metric": ["a/b", "a_b"]}}, "make the same run folder fixed/evaluation.metric=a_b/"),
+        ({"axes": {"deadline.seconds": [0.1, "0.1"]}}, "make the same run folder fixed/deadline.seconds=0.1/"),
     ],
 )
 def test_hostile_specs_are_one_line_and_start_nothing(tmp_path, monkeypatch, capsys, change, expected):
@@ -192,14 +195,19 @@ def test_slurm_launcher_submits_one_array_of_the_unfinished_runs(tmp_path, monke
     spec = write_spec(tmp_path, seeds=2)
 
     assert cli.main(["sweep", str(spec), "--launcher", "slurm", "--dry-run"]) == 0
-    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    out = capsys.readouterr().out.strip().splitlines()
+    printed = out[-1]
     assert not record.exists()  # dry run: printed, not submitted
+    assert not (tmp_path / "spec").exists()  # and nothing written: no sweep.json, no sweep_commands.txt
     assert printed.startswith("sbatch --array=1-4 ") and printed.endswith(
         f"@{tmp_path / 'spec' / 'sweep_commands.txt'}"
     )
+    assert len([ln for ln in out if ln.startswith("fedranklite run ")]) == 4
 
     assert cli.main(["sweep", str(spec), "--launcher", "slurm", "--workers", "2"]) == 0
-    assert "Submitted batch job 42" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Submitted batch job 42" in out
+    assert f"fedranklite sweep {spec} --mark-only" in out and out.count("fedranklite sweep") == 1
     args = record.read_text().splitlines()
     assert args[0] == "--array=1-4%2" and args[-2] == str(ROOT / "scripts" / "run_slurm.sh")
     lines = (tmp_path / "spec" / "sweep_commands.txt").read_text().splitlines()
@@ -280,3 +288,180 @@ def test_ctrl_c_stops_the_children(tmp_path):
             continue
     assert not alive, f"children left running: {alive}"
     assert not any((tmp_path / "spec" / c / "seed0" / "done.json").exists() for c in CELLS)
+
+
+def test_slurm_script_takes_a_bare_path_verbatim_and_keeps_a_lines_seed(tmp_path):
+    bin_dir = tmp_path / "bin"
+    fake_tool(bin_dir, "fedranklite", 'printf "%s\\n" "$@"\n')
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(tmp_path)}
+    hostile = "configs/my dir/$(touch pwned)*.yaml"  # spaces, a command substitution, a glob: all literal
+    (tmp_path / "list.txt").write_text(
+        f"{hostile}\n"
+        + shlex.join(["fedranklite", "run", "--config", "b.yaml", "--set", "seed=7", "--set", "x=a b"])
+        + "\nc.yaml --set lr=1\n"
+    )
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "my dir").mkdir()
+    (tmp_path / "configs" / "my dir" / "x.yaml").write_text("")
+
+    def task(index: int, **extra) -> list[str]:
+        proc = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "run_slurm.sh"), f"@{tmp_path / 'list.txt'}"],
+            capture_output=True,
+            text=True,
+            env={**env, "SLURM_ARRAY_TASK_ID": str(index), **extra},
+            cwd=tmp_path,
+            timeout=30,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    assert task(1) == ["run", "--config", hostile, "--quiet"]
+    assert not (tmp_path / "pwned").exists()
+    assert task(2) == ["run", "--config", "b.yaml", "--set", "seed=7", "--set", "x=a b", "--quiet"]
+    assert task(3) == ["run", "--config", "c.yaml", "--set", "lr=1", "--quiet"]
+    # FEDRANKLITE_SEED_FROM_ARRAY: the task id as seed, unless the line sets one (a sweep's lines do)
+    assert task(2, FEDRANKLITE_SEED_FROM_ARRAY="1") == task(2)
+    assert task(1, FEDRANKLITE_SEED_FROM_ARRAY="1") == ["run", "--config", hostile, "--quiet", "--set", "seed=1"]
+    assert task(3, FEDRANKLITE_SEED_FROM_ARRAY="1")[-2:] == ["--set", "seed=3"]
+
+
+def copy_of(out: Path, where: Path) -> Path:
+    import shutil
+
+    shutil.copytree(out, where)
+    return where
+
+
+def spec_for(spec: Path, where: Path, output_dir: Path, **changes) -> Path:
+    body = yaml.safe_load(spec.read_text())
+    body["base"] = str(spec.parent / body["base"])
+    body["output_dir"] = str(output_dir)
+    body.update(changes)
+    path = where / f"{output_dir.name}.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def test_a_moved_sweep_folder_is_not_stale(grid, monkeypatch, capsys, tmp_path):
+    spec, out, _ = grid
+    moved = copy_of(out, tmp_path / "moved")  # its config.yaml files still name the old output_dir
+    no_subprocess(monkeypatch)
+    assert cli.main(["sweep", str(spec_for(spec, tmp_path, moved))]) == 0
+    assert "6 runs, 6 already finished" in capsys.readouterr().out
+
+
+def test_a_run_to_resume_with_another_config_is_refused_up_front(grid, monkeypatch, capsys, tmp_path):
+    import shutil
+
+    spec, out, _ = grid
+    copy = copy_of(out, tmp_path / "copy")
+    for seed in (0, 2):
+        shutil.rmtree(copy / "lite" / f"seed{seed}")  # new runs: nothing to compare
+    for name in ("done.json", "metrics.json"):
+        (copy / "lite" / "seed1" / name).unlink()  # a killed run: resumed from its checkpoint
+    lite = {"federation.scheduler.type": "lite", "federation.scheduler.r_bar": 3}
+    changed = spec_for(spec, tmp_path, copy, schedulers={**CELLS, "lite": lite})
+    no_subprocess(monkeypatch)
+    assert cli.main(["sweep", str(changed)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run to resume lite/seed1" in err[0] and "federation.scheduler.r_bar" in err[0], err
+    keys = err[0].split("another config (")[1].split(")")[0]
+    assert keys == "federation.scheduler.r_bar"  # not output_dir, experiment_name: the copy lives elsewhere
+
+
+def test_a_spec_that_would_drop_finished_runs_from_sweep_json_is_refused(grid, monkeypatch, capsys, tmp_path):
+    spec, out, _ = grid
+    copy = copy_of(out, tmp_path / "copy")
+    before = (copy / "sweep.json").read_text()
+    no_subprocess(monkeypatch)
+    fewer = spec_for(spec, tmp_path, copy, seeds=2)  # seed 2 of both cells is finished
+    for extra in ([], ["--dry-run"], ["--launcher", "slurm", "--dry-run"]):
+        assert cli.main(["sweep", str(fewer), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "lists 2 finished run(s) this spec does not make" in err[0], err
+        assert "fixed/seed2" in err[0] and "new output_dir" in err[0]
+    assert (copy / "sweep.json").read_text() == before
+    # runs it lists that never finished may go
+    for cell in CELLS:
+        for name in ("done.json", "metrics.json"):
+            (copy / cell / "seed2" / name).unlink()
+    assert cli.main(["sweep", str(fewer), "--dry-run"]) == 0
+    assert cli.main(["sweep", str(spec_for(spec, tmp_path, copy, seeds=4)), "--dry-run"]) == 0  # a bigger plan
+
+
+def test_mark_only_marks_finished_runs_and_starts_nothing(grid, monkeypatch, capsys, tmp_path):
+    spec, out, _ = grid
+    copy = copy_of(out, tmp_path / "copy")
+    (copy / "fixed" / "seed1" / "done.json").unlink()  # finished as a Slurm task leaves it: metrics.json only
+    (copy / "lite" / "seed2" / "done.json").unlink()
+    for name in ("done.json", "metrics.json"):
+        (copy / "lite" / "seed0" / name).unlink()  # still running (or killed): not finished
+    path = spec_for(spec, tmp_path, copy)
+    no_subprocess(monkeypatch)
+    assert cli.main(["sweep", str(path), "--mark-only"]) == 0
+    text = capsys.readouterr().out
+    assert "marked 2 run(s) finished from metrics.json; 5 of 6 runs finished, 1 not (yet)" in text
+    assert json.loads((copy / "fixed" / "seed1" / "done.json").read_text())["from"] == "metrics.json"
+    assert (copy / "lite" / "seed2" / "done.json").is_file()
+    assert not (copy / "lite" / "seed0" / "done.json").exists()
+
+
+def test_a_resumed_run_keeps_its_earlier_log(tmp_path, monkeypatch, capsys):
+    spec = write_spec(tmp_path, seeds=1, schedulers={"fixed": CELLS["fixed"]})
+    flag = tmp_path / "second"
+
+    def command(plan, run, resume, program=None):  # fails the first time, succeeds the second
+        code = (
+            f"import pathlib, sys; p = pathlib.Path({str(flag)!r}); print('attempt', 2 if p.exists() else 1); "
+            "sys.exit(0 if p.exists() else 3)"
+        )
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(sweep, "command", command)
+    assert cli.main(["sweep", str(spec)]) == 1
+    flag.write_text("")
+    assert cli.main(["sweep", str(spec)]) == 0
+    log = (tmp_path / "spec" / "fixed" / "seed0" / "sweep_run.log").read_text()
+    assert "attempt 1" in log and "attempt 2" in log and log.index("attempt 1") < log.index("attempt 2")
+    assert log.count("sweep: start") == 2
+
+
+def test_a_second_ctrl_c_during_the_stop_wait_prints_no_traceback(tmp_path):
+    spec = write_spec(tmp_path, seeds=1)
+    started = tmp_path / "started"
+    driver = tmp_path / "driver.py"
+    # runs that ignore SIGTERM, so the sweep's stop waits its 10 s for them, and a second Ctrl-C comes then
+    child = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(started)!r} + str(os.getpid()), 'w').close(); time.sleep(120)"
+    )
+    driver.write_text(
+        "import sys\n"
+        "from fedranklite import cli, sweep\n"
+        f"sweep.command = lambda plan, run, resume, program=None: [sys.executable, '-c', {child!r}]\n"
+        f"sys.exit(cli.main(['sweep', {str(spec)!r}, '--workers', '2']))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, str(driver)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("started*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [int(p.name.removeprefix("started")) for p in tmp_path.glob("started*")]
+    assert len(pids) == 2, "the runs never started"
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert proc.poll() is None  # still waiting for the children that ignore SIGTERM
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted: stopped 2" in err, err
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

@@ -412,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--launcher", choices=("local", "slurm"), default="local")
     sweep.add_argument("--dry-run", action="store_true", help="print the runs (local) or the sbatch command (slurm)")
     sweep.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the spec's")
+    sweep.add_argument(
+        "--mark-only",
+        action="store_true",
+        help="mark runs finished (metrics.json complete, e.g. after Slurm); run nothing",
+    )
     sweep.set_defaults(func=cmd_sweep)
 
     report = sub.add_parser("report", help="per-cell statistics and paired differences of a sweep (md, json, png)")
@@ -427,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import main as sweep_main
 
-    return sweep_main(args.spec, args.workers, args.launcher, args.dry_run, args.seeds)
+    return sweep_main(args.spec, args.workers, args.launcher, args.dry_run, args.seeds, args.mark_only)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

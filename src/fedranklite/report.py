@@ -7,8 +7,12 @@ median with unreached runs as +inf ("not reached" when that median is infinite).
 
 Paired differences against the reference cell with the same axis values: the same seed gives both runs
 the same data split, client selection and client speeds, so d_s = x_cell(s) - x_ref(s) over the seeds
-both finished, with a paired bootstrap CI (seeds resampled), and wins/losses/ties. For time-to-target the
-mean difference uses the seeds where both reached; wins/losses/ties count an unreached run as +inf.
+both finished, with a paired bootstrap CI (seeds resampled), wins/losses/ties and a sign test of W vs L.
+A CI is starred only over at least stats.MIN_STAR_PAIRS pairs. For time- and rounds-to-target the mean
+difference uses the seeds where both reached (labelled so) and is never starred when a pair is censored
+(unreached in either arm); wins/losses/ties count an unreached run as +inf. A cell whose runs differ
+from the reference's in metric or direction gets no paired differences, in target or num_rounds no
+paired time/rounds to target; each such case, and every run that cannot be read, is a warning.
 
 Writes report.md, report.json (every number), ttt.png and curves.png into --out (default SWEEP_DIR/report).
 """
@@ -27,8 +31,18 @@ import numpy as np
 
 from .records import RoundRecord, RunSummary
 from .results_io import ResultsError, read_run, write_json_atomic, write_text_atomic
-from .stats import Estimate, censored_median, mean_ci, paired_ci, wins_losses_ties
-from .sweep import SWEEP_FILE, run_finished
+from .stats import (
+    MIN_STAR_PAIRS,
+    Estimate,
+    censored_median,
+    censored_pairs,
+    mean_ci,
+    paired_ci,
+    sign_test,
+    star,
+    wins_losses_ties,
+)
+from .sweep import ERROR_FILE, SWEEP_FILE, run_finished
 
 
 @dataclass
@@ -62,56 +76,126 @@ def metrics_of(metric: str, higher_is_better: bool, fairness_keys: list[str]) ->
     ]
 
 
+def _number(key: str, x: Any) -> Optional[float]:
+    """A summary value as a float (None stays None); anything else is a ValueError naming the key."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(f"{key}: {x!r} is not a number")
+    return float(x)
+
+
 def run_values(s: RunSummary) -> dict[str, Optional[float]]:
+    """A run's headline numbers; a value of the wrong type raises ValueError (one line)."""
     ttt = s.time_to_target
-    up = (s.bytes or {}).get("up_per_client_per_round")
+    for key, kind in (("bytes", dict), ("fairness_final", dict), ("metric", str)):
+        value = getattr(s, key)
+        if value is not None and not isinstance(value, kind):
+            raise ValueError(f"{key}: {value!r} is not a {kind.__name__}")
+    if not isinstance(s.higher_is_better, bool):
+        raise ValueError(f"higher_is_better: {s.higher_is_better!r} is not true/false")
+    _number("target", s.target)
+    reached = ttt.round is not None
+    rounds = _number("rounds_completed", s.rounds_completed)
+    total = _number("sim_time_total", s.sim_time_total)
+    up = _number("bytes.up_per_client_per_round", (s.bytes or {}).get("up_per_client_per_round"))
     values = {
-        "final_score": s.final_score,
-        "best_score": s.best_score,
-        "ttt_seconds": ttt.sim_seconds if ttt.round is not None else None,
-        "ttt_rounds": float(ttt.round) if ttt.round is not None else None,
-        "sec_per_round": s.sim_time_total / s.rounds_completed if s.rounds_completed else None,
-        "compliance_pct": s.deadline_compliance_pct,
+        "final_score": _number("final_score", s.final_score),
+        "best_score": _number("best_score", s.best_score),
+        "ttt_seconds": _number("time_to_target.sim_seconds", ttt.sim_seconds) if reached else None,
+        "ttt_rounds": _number("time_to_target.round", ttt.round) if reached else None,
+        "sec_per_round": total / rounds if rounds and total is not None else None,
+        "compliance_pct": _number("deadline_compliance_pct", s.deadline_compliance_pct),
         "kb_up": None if up is None else up / 1024,
     }
-    values.update({f"loss_{k}": v for k, v in (s.fairness_final or {}).items()})
+    values.update({f"loss_{k}": _number(f"fairness_final.{k}", v) for k, v in (s.fairness_final or {}).items()})
     return values
+
+
+# how far an unreached run looked: its simulated seconds / rounds in all (an unreached run is only known
+# to be slower than a reached one if it ran past the other's time)
+HORIZON = {"ttt_seconds": "sim_time_total", "ttt_rounds": "rounds_completed"}
 
 
 class ReportError(ValueError):
     """A sweep folder that cannot be reported on (one line)."""
 
 
-def load_sweep(sweep_dir: Path) -> tuple[dict, list[Finished], list[str], list[str]]:
-    """sweep.json, the finished runs, the folders of runs not finished and of runs that failed."""
+@dataclass
+class Sweep:
+    plan: dict  # sweep.json
+    entries: list[dict]  # its runs that name a folder, group, cell, seed and axes
+    finished: list[Finished]
+    missing: list[str]  # folders of runs not finished (or not readable)
+    failed: list[str]  # folders with sweep_error.log
+    unreadable: list[dict]  # {"run", "error"}: a sweep.json entry or a run's results that cannot be read
+
+
+def _check_entry(entry: Any) -> None:
+    if not isinstance(entry, dict):
+        raise ValueError(f"not a mapping: {entry!r}"[:200])
+    for key, kind in (("folder", str), ("group", str), ("cell", str), ("seed", int), ("axes", dict)):
+        if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+            raise ValueError(f"{key}: {entry.get(key)!r} is not a {kind.__name__}"[:200])
+    parts = Path(entry["folder"]).parts
+    if not parts or Path(entry["folder"]).is_absolute() or ".." in parts:
+        raise ValueError(f"folder: {entry['folder']!r} is not a folder inside the sweep")
+    for key in ("num_rounds",):
+        if not isinstance(entry.get(key, 0), int) or isinstance(entry.get(key), bool):
+            raise ValueError(f"{key}: {entry.get(key)!r} is not an int")
+
+
+def load_sweep(sweep_dir: Path) -> Sweep:
+    """sweep.json, the finished runs, the folders of runs not finished and of runs that failed, and the runs
+    that cannot be read (each named, with a one-line reason)."""
     try:
         plan = json.loads((sweep_dir / SWEEP_FILE).read_text())
         runs = plan["runs"]
+        if not isinstance(runs, list):
+            raise TypeError(f"runs: a {type(runs).__name__}, not a list")
+        if not isinstance(plan.get("schedulers") or {}, (dict, list)):
+            raise TypeError(f"schedulers: a {type(plan['schedulers']).__name__}, not a mapping")
     except FileNotFoundError:
         raise ReportError(f"{sweep_dir / SWEEP_FILE}: not found (is {sweep_dir} the output_dir of a sweep?)") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ReportError(f"{sweep_dir / SWEEP_FILE}: cannot be read ({type(exc).__name__}: {exc})") from None
-    finished, missing, failed = [], [], []
-    for entry in runs:
+    out = Sweep(plan, [], [], [], [], [])
+    for i, entry in enumerate(runs):
+        name = entry["folder"] if isinstance(entry, dict) and isinstance(entry.get("folder"), str) else f"runs[{i}]"
+        try:
+            _check_entry(entry)
+        except ValueError as exc:
+            out.unreadable.append({"run": name, "error": f"{SWEEP_FILE} entry: {exc}"})
+            out.missing.append(name)
+            continue
+        out.entries.append(entry)
         folder = sweep_dir / entry["folder"]
-        if not run_finished(folder, entry.get("num_rounds", 0), entry.get("stop_at_target", False)):
-            missing.append(entry["folder"])
-            if (folder / "sweep_error.log").exists():
-                failed.append(entry["folder"])
+        if not run_finished(folder, entry.get("num_rounds", 0), bool(entry.get("stop_at_target", False))):
+            out.missing.append(entry["folder"])
+            if (folder / ERROR_FILE).exists():
+                out.failed.append(entry["folder"])
             continue
         try:
             summary, records = read_run(folder)
-        except ResultsError:
-            missing.append(entry["folder"])
+            values = run_values(summary)
+            values.update({h: _number(h, getattr(summary, h)) for h in HORIZON.values()})
+        except ResultsError as exc:
+            out.unreadable.append({"run": name, "error": str(exc)})
+            out.missing.append(name)
             continue
-        finished.append(Finished(entry, summary, records, run_values(summary)))
-    return plan, finished, missing, failed
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            error = f"{folder / 'metrics.json'}: cannot be read ({type(exc).__name__}: {exc})"
+            out.unreadable.append({"run": name, "error": error})
+            out.missing.append(name)
+            continue
+        out.finished.append(Finished(entry, summary, records, values))
+    return out
 
 
-def _groups(plan: dict) -> list[dict]:
+def _groups(entries: list[dict]) -> list[dict]:
     """The report's cells in sweep order: {group, cell, axes}."""
     out: dict[str, dict] = {}
-    for run in plan["runs"]:
+    for run in entries:
         out.setdefault(run["group"], {"group": run["group"], "cell": run["cell"], "axes": run["axes"]})
     return list(out.values())
 
@@ -123,25 +207,81 @@ def _reference_group(group: dict, groups: list[dict], reference: str) -> Optiona
     return None
 
 
+# what a paired difference assumes both runs share: (key, its name, what a mismatch rules out)
+SAME = (
+    ("metric", "metric", "all"),
+    ("higher_is_better", "direction", "all"),
+    ("target", "target", "ttt"),
+    ("num_rounds", "num_rounds", "ttt"),
+)
+
+
+def _setting(run: Finished, key: str) -> Any:
+    return run.entry.get("num_rounds") if key == "num_rounds" else getattr(run.summary, key)
+
+
+def _mismatch(mine: dict[int, Finished], theirs: dict[int, Finished]) -> dict[str, list]:
+    """Settings in which the runs of a cell and of its reference differ (seeds in both):
+    name -> [seeds, cell's values, reference's values]."""
+    out: dict[str, list] = {}
+    for s in sorted(set(mine) & set(theirs)):
+        for key, name, _ in SAME:
+            a, b = _setting(mine[s], key), _setting(theirs[s], key)
+            if a != b:
+                seeds, va, vb = out.setdefault(name, [[], [], []])
+                seeds.append(s)
+                for value, values in ((a, va), (b, vb)):
+                    if value not in values:
+                        values.append(value)
+    return out
+
+
+def _order_unknown(m: Metric, mine: dict[int, Finished], theirs: dict[int, Finished]) -> int:
+    """Seeds where one run reached the target at t and the other did not but stopped before t (in simulated
+    seconds or rounds): which is sooner is unknown, though W/L counts the unreached run as slower."""
+    horizon, count = HORIZON.get(m.key), 0
+    if horizon is None:
+        return 0
+    for s in set(mine) & set(theirs):
+        a, b = mine[s].values, theirs[s].values
+        for x, y in ((a, b), (b, a)):
+            t, stop = x.get(m.key), y.get(horizon)
+            if t is not None and y.get(m.key) is None and stop is not None and stop < t:
+                count += 1
+    return count
+
+
 def build(
     sweep_dir: Path, reference: Optional[str] = None, resamples: int = 10000, seed: int = 0
 ) -> tuple[dict, list[Finished]]:
     """Every number of the report, as JSON-ready data, and the finished runs (for the figures)."""
-    plan, finished, missing, failed = load_sweep(sweep_dir)
+    sw = load_sweep(sweep_dir)
+    plan, finished, entries = sw.plan, sw.finished, sw.entries
     cells = list(plan.get("schedulers") or {})
     reference = reference or plan.get("reference") or (cells[0] if cells else None)
     if reference not in cells:
-        raise ReportError(f"--reference {reference!r}: not a cell of this sweep ({', '.join(cells)})")
-    groups = _groups(plan)
-    first = finished[0].summary if finished else None
+        raise ReportError(f"--reference {reference!r}: not a cell of this sweep ({', '.join(map(str, cells))})")
+    groups = _groups(entries)
+    warnings_: list[str] = [f"{u['run']}: unreadable, counted as missing: {u['error']}" for u in sw.unreadable]
+    # the report's metric, direction and target: the reference's first finished run's (else the first's)
+    first_run = next((f for f in finished if f.entry["cell"] == reference), finished[0] if finished else None)
+    first = first_run.summary if first_run else None
     metric = first.metric if first else "score"
     higher = first.higher_is_better if first else True
+    for key, name, _ in SAME[:3]:
+        seen: dict[str, list[str]] = {}
+        for f in finished:
+            seen.setdefault(repr(_setting(f, key)), []).append(f.entry["folder"])
+        if len(seen) > 1:
+            shown = "; ".join(f"{v} ({', '.join(fs[:3])}{' ...' if len(fs) > 3 else ''})" for v, fs in seen.items())
+            warnings_.append(f"finished runs differ in {name}: {shown}")
     fair_keys = list((first.fairness_final or {}) if first else [])
     metrics = metrics_of(metric, higher, fair_keys)
-    by_group: dict[str, dict[int, dict]] = {g["group"]: {} for g in groups}
+    runs_of: dict[str, dict[int, Finished]] = {g["group"]: {} for g in groups}
     for run in finished:
-        by_group[run.entry["group"]][run.entry["seed"]] = run.values
-    planned = {g["group"]: sum(r["group"] == g["group"] for r in plan["runs"]) for g in groups}
+        runs_of[run.entry["group"]][run.entry["seed"]] = run
+    by_group = {g: {s: f.values for s, f in seeds.items()} for g, seeds in runs_of.items()}
+    planned = {g["group"]: sum(r["group"] == g["group"] for r in entries) for g in groups}
 
     cell_rows = []
     for g in groups:
@@ -163,28 +303,50 @@ def build(
         if g["cell"] == reference or ref is None:
             continue
         mine, theirs = by_group[g["group"]], by_group[ref]
+        differ = _mismatch(runs_of[g["group"]], runs_of[ref])
+        skip_all = [n for k, n, what in SAME if what == "all" and n in differ]
+        skip_ttt = [n for k, n, what in SAME if n in differ]
+        for name, (seeds_, va, vb) in differ.items():
+            rule = "no paired differences" if skip_all else "no paired time/rounds to target"
+            warnings_.append(
+                f"{g['group']} vs {ref}: {name} differs ({', '.join(map(repr, va))} vs {', '.join(map(repr, vb))}, "
+                f"seeds {', '.join(map(str, seeds_))}): {rule}"
+            )
         for m in metrics:
             a = {s: v.get(m.key) for s, v in mine.items()}
             b = {s: v.get(m.key) for s, v in theirs.items()}
+            row = {
+                "cell": g["group"],
+                "reference": ref,
+                "metric": m.key,
+                "label": m.label,
+                "lower_is_better": m.lower_is_better,
+                "seeds_in_both": len(set(mine) & set(theirs)),
+            }
+            skipped = skip_all or (skip_ttt if m.censored else [])
+            if skipped:
+                paired.append(
+                    {
+                        **row,
+                        **{"n": 0, "mean": None, "ci": None, "excludes_zero": False, "ci_excludes_zero": False},
+                        **{"wins": None, "losses": None, "ties": None, "sign_p": None},
+                        "no_star": f"{' and '.join(skipped)} differ(s) from the reference's",
+                        "skipped": f"{' and '.join(skipped)} differ(s) from the reference's",
+                    }
+                )
+                continue
             est = paired_ci(a, b, resamples, seed)
+            cens = censored_pairs(a, b) if m.censored else 0
+            starred, why = star(est, cens)
             w, lo, t = wins_losses_ties(a, b, m.lower_is_better, missing_is_worst=m.censored)
-            paired.append(
-                {
-                    "cell": g["group"],
-                    "reference": ref,
-                    "metric": m.key,
-                    "label": m.label,
-                    "lower_is_better": m.lower_is_better,
-                    **est.to_json(),
-                    "excludes_zero": est.excludes_zero,
-                    "seeds_in_both": len(set(mine) & set(theirs)),
-                    "wins": w,
-                    "losses": lo,
-                    "ties": t,
-                }
-            )
+            row.update(est.to_json())
+            row.update({"excludes_zero": starred, "ci_excludes_zero": est.excludes_zero, "no_star": why})
+            row.update({"wins": w, "losses": lo, "ties": t, "sign_p": sign_test(w, lo)})
+            if m.censored:
+                row["censored_pairs"] = cens
+                row["order_unknown"] = _order_unknown(m, runs_of[g["group"]], runs_of[ref])
+            paired.append(row)
 
-    entries = plan["runs"]
     report = {
         "sweep_dir": str(sweep_dir),
         "metric": metric,
@@ -194,14 +356,19 @@ def build(
         "level": 0.95,
         "resamples": resamples,
         "seed": seed,
+        "min_star_pairs": MIN_STAR_PAIRS,
         "budget": {
             "seeds": sorted({r["seed"] for r in entries}),
             "rounds": sorted({r.get("num_rounds") for r in entries if r.get("num_rounds") is not None}),
-            "clients": sorted({r.get("clients") for r in entries if r.get("clients") is not None}),
-            "clients_per_round": sorted({r["clients_per_round"] for r in entries if r.get("clients_per_round")}),
+            "clients": sorted({r.get("clients") for r in entries if isinstance(r.get("clients"), int)}),
+            "clients_per_round": sorted(
+                {r["clients_per_round"] for r in entries if isinstance(r.get("clients_per_round"), int)}
+            ),
         },
-        "runs": {"total": len(entries), "finished": len(finished), "missing": missing},
-        "failed": failed,
+        "runs": {"total": len(plan["runs"]), "finished": len(finished), "missing": sw.missing},
+        "failed": sw.failed,
+        "unreadable": sw.unreadable,
+        "warnings": warnings_,
         "metrics": [{"key": m.key, "label": m.label, "lower_is_better": m.lower_is_better} for m in metrics],
         "cells": cell_rows,
         "paired": paired,
@@ -216,12 +383,15 @@ def _num(x: Optional[float], digits: int) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _est(e: dict, digits: int) -> str:
+def _est(e: dict, digits: int, of: Optional[int] = None) -> str:
+    """mean [lo, hi], with (n=k) when the CI has fewer values than `of` (the cell's finished runs: values
+    that are missing or not finite are left out) or there is no CI."""
     if e["mean"] is None:
         return "–"
+    n = f" (n={e['n']})" if e["ci"] is None or (of is not None and e["n"] < of) else ""
     if e["ci"] is None:
-        return f"{_num(e['mean'], digits)} (n=1)"
-    return f"{_num(e['mean'], digits)} [{_num(e['ci'][0], digits)}, {_num(e['ci'][1], digits)}]"
+        return f"{_num(e['mean'], digits)}{n}"
+    return f"{_num(e['mean'], digits)} [{_num(e['ci'][0], digits)}, {_num(e['ci'][1], digits)}]{n}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -260,6 +430,8 @@ def markdown(report: dict) -> str:
             f"{failed}:** {shown}",
             "",
         ]
+    if report.get("warnings"):
+        out += ["**Warnings:**", ""] + [f"- {w}" for w in report["warnings"]] + [""]
     metric = report["metric"]
     rows = []
     for c in report["cells"]:
@@ -269,13 +441,13 @@ def markdown(report: dict) -> str:
             [
                 c["group"],
                 f"{c['n']}" + ("" if c["n"] == c["planned"] else f" of {c['planned']}"),
-                _est(m["final_score"], 4),
-                _est(m["best_score"], 4),
+                _est(m["final_score"], 4, c["n"]),
+                _est(m["best_score"], 4, c["n"]),
                 f"{c['reached']}/{c['n']}",
-                _est(m["ttt_seconds"], 1),
+                _est(m["ttt_seconds"], 1, c["n"]),
                 median,
-                _est(m["ttt_rounds"], 1),
-                _est(m["sec_per_round"], 2),
+                _est(m["ttt_rounds"], 1, c["n"]),
+                _est(m["sec_per_round"], 2, c["n"]),
             ]
         )
     out += [
@@ -299,9 +471,9 @@ def markdown(report: dict) -> str:
     ]
     fair = [k for k in metrics if k.startswith("loss_")]
     rows = [
-        [c["group"], str(c["n"]), _est(c["metrics"]["compliance_pct"], 1)]
-        + [_est(c["metrics"][k], 4) for k in fair]
-        + [_est(c["metrics"]["kb_up"], 1)]
+        [c["group"], str(c["n"]), _est(c["metrics"]["compliance_pct"], 1, c["n"])]
+        + [_est(c["metrics"][k], 4, c["n"]) for k in fair]
+        + [_est(c["metrics"]["kb_up"], 1, c["n"])]
         for c in report["cells"]
     ]
     out += [
@@ -320,27 +492,50 @@ def markdown(report: dict) -> str:
         for p in report["paired"]:
             d = digits.get(p["metric"], 4)
             ci = "–" if p["ci"] is None else f"[{_num(p['ci'][0], d)}, {_num(p['ci'][1], d)}]"
-            label = p["label"] + (" (both reached)" if metrics[p["metric"]]["key"].startswith("ttt_") else "")
+            censored = p["metric"] in ("ttt_seconds", "ttt_rounds")
+            label = p["label"] + (" (both reached)" if censored else "")
+            note = p.get("skipped") or ""
+            if not note and censored and p.get("censored_pairs"):
+                note = f"{p['censored_pairs']} censored pair(s): no star"
+                if p.get("order_unknown"):
+                    note += f"; {p['order_unknown']} of unknown order"
+            elif not note and p["ci"] is not None and p.get("ci_excludes_zero") and not p["excludes_zero"]:
+                note = f"CI excludes 0, no star: {p.get('no_star')}"
+            seeds_ = str(p["n"]) + ("" if p["n"] == p.get("seeds_in_both", p["n"]) else f" of {p['seeds_in_both']}")
             rows.append(
                 [
                     p["cell"],
                     p["reference"],
                     label,
                     "lower" if p["lower_is_better"] else "higher",
-                    str(p["n"]),
+                    seeds_,
                     "–" if p["mean"] is None else f"{p['mean']:+.{d}f}",
                     ci + (" *" if p["excludes_zero"] else ""),
-                    f"{p['wins']}/{p['losses']}/{p['ties']}",
+                    "–" if p["wins"] is None else f"{p['wins']}/{p['losses']}/{p['ties']}",
+                    "–" if p.get("sign_p") is None else f"{p['sign_p']:.3f}",
+                    note,
                 ]
             )
+        min_pairs = report.get("min_star_pairs", MIN_STAR_PAIRS)
         out += [
             "## Paired differences against the reference (same seed: same data split, selection, client speeds)",
             "",
-            "d = cell − reference per seed; mean over seeds in both with a paired bootstrap 95 % CI (* : excludes 0). "
-            "W/L/T: seeds where the cell is better / worse / equal; for time and rounds to target an unreached "
-            "run counts as +∞ (sooner wins), while the mean difference uses only seeds where both reached.",
+            "d = cell − reference per seed; mean over seeds in both with a paired bootstrap 95 % CI. "
+            f"* : the CI excludes 0, over at least {min_pairs} pairs, and (time and rounds to target) no pair "
+            "is censored. W/L/T: seeds where the cell is better / worse / equal; sign p: two-sided exact "
+            "binomial test of W against L, ties dropped. For time and rounds to target an unreached run counts "
+            "as +∞ in W/L/T (sooner wins; two unreached runs tie), while the mean difference uses only seeds "
+            "where both reached: with any censored pair (a seed unreached in either arm) that mean is "
+            "conditional on reaching and gets no star; read W/L/T and sign p instead. A pair of unknown order: "
+            "the unreached run stopped (in simulated time) before the other reached, yet counts as slower.",
             "",
-            _table(["cell", "reference", "metric", "better", "seeds", "mean d", "95 % CI", "W/L/T"], rows),
+            "Percentile bootstrap CIs over few seeds under-cover: over 10 seeds of normal data a nominal 95 % "
+            "CI covers the mean about 91 % of the time (simulation), so a star near the edge is weak evidence.",
+            "",
+            _table(
+                ["cell", "reference", "metric", "better", "seeds", "mean d", "95 % CI", "W/L/T", "sign p", "note"],
+                rows,
+            ),
             "",
         ]
     return "\n".join(out)

@@ -1,10 +1,16 @@
 """Statistics over seeds for `fedranklite report`: percentile bootstrap CIs (plain and paired), a
-censoring-aware median time-to-target and wins/losses/ties. Pure functions of plain numbers.
+censoring-aware median time-to-target, wins/losses/ties with a sign test, and the rule for when a paired
+CI earns a significance star. Pure functions of plain numbers.
 
 The bootstrap resamples seeds with replacement (`resamples` draws of n seeds from a numpy Generator
 seeded with `seed`), takes the mean of each draw, and reports the (1-level)/2 and (1+level)/2 percentiles
 of those means. Every call starts its own Generator from `seed`, so a number does not depend on what
 else was computed before it.
+
+The percentile bootstrap under-covers at small n: over 10 seeds of normal data a nominal 95 % CI covers
+the true mean about 91 % of the time (it ignores the t-correction and the resampled spread is biased low
+by (n-1)/n). So a paired CI gets no star below MIN_STAR_PAIRS pairs, and a star near the edge is weak
+evidence.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+
+MIN_STAR_PAIRS = 8  # fewer pairs: a paired CI gets no significance star (the bootstrap CI is too narrow)
 
 
 @dataclass
@@ -109,6 +117,36 @@ def wins_losses_ties(
         else:
             losses += 1
     return wins, losses, ties
+
+
+def censored_pairs(cell: Mapping[int, Optional[float]], reference: Mapping[int, Optional[float]]) -> int:
+    """Seeds in both where either side is missing (a target never reached): pairs a mean over the
+    both-reached seeds leaves out, which makes that mean conditional on reaching and biased."""
+    return sum(not (_finite(cell[s]) and _finite(reference[s])) for s in set(cell) & set(reference))
+
+
+def sign_test(wins: int, losses: int) -> Optional[float]:
+    """Two-sided exact binomial (sign) test p-value of wins vs losses, ties dropped; None with no untied
+    pairs."""
+    if wins + losses == 0:
+        return None
+    from scipy.stats import binomtest
+
+    return float(binomtest(wins, wins + losses, 0.5, alternative="two-sided").pvalue)
+
+
+def star(estimate: Estimate, censored: int = 0, min_pairs: int = MIN_STAR_PAIRS) -> tuple[bool, Optional[str]]:
+    """Whether a paired estimate earns a significance star, and why not when it does not: the CI must
+    exclude 0, over at least `min_pairs` pairs, with no censored pair left out of the mean."""
+    if estimate.lo is None:
+        return False, "no CI"
+    if censored:
+        return False, f"{censored} censored pair(s)"
+    if estimate.n < min_pairs:
+        return False, f"fewer than {min_pairs} pairs"
+    if not estimate.excludes_zero:
+        return False, "CI includes 0"
+    return True, None
 
 
 def _finite(x: Optional[float]) -> bool:

@@ -18,10 +18,15 @@ The spec (YAML)::
 
 Every run is one results folder ``<output_dir>/<cell>[/<key=value,...>]/seed<k>/`` (the sweep sets the run's
 `seed`, `output_dir` and `experiment_name`, so those three keys cannot be overridden in the spec). All runs'
-configs are validated before any starts; `<output_dir>/sweep.json` records the resolved spec and every run
+configs are validated before any starts, and two runs may not share a folder (axis values whose folder
+text is the same, like 1 and "1"); `<output_dir>/sweep.json` records the resolved spec and every run
 (folder, overrides). A run folder with `done.json` is finished and skipped; one with `checkpoint.pt` but no
 `done.json` is resumed (`--resume`). A run whose metrics.json says every round is done (as after a Slurm
-array task, which writes no marker) counts as finished and gets its `done.json` then.
+array task, which writes no marker) counts as finished and gets its `done.json` then (`--mark-only` does
+just that and starts nothing). Before anything is written the sweep refuses (one line) a finished run or a
+run to resume whose config.yaml differs from what the spec now makes (other than output_dir and
+experiment_name: a moved sweep folder is fine), and a spec that would rewrite sweep.json without finished
+runs it lists. `--dry-run` writes nothing.
 """
 
 from __future__ import annotations
@@ -227,31 +232,38 @@ def load_spec(path: str | Path, seeds_override: Optional[int] = None) -> Plan:
     if reference not in cells:
         raise SpecError(f"reference: {reference!r} is not one of the cells ({', '.join(cells)})")
 
+    points = [(name, dict(zip(axes, combo))) for name in cells for combo in itertools.product(*axes.values())]
+    groups: dict[str, dict] = {}  # folder -> the axis values that make it: two must not share one
+    for name, point in points:
+        parts = [name] + ([",".join(f"{k}={_folder_part(v)}" for k, v in point.items())] if point else [])
+        group = "/".join(parts)
+        if group in groups:
+            a, b = (", ".join(f"{k}={v!r}" for k, v in pt.items()) for pt in (groups[group], point))
+            raise SpecError(f"axes: {a} and {b} make the same run folder {group}/ (give the values distinct text)")
+        groups[group] = point
+
     runs: list[Run] = []
     problems: dict[str, list[str]] = {}  # one line per distinct problem, naming the cells it hits
-    for name, cell in cells.items():
-        for combo in itertools.product(*axes.values()):
-            point = dict(zip(axes, combo))
-            parts = [name] + ([",".join(f"{k}={_folder_part(v)}" for k, v in point.items())] if point else [])
-            group = "/".join(parts)
-            for seed in seeds:
-                items = [f"{k}={value_text(v)}" for k, v in (*common.items(), *cell.items(), *point.items())]
-                items += [f"seed={seed}", f"output_dir={value_text(str(output_dir / group))}"]
-                items.append(f"experiment_name=seed{seed}")
-                run = Run(name, point, seed, f"{group}/seed{seed}", items)
-                try:
-                    cfg = load_config(base, items)
-                except ConfigError as exc:
-                    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-                    detail = "; ".join(lines[1:] if lines[0] == "invalid configuration:" and len(lines) > 1 else lines)
-                    cells_hit = problems.setdefault(detail, [])
-                    if group not in cells_hit:
-                        cells_hit.append(group)
-                    continue
-                run.num_rounds, run.stop_at_target = cfg.federation.num_rounds, cfg.evaluation.stop_at_target
-                run.clients, run.clients_per_round = cfg.num_clients, cfg.federation.clients_per_round
-                run.config = cfg.to_dict()
-                runs.append(run)
+    for (name, point), group in zip(points, groups):
+        cell = cells[name]
+        for seed in seeds:
+            items = [f"{k}={value_text(v)}" for k, v in (*common.items(), *cell.items(), *point.items())]
+            items += [f"seed={seed}", f"output_dir={value_text(str(output_dir / group))}"]
+            items.append(f"experiment_name=seed{seed}")
+            run = Run(name, point, seed, f"{group}/seed{seed}", items)
+            try:
+                cfg = load_config(base, items)
+            except ConfigError as exc:
+                lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+                detail = "; ".join(lines[1:] if lines[0] == "invalid configuration:" and len(lines) > 1 else lines)
+                cells_hit = problems.setdefault(detail, [])
+                if group not in cells_hit:
+                    cells_hit.append(group)
+                continue
+            run.num_rounds, run.stop_at_target = cfg.federation.num_rounds, cfg.evaluation.stop_at_target
+            run.clients, run.clients_per_round = cfg.num_clients, cfg.federation.clients_per_round
+            run.config = cfg.to_dict()
+            runs.append(run)
     if problems:
         raise SpecError(
             "\n".join(f"{'cell' if len(g) == 1 else 'cells'} {', '.join(g)}: {d}" for d, g in problems.items())
@@ -269,7 +281,7 @@ def metrics_complete(folder: Path, num_rounds: int, stop_at_target: bool) -> boo
         return int(data["rounds_completed"]) >= num_rounds or bool(
             stop_at_target and (data.get("time_to_target") or {}).get("round") is not None
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
@@ -285,16 +297,63 @@ def run_state(plan: Plan, run: Run) -> str:
     return "resume" if (folder / "checkpoint.pt").is_file() else "new"
 
 
+MOVABLE = ("output_dir", "experiment_name")  # where a run lives, not what it computes: a moved sweep is not stale
+
+
 def _stale(plan: Plan, run: Run) -> list[str]:
-    """Config keys in which a finished run's config.yaml differs from what the spec now makes."""
+    """Config keys (other than MOVABLE) in which a run's config.yaml differs from what the spec now makes."""
     from .plots import flatten
 
     try:
         old = flatten(yaml.safe_load((plan.output_dir / run.folder / "config.yaml").read_text()) or {})
     except (OSError, yaml.YAMLError):
         return []
+    if not isinstance(old, dict):
+        return []
     new = flatten(yaml.safe_load(yaml.safe_dump(run.config)))
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return sorted(k for k in set(old) | set(new) if k not in MOVABLE and old.get(k) != new.get(k))
+
+
+def _shrunk(plan: Plan) -> list[str]:
+    """Folders of finished runs that the sweep.json already in output_dir lists and this plan lacks."""
+    try:
+        old = json.loads((plan.output_dir / SWEEP_FILE).read_text())["runs"]
+        entries = [e for e in old if isinstance(e, dict) and isinstance(e.get("folder"), str)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    folders = {r.folder for r in plan.runs}
+    lost = []
+    for e in entries:
+        if e["folder"] in folders:
+            continue
+        try:
+            if run_finished(plan.output_dir / e["folder"], int(e.get("num_rounds", 0)), bool(e.get("stop_at_target"))):
+                lost.append(e["folder"])
+        except (TypeError, ValueError, OSError):
+            continue
+    return lost
+
+
+def check_reuse(plan: Plan, states: dict[str, str]) -> Optional[str]:
+    """Why this plan cannot use its output_dir as it is (one line), or None: a finished run or one to resume
+    was made with another config, or the sweep.json there lists finished runs this plan would drop."""
+    stale = [(r, keys) for r in plan.runs if states[r.folder] in ("done", "resume") and (keys := _stale(plan, r))]
+    if stale:
+        run, keys = stale[0]
+        more = f" (and {len(stale) - 1} more run(s))" if len(stale) > 1 else ""
+        what = "finished run" if states[run.folder] == "done" else "run to resume"
+        shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+        return (
+            f"{what} {run.folder} under {plan.output_dir} was made with another config ({shown}){more}; "
+            "use another output_dir or remove them"
+        )
+    lost = _shrunk(plan)
+    if lost:
+        return (
+            f"{plan.output_dir / SWEEP_FILE} lists {len(lost)} finished run(s) this spec does not make "
+            f"(e.g. {lost[0]}); rewriting it would drop them from the report: use a new output_dir"
+        )
+    return None
 
 
 def _mark_done(folder: Path, extra: dict) -> None:
@@ -351,6 +410,17 @@ def _stop(procs: dict) -> None:
             proc.wait()
 
 
+def _kill(procs: dict) -> None:
+    """SIGKILL every child's process group and reap it."""
+    for proc, *_ in procs.values():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for proc, *_ in procs.values():
+        proc.wait()
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -371,6 +441,7 @@ def run_local(plan: Plan, states: dict[str, str], workers: int) -> int:
     began = time.monotonic()
     ended_here = 0
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    old_int = signal.getsignal(signal.SIGINT)
     try:
         while todo or procs:
             while todo and len(procs) < workers:
@@ -378,7 +449,9 @@ def run_local(plan: Plan, states: dict[str, str], workers: int) -> int:
                 folder = plan.output_dir / run.folder
                 folder.mkdir(parents=True, exist_ok=True)
                 resume = states[run.folder] == "resume"
-                log = open(folder / LOG_FILE, "w")
+                log = open(folder / LOG_FILE, "a")  # a resumed run keeps its earlier output
+                log.write(f"== {time.strftime('%Y-%m-%dT%H:%M:%S')} sweep: {'resume' if resume else 'start'}\n")
+                log.flush()
                 proc = subprocess.Popen(
                     command(plan, run, resume),
                     stdout=log,
@@ -413,7 +486,12 @@ def run_local(plan: Plan, states: dict[str, str], workers: int) -> int:
                     flush=True,
                 )
     except KeyboardInterrupt:
-        _stop(procs)
+        try:
+            _stop(procs)
+        except KeyboardInterrupt:  # a second Ctrl-C (or SIGTERM) while waiting: kill them now, quietly
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _kill(procs)
         for _, _, _, log, _ in procs.values():
             log.close()
         print(
@@ -423,6 +501,7 @@ def run_local(plan: Plan, states: dict[str, str], workers: int) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
     if failures:
         print(f"{len(failures)} of {total} runs failed:", file=sys.stderr)
         for run, rc in failures:
@@ -436,7 +515,9 @@ def slurm_script() -> Path:
     return Path(__file__).resolve().parents[2] / "scripts" / "run_slurm.sh"
 
 
-def run_slurm(plan: Plan, states: dict[str, str], workers: Optional[int], dry_run: bool) -> int:
+def run_slurm(
+    plan: Plan, states: dict[str, str], workers: Optional[int], dry_run: bool, mark_command: Optional[list[str]] = None
+) -> int:
     todo = [r for r in plan.runs if states[r.folder] != "done"]
     if not todo:
         print(f"all {len(plan.runs)} runs are finished; nothing to submit")
@@ -447,9 +528,6 @@ def run_slurm(plan: Plan, states: dict[str, str], workers: Optional[int], dry_ru
         return 2
     lines = [shlex.join(command(plan, r, states[r.folder] == "resume", ["fedranklite"])) for r in todo]
     commands_file = plan.output_dir / COMMANDS_FILE
-    from .results_io import write_text_atomic
-
-    write_text_atomic(commands_file, "\n".join(lines) + "\n")
     array = f"1-{len(todo)}" + (f"%{workers}" if workers else "")
     sbatch = [
         "sbatch",
@@ -459,42 +537,75 @@ def run_slurm(plan: Plan, states: dict[str, str], workers: Optional[int], dry_ru
         str(script),
         f"@{commands_file}",
     ]
-    print(f"{len(todo)} of {len(plan.runs)} runs to submit (commands in {commands_file})")
-    if dry_run:
+    if dry_run:  # writes nothing: the lines that would go to the commands file, then the sbatch command
+        print(f"{len(todo)} of {len(plan.runs)} runs to submit (dry run: {commands_file} not written):")
+        print("\n".join(lines))
         print(shlex.join(sbatch))
         return 0
     if shutil.which("sbatch") is None:
         print("error: sbatch not found on PATH (use --dry-run to see the command)", file=sys.stderr)
         return 2
+    from .results_io import write_text_atomic
+
+    write_text_atomic(commands_file, "\n".join(lines) + "\n")
+    print(f"{len(todo)} of {len(plan.runs)} runs to submit (commands in {commands_file})")
     proc = subprocess.run(sbatch, capture_output=True, text=True)
     sys.stdout.write(proc.stdout)
     if proc.returncode != 0:
         print(f"error: sbatch exited {proc.returncode}: {proc.stderr.strip()}", file=sys.stderr)
         return 1
-    print(f"when the array is done: fedranklite sweep {plan.spec_path} (marks finished runs) and fedranklite report")
+    mark = shlex.join(mark_command or ["fedranklite", "sweep", str(plan.spec_path), "--mark-only"])
+    print(
+        f"when the array is done: {mark} (marks finished runs, starts nothing); "
+        f"then fedranklite report {shlex.quote(str(plan.output_dir))}"
+    )
     return 0
 
 
-def main(spec: str, workers: Optional[int], launcher: str, dry_run: bool, seeds: Optional[int]) -> int:
+def mark_only(plan: Plan, states: dict[str, str]) -> int:
+    """Write done.json for the runs whose metrics.json says they finished; start nothing."""
+    marked = 0
+    for run in plan.runs:
+        folder = plan.output_dir / run.folder
+        if states[run.folder] == "done" and not (folder / DONE_FILE).exists():
+            _mark_done(folder, {"from": "metrics.json", "final_score": _final_score(folder)})
+            marked += 1
+    done = sum(states[r.folder] == "done" for r in plan.runs)
+    print(
+        f"sweep {plan.output_dir}: marked {marked} run(s) finished from metrics.json; "
+        f"{done} of {len(plan.runs)} runs finished, {len(plan.runs) - done} not (yet)"
+    )
+    if done:
+        print(f"fedranklite report {shlex.quote(str(plan.output_dir))}")
+    return 0
+
+
+def main(
+    spec: str,
+    workers: Optional[int],
+    launcher: str,
+    dry_run: bool,
+    seeds: Optional[int],
+    mark: bool = False,
+) -> int:
     try:
         if workers is not None and workers < 1:
             raise SpecError("--workers: need at least 1")
+        if mark and dry_run:
+            raise SpecError("--mark-only and --dry-run: choose one")
         plan = load_spec(spec, seeds)
     except SpecError as exc:
         for line in str(exc).splitlines():
             print(f"{spec}: {line}", file=sys.stderr)
         return 2
     states = {r.folder: run_state(plan, r) for r in plan.runs}
-    stale = [(r, keys) for r in plan.runs if states[r.folder] == "done" and (keys := _stale(plan, r))]
-    if stale:
-        run, keys = stale[0]
-        print(
-            f"{spec}: {len(stale)} finished run(s) under {plan.output_dir} were made with another config "
-            f"(e.g. {run.folder}: {', '.join(keys[:5])}); use another output_dir or remove them",
-            file=sys.stderr,
-        )
+    problem = check_reuse(plan, states)
+    if problem:
+        print(f"{spec}: {problem}", file=sys.stderr)
         return 2
-    if dry_run and launcher == "local":
+    if mark:
+        return mark_only(plan, states)
+    if dry_run and launcher == "local":  # writes nothing
         for run in plan.runs:
             state = states[run.folder]
             print(
@@ -502,6 +613,8 @@ def main(spec: str, workers: Optional[int], launcher: str, dry_run: bool, seeds:
                 + ("-" if state == "done" else shlex.join(command(plan, run, state == "resume")))
             )
         return 0
+    if launcher == "slurm" and dry_run:
+        return run_slurm(plan, states, workers, dry_run=True)
     from .results_io import write_json_atomic
 
     write_json_atomic(plan.output_dir / SWEEP_FILE, plan.to_json())
@@ -510,5 +623,6 @@ def main(spec: str, workers: Optional[int], launcher: str, dry_run: bool, seeds:
         if states[run.folder] == "done" and not (folder / DONE_FILE).exists():
             _mark_done(folder, {"from": "metrics.json", "final_score": _final_score(folder)})
     if launcher == "slurm":
-        return run_slurm(plan, states, workers, dry_run)
+        again = ["fedranklite", "sweep", str(plan.spec_path)] + (["--seeds", str(seeds)] if seeds is not None else [])
+        return run_slurm(plan, states, workers, dry_run=False, mark_command=again + ["--mark-only"])
     return run_local(plan, states, workers or 1)
