@@ -14,7 +14,7 @@ from common import base_config, quiet_clock, write
 
 clock = quiet_clock()
 
-STEPS, BATCH, RANK, REPS = 16, 16, 8, 3
+STEPS, BATCH, RANK, REPS = 16, 16, 8, 7
 
 
 def bare_setup(cfg, num_labels):
