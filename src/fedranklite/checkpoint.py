@@ -25,7 +25,10 @@ import hashlib
 import json
 import math
 import os
+import pickle
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -181,7 +184,11 @@ def _unreadable(path: Path, exc: Exception) -> ResumeError:
     if unsafe:
         shown = ", ".join(sorted(unsafe)[:3]) + (f" and {len(unsafe) - 3} more" if len(unsafe) > 3 else "")
         return _refuse(path, f"not a FedRankLite checkpoint: it refers to Python objects ({shown}) and was not loaded")
-    return _refuse(path, f"unreadable checkpoint ({type(exc).__name__}: {_one_line(str(exc), 100)})")
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"Unsupported (?:global|operand)[^.\n]*", str(exc))
+        detail = _one_line(found.group(0), 80) if found else "not a torch checkpoint file"
+        return _refuse(path, f"not a FedRankLite checkpoint; refused without unpickling it ({detail})")
+    return _refuse(path, f"unreadable checkpoint, damaged or not one ({type(exc).__name__}: {_one_line(str(exc), 80)})")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -193,7 +200,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise _refuse(path, "not a file")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise _unreadable(path, exc) from None
     if not isinstance(raw, dict):
@@ -291,7 +300,7 @@ _MISSING = object()
 
 
 def list_keys(keys: list[str], limit: int = 10) -> str:
-    shown = ", ".join(_one_line(k, 60) for k in keys[:limit])
+    shown = ", ".join(_one_line(k, 120) for k in keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
@@ -299,7 +308,7 @@ def check_config(path: Path, saved: dict, current: dict) -> None:
     diff = config_differences(saved, current)
     if diff:
         raise ResumeError(
-            f"{path}: the checkpoint was written with a different configuration ({list_keys(diff)} differ); "
+            f"{path}: the checkpoint was written with a different configuration (differing: {list_keys(diff)}); "
             "resume with the same config and --set values"
         )
 

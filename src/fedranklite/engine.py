@@ -431,6 +431,15 @@ class Engine:
             ) from None
         self.state = state
 
+    def resume_from_checkpoint(self) -> None:
+        """Load and restore results/<name>/checkpoint.pt now (the CLI calls it before the run starts, so a
+        refused resume is its only line); `run(resume=True)` does it when it has not been done."""
+        if not self._resumed:
+            self.restore(load_checkpoint(self.cfg.results_dir / CHECKPOINT_NAME))
+            self._resumed = True
+
+    _resumed = False
+
     def run(self, on_round: Optional[Callable[[RoundRecord], None]] = None, resume: bool = False) -> RunSummary:
         cfg = self.cfg
         out = cfg.results_dir
@@ -438,7 +447,7 @@ class Engine:
         # temporary files of atomic writes that a killed run left behind (never read: only the renamed file is)
         remove_stale_temporaries(out, (CHECKPOINT_NAME, SUMMARY_FILE, ROUNDS_FILE))
         if resume:
-            self.restore(load_checkpoint(out / CHECKPOINT_NAME))
+            self.resume_from_checkpoint()
             # rounds.jsonl may hold a round finished after the last checkpoint: rewrite it from the checkpoint
             rewrite_round_log(out / ROUNDS_FILE, self.state.records, cfg.metrics.client_records)
             log.info("resuming %s after round %d", cfg.experiment_name, self.state.round_idx)
