@@ -238,3 +238,11 @@ def test_prepare_refuses_before_creating_anything(tmp_path):
 def test_a_missing_checkpoint_is_a_resume_error(tmp_path):
     with pytest.raises(ResumeError, match="no checkpoint"):
         load_checkpoint(tmp_path / "none.pt")
+
+
+def test_the_writability_check_creates_no_folder(tmp_path):
+    from fedranklite.configfile import load_config
+
+    cfg = load_config(write_config(tmp_path, output_dir=str(tmp_path / "new" / "deeper")))
+    assert prepare_results_folder(cfg) is cfg
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".fedranklite-write-test*"))

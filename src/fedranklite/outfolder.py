@@ -7,7 +7,7 @@
   skips finished runs and resumes those with a checkpoint itself, so a run it starts afresh there was killed
   before its first checkpoint (or failed) and may be replaced.
 - The folder must be a folder and writable: an output_dir that is a file, or a place that cannot be written,
-  is one line before anything loads.
+  is one line before anything loads (a probe file is written and removed; no folder is created here).
 """
 
 from __future__ import annotations
@@ -58,19 +58,23 @@ def _in_the_way(folder: Path, output_dir: Path) -> Optional[str]:
 
 
 def check_writable(folder: Path, output_dir: Path) -> None:
-    """Create `folder` (and its parents) and write and remove a probe file in it, or one OutputFolderError."""
+    """Write and remove a probe file in `folder`, or in its nearest existing ancestor when it does not exist
+    yet (nothing is created: a run whose set-up fails leaves no empty folder), or one OutputFolderError."""
     problem = _in_the_way(folder, output_dir)
     if problem:
         raise OutputFolderError(problem)
+    where = next((p for p in [folder, *folder.parents] if p.exists()), None)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fedranklite-write-test.", suffix=".tmp")
+        if where is None:
+            raise FileNotFoundError(2, "no part of the path exists")
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".fedranklite-write-test.", suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise OutputFolderError(
-            f"output_dir: cannot write the results to {folder} ({reason}); choose a writable output_dir"
+            f"output_dir: cannot write the results to {folder} (a test file in {where}: {reason}); "
+            "choose a writable output_dir"
         ) from None
 
 
