@@ -138,6 +138,7 @@ class Engine:
         self.settings = TrainSettings.from_config(cfg, task == "regression")
         # the server's copy lives on the CPU, like the updates clients send back
         self.state = RunState(global_state={k: v.cpu() for k, v in global_state.items()})
+        self._resumed = False  # resume_from_checkpoint has restored the state
 
     # ---- step 2 inputs: what the scheduler knows about each selected client
     def describe(self, selected: np.ndarray) -> Clients:
@@ -437,8 +438,6 @@ class Engine:
         if not self._resumed:
             self.restore(load_checkpoint(self.cfg.results_dir / CHECKPOINT_NAME))
             self._resumed = True
-
-    _resumed = False
 
     def run(self, on_round: Optional[Callable[[RoundRecord], None]] = None, resume: bool = False) -> RunSummary:
         cfg = self.cfg
