@@ -16,6 +16,8 @@ import torch
 import yaml
 from conftest import tiny_tree
 
+from fedranklite.checkpoint import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = {"wall_seconds", "throughput", "peak_memory_mb", "wall_time_total"}
 
@@ -89,8 +91,8 @@ def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
     assert "resuming" in resumed.stderr
 
     ref_out = tmp_path / "reference" / "run"
-    ref_ckpt = torch.load(ref_out / "checkpoint.pt", weights_only=False)
-    new_ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ref_ckpt = load_checkpoint(ref_out / "checkpoint.pt")
+    new_ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ref_ckpt["round_idx"] == new_ckpt["round_idx"] == 5
     for name, tensor in ref_ckpt["global_state"].items():
         assert torch.equal(tensor, new_ckpt["global_state"][name]), name
@@ -125,6 +127,7 @@ def test_resume_refuses_a_different_config_and_a_missing_checkpoint(tmp_path):
         timeout=300,
     )
     assert other.returncode == 2 and "different configuration" in other.stderr
+    assert "training.lr" in other.stderr and len(other.stderr.strip().splitlines()) == 1, other.stderr
 
 
 def test_resume_continues_a_finished_shorter_run_in_process(tiny_config):

@@ -56,12 +56,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             cfg = centralized_config(cfg)
     except ConfigError as exc:
-        console.print(f"[bold red]config error[/]: {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]config error[/]: {_config_error_text(exc)}", highlight=False, soft_wrap=True)
+        return 2
+    from .checkpoint import ResumeError
+    from .outfolder import OutputFolderError
+
+    # the results folder before anything loads: a checkpoint to resume from that fits this config, or a
+    # folder without earlier results (unless --overwrite / --new-folder) that can be written
+    try:
+        cfg = _results_folder(cfg, args)
+    except ResumeError as exc:
+        console.print(f"[bold red]cannot resume[/]: {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except OutputFolderError as exc:
+        console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     _offline_when_local(cfg)
     from .backbones import ModelError
     from .backends import start
-    from .checkpoint import ResumeError
     from .profile import ProfileError
     from .surrogate import CalibrationError
     from .textsplit import DataError
@@ -72,6 +84,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with _setting_up(console, cfg, args.quiet):
             run = start(cfg)
+            if args.resume and hasattr(run, "resume_from_checkpoint"):
+                run.resume_from_checkpoint()  # the adapter against the model's, before the run's first line
+    except ResumeError as exc:
+        console.print(f"[bold red]cannot resume[/]: {exc}", highlight=False, soft_wrap=True)
+        return 2
     except ImportError as exc:  # an optional dependency of the chosen backend (Flower)
         console.print(
             f"[bold red]error[/]: engine.backend={cfg.engine.backend} needs a package that is not "
@@ -122,6 +139,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print_summary(console, summary, cfg.results_dir)
     return 0
+
+
+def _config_error_text(exc: Exception) -> str:
+    """A config error with a single problem on one line ("invalid configuration: FILE: KEY: why")."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) == 2 and lines[0].endswith(":"):
+        return f"{lines[0]} {lines[1]}"
+    return str(exc)
+
+
+def _results_folder(cfg, args):
+    """The results folder checked before the model and data load (outfolder.py); with --resume, the
+    checkpoint is read and compared with the config here too, so a refused resume loads nothing."""
+    from .checkpoint import CHECKPOINT_NAME, check_config, load_checkpoint
+    from .outfolder import prepare_results_folder
+
+    if args.resume:
+        path = cfg.results_dir / CHECKPOINT_NAME
+        check_config(path, load_checkpoint(path)["config"], cfg.to_dict())
+    new = prepare_results_folder(cfg, resume=args.resume, overwrite=args.overwrite, new_folder=args.new_folder)
+    if new.experiment_name != cfg.experiment_name:
+        logging.getLogger("fedranklite").warning(
+            "%s already holds results: this run writes to %s (--new-folder)", cfg.results_dir, new.results_dir
+        )
+    return new
 
 
 def describe_run(cfg) -> str:
@@ -362,10 +404,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set federation.num_rounds=3 (repeatable)",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="log lines instead of a progress bar")
-    run.add_argument(
+    start_as = run.add_mutually_exclusive_group()
+    start_as.add_argument(
         "--resume",
         action="store_true",
         help="continue a killed run from results/<experiment_name>/checkpoint.pt (same config)",
+    )
+    start_as.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh even if the results folder holds an earlier run's results (they are replaced)",
+    )
+    start_as.add_argument(
+        "--new-folder",
+        action="store_true",
+        help="if the results folder holds an earlier run's results, write to <experiment_name>-2 (-3, ...) instead",
     )
     run.add_argument(
         "--centralized",

@@ -38,6 +38,29 @@ def _relative_hint(value: str) -> str:
     return f" (a relative path given with --set is read from the current directory, {Path.cwd()})"
 
 
+NAME_MAX = 100
+
+
+def unsafe_name(name: str) -> Optional[str]:
+    """Why `name` is not one safe folder name (None when it is): no separators, no `..` or leading dot, no
+    absolute path, not empty, no control characters, at most NAME_MAX characters."""
+    if not name or not name.strip():
+        return "is empty"
+    if len(name) > NAME_MAX:
+        return f"has {len(name)} characters (at most {NAME_MAX})"
+    if "/" in name or "\\" in name:
+        return "holds a path separator"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds a control character"
+    if name.startswith("."):
+        return "starts with a dot"
+    if name != name.strip():
+        return "starts or ends with a space"
+    if Path(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path"
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # Schema. Its defaults are configs/base.yaml's (tests/test_defaults.py fails when they disagree): a config
 # that inherits base.yaml and one built in code without a key mean the same. `extra="forbid"` turns unknown
@@ -256,6 +279,14 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     data: DataConfig = DataConfig()
     tiers: dict[str, TierConfig] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("experiment_name")
+    @classmethod
+    def _one_path_component(cls, name: str) -> str:
+        problem = unsafe_name(name)
+        if problem:
+            raise ValueError(f"{problem}; the results go to output_dir/experiment_name, so it must be one folder name")
+        return name
 
     @field_validator("tiers")
     @classmethod

@@ -24,7 +24,17 @@ import numpy as np
 
 from .aggregation import AGGREGATORS, Contribution
 from .budget import budget_report
-from .checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    ResumeError,
+    check_adapter,
+    check_config,
+    load_checkpoint,
+    remove_stale_temporaries,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .client import ClientResult, TrainSettings, evaluate
 from .config import Config
 from .configfile import dump_config
@@ -128,6 +138,7 @@ class Engine:
         self.settings = TrainSettings.from_config(cfg, task == "regression")
         # the server's copy lives on the CPU, like the updates clients send back
         self.state = RunState(global_state={k: v.cpu() for k, v in global_state.items()})
+        self._resumed = False  # resume_from_checkpoint has restored the state
 
     # ---- step 2 inputs: what the scheduler knows about each selected client
     def describe(self, selected: np.ndarray) -> Clients:
@@ -396,29 +407,46 @@ class Engine:
         }
 
     def restore(self, payload: dict) -> None:
-        if payload["config"] != self.cfg.to_dict():
-            raise ResumeError(
-                f"{self.cfg.results_dir / CHECKPOINT_NAME}: the checkpoint was written with a "
-                f"different configuration; resume with the same config and --set values"
+        """Continue from a loaded checkpoint (checkpoint.load_checkpoint): the config must be the same (other
+        than where the results live), the adapter must fit the model; any other problem is one ResumeError."""
+        path = self.cfg.results_dir / CHECKPOINT_NAME
+        check_config(path, payload["config"], self.cfg.to_dict())
+        check_adapter(path, payload["global_state"], self.state.global_state)
+        try:
+            state = RunState(
+                global_state=dict(payload["global_state"]),
+                round_idx=payload["round_idx"],
+                sim_time=float(payload["sim_time"]),
+                records=[RoundRecord.from_json(rec) for rec in payload["records"]],
+                reached_at=payload["reached_at"],
             )
-        self.state = RunState(
-            global_state=payload["global_state"],
-            round_idx=payload["round_idx"],
-            sim_time=payload["sim_time"],
-            records=[RoundRecord.from_json(rec) for rec in payload["records"]],
-            reached_at=payload["reached_at"],
-        )
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.time_model.load_state_dict(payload["time_model"])
-        self.telemetry.load_state_dict(payload["telemetry"])
-        set_rng_state(payload["rng"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            self.time_model.load_state_dict(payload["time_model"])
+            self.telemetry.load_state_dict(payload["telemetry"])
+            set_rng_state(payload["rng"])
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+            text = " ".join(str(exc).split())[:120]
+            raise ResumeError(
+                f"{path}: its round records or plugin states cannot be restored ({type(exc).__name__}: {text}); "
+                "cannot resume from it (start afresh with --overwrite)"
+            ) from None
+        self.state = state
+
+    def resume_from_checkpoint(self) -> None:
+        """Load and restore results/<name>/checkpoint.pt now (the CLI calls it before the run starts, so a
+        refused resume is its only line); `run(resume=True)` does it when it has not been done."""
+        if not self._resumed:
+            self.restore(load_checkpoint(self.cfg.results_dir / CHECKPOINT_NAME))
+            self._resumed = True
 
     def run(self, on_round: Optional[Callable[[RoundRecord], None]] = None, resume: bool = False) -> RunSummary:
         cfg = self.cfg
         out = cfg.results_dir
         out.mkdir(parents=True, exist_ok=True)
+        # temporary files of atomic writes that a killed run left behind (never read: only the renamed file is)
+        remove_stale_temporaries(out, (CHECKPOINT_NAME, SUMMARY_FILE, ROUNDS_FILE))
         if resume:
-            self.restore(load_checkpoint(out / CHECKPOINT_NAME))
+            self.resume_from_checkpoint()
             # rounds.jsonl may hold a round finished after the last checkpoint: rewrite it from the checkpoint
             rewrite_round_log(out / ROUNDS_FILE, self.state.records, cfg.metrics.client_records)
             log.info("resuming %s after round %d", cfg.experiment_name, self.state.round_idx)
