@@ -367,7 +367,9 @@ def command(plan: Plan, run: Run, resume: bool, program: Optional[list[str]] = N
     args += ["run", "--config", str(plan.base)]
     for item in run.overrides:
         args += ["--set", item]
-    return args + ["--quiet"] + (["--resume"] if resume else [])
+    # a run the sweep starts afresh owns its folder: leftovers of a killed attempt (rounds.jsonl written before
+    # the first checkpoint), on a Slurm node too, are replaced rather than refused
+    return args + ["--quiet"] + (["--resume"] if resume else ["--overwrite"])
 
 
 def _final_score(folder: Path) -> Optional[float]:
