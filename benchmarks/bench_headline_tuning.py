@@ -57,8 +57,8 @@ def run_one(name: str, seed: int) -> dict:
     sets = [
         "federation.scheduler.type=fixed",
         f"seed={seed}",
-        f"experiment_name={folder}",
-        "output_dir=/tmp/fedranklite_tuning",
+        f"experiment_name=seed{seed}",  # one folder name
+        f"output_dir=/tmp/fedranklite_tuning/tuning/{name}",
     ]
     cmd = [sys.executable, "-m", "fedranklite", "run", "--config", str(CONFIG), "--quiet"]
     for s in sets + BEFORE + CANDIDATES[name]:
