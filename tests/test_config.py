@@ -220,7 +220,12 @@ def test_shipped_experiment_resolves(stem):
     want = EXPERIMENTS[stem]
     # the headline experiment sets its own participation, local steps, rounds, learning rates and target
     headline = ["federation.clients_per_round=5", "federation.num_rounds=8", "training.max_local_steps=8"]
-    headline += ["training.lr=0.001", "training.head_lr=null", "evaluation.target=0.9"]
+    headline += [
+        "training.lr=0.001",
+        "training.head_lr=null",
+        "evaluation.target=0.9",
+        "federation.aggregation=blockwise",
+    ]
     cfg = load_config(CONFIGS / "experiments" / f"{stem}.yaml", headline if stem == "lite_noniid_deadline" else [])
     assert_base_defaults(cfg)
     assert cfg.experiment_name == want["name"]
@@ -244,6 +249,7 @@ def test_lite_noniid_deadline_values():
     # settings that learn under Dirichlet 0.1 (benchmarks/bench_headline_tuning.py): every client every round
     assert cfg.federation.clients_per_round == cfg.num_clients == 10
     assert (cfg.training.max_local_steps, cfg.federation.num_rounds, cfg.evaluation.target) == (4, 12, 0.85)
+    assert cfg.federation.aggregation.type == "fedavg"  # blockwise ended at one class with mixed ranks here
 
 
 def test_every_shipped_experiment_uses_the_profile_time_model_unless_it_says_why():
