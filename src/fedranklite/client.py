@@ -225,11 +225,14 @@ class PeakMemory:
 def loss_ends(losses: Sequence[float], window: int = 4) -> tuple[float, float]:
     """(before, after) of a round from its training-batch losses: the mean of the first k and of the last k
     batches, k = min(window, steps // 2), so the two windows never share a batch (with shared batches the
-    drop would be 0 at <= 4 steps). The first batch's loss is computed before any update. NaN for both
-    with fewer than 2 steps: a drop cannot be told from one batch, and the scheduler then keeps its EMA."""
+    drop would be 0 at <= 4 steps). The first batch's loss is computed before any update. With one step,
+    `before` is that batch's loss (fairness still sees the client) and `after` is NaN: a drop cannot be
+    told from one batch, so the scheduler keeps its EMA."""
+    if not len(losses):
+        return float("nan"), float("nan")
     k = min(window, len(losses) // 2)
     if k == 0:
-        return float("nan"), float("nan")
+        return float(losses[0]), float("nan")
     return float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
 
 
