@@ -18,6 +18,7 @@ pytest.importorskip("ray")
 
 from conftest import tiny_tree  # noqa: E402
 
+from fedranklite.checkpoint import load_checkpoint  # noqa: E402
 from fedranklite.configfile import validate  # noqa: E402
 from fedranklite.engine import build_engine  # noqa: E402
 from fedranklite.flower.task import arrays_to_state, state_to_arrays, task_from_record, task_record, wire_bytes  # noqa: E402
@@ -155,7 +156,7 @@ def check_results(cfg, rounds):
     records = RoundLog.read(out / "rounds.jsonl")
     assert metrics["rounds_completed"] == rounds == len(records)
     assert [r.round for r in records] == list(range(1, rounds + 1))
-    payload = torch.load(out / "checkpoint.pt", weights_only=False)
+    payload = load_checkpoint(out / "checkpoint.pt")  # the checked, weights_only reader
     assert payload["round_idx"] == rounds
     assert all(torch.isfinite(t).all() for t in payload["global_state"].values())
     return metrics, records, json.loads((out / "flower.json").read_text())

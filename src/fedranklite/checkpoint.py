@@ -106,7 +106,7 @@ def digest(meta: str, global_state: dict[str, torch.Tensor], rng_torch: torch.Te
     return h.hexdigest()
 
 
-def encode(payload: dict[str, Any]) -> dict[str, Any]:
+def encode_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """An engine payload (see Engine.checkpoint_payload) -> the dict that is written (format 2)."""
     rng = payload["rng"]
     meta = {k: payload[k] for k in META_KEYS if k != "rng"}
@@ -125,7 +125,7 @@ def encode(payload: dict[str, Any]) -> dict[str, Any]:
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over the old one."""
-    write_raw(path, encode(payload))
+    write_raw(path, encode_payload(payload))
 
 
 def write_raw(path: str | Path, obj: Any) -> None:
@@ -192,7 +192,7 @@ def _unreadable(path: Path, exc: Exception) -> ResumeError:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and check a checkpoint file -> the engine payload (the inverse of `encode`). Every problem is one
+    """Read and check a checkpoint file -> the engine payload (the inverse of `encode_payload`). Every problem is one
     ResumeError line; nothing in the file is executed (weights_only=True)."""
     path = Path(path)
     if not path.exists() and not path.is_symlink():
