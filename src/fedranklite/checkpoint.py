@@ -35,6 +35,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .configfile import flatten
+
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 2
 META_KEYS = ("round_idx", "sim_time", "reached_at", "records", "scheduler", "time_model", "telemetry", "rng", "config")
@@ -277,18 +279,9 @@ def _meta_problem(meta: dict) -> Optional[str]:
 
 
 # ---- checks against the run that resumes
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict) and tree:
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: tree}
-
-
 def config_differences(saved: dict, current: dict, ignore: tuple[str, ...] = MOVABLE_KEYS) -> list[str]:
     """Dotted keys whose values differ between two config dicts (keys in `ignore`, and below them, left out)."""
-    a, b = _flatten(saved), _flatten(current)
+    a, b = flatten(saved), flatten(current)
 
     def ignored(key: str) -> bool:
         return any(key == i or key.startswith(i + ".") for i in ignore)

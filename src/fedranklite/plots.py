@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
+from .configfile import flatten
 from .records import RoundRecord, RunSummary
 from .results_io import ResultsError, read_run
 
@@ -189,16 +190,6 @@ def compare_rows(folders: Sequence[str | Path]) -> tuple[list[str], list[list[st
             ]
         )
     return header, rows
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config as {dotted.key: leaf value}."""
-    if not isinstance(tree, dict) or not tree:
-        return {prefix: tree} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 COMPARE_IGNORES = ("experiment_name", "output_dir", "federation.scheduler")

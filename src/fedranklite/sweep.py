@@ -302,7 +302,7 @@ MOVABLE = ("output_dir", "experiment_name")  # where a run lives, not what it co
 
 def _stale(plan: Plan, run: Run) -> list[str]:
     """Config keys (other than MOVABLE) in which a run's config.yaml differs from what the spec now makes."""
-    from .plots import flatten
+    from .configfile import flatten
 
     try:
         old = flatten(yaml.safe_load((plan.output_dir / run.folder / "config.yaml").read_text()) or {})
