@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pickle
+import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,11 @@ CASES = [
         lambda c: c.ckpt.write_bytes(c.ckpt.read_bytes()[: c.ckpt.stat().st_size // 2]),
         "checkpoint.pt: unreadable checkpoint",
     ),
-    Case("ckpt_random_bytes", _write("checkpoint.pt", os.urandom(4096)), "checkpoint.pt: not a FedRankLite checkpoint"),
+    Case(
+        "ckpt_random_bytes",
+        _write("checkpoint.pt", random.Random(0).randbytes(4096)),
+        "checkpoint.pt: not a FedRankLite checkpoint",
+    ),
     Case("ckpt_text", _write("checkpoint.pt", b"round_idx: 3\n"), "checkpoint.pt:"),
     Case(
         "ckpt_bare_pickle_runs_code",
@@ -403,3 +408,17 @@ def test_the_message_names_the_file(finished, tmp_path, capsys, monkeypatch):
     assert str(ctx.ckpt) in capsys.readouterr().err
     assert cli.main(["run", "--config", str(config)]) == 2
     assert str(ctx.folder) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_bytes_are_always_named_foreign_whatever_error_the_unpickler_raises(seed, tmp_path):
+    # CI once drew os.urandom bytes that made torch's restricted unpickler raise IndexError, and the message
+    # then said "damaged" instead of "not a FedRankLite checkpoint"; any byte soup must read the same.
+    from fedranklite.checkpoint import ResumeError, load_checkpoint
+
+    rng = random.Random(seed)
+    path = tmp_path / "checkpoint.pt"
+    blob = rng.randbytes(rng.randint(1, 4096))
+    path.write_bytes(blob if not blob.startswith(b"PK\x03\x04") else b"x" + blob)
+    with pytest.raises(ResumeError, match="not a FedRankLite checkpoint"):
+        load_checkpoint(path)

@@ -169,6 +169,17 @@ def _refuse(path: Path, what: str) -> ResumeError:
     return ResumeError(f"{path}: {what}; cannot resume from it (start afresh with --overwrite)")
 
 
+def _looks_like_zip(path: Path) -> bool:
+    """True for an empty file or one starting with a zip local-file header: a truncated or emptied checkpoint is
+    damaged, not foreign."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True
+    return head in (b"", b"PK\x03\x04")
+
+
 def _unreadable(path: Path, exc: Exception) -> ResumeError:
     """Why torch.load refused the file, in one line; a format-1 checkpoint (pickled numpy RNG state) is named."""
     try:
@@ -190,6 +201,10 @@ def _unreadable(path: Path, exc: Exception) -> ResumeError:
         found = re.search(r"Unsupported (?:global|operand)[^.\n]*", str(exc))
         detail = _one_line(found.group(0), 80) if found else "not a torch checkpoint file"
         return _refuse(path, f"not a FedRankLite checkpoint; refused without unpickling it ({detail})")
+    if not _looks_like_zip(path):
+        # Random bytes make torch's restricted unpickler fail with whatever error the first opcode triggers
+        # (IndexError, EOFError, ...); what matters to the user is that the file was never a torch archive.
+        return _refuse(path, "not a FedRankLite checkpoint (not a torch zip archive); refused without unpickling it")
     return _refuse(path, f"unreadable checkpoint, damaged or not one ({type(exc).__name__}: {_one_line(str(exc), 80)})")
 
 
