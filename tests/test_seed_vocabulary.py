@@ -165,7 +165,7 @@ def test_errors_name_the_key_as_the_user_wrote_it(tmp_path):
     msg = error_of(BASE, ["model.lora.r_min=40"])
     assert "--set: model.lora.r_min:" in msg
     msg = error_of(BASE, ["evaluation.target_score=.nan"])
-    assert "--set: evaluation.target_score: must be a finite number" in msg
+    assert "--set: evaluation.target_score: Input should be a finite number" in msg
     # a misspelt seed name gets the seed name as its suggestion
     assert "did you mean 'method'" in error_of(BASE, ["data.partition.metod=iid"])
     assert "did you mean 'enabled'" in error_of(BASE, ["deadline.enable=true"])

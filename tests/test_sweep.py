@@ -168,7 +168,7 @@ def test_duplicate_cell_names_are_refused(tmp_path, monkeypatch, capsys):
     no_subprocess(monkeypatch)
     assert cli.main(["sweep", str(spec)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "'lite' is written twice" in err[0]
+    assert len(err) == 1 and "duplicate key 'lite' on lines" in err[0]
 
 
 def test_axes_make_one_folder_per_value(tmp_path, monkeypatch, capsys):

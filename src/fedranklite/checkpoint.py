@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .configfile import flatten
+from .messages import one_line
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 2
@@ -160,11 +161,6 @@ def remove_stale_temporaries(folder: str | Path, names: tuple[str, ...] = (CHECK
     return removed
 
 
-def _one_line(text: str, limit: int = 160) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _refuse(path: Path, what: str) -> ResumeError:
     return ResumeError(f"{path}: {what}; cannot resume from it (start afresh with --overwrite)")
 
@@ -199,13 +195,13 @@ def _unreadable(path: Path, exc: Exception) -> ResumeError:
         return _refuse(path, f"not a FedRankLite checkpoint: it refers to Python objects ({shown}) and was not loaded")
     if isinstance(exc, pickle.UnpicklingError):
         found = re.search(r"Unsupported (?:global|operand)[^.\n]*", str(exc))
-        detail = _one_line(found.group(0), 80) if found else "not a torch checkpoint file"
+        detail = one_line(found.group(0), 80) if found else "not a torch checkpoint file"
         return _refuse(path, f"not a FedRankLite checkpoint; refused without unpickling it ({detail})")
     if not _looks_like_zip(path):
         # Random bytes make torch's restricted unpickler fail with whatever error the first opcode triggers
         # (IndexError, EOFError, ...); what matters to the user is that the file was never a torch archive.
         return _refuse(path, "not a FedRankLite checkpoint (not a torch zip archive); refused without unpickling it")
-    return _refuse(path, f"unreadable checkpoint, damaged or not one ({type(exc).__name__}: {_one_line(str(exc), 80)})")
+    return _refuse(path, f"unreadable checkpoint, damaged or not one ({type(exc).__name__}: {one_line(str(exc), 80)})")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -228,7 +224,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         if version == 1:
             raise _refuse(path, f"checkpoint format 1 (an older FedRankLite); the format changed to {FORMAT_VERSION}")
-        raise _refuse(path, f"checkpoint format {_one_line(repr(version), 40)} is not {FORMAT_VERSION}")
+        raise _refuse(path, f"checkpoint format {one_line(repr(version), 40)} is not {FORMAT_VERSION}")
     for key, kind in (("sha256", str), ("meta", str), ("global_state", dict), ("rng_torch", torch.Tensor)):
         if key not in raw:
             raise _refuse(path, f"missing key '{key}'")
@@ -237,7 +233,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     state = raw["global_state"]
     bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise _refuse(path, f"global_state.{_one_line(bad[0], 60)} is not a named tensor")
+        raise _refuse(path, f"global_state.{one_line(bad[0], 60)} is not a named tensor")
     rng_torch = raw["rng_torch"]
     if rng_torch.dtype != torch.uint8 or rng_torch.dim() != 1:
         raise _refuse(path, "rng_torch is not a uint8 vector (torch's RNG state)")
@@ -246,7 +242,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(raw["meta"])
     except ValueError as exc:
-        raise _refuse(path, f"meta is not JSON ({_one_line(str(exc), 80)})") from None
+        raise _refuse(path, f"meta is not JSON ({one_line(str(exc), 80)})") from None
     if not isinstance(meta, dict):
         raise _refuse(path, f"meta is a {type(meta).__name__}, not an object")
     missing = [k for k in META_KEYS if k not in meta]
@@ -268,9 +264,9 @@ def _meta_problem(meta: dict) -> Optional[str]:
     """The first thing in the checkpoint's JSON part that cannot be resumed from, or None."""
     r = meta["round_idx"]
     if not isinstance(r, int) or isinstance(r, bool) or r < 0:
-        return f"round_idx {_one_line(repr(r), 40)} is not a round count"
+        return f"round_idx {one_line(repr(r), 40)} is not a round count"
     if not isinstance(meta["sim_time"], (int, float)) or not math.isfinite(meta["sim_time"]):
-        return f"sim_time {_one_line(repr(meta['sim_time']), 40)} is not a finite number"
+        return f"sim_time {one_line(repr(meta['sim_time']), 40)} is not a finite number"
     if meta["reached_at"] is not None and not isinstance(meta["reached_at"], int):
         return "reached_at is not a round"
     if not isinstance(meta["records"], list) or len(meta["records"]) != r:
@@ -308,7 +304,7 @@ _MISSING = object()
 
 
 def list_keys(keys: list[str], limit: int = 10) -> str:
-    shown = ", ".join(_one_line(k, 120) for k in keys[:limit])
+    shown = ", ".join(one_line(k, 120) for k in keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 

@@ -55,6 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             from .centralized import centralized_config
 
             cfg = centralized_config(cfg)
+        from .preflight import check
+
+        check(cfg, args.config)  # this machine's devices and the backbone's limits, before anything loads
     except ConfigError as exc:
         console.print(f"[bold red]config error[/]: {_config_error_text(exc)}", highlight=False, soft_wrap=True)
         return 2
@@ -77,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .profile import ProfileError
     from .surrogate import CalibrationError
     from .textsplit import DataError
+    from .viability import RunRefused, RunStopped
 
     log = logging.getLogger("fedranklite")
     total = cfg.federation.num_rounds
@@ -98,6 +102,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 2
     except (DataError, ModelError, CalibrationError, ProfileError) as exc:
+        console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except RunRefused as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     console.print(
@@ -132,6 +139,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (DataError, ModelError) as exc:  # raised inside a Flower run, where set-up happens per process
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
+    except RunStopped as exc:
+        console.print(f"[bold red]{exc}[/]", highlight=False, soft_wrap=True)
+        return 3
     except RuntimeError as exc:
         if cfg.engine.backend != "flower":
             raise
@@ -393,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="fedranklite", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fedranklite {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment from a YAML config")
     run.add_argument("--config", "-c", required=True, help="experiment YAML (may inherit with _base_)")
@@ -506,6 +517,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         except ResultsError as exc:
             console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
             return 2
+        except OSError as exc:
+            return _cannot_write(console, "--out", exc)
         for path in paths:
             print(path)
     return 0
@@ -524,7 +537,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     except CalibrationError as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
-    path = fit.save(args.out or Path(args.results) / FIT_FILE)
+    try:
+        path = fit.save(args.out or Path(args.results) / FIT_FILE)
+    except OSError as exc:
+        return _cannot_write(console, "--out", exc)
     src = fit.source
     console.print(
         f"fitted on {src['rounds']} rounds / {src['client_rounds']} client-rounds of {src['experiment']}:\n"
@@ -628,8 +644,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table.add_row(*row)
     console.print(table)
     if args.plot:
-        print(plot_compare(args.results, args.plot))
+        try:
+            print(plot_compare(args.results, args.plot))
+        except OSError as exc:
+            return _cannot_write(Console(stderr=True), "--plot", exc)
     return 0
+
+
+def _cannot_write(console, option: str, exc: OSError) -> int:
+    """An output path that cannot be written: one line naming the option and the path."""
+    from .messages import one_line
+
+    console.print(
+        f"[bold red]error[/]: {option} {exc.filename or ''}: cannot be written ({one_line(exc.strerror or exc)})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -639,7 +670,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level=logging.INFO if getattr(args, "quiet", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return args.func(args)
+    if args.debug:
+        return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the promise is one line, never a traceback: this is the net under every command
+        return _unexpected(exc)
+
+
+def _unexpected(exc: BaseException) -> int:
+    """One line for an error no command anticipated, with where it came from and how to see the rest."""
+    import traceback
+
+    from .messages import one_line
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "fedranklite" in f.filename] or frames
+    where = f" (at {Path(ours[-1].filename).name}:{ours[-1].lineno})" if ours else ""
+    if isinstance(exc, MemoryError):
+        what = "out of memory"
+    elif isinstance(exc, OSError) and exc.filename:
+        what = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        what = f"{type(exc).__name__}: {exc}"
+    print(f"error: {one_line(what)}{where}; run with fedranklite --debug ... for the traceback", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ span sections. Reading YAML files into it (inheritance, merge, overrides, error 
 from __future__ import annotations
 
 import difflib
-import math
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -23,6 +23,7 @@ from .registry import PluginSlot, Section
 from .schedulers import SCHEDULERS
 from .scoring import SCORE_METRICS
 from .stragglers import STRAGGLER_POLICIES
+from .textsplit import MAX_CLASSES
 from .timing import TIMING_MODES
 
 
@@ -39,6 +40,14 @@ def _relative_hint(value: str) -> str:
 
 
 NAME_MAX = 100
+# Upper bounds that stop a typo (1e9 clients, a 1e6 rank) before anything is allocated; each is far above
+# what the project has run (100k surrogate clients, rank 64, 512-token models). The model-dependent limits
+# (max_length, r_max against the backbone) are checked in preflight.py before the model loads.
+MAX_CLIENTS = 10_000_000
+MAX_ROUNDS = 1_000_000
+MAX_ROWS = 10_000_000
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and most samplers take 32-bit seeds
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d{1,3})?"
 
 
 def unsafe_name(name: str) -> Optional[str]:
@@ -72,7 +81,7 @@ _Section = Section
 
 
 class LoraConfig(_Section):
-    r_max: int = Field(16, ge=1)
+    r_max: int = Field(16, ge=1, le=65_536)
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
@@ -83,7 +92,7 @@ class ModelConfig(_Section):
     pooling: Literal["auto", "mean", "last", "cls"] = "auto"
     quantization: Literal["none", "8bit", "4bit"] = "none"
     cache_dir: Optional[str] = None  # converted GGUF checkpoints (default $FEDRANKLITE_CACHE or ~/.cache/fedranklite)
-    max_length: int = Field(64, ge=4)
+    max_length: int = Field(64, ge=4, le=1_048_576)
     # sentence pairs: one sequence (cross) or each text apart (siamese, sentence-transformers' bi-encoder way)
     pair_encoding: Literal["auto", "cross", "siamese"] = "auto"
     head_dropout: float = Field(0.1, ge=0, lt=1)
@@ -91,19 +100,26 @@ class ModelConfig(_Section):
 
 
 class FederationConfig(_Section):
-    num_clients: Optional[int] = Field(None, ge=1)  # must equal the sum of tier counts when given
-    num_rounds: int = Field(8, ge=1)
-    clients_per_round: int = Field(5, ge=1)
+    num_clients: Optional[int] = Field(None, ge=1, le=MAX_CLIENTS)  # must equal the sum of tier counts when given
+    num_rounds: int = Field(8, ge=1, le=MAX_ROUNDS)
+    clients_per_round: int = Field(5, ge=1, le=MAX_CLIENTS)
     aggregation: AGGREGATORS.field("blockwise") = Field("blockwise", validate_default=True)
     scheduler: SCHEDULERS.field("lite") = Field("lite", validate_default=True)
     # client updates further than this many times the round's median from the global adapter are
     # rejected (null: no norm check; NaN/Inf and wrong shapes are always rejected)
     max_update_norm_ratio: Optional[float] = Field(10.0, gt=1)
+    # clip every accepted update's distance from the global adapter to this x the round's median distance
+    # and/or to this absolute L2 norm before aggregation (null: no clipping); validation.clip_update
+    clip_update_norm_ratio: Optional[float] = Field(None, ge=1)
+    clip_update_norm: Optional[float] = Field(None, gt=0)
     # a CSV / JSON-lines file with one row per client: cid, compute_factor, uplink_mbps, downlink_mbps,
     # availability (hardware.py; a relative path is read from the config file's folder, with --set from the
     # current directory)
     client_trace: Optional[str] = None
     telemetry_ema: float = Field(0.5, gt=0, le=1)  # weight of a client's newest report in the server's estimate
+    # stop (exit 3) after this many rounds in a row without an aggregated update (all rejected, dropped or
+    # lost): such a run cannot learn, and its "final score" would be the untrained model's; null: never
+    stop_after_empty_rounds: Optional[int] = Field(3, ge=1)
 
 
 class TrainingConfig(_Section):
@@ -135,10 +151,10 @@ class DataConfig(_Section):
     text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1, max_length=2)
     label_column: str = "label"
     task: Literal["classification", "regression"] = "classification"
-    num_labels: Optional[int] = Field(None, ge=1)  # inferred from the training labels when absent
+    num_labels: Optional[int] = Field(None, ge=1, le=MAX_CLASSES)  # inferred from the training labels when absent
     label_names: Optional[list[str]] = None  # string labels, mapped to their index
-    embedded_train_size: int = Field(3000, ge=10)
-    embedded_eval_size: int = Field(400, ge=10)
+    embedded_train_size: int = Field(3000, ge=10, le=MAX_ROWS)
+    embedded_eval_size: int = Field(400, ge=10, le=MAX_ROWS)
     samples_per_client: Optional[int] = Field(None, ge=1)  # cap on each client's training rows
     partition: PARTITIONERS.field("iid") = Field("iid", validate_default=True)  # partitioners.py
 
@@ -199,7 +215,7 @@ class DataConfig(_Section):
 
 class TierConfig(_Section):
     compute_factor: float = Field(..., gt=0)
-    num_clients: int = Field(..., ge=1)
+    num_clients: int = Field(..., ge=1, le=MAX_CLIENTS)
     memory_gb: float = Field(..., gt=0)
     bandwidth_mbps: Optional[float] = Field(None, gt=0)  # both ways; None: communication time not simulated
     uplink_mbps: Optional[float] = Field(None, gt=0)  # client -> server (default: bandwidth_mbps)
@@ -243,13 +259,6 @@ class EvaluationConfig(_Section):
             raise ValueError(f"unknown name {value!r}{hint}; choose one of {sorted(SCORE_METRICS)}")
         return value
 
-    @field_validator("target")
-    @classmethod
-    def _finite_target(cls, value: Optional[float]) -> Optional[float]:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
 
 class MetricsConfig(_Section):
     fairness_percentiles: list[float] = Field(default_factory=lambda: [10.0, 50.0, 90.0], min_length=1)
@@ -271,9 +280,9 @@ class MetricsConfig(_Section):
 
 class Config(_Section):
     experiment_name: str = "default"  # load_config: the experiment file's name unless the config names one
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     output_dir: str = "results"
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (whether the machine has it: preflight.py)
     model: ModelConfig = ModelConfig()
     federation: FederationConfig = FederationConfig()
     training: TrainingConfig = TrainingConfig()
@@ -286,6 +295,13 @@ class Config(_Section):
         problem = unsafe_name(name)
         if problem:
             raise ValueError(f"{problem}; the results go to output_dir/experiment_name, so it must be one folder name")
+        return name
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, name: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, name):
+            raise ValueError("expected auto, cpu, cuda or cuda:N")
         return name
 
     @field_validator("tiers")
@@ -334,7 +350,14 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
         problems += [(f"{prefix}.{key}", msg) for key, msg in section.problems(cfg)]
     problems += cfg.data.problems()
 
+    classes = cfg.data.num_labels or (len(cfg.data.label_names) if cfg.data.label_names else None)
+    if cfg.evaluation.metric == "f1" and classes is not None and classes > 2:
+        problems.append(
+            ("evaluation.metric", f"f1 is binary F1 (of class 1) and this task has {classes} classes; use f1_macro")
+        )
     n = cfg.num_clients
+    if n > MAX_CLIENTS:
+        problems.append(("tiers", f"{n:,} clients in all; at most {MAX_CLIENTS:,}"))
     if cfg.federation.num_clients is not None and cfg.tiers and cfg.federation.num_clients != n:
         problems.append(
             ("federation.num_clients", f"{cfg.federation.num_clients} differs from the tiers' total of {n} clients")

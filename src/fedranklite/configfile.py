@@ -27,7 +27,9 @@ from pydantic import BaseModel, ValidationError
 
 from .config import PLUGIN_SLOTS, Config, ConfigError, semantic_problems, unwrap_model
 from .glue import preset
+from .messages import one_line, shown
 from .registry import PluginSlot
+from .safeyaml import YamlError, load_yaml_text, read_yaml_file
 from .textsplit import DataError
 
 BASE_KEY = "_base_"
@@ -150,7 +152,7 @@ def _resolve_switches(tree: dict, sources: dict, origin: str) -> dict:
     seconds = _get(tree, ("deadline", "seconds"))[1]
     if enabled is not None and not isinstance(enabled, bool):
         raise ConfigError(
-            f"invalid configuration:\n  {where}: deadline.enabled: expected true or false (got {enabled!r})"
+            f"invalid configuration:\n  {where}: deadline.enabled: expected true or false (got {shown(enabled)})"
         )
     if enabled is True and seconds is None:
         raise ConfigError(
@@ -210,17 +212,15 @@ def _record_sources(tree: Any, source: str, prefix: str, sources: dict[str, str]
 
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        data = read_yaml_file(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a YAML file") from None
+    except YamlError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: cannot be read: {one_line(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -279,9 +279,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ConfigError(f"--set {item}: empty key segment")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = load_yaml_text(raw) if raw.strip() else ""
+    except YamlError as exc:
+        if not str(exc).startswith("not valid YAML"):  # a duplicate key or an alias bomb: not a plain string
+            raise ConfigError(f"--set {one_line(item, 80)}: {exc}") from None
+        value = raw  # e.g. a path with ': ' in it
     return parts, value
 
 
@@ -386,7 +388,7 @@ def _format_pydantic(exc: ValidationError, sources: dict[str, str], default: str
             if slot is not None and err["type"] in ("unknown_plugin", "plugin_missing") and isinstance(given, dict):
                 dotted = f"{dotted}.{slot.registry.key}"  # name the key that holds the plugin's name
                 where = _source_of(dotted, sources, default)
-            given_txt = "" if isinstance(given, dict) or err["type"] == "unknown_plugin" else f" (got {given!r})"
+            given_txt = "" if isinstance(given, dict) or err["type"] == "unknown_plugin" else f" (got {shown(given)})"
             msg = err["msg"].removeprefix("Value error, ")
             messages.append(f"{where}: {_spell(dotted, sources)}: {msg}{given_txt}")
     return messages
@@ -402,13 +404,21 @@ def validate(tree: dict, sources: Optional[dict[str, str]] = None, origin: str =
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as exc:
-        lines = _format_pydantic(exc, sources, origin, tree)
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise _invalid(_format_pydantic(exc, sources, origin, tree)) from None
     problems = semantic_problems(cfg)
     if problems:
-        lines = [f"{_source_of(key, sources, origin)}: {_spell(key, sources)}: {msg}" for key, msg in problems]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+        raise _invalid([f"{_source_of(key, sources, origin)}: {_spell(key, sources)}: {msg}" for key, msg in problems])
     return cfg
+
+
+MAX_PROBLEMS = 12  # lines of one config error; a file of 10,000 unknown keys is summed up, not listed
+
+
+def _invalid(lines: list[str]) -> ConfigError:
+    shown_lines = [one_line(ln) for ln in lines[:MAX_PROBLEMS]]
+    if len(lines) > MAX_PROBLEMS:
+        shown_lines.append(f"... and {len(lines) - MAX_PROBLEMS} more problems")
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(shown_lines))
 
 
 def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Config:

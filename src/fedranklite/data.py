@@ -31,6 +31,8 @@ FILE_TYPES = tuple(_FILE_BUILDERS)  # the file suffixes `data.source: files` rea
 def _load_file(path: str):
     import datasets  # heavy: kept off the config path (config imports this module for FILE_TYPES)
 
+    datasets.disable_progress_bars()  # "Generating train split" bars are not this run's progress
+
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file not found: {path}")
@@ -85,6 +87,24 @@ def _to_split(
     return TextSplit(texts, *class_ids(raw, label_names, label_column, where))
 
 
+# Texts are cut to model.max_length x this many characters before tokenising: a fast tokenizer given a
+# 200 MB line aborts the whole process, and no token averages anywhere near 64 characters, so the cut
+# never changes what the truncating tokenizer keeps.
+CHARS_PER_TOKEN = 64
+
+
+def cap_texts(split: TextSplit, max_chars: int, where: str) -> TextSplit:
+    """`split` with every text cut to `max_chars` characters (one log line says how many were cut)."""
+    cut = sum(1 for row in split.texts for t in row if len(t) > max_chars)
+    if not cut:
+        return split
+    log.info(
+        "%s: %d text(s) longer than %d characters were cut to that length before tokenising", where, cut, max_chars
+    )
+    texts = [tuple(t[:max_chars] for t in row) for row in split.texts]
+    return TextSplit(texts, split.labels, split.label_names)
+
+
 @dataclass
 class LoadedData:
     train: TextSplit
@@ -125,6 +145,8 @@ def load_data(cfg) -> LoadedData:
         else:
             names = d.label_names or train.label_names
             evaluation = _to_split(eval_table, d.text_columns, d.label_column, d.task, names, where_eval)
+    max_chars = cfg.model.max_length * CHARS_PER_TOKEN
+    train, evaluation = cap_texts(train, max_chars, where_train), cap_texts(evaluation, max_chars, where_eval)
     if d.task == "regression":
         return LoadedData(train, evaluation, 1, d.task)
     num_labels = d.num_labels or (len(train.label_names) if train.label_names else int(train.labels.max()) + 1)

@@ -52,7 +52,8 @@ from .stragglers import STRAGGLER_POLICIES
 from .summary import fairness, reached, run_warnings, summarize
 from .timing import TIMING_MODES, comm_seconds
 from .tracking import open_trackers
-from .validation import reject_reasons
+from .validation import clip_bounds, clip_update, reject_reasons, sample_problem, server_weight, update_distance
+from .viability import RunRefused, RunStopped, refusals, stop_message
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class RunState:
     sim_time: float = 0.0
     records: list[RoundRecord] = field(default_factory=list)
     reached_at: Optional[int] = None
+    stopped: Optional[str] = None  # why the run stopped early (viability.stop_message), if it did
 
 
 # step 7: the global adapter -> {"score": ..., "loss": ..., <metric>: ...}
@@ -197,6 +199,19 @@ class Engine:
         ran = self.runner.run(r, st.global_state, [t for t, ok in zip(tasks, answers) if ok])
         by_cid = {res.cid: res for res in ran}
         results = [by_cid[t.cid] if ok else self._unavailable(t) for t, ok in zip(tasks, answers)]
+        # a sample count is the client's claim: the server caps it at the work it planned for the client, and
+        # an update whose count it cannot use (<= 0, NaN, not a number) is rejected below; simulated time and
+        # aggregation weights use the capped count
+        claim_problems = {}
+        for res in results:
+            if res.lost or res.steps <= 0:
+                continue
+            problem = sample_problem(res.num_samples)
+            if problem:
+                claim_problems[res.cid] = problem
+                res.num_samples = 0
+            else:
+                res.num_samples = server_weight(res.num_samples, self.settings.planned_samples(int(fed.rows[res.cid])))
         speed_of = dict(zip(runnable.tolist(), speed.tolist()))
 
         # step 4: simulated time of every client, on its own hardware
@@ -246,15 +261,19 @@ class Engine:
             ),
         ):
             rejected[i] = reason
+        for i in kept:
+            if rejected[i] is None:
+                rejected[i] = claim_problems.get(results[i].cid)
         for res, reason in zip(results, rejected):
             if reason is not None:
                 log.warning("round %d: update of client %d rejected: %s", r, res.cid, reason)
-        # step 6: aggregation over accepted updates
+        # step 6: aggregation over accepted updates (weights: the capped sample counts), optionally clipped
         accepted = [
             Contribution(res.update, res.rank, res.num_samples)
             for res, ok, reason in zip(results, outcome.accepted, rejected)
             if ok and reason is None
         ]
+        accepted = self._clipped(r, accepted)
         if accepted:
             st.global_state = self.aggregate(st.global_state, accepted)
         # step 7: evaluation and the round record
@@ -370,7 +389,7 @@ class Engine:
             "budget": self.budget(),
         }
         final = self.state.records[-1] if self.state.records else None
-        run["warnings"] = run_warnings(
+        run["warnings"] = ([f"stopped early: {self.state.stopped}"] if self.state.stopped else []) + run_warnings(
             run["final_eval"],
             None if final is None else final.score,
             self.model_info.get("trivial_baseline"),
@@ -471,6 +490,11 @@ class Engine:
                     tracker.log_round(record)
                 if on_round is not None:
                     on_round(record)
+                stop = self._empty_rounds_stop()
+                if stop:
+                    self.state.stopped = stop
+                    write_json_atomic(out / SUMMARY_FILE, self.summary().to_json())
+                    raise RunStopped(f"stopped after round {self.state.round_idx}: {stop}; results so far in {out}")
             if self._target_stop():
                 log.info("target %s reached at round %d: stopped", cfg.evaluation.target, self.state.reached_at)
         finally:
@@ -481,6 +505,27 @@ class Engine:
         summary = self.summary()
         write_json_atomic(out / SUMMARY_FILE, summary.to_json())
         return summary
+
+    def _clipped(self, r: int, contributions: list[Contribution]) -> list[Contribution]:
+        """`federation.clip_update_norm_ratio` / `clip_update_norm`: every update's distance from the global
+        adapter scaled down to the round's bound before aggregation."""
+        fed_cfg, g = self.cfg.federation, self.state.global_state
+        if fed_cfg.clip_update_norm_ratio is None and fed_cfg.clip_update_norm is None:
+            return contributions
+        distances = [update_distance(c.state, c.rank, g) for c in contributions]
+        bound = clip_bounds(distances, fed_cfg.clip_update_norm_ratio, fed_cfg.clip_update_norm)
+        out, clipped = [], 0
+        for c in contributions:
+            state, scale = clip_update(c.state, c.rank, g, bound)
+            clipped += scale < 1.0
+            out.append(Contribution(state, c.rank, c.weight))
+        if clipped:
+            log.info("round %d: %d update(s) clipped to norm %.3g", r, clipped, bound)
+        return out
+
+    def _empty_rounds_stop(self) -> Optional[str]:
+        k = self.cfg.federation.stop_after_empty_rounds
+        return None if k is None else stop_message(self.state.records, k)
 
     def _target_stop(self) -> bool:
         return self.cfg.evaluation.stop_at_target and self.state.reached_at is not None
@@ -534,6 +579,9 @@ def build_engine(cfg: Config, runner_factory: Optional[RunnerFactory] = None) ->
         "trivial_baseline": trivial_baseline(eval_enc.labels, metric, settings.regression),
     }
     engine = Engine(cfg, runner, fed, evaluator, model.adapter_state(), info, task)
+    problems = refusals(engine, prep.data.train.labels, prep.data.num_labels, prep.rank_caps)
+    if problems:
+        raise RunRefused("this run cannot train: " + "; ".join(problems))
     engine.model = model  # for inspection (notebooks, tests); the round loop only uses the evaluator
     engine.prepared = prep
     return engine

@@ -44,7 +44,8 @@ def is_number_annotation(annotation: Any) -> bool:
 class Section(BaseModel):
     """A config section: unknown keys are errors, values are frozen once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `lr: .inf`, `compute_factor: nan` or the string "inf" are refused for every float
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -48,6 +48,8 @@ from typing import Any, Optional
 import yaml
 
 from .config import ConfigError
+from .messages import one_line
+from .safeyaml import YamlError, read_yaml_file
 
 SPEC_KEYS = ("base", "output_dir", "seeds", "set", "schedulers", "axes", "reference")
 RESERVED = ("seed", "output_dir", "experiment_name")  # set per run by the sweep
@@ -122,23 +124,6 @@ class Plan:
         }
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key written twice in one mapping (plain YAML keeps the last silently)."""
-
-
-def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise SpecError(f"line {key_node.start_mark.line + 1}: {key!r} is written twice")
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-
-
 def value_text(value: Any) -> str:
     """`value` as the text after `key=` in --set, so that parse_override reads back exactly `value`."""
     if isinstance(value, str):
@@ -175,13 +160,15 @@ def load_spec(path: str | Path, seeds_override: Optional[int] = None) -> Plan:
 
     path = Path(path)
     try:
-        spec = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        spec = read_yaml_file(path)
     except FileNotFoundError:
         raise SpecError("file not found") from None
+    except IsADirectoryError:
+        raise SpecError("is a directory, not a sweep spec") from None
+    except YamlError as exc:  # duplicate keys, alias bombs, devices, oversized files, bad syntax
+        raise SpecError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot be read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"not valid YAML: {' '.join(str(exc).split())}") from None
+        raise SpecError(f"cannot be read: {one_line(exc)}") from None
     if not isinstance(spec, dict):
         raise SpecError("the top level must be a mapping with base, seeds and schedulers")
     unknown = [str(k) for k in spec if k not in SPEC_KEYS]

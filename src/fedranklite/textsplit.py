@@ -12,6 +12,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+# a head of MAX_CLASSES x hidden size; without this, a label id of 99999999999 asks for a head of terabytes
+MAX_CLASSES = 10_000
+
 
 class DataError(ValueError):
     """Data that cannot be used as configured; the message says what and where."""
@@ -55,12 +58,16 @@ def class_ids(
                 raise DataError(f"{where}: label {v!r} in column {column!r} is not one of {label_names}")
         return np.asarray(ids, dtype=np.int64), list(label_names)
     if all(_is_integral(v) for v in raw):  # 0/1/2, "0"/"1", or 0.0/1.0 (a float column)
-        ids = np.asarray(
-            [int(float(v)) if isinstance(v, (float, np.floating)) else int(v) for v in raw], dtype=np.int64
-        )
-        if ids.min() < 0:
-            raise DataError(f"{where}: negative class label {int(ids.min())} in column {column!r}")
-        return ids, None
+        values = [int(float(v)) if isinstance(v, (float, np.floating)) else int(v) for v in raw]
+        if min(values) < 0:
+            raise DataError(f"{where}: negative class label {min(values)} in column {column!r}")
+        if max(values) >= MAX_CLASSES:
+            raise DataError(
+                f"{where}: class label {max(values)} in column {column!r} would make {max(values) + 1:,} classes "
+                f"(at most {MAX_CLASSES:,}); integer labels are class ids 0..K-1 (give data.label_names, or "
+                "write the labels as text, to use other values)"
+            )
+        return np.asarray(values, dtype=np.int64), None
     names = sorted({str(v).strip() for v in raw})
     index = {name: i for i, name in enumerate(names)}
     return np.asarray([index[str(v).strip()] for v in raw], dtype=np.int64), names

@@ -78,3 +78,46 @@ def reject_reasons(
                 f"{float(np.median(distances)):.3g}"
             )
     return reasons
+
+
+def sample_problem(claimed: float) -> Optional[str]:
+    """Why a client's claimed sample count cannot weigh its update (None: it can)."""
+    if not isinstance(claimed, (int, float, np.integer, np.floating)) or not np.isfinite(claimed) or claimed <= 0:
+        return f"claims {claimed!r} training samples (needs a positive count)"
+    return None
+
+
+def server_weight(claimed: float, planned: int) -> int:
+    """The weight the server gives an update: the client's claimed samples, capped at the samples the server
+    planned for it (its partition size x local epochs, capped by max_local_steps). An honest client never
+    claims more, so the cap changes nothing for it; a client claiming 1e9 samples weighs as one that did
+    all its planned work."""
+    return max(1, int(min(float(claimed), float(planned))))
+
+
+def clip_bounds(distances: Sequence[float], ratio: Optional[float], absolute: Optional[float]) -> Optional[float]:
+    """The round's clipping bound on an update's distance from the global adapter: `ratio` x the median
+    distance and/or `absolute`, whichever is smaller (None: no clipping)."""
+    bounds = []
+    if ratio is not None and len(distances):
+        bounds.append(ratio * float(np.median(distances)))
+    if absolute is not None:
+        bounds.append(absolute)
+    return min(bounds) if bounds else None
+
+
+def clip_update(
+    update: Mapping[str, torch.Tensor], rank: int, global_state: Mapping[str, torch.Tensor], bound: float
+) -> tuple[dict[str, torch.Tensor], float]:
+    """`update` with its delta from the rank-r global scaled down to L2 norm <= `bound` (the scale used: 1.0
+    when it was already within)."""
+    distance = update_distance(update, rank, global_state)
+    if distance <= bound:
+        return dict(update), 1.0
+    scale = bound / distance
+    start = truncate(global_state, rank)
+    clipped = {
+        name: (start[name].double() + scale * (tensor.double() - start[name].double())).to(tensor.dtype)
+        for name, tensor in update.items()
+    }
+    return clipped, scale
