@@ -163,13 +163,23 @@ def check_results(cfg, rounds):
 
 
 def test_deployment_superlink_and_three_supernodes(tmp_path):
-    from fedranklite.flower.launch import Deployment, alive
+    from fedranklite.flower.credentials import make_credentials
+    from fedranklite.flower.launch import Deployment, alive, free_port
 
     cfg = deployment_config(tmp_path, "deployed", rounds=2)
     dep = Deployment(cfg, tmp_path / "run")
+    rogue_key = make_credentials(tmp_path / "rogue", ["127.0.0.1"], 1).node_keys[0]
     try:
-        dep.start()
-        assert len(dep.supernodes) == 3
+        dep.start()  # TLS with a CA made for the run; three registered, accepted SuperNodes
+        assert len(dep.supernodes) == 3 and sorted(dep.node_ids) == [0, 1, 2]
+        assert "root-certificates" in (dep.home / "config.toml").read_text()
+        # a rogue SuperNode on the same machine, claiming partition 0 with a key nobody registered
+        rogue = dep.start_supernode(0, key=rogue_key, port=free_port(), name="rogue")
+        rogue_log = dep.logs / "rogue.log"
+        assert rogue.wait(timeout=120) != 0
+        assert "Failed to activate SuperNode" in rogue_log.read_text()
+        status = dep.online_nodes()
+        assert sorted(status) == sorted(dep.node_ids.values()) and set(status.values()) == {"online"}
         rc = dep.submit(timeout=420)
     finally:
         dep.stop()
@@ -177,6 +187,8 @@ def test_deployment_superlink_and_three_supernodes(tmp_path):
     assert dep.stopped_pids and not alive(dep.stopped_pids)  # every process it started, and theirs, stopped
     metrics, records, report = check_results(cfg, 2)
     assert sorted(v["partition-id"] for v in report["nodes"].values()) == [0, 1, 2] and report["lost"] == []
+    assert report["authenticated"] and report["refused"] == {}
+    assert {int(n) for n in report["nodes"]} == set(dep.node_ids.values())  # each partition on its own node
     assert all(c.status == "accepted" and c.steps > 0 for r in records for c in r.clients)
     # one ClientApp process per message (Flower's design): every client-round built its side (from this
     # tree's prepare: the stage timings travel back) and timed itself

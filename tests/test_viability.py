@@ -79,13 +79,23 @@ def _record(rnd: int, statuses: list[str], rejected: dict | None = None) -> Roun
 
 def test_stop_message_needs_k_empty_rounds_in_a_row():
     bad = ["rejected", "dropped"]
-    assert aggregated_nothing(bad) and aggregated_nothing([]) and not aggregated_nothing(["dropped", "partial"])
+    assert aggregated_nothing(bad) and aggregated_nothing([]) and aggregated_nothing(["dropped", "partial"]) is False
+    assert aggregated_nothing(["lost", "lost"]) is None  # nobody answered: no evidence either way
     recs = [_record(1, bad), _record(2, ["accepted", "rejected"]), _record(3, bad), _record(4, bad)]
     assert stop_message(recs, 3) is None  # round 2 aggregated one update
     recs.append(_record(5, ["lost", "rejected"], {"1": "contains NaN or Inf"}))
     msg = stop_message(recs, 3)
-    assert "rounds 3-5" in msg and "1 lost, 1 rejected" in msg and "contains NaN or Inf" in msg
+    assert "3 rounds in a row (3-5" in msg and "1 lost, 1 rejected" in msg and "contains NaN or Inf" in msg
     assert stop_message(recs[:2], 3) is None
+
+
+def test_rounds_where_everyone_was_unavailable_neither_count_nor_break_a_streak():
+    bad, gone = ["rejected", "dropped"], ["lost", "lost"]
+    recs = [_record(1, ["accepted"]), _record(2, bad), _record(3, gone), _record(4, gone), _record(5, bad)]
+    assert stop_message(recs, 3) is None  # two informative empty rounds, two silent ones
+    assert stop_message([*recs, _record(6, gone)], 3) is None  # a silent round never triggers the stop
+    msg = stop_message([*recs, _record(6, bad)], 3)
+    assert "3 rounds in a row (2-6" in msg
 
 
 # ------------------------------------------------------------------ through the command line
@@ -93,7 +103,7 @@ def test_a_diverging_run_stops_with_exit_3_and_keeps_what_it_has(tmp_path, capsy
     monkeypatch.setattr(logging.getLogger(), "handlers", [])
     code, err, out = run_cli(tmp_path, capsys, "training.lr=1e30")
     assert code == 3, err
-    assert "stopped after round 3: no client update was aggregated in rounds 1-3" in " ".join(err.split())
+    assert "stopped after round 3: no client update was aggregated in 3 rounds in a row (1-3" in " ".join(err.split())
     summary = json.loads((out / "metrics.json").read_text())
     assert len(summary["rounds"]) == 3 and summary["warnings"][0].startswith("stopped early")
     assert (out / "checkpoint.pt").is_file() and len((out / "rounds.jsonl").read_text().splitlines()) == 3

@@ -117,8 +117,9 @@ class FederationConfig(_Section):
     # current directory)
     client_trace: Optional[str] = None
     telemetry_ema: float = Field(0.5, gt=0, le=1)  # weight of a client's newest report in the server's estimate
-    # stop (exit 3) after this many rounds in a row without an aggregated update (all rejected, dropped or
-    # lost): such a run cannot learn, and its "final score" would be the untrained model's; null: never
+    # stop (exit 3) after this many rounds in a row in which clients answered but no update was aggregated
+    # (all rejected or dropped; viability.stop_message): such a run cannot learn, and its "final score" would
+    # be the untrained model's; null: never
     stop_after_empty_rounds: Optional[int] = Field(3, ge=1)
 
 

@@ -102,14 +102,30 @@ def refusals(engine, train_labels: np.ndarray, num_labels: int, rank_caps: dict[
     return [p for p in found if p]
 
 
-def aggregated_nothing(statuses: Sequence[str]) -> bool:
-    """A round in which no update reached the aggregation (every client rejected, dropped, lost, or none)."""
-    return not any(s in ("accepted", "partial") for s in statuses)
+def aggregated_nothing(statuses: Sequence[str]) -> Optional[bool]:
+    """True: clients answered and not one update reached the aggregation (all rejected or dropped); False:
+    some did; None: nobody answered (every selected client lost: unavailable, a dead node), which says
+    nothing about whether the run can learn, so such a round neither counts nor breaks a streak."""
+    if any(s in ("accepted", "partial") for s in statuses):
+        return False
+    if all(s == "lost" for s in statuses) and len(statuses):
+        return None
+    return True
 
 
 def stop_message(records: Sequence, k: int) -> Optional[str]:
-    """Why to stop after the last round: its last `k` rounds aggregated nothing (None: go on)."""
-    if len(records) < k or not all(aggregated_nothing(rec.clients.columns["status"]) for rec in records[-k:]):
+    """Why to stop after the last round: the last `k` rounds in which clients answered aggregated nothing
+    (None: go on)."""
+    streak: list = []
+    for rec in reversed(records):
+        empty = aggregated_nothing(rec.clients.columns["status"])
+        if empty is False:
+            break
+        if empty:
+            streak.append(rec)
+        if len(streak) == k:
+            break
+    if len(streak) < k or aggregated_nothing(records[-1].clients.columns["status"]) is None:
         return None
     last = records[-1]
     statuses = Counter(last.clients.columns["status"])
@@ -117,6 +133,6 @@ def stop_message(records: Sequence, k: int) -> Optional[str]:
     reasons = [r for r in last.rejected.values() if r]
     why = f"; e.g. {reasons[0]}" if reasons else ""
     return (
-        f"no client update was aggregated in rounds {last.round - k + 1}-{last.round} (round {last.round}: "
+        f"no client update was aggregated in {k} rounds in a row ({streak[-1].round}-{last.round}; round {last.round}: "
         f"{counted}{why}): the run cannot learn as configured (federation.stop_after_empty_rounds={k})"
     )

@@ -145,8 +145,12 @@ class Deployment:
         self.superlink: Optional[subprocess.Popen] = None
         self.supernodes: list[subprocess.Popen] = []
         self.run_proc: Optional[subprocess.Popen] = None
+        self.others: list[subprocess.Popen] = []  # extra SuperNodes (start_supernode with a name)
         self.stopped_pids: list[int] = []
         self._files: list = []
+        self.tls, self.auth = fl.tls, fl.supernode_auth
+        self.credentials = None  # credentials.Credentials once started with TLS
+        self.node_ids: dict[int, int] = {}  # partition id -> the node id its registered key got
 
     # ---- processes
     def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen:
@@ -168,15 +172,26 @@ class Deployment:
         return proc
 
     def start(self) -> "Deployment":
+        """SuperLink, then (with auth) every SuperNode's key registered, then the SuperNodes, each checked:
+        listening, and with auth accepted by the SuperLink (a refused node exits, and says why in its log)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
         timeout = self.cfg.engine.flower.startup_timeout
         try:
+            security = ["--insecure"]
+            if self.tls:
+                from .credentials import make_credentials
+
+                hosts = [self.host, "127.0.0.1", "localhost"]
+                self.credentials = make_credentials(self.run_dir / "credentials", hosts, self.num_supernodes)
+                c = self.credentials
+                security = ["--ssl-ca-certfile", str(c.ca_cert), "--ssl-certfile", str(c.server_cert)]
+                security += ["--ssl-keyfile", str(c.server_key)] + (["--enable-supernode-auth"] if self.auth else [])
             self.superlink = self._spawn(
                 "superlink",
                 [
                     "flower-superlink",
-                    "--insecure",
+                    *security,
                     "--isolation",
                     "subprocess",
                     "--disable-runtime-dependency-installation",
@@ -187,22 +202,38 @@ class Deployment:
                 ],
             )
             wait_port(self.host, self.port, timeout, self.superlink)
+            self._write_flower_config()  # the flwr CLI (register, run) talks to the SuperLink through it
+            if self.auth:
+                for i in range(self.num_supernodes):
+                    self.node_ids[i] = self.register(self.credentials.public_key(i))
+                (self.run_dir / "nodes.json").write_text(json.dumps({str(k): v for k, v in self.node_ids.items()}))
             for i in range(self.num_supernodes):
                 self.supernodes.append(self.start_supernode(i))
             for proc, port in zip(self.supernodes, self.node_ports):
                 wait_port("127.0.0.1", port, timeout, proc)
-            self._write_flower_config()
+            if self.auth:
+                self.wait_online(list(self.node_ids.values()), timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def start_supernode(self, i: int) -> subprocess.Popen:
-        return self._spawn(
-            f"supernode{i}",
+    def start_supernode(
+        self, i: int, key: Optional[Path] = None, port: Optional[int] = None, name: Optional[str] = None
+    ) -> subprocess.Popen:
+        """SuperNode i (partition-id i). `key`: its private key (default: the one registered for i); `port`
+        and `name` (its log file): for an extra node (e.g. a test's rogue), which stop() stops too."""
+        if self.tls:
+            security = ["--root-certificates", str(self.credentials.ca_cert)]
+            if self.auth:
+                security += ["--auth-supernode-private-key", str(key or self.credentials.node_keys[i])]
+        else:
+            security = ["--insecure"]
+        proc = self._spawn(
+            name or f"supernode{i}",
             [
                 "flower-supernode",
-                "--insecure",
+                *security,
                 "--superlink",
                 f"{self.host}:{self.port}",
                 "--isolation",
@@ -212,14 +243,73 @@ class Deployment:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(self.node_ports[i]),
+                str(port or self.node_ports[i]),
             ],
         )
+        if name is not None:
+            self.others.append(proc)
+        return proc
+
+    def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Run the flwr CLI against this deployment (output to a log file: its children may hold pipes open)."""
+        out = self.logs / "flwr_cli.log"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(out, "ab") as f:
+            start = f.tell()
+            proc = subprocess.run(
+                [shutil.which("flwr", path=self.env["PATH"]) or "flwr", *args],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.run_dir,
+                timeout=timeout,
+            )
+        text = out.read_bytes()[start:].decode(errors="replace")
+        return subprocess.CompletedProcess(proc.args, proc.returncode, text, "")
+
+    def register(self, public_key: Path) -> int:
+        """Register a SuperNode's public key with the SuperLink -> the node id it will have."""
+        done = self.flwr("supernode", "register", str(public_key), "fedranklite", "--format", "json")
+        try:
+            reply = json.loads(done.stdout[done.stdout.index("{") :])
+            return int(reply["node-id"])
+        except (ValueError, KeyError):
+            raise RuntimeError(
+                f"flwr supernode register {public_key.name} failed: {done.stdout.strip()[-300:]}"
+            ) from None
+
+    def online_nodes(self) -> dict[int, str]:
+        """node id -> status (registered, online, offline, ...) as the SuperLink lists them."""
+        done = self.flwr("supernode", "list", "fedranklite", "--format", "json")
+        try:
+            reply = json.loads(done.stdout[done.stdout.index("{") :])
+        except ValueError:
+            return {}
+        nodes = reply.get("nodes", reply.get("supernodes", []))
+        return {int(n.get("node-id", n.get("node_id", -1))): str(n.get("status", "")) for n in nodes}
+
+    def wait_online(self, node_ids: Sequence[int], timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while True:
+            for i, proc in enumerate(self.supernodes):
+                if proc.poll() is not None:
+                    tail = (self.logs / f"supernode{i}.log").read_text(errors="replace")[-600:]
+                    raise RuntimeError(f"SuperNode {i} exited (code {proc.returncode}): {' '.join(tail.split())}")
+            status = self.online_nodes()
+            if all(status.get(n) == "online" for n in node_ids):
+                return
+            if time.monotonic() > end:
+                raise TimeoutError(f"SuperNodes not online after {timeout:.0f} s: {status}")
+            time.sleep(1.0)
 
     def _write_flower_config(self) -> None:
+        if self.tls:
+            security = f'root-certificates = "{self.credentials.ca_cert}"\n'
+        else:
+            security = "insecure = true\n"
         (self.home / "config.toml").write_text(
             '[superlink]\ndefault = "fedranklite"\n\n[superlink.fedranklite]\n'
-            f'address = "{self.host}:{self.port}"\ninsecure = true\n'
+            f'address = "{self.host}:{self.port}"\n{security}'
         )
 
     def submit(self, resume: bool = False, wait: bool = True, timeout: Optional[float] = None) -> int:
@@ -227,6 +317,8 @@ class Deployment:
         path = self.run_dir / "experiment.yaml"
         dump_config(self.cfg, path)
         run_config = f'config="{path}" resume={"true" if resume else "false"}'
+        if self.auth:  # the ServerApp accepts a partition only from the node registered for it
+            run_config += f' nodes="{self.run_dir / "nodes.json"}"'
         self.run_proc = self._spawn(
             "flwr_run", ["flwr", "run", str(project_root()), "fedranklite", "--run-config", run_config, "--stream"]
         )
@@ -249,7 +341,7 @@ class Deployment:
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop every process this deployment started, and the ones they started, by PID."""
-        procs = [p for p in [self.run_proc, *self.supernodes, self.superlink] if p is not None]
+        procs = [p for p in [self.run_proc, *self.supernodes, *self.others, self.superlink] if p is not None]
         family = sorted({pid for p in procs if p.poll() is None for pid in _descendants(p.pid)})
         for p in procs:
             _signal_group(p, signal.SIGTERM)
@@ -277,7 +369,7 @@ class Deployment:
         self._files.clear()
 
     def pids(self) -> list[int]:
-        return [p.pid for p in [self.run_proc, *self.supernodes, self.superlink] if p is not None]
+        return [p.pid for p in [self.run_proc, *self.supernodes, *self.others, self.superlink] if p is not None]
 
     def __enter__(self) -> "Deployment":
         return self.start()

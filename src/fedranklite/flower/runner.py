@@ -51,6 +51,10 @@ class FlowerRunner:
         self.round_timeout: Optional[float] = cfg.engine.flower.round_timeout
         self.grid = grid
         self.node_partition: dict[int, tuple[int, int]] = {}  # node id -> (partition id, num partitions)
+        # partition id -> the node id whose key was registered for it (deployment with node authentication);
+        # None: any node may claim a partition (simulation, or a deployment without authentication)
+        self.binding: Optional[dict[int, int]] = None
+        self.refused: dict[int, str] = {}  # node id -> why its claim was refused
         self.lost: list[dict] = []  # every lost client-round: {"round", "cid", "reason"}
         self.last_round_wall: float = 0.0
         self.worker_builds: dict[int, int] = {}  # ClientApp process id -> model builds it reported
@@ -76,7 +80,7 @@ class FlowerRunner:
             if len(online) >= wait_for or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        new = sorted(online - set(self.node_partition))
+        new = sorted(online - set(self.node_partition) - set(self.refused))
         if new:
             msgs = [
                 Message(
@@ -89,13 +93,29 @@ class FlowerRunner:
                 for n in new
             ]
             replies = self._exchange(msgs, timeout=max(timeout, self.round_timeout or 0))
+            claims = {}
             for n, reply in zip(new, replies):
                 if reply is None or reply.has_error():
                     why = "no reply" if reply is None else reply.error.reason
                     log.warning("SuperNode %d did not say its partition: %s", n, why)
                     continue
                 info = reply.content["node"]
-                self.node_partition[n] = (int(info["partition-id"]), int(info["num-partitions"]))
+                claims[n] = (int(info["partition-id"]), int(info["num-partitions"]))
+            self.accept_claims(claims)
+        return self.holders(online)
+
+    def accept_claims(self, claims: dict[int, tuple[int, int]]) -> None:
+        """Record each node's claimed (partition id, partition count), or refuse it (`_claim_problem`)."""
+        for n, claim in claims.items():
+            why = self._claim_problem(n, *claim)
+            if why:
+                self.refused[n] = why
+                log.warning("SuperNode %d refused: %s", n, why)
+            else:
+                self.node_partition[n] = claim
+
+    def holders(self, online) -> dict[int, int]:
+        """cid -> the online node holding its partition (the lowest node id among accepted claimants)."""
         holder: dict[int, int] = {}
         for n in sorted(online):
             if n in self.node_partition:
@@ -104,6 +124,17 @@ class FlowerRunner:
                     if owner(cid, num) == pid:
                         holder.setdefault(cid, n)
         return holder
+
+    def _claim_problem(self, node: int, partition: int, num: int) -> Optional[str]:
+        """Why `node` may not hold `partition` (None: it may): with a binding, only the node registered for
+        the partition, and only with the deployment's partition count."""
+        if self.binding is None:
+            return None
+        if self.binding.get(partition) != node:
+            return f"claims partition {partition}, which is registered to node {self.binding.get(partition)}"
+        if num != len(self.binding):
+            return f"claims {num} partitions, the deployment has {len(self.binding)}"
+        return None
 
     # ---- the ClientRunner protocol
     def run(self, round_idx: int, global_state: State, tasks: Sequence[ClientTask]) -> list[ClientResult]:

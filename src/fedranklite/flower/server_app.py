@@ -47,7 +47,21 @@ def config_from_run_config(run_config) -> "object":
     return load_config(path, overrides)
 
 
-def serve(grid: Grid, cfg, on_round: Optional[Callable[[dict], None]] = None, resume: bool = False):
+def read_binding(run_config) -> Optional[dict[int, int]]:
+    """The deployment's partition -> registered node id map (run config `nodes`: a JSON file), or None."""
+    path = str(run_config.get("nodes", "") or "")
+    if not path:
+        return None
+    return {int(k): int(v) for k, v in json.loads(Path(path).read_text()).items()}
+
+
+def serve(
+    grid: Grid,
+    cfg,
+    on_round: Optional[Callable[[dict], None]] = None,
+    resume: bool = False,
+    binding: Optional[dict[int, int]] = None,
+):
     """Build the Engine with the Flower runner on `grid`, wait for the SuperNodes, run every round."""
     from ..engine import build_engine
 
@@ -55,6 +69,7 @@ def serve(grid: Grid, cfg, on_round: Optional[Callable[[dict], None]] = None, re
     fl = cfg.engine.flower
     engine = build_engine(cfg, runner_factory=FlowerRunner.factory(cfg, grid))
     runner: FlowerRunner = engine.runner  # type: ignore[assignment]
+    runner.binding = binding
     expected = fl.num_supernodes or cfg.num_clients
     holder = runner.refresh_nodes(wait_for=expected, timeout=fl.startup_timeout)
     missing = sorted(set(range(cfg.num_clients)) - set(holder))
@@ -65,6 +80,8 @@ def serve(grid: Grid, cfg, on_round: Optional[Callable[[dict], None]] = None, re
         "mode": fl.mode,
         "nodes": {str(n): {"partition-id": p, "num-partitions": m} for n, (p, m) in runner.node_partition.items()},
         "lost": runner.lost,
+        "refused": {str(n): why for n, why in runner.refused.items()},
+        "authenticated": binding is not None,
         "client_timings": runner.client_timings,
     }
     out = cfg.results_dir / "flower.json"
@@ -87,7 +104,8 @@ def main(grid: Grid, context: Context) -> None:
     cfg = config_from_run_config(context.run_config)
     if cfg.engine.backend != "flower":
         cfg = cfg.model_copy(update={"engine": BACKENDS.parse({"backend": "flower"})})
-    _, summary = serve(grid, cfg, resume=bool(context.run_config.get("resume", False)))
+    resume = bool(context.run_config.get("resume", False))
+    _, summary = serve(grid, cfg, resume=resume, binding=read_binding(context.run_config))
     log.info(
         "%s: final %s=%s after %d rounds, results in %s",
         cfg.experiment_name,
