@@ -380,32 +380,31 @@ def _duration(seconds: float) -> str:
     )
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """`sig` to the child's process group (it may be gone already)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _stop(procs: dict) -> None:
     """SIGTERM every child's process group, then SIGKILL what is left after 10 s."""
     for proc, *_ in procs.values():
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        _signal_group(proc, signal.SIGTERM)
     deadline = time.monotonic() + 10
     for proc, *_ in procs.values():
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal_group(proc, signal.SIGKILL)
             proc.wait()
 
 
 def _kill(procs: dict) -> None:
     """SIGKILL every child's process group and reap it."""
     for proc, *_ in procs.values():
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _signal_group(proc, signal.SIGKILL)
     for proc, *_ in procs.values():
         proc.wait()
 
