@@ -25,6 +25,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_outcome  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "headline_robustness.json"
 CONFIG = ROOT / "configs" / "experiments" / "lite_noniid_deadline.yaml"
@@ -58,16 +61,8 @@ def run_one(name: str, scheduler: str, seed: int) -> dict:
     if proc.returncode:
         return {**key, "error": proc.stderr[-2000:]}
     summary = json.loads((Path("/tmp/fedranklite_tuning") / folder / "metrics.json").read_text())
-    return {
-        **key,
-        "overrides": CANDIDATES[name],
-        "final": summary["final_score"],
-        "best": summary["best_score"],
-        "scores": [r["score"] for r in summary["rounds"]],
-        "baseline": summary["trivial_baseline"]["score"],
-        "final_pred_classes": (summary.get("final_eval") or {}).get("predicted_classes"),
-        "wall_s": round(wall, 1),
-    }
+    outcome = run_outcome(summary, baseline_key="baseline")
+    return {**key, "overrides": CANDIDATES[name], **outcome, "wall_s": round(wall, 1)}
 
 
 def main() -> None:

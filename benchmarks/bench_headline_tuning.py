@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_fedranklite, run_outcome  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "headline_tuning.json"
@@ -60,28 +61,12 @@ def run_one(name: str, seed: int) -> dict:
         f"experiment_name=seed{seed}",  # one folder name
         f"output_dir=/tmp/fedranklite_tuning/tuning/{name}",
     ]
-    cmd = [sys.executable, "-m", "fedranklite", "run", "--config", str(CONFIG), "--quiet"]
-    for s in sets + BEFORE + CANDIDATES[name]:
-        cmd += ["--set", s]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    began = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - began
+    proc, wall = run_fedranklite(CONFIG, sets + BEFORE + CANDIDATES[name])
     if proc.returncode:
         return {"candidate": name, "seed": seed, "error": proc.stderr[-2000:]}
     summary = json.loads((Path("/tmp/fedranklite_tuning") / folder / "metrics.json").read_text())
-    final_eval = summary.get("final_eval") or {}
-    return {
-        "candidate": name,
-        "seed": seed,
-        "overrides": CANDIDATES[name],
-        "final": summary["final_score"],
-        "best": summary["best_score"],
-        "scores": [r["score"] for r in summary["rounds"]],
-        "majority": summary.get("trivial_baseline", {}).get("score"),
-        "final_pred_classes": final_eval.get("predicted_classes"),
-        "wall_s": round(wall, 1),
-    }
+    outcome = run_outcome(summary, baseline_key="majority")
+    return {"candidate": name, "seed": seed, "overrides": CANDIDATES[name], **outcome, "wall_s": round(wall, 1)}
 
 
 def main() -> None:

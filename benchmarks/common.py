@@ -55,6 +55,34 @@ def write(name: str, payload: dict) -> Path:
     return path
 
 
+def run_fedranklite(config, sets, *flags: str):
+    """`fedranklite run --config CONFIG --quiet FLAGS --set S ...` with one torch thread -> (process, wall s)."""
+    import subprocess
+    import time
+
+    cmd = [sys.executable, "-m", "fedranklite", "run", "--config", str(config), "--quiet", *flags]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    began = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return proc, time.perf_counter() - began
+
+
+def run_outcome(summary: dict, baseline_key: str = "trivial_baseline") -> dict:
+    """What the tuning benchmarks record of a finished run's metrics.json: final / best score, every
+    evaluated score, the trivial baseline (under `baseline_key`, as each benchmark's JSON has always named
+    it), how many classes the final model predicts, and the run's warnings."""
+    return {
+        "final": summary["final_score"],
+        "best": summary["best_score"],
+        "scores": [r["score"] for r in summary["rounds"]],
+        baseline_key: (summary.get("trivial_baseline") or {}).get("score"),
+        "final_pred_classes": (summary.get("final_eval") or {}).get("predicted_classes"),
+        "warnings": summary.get("warnings", []),
+    }
+
+
 def base_config(*overrides: str):
     from fedranklite.configfile import load_config
 

@@ -1,0 +1,91 @@
+"""Does a bring-your-own sentence-pair task, configured from the README alone, learn with default training settings?
+
+Takes the README's "Bring your own data" YAML block verbatim (only `_base_` is made absolute and `label_names`
+set to the task's two labels), writes GLUE QNLI (question / sentence / entailment | not_entailment) as the
+README's JSON-lines layout (premise / hypothesis / label), and runs it with candidate training settings on
+seeds 0-2: `readme_defaults` (nothing changed: base.yaml's training section) and `glue_lrs` (the GLUE presets'
+lr 2e-3 / head 1e-2). Records final / best accuracy next to the trivial baseline (majority class of the dev
+rows) and the run's warnings. Resumable: finished (candidate, seed) pairs are kept in the JSON.
+
+    python benchmarks/bench_byo_defaults.py [--glue-dir ../shared/data/glue] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_fedranklite, run_outcome, write  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "byo_defaults.json"
+WORK = Path("/tmp/fedranklite_byo")
+SEEDS = (0, 1, 2)
+CANDIDATES: dict[str, list[str]] = {
+    "readme_defaults": [],
+    "glue_lrs": ["training.lr=0.002", "training.head_lr=0.01"],
+}
+
+
+def readme_config() -> str:
+    """The YAML block of the README's "Bring your own data" section, as a user would copy it."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Bring your own data", 1)[1]
+    return re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+
+
+def write_task(glue_dir: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, name in (("train", "train.jsonl"), ("dev", "dev.jsonl")):
+        with open(glue_dir / "QNLI" / f"{split}.tsv", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        with open(folder / name, "w") as out:
+            for r in rows:
+                out.write(json.dumps({"premise": r["question"], "hypothesis": r["sentence"], "label": r["label"]}))
+                out.write("\n")
+    config = readme_config()
+    config = config.replace("_base_: ../configs/base.yaml", f"_base_: {ROOT / 'configs' / 'base.yaml'}")
+    config = re.sub(r"label_names: \[[^\]]*\]", "label_names: [entailment, not_entailment]", config)
+    (folder / "experiment.yaml").write_text(config)
+
+
+def run_one(name: str, seed: int) -> dict:
+    out_dir = WORK / "results" / name
+    sets = [f"seed={seed}", f"output_dir={out_dir}", f"experiment_name=seed{seed}", *CANDIDATES[name]]
+    proc, wall = run_fedranklite(WORK / "my_task" / "experiment.yaml", sets, "--overwrite")
+    if proc.returncode:
+        return {"candidate": name, "seed": seed, "error": proc.stderr[-2000:]}
+    summary = json.loads((out_dir / f"seed{seed}" / "metrics.json").read_text())
+    outcome = run_outcome(summary)
+    return {"candidate": name, "seed": seed, "overrides": CANDIDATES[name], **outcome, "wall_s": round(wall, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--glue-dir", type=Path, default=ROOT.parent / "shared" / "data" / "glue")
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    write_task(args.glue_dir, WORK / "my_task")
+    done = json.loads(OUT.read_text())["runs"] if OUT.exists() else []
+    have = {(d["candidate"], d["seed"]) for d in done if "error" not in d}
+    todo = [(n, s) for s in SEEDS for n in CANDIDATES if (n, s) not in have]
+    with ThreadPoolExecutor(args.workers) as pool:
+        for res in pool.map(lambda job: run_one(*job), todo):
+            done = [d for d in done if (d["candidate"], d["seed"]) != (res["candidate"], res["seed"])] + [res]
+            payload = {
+                "task": "GLUE QNLI written as the README's JSON-lines pair task (premise/hypothesis/label)",
+                "config": (WORK / "my_task" / "experiment.yaml").read_text(),
+                "runs": done,
+            }
+            write("byo_defaults", payload)
+            print(json.dumps({k: v for k, v in res.items() if k not in ("scores", "overrides")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
