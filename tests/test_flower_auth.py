@@ -95,3 +95,48 @@ def test_without_a_binding_any_node_may_claim_as_before(tmp_path):
     claims = {1: (0, 3), 3: (0, 3), 5: (1, 3), 7: (2, 3)}
     runner.accept_claims(claims)
     assert runner.holders(claims) == {0: 1, 1: 5, 2: 7} and runner.refused == {}
+
+
+@pytest.mark.parametrize(
+    "field,value,expect",
+    [
+        ("num_samples", float("nan"), "num_samples is nan"),
+        ("num_samples", float("inf"), "num_samples is inf"),
+        ("steps", 2.5, "steps is 2.5"),
+        ("wall_seconds", float("nan"), "wall_seconds is nan"),
+        ("wall_seconds", -1.0, "wall_seconds is -1.0"),
+    ],
+)
+def test_a_malformed_client_reply_is_an_error_the_runner_turns_into_a_straggler(field, value, expect):
+    import torch
+    from flwr.app import MetricRecord
+
+    from fedranklite.client import ClientResult
+    from fedranklite.flower.task import result_content, result_from_content
+    from fedranklite.runners import ClientTask
+
+    task = ClientTask(1, 2, 7)
+    honest = ClientResult(
+        cid=1,
+        rank=2,
+        update={"head.bias": torch.zeros(2)},
+        num_samples=24,
+        steps=3,
+        planned_steps=3,
+        loss_before=0.7,
+        loss_after=0.6,
+        wall_seconds=1.0,
+        peak_memory_mb=10.0,
+        bytes_down=0,
+        bytes_up=0,
+    )
+    content = result_content(honest)
+    assert result_from_content(content, task, 0).num_samples == 24
+    metrics = dict(content["telemetry"])
+    metrics[field] = value
+    content["telemetry"] = MetricRecord(metrics)
+    with pytest.raises(ValueError, match=expect):
+        result_from_content(content, task, 0)
+    metrics[field] = -5 if field != "wall_seconds" else 1.0  # a negative count passes here: the engine rejects it
+    content["telemetry"] = MetricRecord(metrics)
+    result_from_content(content, task, 0)

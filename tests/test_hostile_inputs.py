@@ -41,8 +41,8 @@ def no_loading(monkeypatch):
 SET_CASES = [
     ("seed=-1", "--set: seed: Input should be greater than or equal to 0"),
     ("seed=1180591620717411303424", "--set: seed: Input should be less than or equal to 4294967295"),
-    ("device=tpu", "--set: device: expected auto, cpu, cuda or cuda:N"),
-    ("device=cuda:x", "--set: device: expected auto, cpu, cuda or cuda:N"),
+    ("device=tpu", "--set: device: expected auto, cpu, cuda, cuda:N or mps"),
+    ("device=cuda:x", "--set: device: expected auto, cpu, cuda, cuda:N or mps"),
     ("training.lr=inf", "--set: training.lr: Input should be a finite number"),
     ("training.lr=.nan", "--set: training.lr"),
     ("tiers.gpu_fast.compute_factor=.inf", "--set: tiers.gpu_fast.compute_factor: Input should be a finite number"),
@@ -284,3 +284,74 @@ def test_a_sweep_spec_is_read_with_the_same_care(kind, tmp_path, capsys):
         "too_big": "larger than 1024 kB",
     }[kind]
     assert expect in line and str(spec) in line
+
+
+def test_a_value_its_tag_cannot_hold_is_a_string_in_set_and_an_error_in_a_file():
+    from fedranklite.configfile import parse_override
+
+    assert parse_override("experiment_name=2024-02-30") == (["experiment_name"], "2024-02-30")
+    for text in ("a: 2024-02-30\n", "a: " + "9" * 5000 + "\n", "a: !!bool maybe\n", "a: !!float abc\n"):
+        with pytest.raises(YamlError, match="a value cannot be read"):
+            load_yaml_text(text)
+
+
+def test_a_config_from_a_pipe_is_read(tmp_path):
+    import os
+    import threading
+
+    from fedranklite.configfile import load_config
+
+    fifo = tmp_path / "cfg.yaml"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(f"_base_: {BASE}\nseed: 7\n"))
+    writer.start()
+    try:
+        assert load_config(fifo).seed == 7  # `-c <(envsubst < x.yaml)`
+    finally:
+        writer.join(5)
+
+
+def test_surrogate_runs_need_no_device_or_model_check_and_mps_is_checked():
+    from fedranklite import preflight
+    from fedranklite.config import ConfigError
+    from fedranklite.configfile import load_config
+
+    root = Path(BASE).parents[1]
+    cfg = load_config(root / "configs" / "experiments" / "whatif_100k.yaml", ["device=cuda"])
+    preflight.check(cfg)  # the surrogate loads no model and uses no device
+    mps = load_config(BASE, ["device=mps"])
+    if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        with pytest.raises(ConfigError, match="'mps' asked for"):
+            preflight.check(mps)
+
+
+def test_a_checkpoint_from_before_a_new_key_resumes_when_the_key_is_at_its_default(tmp_path):
+    from fedranklite.checkpoint import ResumeError, check_config
+    from fedranklite.configfile import load_config
+
+    current = load_config(BASE).to_dict()
+    saved = {**current, "federation": {k: v for k, v in current["federation"].items() if k != "clip_update_norm"}}
+    check_config(tmp_path / "checkpoint.pt", saved, current)  # the key did not exist then: its default
+    changed = load_config(BASE, ["federation.clip_update_norm=2.0"]).to_dict()
+    with pytest.raises(ResumeError, match="federation.clip_update_norm"):
+        check_config(tmp_path / "checkpoint.pt", saved, changed)
+
+
+@pytest.mark.parametrize(
+    "config_json,max_length,refused",
+    [
+        ('{"model_type": "roberta", "max_position_embeddings": 514, "hidden_size": 64}', 513, True),
+        ('{"model_type": "roberta", "max_position_embeddings": 514, "hidden_size": 64}', 512, False),
+        ('{"model_type": "deberta-v2", "max_position_embeddings": 512, "position_biased_input": false}', 2048, False),
+        ('{"model_type": "gpt2", "n_positions": 1024, "n_embd": 64}', 1025, True),
+        ("[1, 2, 3]", 100000, False),  # not a model config: left to the loader
+    ],
+)
+def test_model_limits_read_the_common_config_json_shapes(tmp_path, config_json, max_length, refused):
+    from fedranklite import preflight
+    from fedranklite.configfile import load_config
+
+    (tmp_path / "config.json").write_text(config_json)
+    cfg = load_config(BASE, [f"model.name={tmp_path}", f"model.max_length={max_length}"])
+    problems = [k for k, _ in preflight.model_problems(cfg)]
+    assert ("model.max_length" in problems) == refused

@@ -255,3 +255,32 @@ def test_a_sample_count_lie_weighs_no_more_than_the_work_the_server_planned(tiny
 def test_a_non_positive_sample_count_is_rejected_not_a_crash(tiny_config, claim):
     _, _, record, _ = one_round(tiny_config, None, m=1, claim=claim, aggregation="fedavg")
     assert len(record.rejected) == 1 and "training samples" in next(iter(record.rejected.values()))
+
+
+def test_krum_does_not_leave_out_honest_high_rank_clients_for_their_rank():
+    # all honest, the same noise per coordinate; four at rank 2, two at rank 8. Over zero-padded deltas a
+    # rank-8 client was always the one left out (its extra coordinates count as distance)
+    left_out_high = 0
+    for seed in range(20):
+        gen = torch.Generator().manual_seed(seed)
+        base = {A: torch.zeros(8, 6, dtype=torch.float64), B: torch.zeros(5, 8, dtype=torch.float64)}
+        clients = []
+        for rank in (2, 2, 2, 2, 8, 8):
+            state = {A: 0.1 * torch.randn(rank, 6, generator=gen), B: 0.1 * torch.randn(5, rank, generator=gen)}
+            clients.append(Contribution({k: v.double() for k, v in state.items()}, rank, 1.0))
+        kept = Krum(f=1).select(base, clients)
+        left_out_high += len({4, 5} - set(kept))
+    assert left_out_high <= 12  # 20 exclusions in all; by chance a third of them (about 7) hit a rank-8 client
+
+
+def test_pairwise_distances_compare_only_shared_coordinates():
+    from fedranklite.aggregation.robust import pairwise_distances
+
+    base = {A: torch.zeros(4, 2), H: torch.zeros(2)}
+    low = Contribution({A: T([[1, 1]]), H: T([0, 0])}, 1, 1.0)
+    high = Contribution({A: T([[1, 1], [9, 9], [9, 9], [9, 9]]), H: T([0, 0])}, 4, 1.0)
+    d = pairwise_distances(base, [low, high])
+    assert torch.allclose(d, torch.zeros(2, 2, dtype=torch.float64))  # equal wherever both trained
+    other = Contribution({A: T([[3, 1]]), H: T([0, 2])}, 1, 1.0)
+    d = pairwise_distances(base, [low, other])
+    assert math.isclose(float(d[0, 1]), (4 + 0 + 0 + 4) / 4)  # A row 0 (2 coords) + head (2 coords)

@@ -37,11 +37,11 @@ def run_cli(tmp_path, capsys, *sets, rounds=6):
 
 
 # ------------------------------------------------------------------ pure checks
-def test_memory_problem_only_when_no_tier_holds_r_min():
+def test_memory_problem_only_when_no_tier_holds_even_rank_1():
     assert memory_problem({"a": 0, "b": 2}, 2, 16, 64) is None
-    msg = memory_problem({"a": 0, "b": 1}, 2, 16, 64)
-    assert "no tier's memory_gb holds rank r_min=2" in msg and "a 0, b 1" in msg
-    assert memory_problem({"a": 0}, 1, 16, 64) is not None
+    assert memory_problem({"a": 0, "b": 1}, 2, 16, 64) is None  # below r_min, the scheduler assigns what fits
+    msg = memory_problem({"a": 0, "b": 0}, 2, 16, 64)
+    assert "no tier's memory_gb holds even rank 1" in msg and "a 0, b 0" in msg
 
 
 def test_label_problem():
@@ -79,8 +79,10 @@ def _record(rnd: int, statuses: list[str], rejected: dict | None = None) -> Roun
 
 def test_stop_message_needs_k_empty_rounds_in_a_row():
     bad = ["rejected", "dropped"]
-    assert aggregated_nothing(bad) and aggregated_nothing([]) and aggregated_nothing(["dropped", "partial"]) is False
+    assert aggregated_nothing(bad) and aggregated_nothing(["dropped", "partial"]) is False
     assert aggregated_nothing(["lost", "lost"]) is None  # nobody answered: no evidence either way
+    assert aggregated_nothing([]) is None  # every selected client out of memory: no evidence either
+    assert aggregated_nothing(["dropped", "dropped", "lost"]) is None  # slow-only selections happen
     recs = [_record(1, bad), _record(2, ["accepted", "rejected"]), _record(3, bad), _record(4, bad)]
     assert stop_message(recs, 3) is None  # round 2 aggregated one update
     recs.append(_record(5, ["lost", "rejected"], {"1": "contains NaN or Inf"}))
@@ -89,8 +91,8 @@ def test_stop_message_needs_k_empty_rounds_in_a_row():
     assert stop_message(recs[:2], 3) is None
 
 
-def test_rounds_where_everyone_was_unavailable_neither_count_nor_break_a_streak():
-    bad, gone = ["rejected", "dropped"], ["lost", "lost"]
+def test_rounds_without_evidence_neither_count_nor_break_a_streak():
+    bad, gone = ["rejected", "dropped"], ["lost", "dropped"]
     recs = [_record(1, ["accepted"]), _record(2, bad), _record(3, gone), _record(4, gone), _record(5, bad)]
     assert stop_message(recs, 3) is None  # two informative empty rounds, two silent ones
     assert stop_message([*recs, _record(6, gone)], 3) is None  # a silent round never triggers the stop
@@ -119,7 +121,7 @@ def test_null_never_stops(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize(
     "sets,expect",
     [
-        (["tiers.fast.memory_gb=0.000001", "tiers.slow.memory_gb=0.000001"], "no tier's memory_gb holds rank"),
+        (["tiers.fast.memory_gb=0.000001", "tiers.slow.memory_gb=0.000001"], "no tier's memory_gb holds even rank 1"),
         (["deadline.seconds=0.01", "deadline.straggler_policy=use_partial"], "for one local step at rank 1"),
         (["deadline.seconds=0.3", "deadline.straggler_policy=drop"], "for its planned local steps at rank 1"),
         (["evaluation.metric=f1", "data.num_labels=3"], "evaluation.metric: f1 is binary F1"),

@@ -308,8 +308,22 @@ def list_keys(keys: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def with_defaults(saved: dict) -> dict:
+    """`saved` (a checkpoint's config) with the keys a newer version added filled in with their defaults, so a
+    run started before a key existed resumes when the key is left at its default. Unchanged when it no longer
+    validates (the comparison then names what differs)."""
+    import copy
+
+    from .configfile import validate
+
+    try:
+        return validate(copy.deepcopy(saved)).to_dict()
+    except Exception:
+        return saved
+
+
 def check_config(path: Path, saved: dict, current: dict) -> None:
-    diff = config_differences(saved, current)
+    diff = config_differences(with_defaults(saved), current)
     if diff:
         raise ResumeError(
             f"{path}: the checkpoint was written with a different configuration (differing: {list_keys(diff)}); "

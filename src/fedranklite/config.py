@@ -47,7 +47,7 @@ MAX_CLIENTS = 10_000_000
 MAX_ROUNDS = 1_000_000
 MAX_ROWS = 10_000_000
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding and most samplers take 32-bit seeds
-DEVICE_PATTERN = r"auto|cpu|cuda(:\d{1,3})?"
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d{1,3})?"
 
 
 def unsafe_name(name: str) -> Optional[str]:
@@ -117,9 +117,9 @@ class FederationConfig(_Section):
     # current directory)
     client_trace: Optional[str] = None
     telemetry_ema: float = Field(0.5, gt=0, le=1)  # weight of a client's newest report in the server's estimate
-    # stop (exit 3) after this many rounds in a row in which clients answered but no update was aggregated
-    # (all rejected or dropped; viability.stop_message): such a run cannot learn, and its "final score" would
-    # be the untrained model's; null: never
+    # stop (exit 3) after this many rounds in a row in which updates were rejected and none aggregated
+    # (viability.stop_message): such a run cannot learn, and its "final score" would be the untrained
+    # model's; null: never
     stop_after_empty_rounds: Optional[int] = Field(3, ge=1)
 
 
@@ -283,7 +283,7 @@ class Config(_Section):
     experiment_name: str = "default"  # load_config: the experiment file's name unless the config names one
     seed: int = Field(0, ge=0, le=MAX_SEED)
     output_dir: str = "results"
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (whether the machine has it: preflight.py)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (whether the machine has it: preflight.py)
     model: ModelConfig = ModelConfig()
     federation: FederationConfig = FederationConfig()
     training: TrainingConfig = TrainingConfig()
@@ -302,7 +302,7 @@ class Config(_Section):
     @classmethod
     def _device_name(cls, name: str) -> str:
         if not re.fullmatch(DEVICE_PATTERN, name):
-            raise ValueError("expected auto, cpu, cuda or cuda:N")
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
         return name
 
     @field_validator("tiers")

@@ -281,7 +281,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = load_yaml_text(raw) if raw.strip() else ""
     except YamlError as exc:
-        if not str(exc).startswith("not valid YAML"):  # a duplicate key or an alias bomb: not a plain string
+        if not str(exc).startswith(("not valid YAML", "a value cannot be read")):  # e.g. 2024-02-30: a string
+            # here; a duplicate key or an alias bomb is refused
             raise ConfigError(f"--set {one_line(item, 80)}: {exc}") from None
         value = raw  # e.g. a path with ': ' in it
     return parts, value

@@ -101,7 +101,8 @@ def cap_texts(split: TextSplit, max_chars: int, where: str) -> TextSplit:
     log.info(
         "%s: %d text(s) longer than %d characters were cut to that length before tokenising", where, cut, max_chars
     )
-    texts = [tuple(t[:max_chars] for t in row) for row in split.texts]
+    # whitespace runs collapse first, so a text padded with 5,000 spaces keeps its words
+    texts = [tuple(t if len(t) <= max_chars else " ".join(t.split())[:max_chars] for t in row) for row in split.texts]
     return TextSplit(texts, split.labels, split.label_names)
 
 

@@ -14,13 +14,18 @@ from typing import Optional
 from .config import ConfigError
 
 TINY_LIMITS = {"max_positions": 128, "hidden_size": 32}  # backbones.tiny_backbone
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "bart", "mbart"}
 
 
 def device_problem(name: str) -> Optional[str]:
     """Why `device` cannot be used on this machine (None when it can)."""
+    import torch
+
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return None if mps is not None and mps.is_available() else "'mps' asked for, but this machine has no MPS"
     if not name.startswith("cuda"):
         return None
-    import torch
 
     if not torch.cuda.is_available():
         return f"{name!r} asked for, but this machine has no usable CUDA device (use auto or cpu)"
@@ -50,8 +55,15 @@ def _model_json(cfg) -> Optional[dict]:
         raw = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(raw, dict):
+        return None  # not a model config: the loader says so in its own words
+    positions = raw.get("max_position_embeddings") or raw.get("n_positions")
+    if isinstance(positions, int) and raw.get("model_type") in OFFSET_POSITIONS:
+        positions -= 2  # RoBERTa-style: two position ids are reserved for padding
+    if raw.get("model_type", "").startswith("deberta") and not raw.get("position_biased_input", True):
+        positions = None  # relative positions only: no hard limit on the length
     return {
-        "max_positions": raw.get("max_position_embeddings") or raw.get("n_positions"),
+        "max_positions": positions,
         "hidden_size": raw.get("hidden_size") or raw.get("n_embd") or raw.get("d_model"),
     }
 
@@ -80,7 +92,9 @@ def model_problems(cfg) -> list[tuple[str, str]]:
 
 def check(cfg, origin: str = "<config>") -> None:
     """Raise ConfigError (one line per problem, naming `origin`: the experiment file) when this machine or
-    the backbone cannot run `cfg`."""
+    the backbone cannot run `cfg`. The surrogate backend loads no model and uses no device: nothing to check."""
+    if cfg.engine.backend == "surrogate":
+        return
     problems = model_problems(cfg)
     device = device_problem(cfg.device)
     if device:

@@ -89,10 +89,15 @@ def load_yaml_text(text: str) -> Any:
                 "write the values out or use fewer aliases"
             )
         return loader.construct_document(node)
+    except YamlError:
+        raise
     except yaml.YAMLError as exc:
         raise YamlError(f"not valid YAML: {one_line(exc)}") from None
     except RecursionError:
         raise YamlError("nested too deeply (or a recursive alias)") from None
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # a value its tag cannot hold: 2024-02-30,
+        # a 5,000-digit integer, !!bool maybe, !!float abc
+        raise YamlError(f"a value cannot be read: {one_line(exc, 160)}") from None
     finally:
         loader.dispose()
 
@@ -105,8 +110,8 @@ def read_yaml_file(path: Path) -> Any:
         raise IsADirectoryError(path)
     if not path.exists():
         raise FileNotFoundError(path)
-    if not path.is_file():
-        raise YamlError("not a regular file (a device, pipe or socket)")
+    if not (path.is_file() or path.is_fifo()):  # a pipe (`-c <(envsubst < x.yaml)`) is read up to the cap
+        raise YamlError("not a regular file (a device or socket)")
     with open(path, "rb") as f:
         data = f.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:

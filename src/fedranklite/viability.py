@@ -5,7 +5,7 @@ final, which reads like a result. What can be known up front is refused (`refusa
 holds the schedulers' lowest rank, a deadline that no client can meet even with one step (deterministic
 timing only: measured time depends on this machine's load), training labels of one class, binary `f1` on a
 multi-class task. What shows only while running (every update rejected: lr=inf, a diverging optimiser)
-stops the run after `federation.stop_after_empty_rounds` rounds in a row without an aggregated update.
+stops the run after `federation.stop_after_empty_rounds` rounds in a row whose updates were all rejected.
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ class RunStopped(RuntimeError):
 
 
 def memory_problem(rank_caps: dict[str, int], r_min: int, batch_size: int, max_length: int) -> Optional[str]:
-    if max(rank_caps.values(), default=0) >= r_min:
+    """No tier's memory holds even rank 1 (a client whose memory holds less than r_min trains at what fits:
+    Scheduler.bounds; only when nothing fits can no client train)."""
+    if max(rank_caps.values(), default=0) >= 1:
         return None
     caps = ", ".join(f"{tier} {cap}" for tier, cap in rank_caps.items())
     return (
-        f"tiers: no tier's memory_gb holds rank r_min={r_min} at batch {batch_size} x {max_length} tokens "
-        f"(largest ranks that fit: {caps}); raise a tier's memory_gb, or lower federation.scheduler.r_min, "
-        "training.batch_size or model.max_length"
+        f"tiers: no tier's memory_gb holds even rank 1 at batch {batch_size} x {max_length} tokens "
+        f"(largest ranks that fit: {caps}); raise a tier's memory_gb, or lower training.batch_size or "
+        "model.max_length"
     )
 
 
@@ -103,14 +105,16 @@ def refusals(engine, train_labels: np.ndarray, num_labels: int, rank_caps: dict[
 
 
 def aggregated_nothing(statuses: Sequence[str]) -> Optional[bool]:
-    """True: clients answered and not one update reached the aggregation (all rejected or dropped); False:
-    some did; None: nobody answered (every selected client lost: unavailable, a dead node), which says
-    nothing about whether the run can learn, so such a round neither counts nor breaks a streak."""
+    """True: updates arrived and were rejected, and not one reached the aggregation (the evidence of a run
+    that cannot learn: NaN updates, a diverging optimiser); False: some update was aggregated; None: nothing
+    either way (no client could run, every one was lost or only dropped at the deadline: with random
+    selection a few slow-only rounds in a row happen to runs that learn), so such a round neither counts
+    nor breaks a streak. A deadline nobody can meet is refused before the first round instead."""
     if any(s in ("accepted", "partial") for s in statuses):
         return False
-    if all(s == "lost" for s in statuses) and len(statuses):
-        return None
-    return True
+    if "rejected" in statuses:
+        return True
+    return None
 
 
 def stop_message(records: Sequence, k: int) -> Optional[str]:

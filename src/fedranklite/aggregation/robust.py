@@ -10,9 +10,10 @@ rules on purpose: a weight is the client's own claim, and a weighted median give
   covering clients.
 - `trimmed_mean`: per coordinate, the `trim` fraction of the covering clients' values is cut at each end
   (floor(trim * k) each side, k covering clients) and the rest averaged.
-- `krum` (Blanchard et al. 2017): every update becomes a delta from the global adapter, zero-padded to r_max
-  (an untrained slice is "no change"); a client's score is the sum of squared distances to its k = n - f - 2
-  nearest others; the `keep` lowest-scoring updates (1: Krum, n - f by default: multi-Krum) are averaged
+- `krum` (Blanchard et al. 2017): every update becomes a delta from the global adapter; two clients' distance
+  is the mean squared difference over the coordinates both trained (so a higher rank is not by itself
+  "far"); a client's score is the sum of distances to its k = n - f - 2 nearest others; the `keep`
+  lowest-scoring updates (1: Krum, n - f by default: multi-Krum) are averaged
   with `blockwise` and their sample weights. The guarantee needs n >= 2f + 3 updates; with fewer, k is at
   least 1 and a note says the guarantee does not hold.
 
@@ -115,16 +116,30 @@ class KrumParams(AggregatorParams):
     keep: Optional[int] = Field(None, ge=1)  # updates averaged: 1 = Krum; null = n - f (multi-Krum)
 
 
-def krum_scores(global_state: Mapping[str, torch.Tensor], contributions: Sequence[Contribution], f: int) -> list[float]:
-    """Krum's score of every update: the sum of squared distances (of zero-padded deltas from the global
-    adapter) to its n - f - 2 nearest others (at least 1)."""
+def pairwise_distances(global_state: Mapping[str, torch.Tensor], contributions: Sequence[Contribution]) -> torch.Tensor:
+    """(n, n) mean squared difference of two clients' deltas from the global adapter over the coordinates
+    both trained (rank slices below both ranks, and the head). Over zero-padded deltas instead, a higher
+    rank means more non-zero coordinates and a larger distance to everyone: Krum would leave out honest
+    high-rank clients first (measured: a rank-8 client among rank-2 ones, always)."""
     n = len(contributions)
-    deltas = torch.zeros(n, 0, dtype=torch.float64)
+    parts = []
     for name, current in global_state.items():
-        stacked = _padded_stack(name, contributions, current)
-        delta = torch.nan_to_num(stacked - current.to(torch.float64), nan=0.0)  # an untrained slice: no change
-        deltas = torch.cat([deltas, delta.reshape(n, -1)], dim=1)
-    dist = torch.cdist(deltas, deltas).square()
+        parts.append((_padded_stack(name, contributions, current) - current.to(torch.float64)).reshape(n, -1))
+    x = torch.cat(parts, dim=1)
+    held = (~torch.isnan(x)).to(torch.float64)
+    x = torch.nan_to_num(x, nan=0.0)
+    sq = x.square()
+    shared = held @ held.T
+    # sum over shared coordinates of (x_i - x_j)^2 = sum x_i^2 [j holds] + sum x_j^2 [i holds] - 2 x_i . x_j
+    total = sq @ held.T + held @ sq.T - 2 * (x @ x.T)
+    return (total / shared.clamp_min(1.0)).clamp_min(0.0)
+
+
+def krum_scores(global_state: Mapping[str, torch.Tensor], contributions: Sequence[Contribution], f: int) -> list[float]:
+    """Krum's score of every update: the sum of its distances (`pairwise_distances`) to its n - f - 2 nearest
+    others (at least 1)."""
+    n = len(contributions)
+    dist = pairwise_distances(global_state, contributions)
     neighbours = max(1, n - f - 2)
     scores = []
     for i in range(n):

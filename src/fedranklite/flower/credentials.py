@@ -4,13 +4,15 @@ TLS certificate for the SuperLink's host, and one key pair per SuperNode.
 What flwr 1.42 expects (found by running it): every TLS file in PEM; a SuperNode key pair on a NIST curve
 with both halves in OpenSSH format (`flower-supernode --auth-supernode-private-key` reads the private half
 with `load_ssh_private_key`, `flwr supernode register` the public half with `load_ssh_public_key`; Ed25519,
-RSA or PEM/PKCS8 keys are refused). Private keys are written 0600.
+RSA or PEM/PKCS8 keys are refused). Private keys are created 0600 in a 0700 folder; the CA's private key is
+never written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -37,8 +39,11 @@ class Credentials:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600)
+    """Created 0600 from the start (no moment at the umask's permissions)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -68,6 +73,7 @@ def make_credentials(folder: Path, hosts: Sequence[str], num_nodes: int) -> Cred
     """A CA, a server certificate valid for `hosts` (IPs or names) and `num_nodes` SuperNode key pairs."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
     pem = serialization.Encoding.PEM
     plain = serialization.NoEncryption()
 
@@ -98,8 +104,8 @@ def make_credentials(folder: Path, hosts: Sequence[str], num_nodes: int) -> Cred
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
         ],
     )
-    (folder / "ca.crt").write_bytes(ca.public_bytes(pem))
-    _write_private(folder / "ca.key", ca_key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL, plain))
+    (folder / "ca.crt").write_bytes(ca.public_bytes(pem))  # the CA's private key is never written: nothing
+    # signs with it after this function, so no later certificate can be made in this deployment's name
     (folder / "server.pem").write_bytes(server.public_bytes(pem))
     _write_private(
         folder / "server.key", server_key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL, plain)

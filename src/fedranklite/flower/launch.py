@@ -303,22 +303,23 @@ class Deployment:
             time.sleep(1.0)
 
     def _write_flower_config(self) -> None:
+        # json.dumps: a TOML basic string with any quote or backslash in the path escaped
         if self.tls:
-            security = f'root-certificates = "{self.credentials.ca_cert}"\n'
+            security = f"root-certificates = {json.dumps(str(self.credentials.ca_cert))}\n"
         else:
             security = "insecure = true\n"
         (self.home / "config.toml").write_text(
             '[superlink]\ndefault = "fedranklite"\n\n[superlink.fedranklite]\n'
-            f'address = "{self.host}:{self.port}"\n{security}'
+            f"address = {json.dumps(f'{self.host}:{self.port}')}\n{security}"
         )
 
     def submit(self, resume: bool = False, wait: bool = True, timeout: Optional[float] = None) -> int:
         """Submit the experiment with `flwr run` (the resolved config goes in as a YAML file)."""
         path = self.run_dir / "experiment.yaml"
         dump_config(self.cfg, path)
-        run_config = f'config="{path}" resume={"true" if resume else "false"}'
+        run_config = f"config={json.dumps(str(path))} resume={'true' if resume else 'false'}"
         if self.auth:  # the ServerApp accepts a partition only from the node registered for it
-            run_config += f' nodes="{self.run_dir / "nodes.json"}"'
+            run_config += f" nodes={json.dumps(str(self.run_dir / 'nodes.json'))}"
         self.run_proc = self._spawn(
             "flwr_run", ["flwr", "run", str(project_root()), "fedranklite", "--run-config", run_config, "--stream"]
         )

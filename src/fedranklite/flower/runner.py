@@ -166,12 +166,19 @@ class FlowerRunner:
             elif reply.has_error():
                 out[i] = self._lost(round_idx, t, nbytes, f"error reply: {reply.error.reason}")
             else:
-                out[i] = result_from_content(reply.content, t, nbytes)
+                try:
+                    out[i] = result_from_content(reply.content, t, nbytes)
+                except (KeyError, ValueError, TypeError, OverflowError) as exc:  # a client's bad reply
+                    out[i] = self._lost(round_idx, t, nbytes, f"malformed reply: {type(exc).__name__}: {exc}"[:200])
+                    continue
                 info = out[i].extra.get("flower", {})
-                if "pid" in info:
-                    self.worker_builds[int(info["pid"])] = int(info.get("builds", 0))
-                if "t-handler" in info:
-                    self.client_timings.append(client_timing(round_idx, t.cid, info, pushed_at, received[k]))
+                try:  # diagnostics only: a client's odd values never stop the round
+                    if "pid" in info:
+                        self.worker_builds[int(info["pid"])] = int(info.get("builds", 0))
+                    if "t-handler" in info:
+                        self.client_timings.append(client_timing(round_idx, t.cid, info, pushed_at, received[k]))
+                except (KeyError, ValueError, TypeError, OverflowError) as exc:
+                    log.warning("round %d: client %d sent unreadable timing info: %s", round_idx, t.cid, exc)
         self.last_round_wall = time.perf_counter() - start
         return [r for r in out if r is not None]
 

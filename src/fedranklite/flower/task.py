@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -125,20 +126,34 @@ def result_content(res: ClientResult, info: Optional[dict] = None) -> RecordDict
     )
 
 
+def _count(t, name: str) -> int:
+    """A telemetry count as an int; a client's NaN, inf or fraction is a malformed reply (ValueError)."""
+    value = float(t[name])
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(f"{name} is {value!r}")
+    return int(value)
+
+
 def result_from_content(content: RecordDict, task: ClientTask, bytes_down: int) -> ClientResult:
+    """A client's reply as a ClientResult. Raises (KeyError, ValueError, TypeError) on a malformed reply:
+    the runner makes such a client a straggler, never the round's crash. A count <= 0 passes here and is
+    rejected by the server's checks (validation.sample_problem)."""
     update_rec = content["update"]
     t = content["telemetry"]
     info = dict(content["info"]) if "info" in content else {}
+    wall = float(t["wall_seconds"])
+    if not math.isfinite(wall) or wall < 0:
+        raise ValueError(f"wall_seconds is {wall!r}")
     return ClientResult(
         cid=task.cid,
         rank=task.rank,
         update=arrays_to_state(update_rec),
-        num_samples=int(t["num_samples"]),
-        steps=int(t["steps"]),
-        planned_steps=int(t["planned_steps"]),
+        num_samples=_count(t, "num_samples"),
+        steps=_count(t, "steps"),
+        planned_steps=_count(t, "planned_steps"),
         loss_before=float(t["loss_before"]),
         loss_after=float(t["loss_after"]),
-        wall_seconds=float(t["wall_seconds"]),
+        wall_seconds=wall,
         peak_memory_mb=float(t["peak_memory_mb"]),
         loss_rms=float(t["loss_rms"]) if "loss_rms" in t else float("nan"),
         bytes_down=bytes_down,
