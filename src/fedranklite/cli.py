@@ -101,10 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
         return 2
-    except (DataError, ModelError, CalibrationError, ProfileError) as exc:
-        console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
-        return 2
-    except RunRefused as exc:
+    except (DataError, ModelError, CalibrationError, ProfileError, RunRefused) as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return 2
     console.print(

@@ -21,7 +21,7 @@ from .hardware import TraceError, read_trace
 from .partitioners import PARTITIONERS
 from .registry import PluginSlot, Section
 from .schedulers import SCHEDULERS
-from .scoring import SCORE_METRICS
+from .scoring import SCORE_METRICS, binary_f1_problem
 from .stragglers import STRAGGLER_POLICIES
 from .textsplit import MAX_CLASSES
 from .timing import TIMING_MODES
@@ -352,10 +352,9 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
     problems += cfg.data.problems()
 
     classes = cfg.data.num_labels or (len(cfg.data.label_names) if cfg.data.label_names else None)
-    if cfg.evaluation.metric == "f1" and classes is not None and classes > 2:
-        problems.append(
-            ("evaluation.metric", f"f1 is binary F1 (of class 1) and this task has {classes} classes; use f1_macro")
-        )
+    f1 = binary_f1_problem(cfg.evaluation.metric, classes)
+    if f1:
+        problems.append(("evaluation.metric", f1))
     n = cfg.num_clients
     if n > MAX_CLIENTS:
         problems.append(("tiers", f"{n:,} clients in all; at most {MAX_CLIENTS:,}"))

@@ -88,8 +88,8 @@ def _to_split(
 
 
 # Texts are cut to model.max_length x this many characters before tokenising: a fast tokenizer given a
-# 200 MB line aborts the whole process, and no token averages anywhere near 64 characters, so the cut
-# never changes what the truncating tokenizer keeps.
+# 200 MB line aborts the whole process. No token averages anywhere near 64 characters, so for ordinary text
+# the cut keeps everything the truncating tokenizer would; only texts this long are touched at all.
 CHARS_PER_TOKEN = 64
 
 

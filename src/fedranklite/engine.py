@@ -515,8 +515,8 @@ class Engine:
         distances = [update_distance(c.state, c.rank, g) for c in contributions]
         bound = clip_bounds(distances, fed_cfg.clip_update_norm_ratio, fed_cfg.clip_update_norm)
         out, clipped = [], 0
-        for c in contributions:
-            state, scale = clip_update(c.state, c.rank, g, bound)
+        for c, distance in zip(contributions, distances):
+            state, scale = clip_update(c.state, c.rank, g, bound, distance)
             clipped += scale < 1.0
             out.append(Contribution(state, c.rank, c.weight))
         if clipped:

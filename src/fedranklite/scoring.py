@@ -57,6 +57,13 @@ def mse(pred: np.ndarray, label: np.ndarray) -> float:
     return float(skm.mean_squared_error(np.asarray(label, dtype=np.float64), np.asarray(pred, dtype=np.float64)))
 
 
+def binary_f1_problem(metric: Optional[str], num_classes: Optional[int]) -> Optional[str]:
+    """Why `metric` cannot score a task of `num_classes` classes (None: it can): `f1` is binary F1 of class 1."""
+    if metric == "f1" and num_classes is not None and num_classes > 2:
+        return f"f1 is binary F1 (of class 1) and this task has {num_classes} classes; use f1_macro (or accuracy)"
+    return None
+
+
 SCORE_METRICS: Registry[ScoreMetric] = Registry("evaluation metric")
 for _m in (
     ScoreMetric("accuracy", "classification", accuracy),

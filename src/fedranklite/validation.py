@@ -107,11 +107,16 @@ def clip_bounds(distances: Sequence[float], ratio: Optional[float], absolute: Op
 
 
 def clip_update(
-    update: Mapping[str, torch.Tensor], rank: int, global_state: Mapping[str, torch.Tensor], bound: float
+    update: Mapping[str, torch.Tensor],
+    rank: int,
+    global_state: Mapping[str, torch.Tensor],
+    bound: float,
+    distance: Optional[float] = None,
 ) -> tuple[dict[str, torch.Tensor], float]:
     """`update` with its delta from the rank-r global scaled down to L2 norm <= `bound` (the scale used: 1.0
-    when it was already within)."""
-    distance = update_distance(update, rank, global_state)
+    when it was already within). `distance`: update_distance(update, rank, global_state) if already known."""
+    if distance is None:
+        distance = update_distance(update, rank, global_state)
     if distance <= bound:
         return dict(update), 1.0
     scale = bound / distance

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .scoring import binary_f1_problem
 from .timing import comm_seconds
 
 LUCK_SIGMAS = 3.0  # a client's compute time jitters (jitter_sigma): refuse only if even 3-sigma luck misses
@@ -51,12 +52,8 @@ def label_problem(train_labels: np.ndarray, num_labels: int, metric: str, regres
             f"data: the training rows hold one class only (class {int(classes[0]) if len(classes) else '-'}, "
             f"{len(train_labels)} rows): a classifier cannot learn from them"
         )
-    if metric == "f1" and num_labels > 2:
-        return (
-            f"evaluation.metric: f1 is binary F1 (of class 1) and this task has {num_labels} classes; "
-            "use f1_macro (or accuracy)"
-        )
-    return None
+    f1 = binary_f1_problem(metric, num_labels)
+    return f"evaluation.metric: {f1}" if f1 else None
 
 
 def deadline_problem(engine) -> Optional[str]:
@@ -120,6 +117,8 @@ def aggregated_nothing(statuses: Sequence[str]) -> Optional[bool]:
 def stop_message(records: Sequence, k: int) -> Optional[str]:
     """Why to stop after the last round: the last `k` rounds in which clients answered aggregated nothing
     (None: go on)."""
+    if not records or not aggregated_nothing(records[-1].clients.columns["status"]):
+        return None  # the last round aggregated something, or says nothing either way
     streak: list = []
     for rec in reversed(records):
         empty = aggregated_nothing(rec.clients.columns["status"])
@@ -129,7 +128,7 @@ def stop_message(records: Sequence, k: int) -> Optional[str]:
             streak.append(rec)
         if len(streak) == k:
             break
-    if len(streak) < k or aggregated_nothing(records[-1].clients.columns["status"]) is None:
+    if len(streak) < k:
         return None
     last = records[-1]
     statuses = Counter(last.clients.columns["status"])

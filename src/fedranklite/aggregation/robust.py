@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 
 def _padded_stack(name: str, contributions: Sequence[Contribution], like: torch.Tensor) -> torch.Tensor:
-    """(n, *like.shape) float64: each client's tensor zero-padded along the rank axis (NaN where the client's
-    declared rank did not reach: those coordinates are not its to vote on)."""
+    """(n, *like.shape) float64: each client's tensor padded along the rank axis with NaN where the client's
+    declared rank did not reach (those coordinates are not its to vote on)."""
     axis = rank_dim(name)
     out = torch.full((len(contributions), *like.shape), math.nan, dtype=torch.float64)
     for i, c in enumerate(contributions):
@@ -152,7 +152,6 @@ def krum_scores(global_state: Mapping[str, torch.Tensor], contributions: Sequenc
 class Krum:
     def __init__(self, f: int = 1, keep: Optional[int] = None):
         self.f, self.keep = f, keep
-        self.notes: list[str] = []
 
     @classmethod
     def from_config(cls, params: KrumParams) -> "Krum":

@@ -151,6 +151,7 @@ class Deployment:
         self.tls, self.auth = fl.tls, fl.supernode_auth
         self.credentials = None  # credentials.Credentials once started with TLS
         self.node_ids: dict[int, int] = {}  # partition id -> the node id its registered key got
+        self.nodes_file = self.run_dir / "nodes.json"  # node_ids for the ServerApp (run config `nodes`)
 
     # ---- processes
     def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen:
@@ -206,7 +207,7 @@ class Deployment:
             if self.auth:
                 for i in range(self.num_supernodes):
                     self.node_ids[i] = self.register(self.credentials.public_key(i))
-                (self.run_dir / "nodes.json").write_text(json.dumps({str(k): v for k, v in self.node_ids.items()}))
+                self.nodes_file.write_text(json.dumps({str(k): v for k, v in self.node_ids.items()}))
             for i in range(self.num_supernodes):
                 self.supernodes.append(self.start_supernode(i))
             for proc, port in zip(self.supernodes, self.node_ports):
@@ -319,7 +320,7 @@ class Deployment:
         dump_config(self.cfg, path)
         run_config = f"config={json.dumps(str(path))} resume={'true' if resume else 'false'}"
         if self.auth:  # the ServerApp accepts a partition only from the node registered for it
-            run_config += f" nodes={json.dumps(str(self.run_dir / 'nodes.json'))}"
+            run_config += f" nodes={json.dumps(str(self.nodes_file))}"
         self.run_proc = self._spawn(
             "flwr_run", ["flwr", "run", str(project_root()), "fedranklite", "--run-config", run_config, "--stream"]
         )
@@ -342,7 +343,7 @@ class Deployment:
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop every process this deployment started, and the ones they started, by PID."""
-        procs = [p for p in [self.run_proc, *self.supernodes, *self.others, self.superlink] if p is not None]
+        procs = self._procs()
         family = sorted({pid for p in procs if p.poll() is None for pid in _descendants(p.pid)})
         for p in procs:
             _signal_group(p, signal.SIGTERM)
@@ -369,8 +370,11 @@ class Deployment:
             f.close()
         self._files.clear()
 
+    def _procs(self) -> list[subprocess.Popen]:
+        return [p for p in [self.run_proc, *self.supernodes, *self.others, self.superlink] if p is not None]
+
     def pids(self) -> list[int]:
-        return [p.pid for p in [self.run_proc, *self.supernodes, *self.others, self.superlink] if p is not None]
+        return [p.pid for p in self._procs()]
 
     def __enter__(self) -> "Deployment":
         return self.start()
