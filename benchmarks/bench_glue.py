@@ -1,8 +1,10 @@
 """GLUE suite at laptop budgets: the ten configs (cvx and lite per task), seeds, centralized references,
-trivial baselines, and SmolLM2-135M next to MiniLM on RTE and SST-2.
+trivial baselines, and SmolLM2-135M (scored through its LM head: configs/experiments/glue/smollm2/) next to
+MiniLM, with its zero-shot score (round 0), in fp32 and with 4-bit / 8-bit weights.
 
     FEDRANKLITE_GLUE_DIR=../shared/data/glue python benchmarks/bench_glue.py \\
-        [--out benchmarks/results/glue.json] [--seeds 3] [--set key=value ...] [--smollm2] [--tasks rte,stsb]
+        [--out benchmarks/results/glue.json] [--seeds 3] [--set key=value ...] [--tasks rte,stsb]
+        [--smollm2 | --only-smollm2] [--smollm2-runs lite,cvx,centralized,4bit,8bit]
 
 Every run goes through the same engine as `fedranklite run` (configs/experiments/glue/*.yaml), with
 `--set` overrides applied to every run (the defaults below shrink evaluation so the whole suite fits a
@@ -41,6 +43,9 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
     from fedranklite.engine import build_engine
 
     cfg = load_config(config, sets)
+    quant = cfg.model.quantization
+    if quant != "none":
+        cfg = load_config(config, [*sets, f"experiment_name={cfg.experiment_name}_{quant}"])
     if centralized:
         cfg = centralized_config(cfg)
     start = time.perf_counter()
@@ -62,6 +67,10 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
         "final_score": summary["final_score"],
         "best_score": summary["best_score"],
         "final_eval": summary["final_eval"],
+        "initial_score": (summary.get("initial_eval") or {}).get("score"),
+        "head": summary.get("head", "linear"),
+        "quantization": quant,
+        "memory_profile": summary.get("memory_profile"),
         "target": summary["target"],
         "time_to_target": summary["time_to_target"],
         "deadline_compliance_pct": summary["deadline_compliance_pct"],
@@ -107,16 +116,18 @@ def _ms(values):
 def markdown(results: dict) -> str:
     runs, base = results["runs"], results["baselines"]
     lines = [
-        "| task | run | backbone | seeds | final dev metric (mean ± sd) | secondary | trivial baseline | "
-        "time-to-target (sim s; reached/seeds) | deadline compliance % | bytes up/down per client-round | "
-        "fairness p10/p50/p90 (client loss) | train samples/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | run | backbone | seeds | before training | final dev metric (mean ± sd) | secondary | "
+        "trivial baseline | time-to-target (sim s; reached/seeds) | deadline compliance % | "
+        "bytes up/down per client-round | fairness p10/p50/p90 (client loss) | train samples/s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict = {}
     for r in runs:
         task = r["experiment"].split("_")[1]
         kind = "centralized" if r["centralized"] else r["scheduler"]
         bb = "SmolLM2-135M" if "smollm2" in r["experiment"] else "MiniLM-L6"
+        if r.get("head") == "verbalizer":
+            bb += " (LM head" + ("" if r.get("quantization", "none") == "none" else f", {r['quantization']}") + ")"
         groups.setdefault((task, bb, kind), []).append(r)
     for (task, bb, kind), rs in sorted(
         groups.items(), key=lambda kv: (TASKS.index(kv[0][0]), kv[0][1] != "MiniLM-L6", kv[0][2])
@@ -139,12 +150,14 @@ def markdown(results: dict) -> str:
         )
         b = base.get(task, {})
         lines.append(
-            f"| {task} | {kind} | {bb} | {len(rs)} | {metric} {_ms([r['final_score'] for r in rs])} | {sec or '-'} | "
+            f"| {task} | {kind} | {bb} | {len(rs)} | {_ms([r.get('initial_score') for r in rs])} | "
+            f"{metric} {_ms([r['final_score'] for r in rs])} | {sec or '-'} | "
             f"{b.get('score', float('nan')):.3f} ({b.get('what', '')}) | {ttt_txt} | "
             f"{np.mean([r['deadline_compliance_pct'] for r in rs]):.0f} | "
             f"{np.mean([r['bytes_up_per_client_round'] for r in rs]) / 1e3:.0f} kB / "
             f"{np.mean([r['bytes_down_per_client_round'] for r in rs]) / 1e3:.0f} kB | {fair_txt} | "
-            f"{_fmt(np.mean([r['train_samples_per_s'] or 0 for r in rs]), 1)} |"
+            f"{_fmt(np.mean([r['train_samples_per_s'] or 0 for r in rs]), 1)} | "
+            f"{_fmt(np.mean([r['peak_memory_mb'] or 0 for r in rs]), 0)} |"
         )
     budgets = sorted(
         {
@@ -165,8 +178,14 @@ def main() -> int:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--seeds", type=int, default=3, help="seeds for RTE, MRPC, STS-B (SST-2, QNLI: 1)")
     ap.add_argument("--no-centralized", action="store_true")
-    ap.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M on RTE and SST-2 (lite, seed 0)")
+    ap.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (seed 0), see --smollm2-runs")
     ap.add_argument("--only-smollm2", action="store_true")
+    ap.add_argument(
+        "--smollm2-runs",
+        default="lite,cvx,centralized,4bit,8bit",
+        help="which SmolLM2 runs, in this order per kind: lite, cvx, centralized (every task), 4bit / 8bit (lite "
+        "on SST-2 and RTE)",
+    )
     ap.add_argument(
         "--set",
         action="append",
@@ -194,7 +213,8 @@ def main() -> int:
     }
     if out.exists():  # resume: keep runs done already (e.g. the SmolLM2 runs added later)
         old = json.loads(out.read_text())
-        results["runs"] = old.get("runs", [])
+        # SmolLM2 runs recorded before the LM-head (verbalizer) recipe had a fresh linear head: superseded
+        results["runs"] = [r for r in old.get("runs", []) if "smollm2" not in r["experiment"] or "head" in r]
     done = {(r["experiment"], r["seed"]) for r in results["runs"]}
     # order: every task once (seed 0, both schedulers, centralized), then SmolLM2, then the other seeds,
     # so a run cut short still has a row for every task
@@ -204,8 +224,16 @@ def main() -> int:
             plan += [(CONFIGS / f"{t}_{sched}.yaml", 0, False) for sched in ("cvx", "lite")]
             if not args.no_centralized:
                 plan.append((CONFIGS / f"{t}_lite.yaml", 0, True))
+    smol: list = []  # (config, seed, centralized, extra --set values)
     if args.smollm2 or args.only_smollm2:
-        plan += [(CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, False) for t in ("rte", "sst2") if t in tasks]
+        for kind in args.smollm2_runs.split(","):
+            for t in tasks:
+                if kind in ("lite", "cvx"):
+                    smol.append((CONFIGS / "smollm2" / f"{t}_{kind}.yaml", 0, False, []))
+                elif kind == "centralized":
+                    smol.append((CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, True, []))
+                elif kind in ("4bit", "8bit") and t in ("sst2", "rte"):
+                    smol.append((CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, False, [f"model.quantization={kind}"]))
     if not args.only_smollm2:
         plan += [
             (CONFIGS / f"{t}_{sched}.yaml", s, False)
@@ -214,13 +242,20 @@ def main() -> int:
             if t in SMALL
             for sched in ("cvx", "lite")
         ]
-    for config, seed, central in plan:
+    # SmolLM2 runs keep their configs' evaluation schedule (round 0, 5, 10); only the dev sample is capped
+    smol_sets = [x for x in sets if not x.startswith("evaluation.eval_every")]
+    jobs = [(c, s, central, sets) for c, s, central in plan] + [
+        (c, s, central, [*smol_sets, *x]) for c, s, central, x in smol
+    ]
+    for config, seed, central, job_sets in jobs:
         from fedranklite.configfile import load_config
 
-        name = load_config(config, sets).experiment_name + ("_centralized" if central else "")
+        cfg = load_config(config, job_sets)
+        quant = "" if cfg.model.quantization == "none" else f"_{cfg.model.quantization}"
+        name = cfg.experiment_name + quant + ("_centralized" if central else "")
         if (name, seed) in done:
             continue
-        run_sets = [*sets, f"seed={seed}", f"output_dir={ROOT / 'results' / 'bench_glue' / f'seed{seed}'}"]
+        run_sets = [*job_sets, f"seed={seed}", f"output_dir={ROOT / 'results' / 'bench_glue' / f'seed{seed}'}"]
         t0 = time.perf_counter()
         rec = run_one(config, run_sets, central)
         print(

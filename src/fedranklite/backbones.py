@@ -38,6 +38,8 @@ class Backbone:
     pooling: str  # mean | last | cls
     source: str  # where it came from, for the record
     sentence_encoder: bool = False  # a sentence-transformers checkpoint (trained as a bi-encoder)
+    causal: bool = False  # a causal (decoder-only) language model
+    lm_head: Optional[nn.Module] = None  # its LM head (hidden -> vocabulary), when loaded for label-word scoring
 
 
 def _quiet_transformers() -> None:
@@ -184,8 +186,12 @@ def tiny_backbone(kind: str = "bert", seed: int = 0) -> Backbone:
 
     # the embedded task's words, plus a few common ones for hand-written test sentences
     words = set(vocabulary()) | {"a", "the", "is", "of"}
+    if kind == "llama":  # the words of the embedded task's prompt template and of generic answers
+        words |= {"review", "sentiment", "positive", "negative", "or", "answer", "yes", "no", "first", "second"}
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-    vocab = {tok: i for i, tok in enumerate(specials + sorted(words) + list(".,!?'"))}
+    vocab = {
+        tok: i for i, tok in enumerate(specials + sorted(words) + list(".,!?'" + (":()" if kind == "llama" else "")))
+    }
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -197,8 +203,10 @@ def tiny_backbone(kind: str = "bert", seed: int = 0) -> Backbone:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
     )
+    if kind == "llama":
+        return _tiny_llama(tok, vocab, seed)
     if kind != "bert":
-        raise ModelError(f"unknown tiny backbone 'tiny:{kind}'; known: tiny:bert")
+        raise ModelError(f"unknown tiny backbone 'tiny:{kind}'; known: tiny:bert, tiny:llama")
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),
@@ -209,6 +217,37 @@ def tiny_backbone(kind: str = "bert", seed: int = 0) -> Backbone:
         max_position_embeddings=128,
     )
     return Backbone(BertModel(config, add_pooling_layer=False), tokenizer, "mean", "tiny:bert (random init)")
+
+
+def _tiny_llama(tok, vocab: dict, seed: int) -> Backbone:
+    """A random two-layer Llama causal LM (with its LM head) over the tiny word-level vocabulary: no special
+    tokens added, so a prompt's last token is its answer cue, as with a real causal LM's tokenizer."""
+    from tokenizers import processors
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        pad_token_id=vocab["[PAD]"],
+    )
+    lm = LlamaForCausalLM(config)
+    return Backbone(
+        lm.get_decoder(), tokenizer, "last", "tiny:llama (random init)", causal=True, lm_head=lm.get_output_embeddings()
+    )
+
+
+def is_causal(config) -> bool:
+    """A decoder-only LM by its transformers config (what `pooling: auto` and `head: auto` look at)."""
+    return bool(getattr(config, "is_decoder", False)) or config.model_type in _CAUSAL_TYPES
 
 
 def _quantization_config(quantization: str):
@@ -222,7 +261,8 @@ def _quantization_config(quantization: str):
             f"model.quantization={quantization!r} needs bitsandbytes: pip install 'fedranklite[quant]'"
         ) from None
     # The pooled head lives outside the backbone; the backbone's own (untrained) pooler must stay unquantized.
-    skip = ["pooler", "classifier", "score"]
+    # A causal LM's LM head (label-word scoring reads it) stays in full precision too, as its tied embedding does.
+    skip = ["pooler", "classifier", "score", "lm_head"]
     if quantization == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True,
@@ -235,9 +275,15 @@ def _quantization_config(quantization: str):
 
 
 def load_backbone(
-    name: str, pooling: str = "auto", quantization: str = "none", seed: int = 0, cache_dir: Optional[str] = None
+    name: str,
+    pooling: str = "auto",
+    quantization: str = "none",
+    seed: int = 0,
+    cache_dir: Optional[str] = None,
+    with_lm_head: bool = False,
 ) -> Backbone:
-    """A base model + tokenizer from `tiny:*`, `bundled:*`, a local directory or a Hub name."""
+    """A base model + tokenizer from `tiny:*`, `bundled:*`, a local directory or a Hub name. `with_lm_head`:
+    a causal LM is loaded with its LM head (`Backbone.lm_head`, for `model.head: verbalizer`)."""
     _quiet_transformers()
     if name.startswith("tiny:"):
         if quantization != "none":
@@ -246,7 +292,7 @@ def load_backbone(
         if pooling != "auto":
             bb.pooling = pooling
         return bb
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     path = bundled_path(name, cache_dir) if name.startswith("bundled:") else Path(name).expanduser()
     if path.suffix.lower() == ".gguf" and path.is_file():  # any GGUF checkpoint by path: convert once, cache
@@ -259,7 +305,12 @@ def load_backbone(
         qconfig = _quantization_config(quantization)
         if qconfig is not None:
             kwargs["quantization_config"] = qconfig
-        model = AutoModel.from_pretrained(location, **kwargs)
+        lm_head = None
+        if with_lm_head and is_causal(config):
+            lm = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+            model, lm_head = lm.get_decoder(), lm.get_output_embeddings()
+        else:
+            model = AutoModel.from_pretrained(location, **kwargs)
     except ModelError:
         raise
     except Exception as exc:
@@ -276,10 +327,10 @@ def load_backbone(
     tokenizer.padding_side = "right"
     st_pooling = _sentence_transformers_pooling(path) if path.exists() else None
     if pooling == "auto":
-        pooling = st_pooling or (
-            "last" if getattr(config, "is_decoder", False) or config.model_type in _CAUSAL_TYPES else "mean"
-        )
-    return Backbone(model, tokenizer, pooling, location, sentence_encoder=st_pooling is not None)
+        pooling = st_pooling or ("last" if is_causal(config) else "mean")
+    return Backbone(
+        model, tokenizer, pooling, location, st_pooling is not None, causal=is_causal(config), lm_head=lm_head
+    )
 
 
 _CAUSAL_TYPES = {

@@ -41,6 +41,8 @@ from .messages import one_line
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 2
 META_KEYS = ("round_idx", "sim_time", "reached_at", "records", "scheduler", "time_model", "telemetry", "rng", "config")
+# written when the run has them, absent from older checkpoints (read as None)
+OPTIONAL_META_KEYS = ("initial_eval",)
 # where a results folder lives, not what the run computes: a copied or renamed folder still resumes
 MOVABLE_KEYS = ("output_dir", "experiment_name")
 _V1_GLOBALS = {"numpy.ndarray", "numpy.dtype"}  # what format 1 (pickled numpy RNG state) needs beyond tensors
@@ -113,6 +115,7 @@ def encode_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """An engine payload (see Engine.checkpoint_payload) -> the dict that is written (format 2)."""
     rng = payload["rng"]
     meta = {k: payload[k] for k in META_KEYS if k != "rng"}
+    meta.update({k: payload[k] for k in OPTIONAL_META_KEYS if payload.get(k) is not None})
     meta["rng"] = {"numpy": rng["numpy"]}
     text = json.dumps(meta, default=_plain, sort_keys=True, allow_nan=True)
     state = {str(k): v.detach().cpu().contiguous() for k, v in payload["global_state"].items()}
@@ -255,6 +258,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise _refuse(path, problem)
     return {
         **{k: meta[k] for k in META_KEYS if k != "rng"},
+        **{k: meta.get(k) for k in OPTIONAL_META_KEYS},
         "global_state": state,
         "rng": {"torch": rng_torch, "numpy": meta["rng"]["numpy"]},
     }
@@ -275,6 +279,9 @@ def _meta_problem(meta: dict) -> Optional[str]:
         return "records: a round record is not an object"
     for key in ("scheduler", "time_model", "telemetry", "config"):
         if not isinstance(meta[key], dict):
+            return f"{key} is a {type(meta[key]).__name__}, not an object"
+    for key in OPTIONAL_META_KEYS:
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
             return f"{key} is a {type(meta[key]).__name__}, not an object"
     npy = meta["rng"].get("numpy") if isinstance(meta["rng"], dict) else None
     if (

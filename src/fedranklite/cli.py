@@ -361,7 +361,9 @@ def print_summary(console, summary, results_dir) -> None:
     ttt = summary.time_to_target
     fair = summary.fairness_final or {}
     baseline = summary.run.get("trivial_baseline")
+    initial = summary.run.get("initial_eval")
     rows = [
+        *([(f"{summary.metric} before training", _format_score(initial.get("score")))] if initial else []),
         (f"final {summary.metric}", _format_score(summary.final_score)),
         (f"best {summary.metric}", _format_score(summary.best_score)),
         *([(f"trivial baseline: {baseline['predictor']}", _format_score(baseline.get("score")))] if baseline else []),

@@ -194,6 +194,7 @@ def make_optimizer(model: FedModel, s: TrainSettings) -> torch.optim.Optimizer:
         {"params": [p for p in trainable if id(p) not in head]},
         {"params": [p for p in trainable if id(p) in head], "lr": s.head_lr or s.lr},
     ]
+    groups = [g for g in groups if g["params"]]  # a verbalizer has no trainable head
     if s.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     if s.optimizer == "adam":

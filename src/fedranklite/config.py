@@ -25,6 +25,7 @@ from .scoring import SCORE_METRICS, binary_f1_problem
 from .stragglers import STRAGGLER_POLICIES
 from .textsplit import MAX_CLASSES
 from .timing import TIMING_MODES
+from .verbalizer import VerbalizerError, check_template, template_fields
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,33 @@ class LoraConfig(_Section):
     target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
 
 
+class VerbalizerConfig(_Section):
+    """Label-word scoring of a causal LM (verbalizer.py). Null values come from the task: the GLUE task table
+    (glue.py), else a generic template and the label names as words."""
+
+    # {text_a} (first text column) and {text_b} (second, for pairs); a literal brace is {{ or }}
+    template: Optional[str] = Field(None, min_length=1, max_length=10_000)
+    label_words: Optional[list[str]] = Field(None, min_length=1, max_length=MAX_CLASSES)  # one per class id
+    label_values: Optional[list[float]] = None  # regression: the value each label word stands for
+
+    @field_validator("template")
+    @classmethod
+    def _known_placeholders(cls, template: Optional[str]) -> Optional[str]:
+        if template is not None:
+            template_fields(template)
+        return template
+
+    @field_validator("label_words")
+    @classmethod
+    def _distinct_words(cls, words: Optional[list[str]]) -> Optional[list[str]]:
+        if words is not None:
+            if any(not w.strip() for w in words):
+                raise ValueError("a label word is empty")
+            if len(set(words)) < len(words):
+                raise ValueError(f"label words repeat: {words}")
+        return words
+
+
 class ModelConfig(_Section):
     name: str = "bundled:minilm-l6"
     pooling: Literal["auto", "mean", "last", "cls"] = "auto"
@@ -96,6 +124,9 @@ class ModelConfig(_Section):
     # sentence pairs: one sequence (cross) or each text apart (siamese, sentence-transformers' bi-encoder way)
     pair_encoding: Literal["auto", "cross", "siamese"] = "auto"
     head_dropout: float = Field(0.1, ge=0, lt=1)
+    # auto: label-word scoring (verbalizer) for causal LMs, a linear head on the pooled embedding otherwise
+    head: Literal["auto", "linear", "verbalizer"] = "auto"
+    verbalizer: VerbalizerConfig = VerbalizerConfig()
     lora: LoraConfig = LoraConfig()
 
 
@@ -250,6 +281,9 @@ class EvaluationConfig(_Section):
     metric: Optional[str] = None  # default: accuracy (classification), pearson (regression)
     target: Optional[float] = 0.9  # the score time-to-target is measured to (null: none)
     stop_at_target: bool = False
+    # evaluate the global model once before round 1 (metrics.json: initial_eval): a verbalizer's zero-shot
+    # score, or a fresh head's chance level, next to what training added
+    eval_initial: bool = False
 
     @field_validator("metric")
     @classmethod
@@ -374,12 +408,39 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
             read_trace(cfg.federation.client_trace, n)
         except TraceError as exc:
             problems.append(("federation.client_trace", str(exc)))
+    problems += _verbalizer_problems(cfg)
     metric = cfg.evaluation.metric
     if metric is not None and metric in SCORE_METRICS:
         kind = SCORE_METRICS[metric].task
         if kind != "any" and kind != cfg.data.task:
             problems.append(("evaluation.metric", f"{metric!r} is a {kind} metric but data.task is {cfg.data.task!r}"))
     return problems
+
+
+def _verbalizer_problems(cfg: Config) -> list[tuple[str, str]]:
+    """What the verbalizer section says against the data section (the model-dependent checks, label words'
+    tokens, run when the model loads)."""
+    v, d, out = cfg.model.verbalizer, cfg.data, []
+    if v.template is not None:
+        try:
+            check_template(v.template, len(d.text_columns))
+        except VerbalizerError as exc:
+            out.append(("model.verbalizer.template", str(exc).removeprefix("model.verbalizer.template").lstrip(": ")))
+    regression = d.task == "regression"
+    if (
+        regression
+        and v.label_words is not None
+        and (v.label_values is None or len(v.label_values) != len(v.label_words))
+    ):
+        out.append(("model.verbalizer.label_values", "regression needs one value per label word"))
+    if not regression and v.label_values is not None:
+        out.append(
+            ("model.verbalizer.label_values", "only regression reads label values (data.task is classification)")
+        )
+    classes = d.num_labels or (len(d.label_names) if d.label_names else None)
+    if not regression and v.label_words is not None and classes is not None and len(v.label_words) != classes:
+        out.append(("model.verbalizer.label_words", f"{len(v.label_words)} words for {classes} classes"))
+    return out
 
 
 def _plugin_slots(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], PluginSlot]:

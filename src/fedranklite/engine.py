@@ -102,6 +102,7 @@ class RunState:
     records: list[RoundRecord] = field(default_factory=list)
     reached_at: Optional[int] = None
     stopped: Optional[str] = None  # why the run stopped early (viability.stop_message), if it did
+    initial_eval: Optional[dict] = None  # the untrained global model's evaluation (evaluation.eval_initial)
 
 
 # step 7: the global adapter -> {"score": ..., "loss": ..., <metric>: ...}
@@ -385,6 +386,7 @@ class Engine:
             "num_clients": self.fed.num_clients,
             "clients_per_round": cfg.federation.clients_per_round,
             "tier_rank_caps": {n: int(self.fed.max_rank[self.fed.tier_of.index(n)]) for n in cfg.tiers},
+            "initial_eval": self.state.initial_eval,
             "final_eval": self.state.records[-1].eval if self.state.records else None,
             "budget": self.budget(),
         }
@@ -423,6 +425,7 @@ class Engine:
             "telemetry": self.telemetry.state_dict(),
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
+            "initial_eval": st.initial_eval,
         }
 
     def restore(self, payload: dict) -> None:
@@ -438,6 +441,7 @@ class Engine:
                 sim_time=float(payload["sim_time"]),
                 records=[RoundRecord.from_json(rec) for rec in payload["records"]],
                 reached_at=payload["reached_at"],
+                initial_eval=payload.get("initial_eval"),
             )
             self.scheduler.load_state_dict(payload["scheduler"])
             self.time_model.load_state_dict(payload["time_model"])
@@ -471,6 +475,9 @@ class Engine:
             log.info("resuming %s after round %d", cfg.experiment_name, self.state.round_idx)
         else:
             (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+            if cfg.evaluation.eval_initial:  # round 0: e.g. a verbalizer's zero-shot score, before any training
+                self.state.initial_eval = self.evaluator(self.state.global_state)
+                log.info("before training: %s %.4f", self.metric, self.state.initial_eval["score"])
         dump_config(cfg, out / "config.yaml")
         trackers = open_trackers(cfg.metrics.tracking, out, cfg.to_dict())
         rounds_log = RoundLog(out / ROUNDS_FILE, append=resume, layout=cfg.metrics.client_records)
@@ -575,6 +582,8 @@ def build_engine(cfg: Config, runner_factory: Optional[RunnerFactory] = None) ->
         "backbone": model.source,
         "pooling": model.pooling,
         "pair_encoding": "siamese" if model.siamese else "cross",
+        "head": "linear" if model.verbalizer is None else "verbalizer",
+        **({} if model.verbalizer is None else {"verbalizer": dataclasses.asdict(model.verbalizer)}),
         "memory_profile": dataclasses.asdict(prep.profile),
         "trivial_baseline": trivial_baseline(eval_enc.labels, metric, settings.regression),
     }

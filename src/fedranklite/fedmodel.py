@@ -30,6 +30,7 @@ from torch import nn
 from .backbones import Backbone, ModelError, load_backbone
 from .memory import MemoryProfile
 from .ranks import State, rank_dim
+from .verbalizer import Verbalizer, VerbalizerError, VerbalizerHead, choose_verbalizer
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -81,6 +82,7 @@ class FedModel(nn.Module):
         head_dropout: float = 0.1,
         quantized: bool = False,
         siamese: bool = False,
+        verbalizer: Optional[Verbalizer] = None,
     ):
         super().__init__()
         import peft
@@ -107,12 +109,23 @@ class FedModel(nn.Module):
         self.pooling = backbone.pooling
         self.source = backbone.source
         hidden = model.config.hidden_size
-        self.siamese = bool(siamese)
-        self.head = nn.Sequential(
-            nn.Dropout(head_dropout), nn.Linear(2 * hidden + PAIR_EXTRA if siamese else hidden, num_labels)
-        )
-        if siamese:  # start from a constant prediction: the first steps then follow the scaled cosine
-            nn.init.zeros_(self.head[1].weight)
+        self.verbalizer = verbalizer
+        if verbalizer is not None:
+            # label-word scoring: the answer is the next token after the prompt's last one, read by the
+            # backbone's own LM head; nothing new to initialise, one prompt per row (never siamese)
+            if backbone.lm_head is None:
+                raise ModelError("model.head: verbalizer needs the backbone loaded with its LM head")
+            self.pooling, self.siamese = "last", False
+            self.head = VerbalizerHead(
+                backbone.lm_head, verbalizer.label_token_ids(self.tokenizer), verbalizer.label_values
+            )
+        else:
+            self.siamese = bool(siamese)
+            self.head = nn.Sequential(
+                nn.Dropout(head_dropout), nn.Linear(2 * hidden + PAIR_EXTRA if siamese else hidden, num_labels)
+            )
+            if siamese:  # start from a constant prediction: the first steps then follow the scaled cosine
+                nn.init.zeros_(self.head[1].weight)
         self.num_labels = num_labels
         self.r_max = r_max
         self.rank = r_max
@@ -138,7 +151,11 @@ class FedModel(nn.Module):
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        return pool(hidden, attention_mask, self.pooling).to(self.head[1].weight.dtype)
+        return pool(hidden, attention_mask, self.pooling).to(self._head_dtype)
+
+    @property
+    def _head_dtype(self) -> torch.dtype:
+        return next(self.head.parameters()).dtype
 
     def forward(
         self,
@@ -202,7 +219,7 @@ class FedModel(nn.Module):
     def memory_profile(self) -> MemoryProfile:
         frozen = sum(p.numel() * p.element_size() for p in self.parameters() if not p.requires_grad)
         lora_per_rank = sum(p.numel() // self.r_max for _, p in self._lora_params)
-        head = sum(p.numel() for p in self.head.parameters())
+        head = sum(p.numel() for p in self.head.parameters() if p.requires_grad)  # a verbalizer's LM head is frozen
         cfg = self.backbone.base_model.model.config
         return MemoryProfile(
             frozen_bytes=frozen,
@@ -213,11 +230,32 @@ class FedModel(nn.Module):
         )
 
 
-def build_model(cfg, num_labels: int) -> FedModel:
-    """The FedModel a Config describes, seeded so every process builds the same initial adapter."""
+def build_model(cfg, num_labels: int, label_names: Optional[list[str]] = None) -> FedModel:
+    """The FedModel a Config describes, seeded so every process builds the same initial adapter.
+    `label_names`: the data's class names (the default label words of a verbalizer)."""
     torch.manual_seed(cfg.seed)
+    m = cfg.model
     backbone = load_backbone(
-        cfg.model.name, cfg.model.pooling, cfg.model.quantization, cfg.seed, getattr(cfg.model, "cache_dir", None)
+        m.name, m.pooling, m.quantization, cfg.seed, getattr(m, "cache_dir", None), with_lm_head=m.head != "linear"
+    )
+    try:
+        return _build(cfg, backbone, num_labels, label_names)
+    except VerbalizerError as exc:  # a template or label words this task or tokenizer cannot use: one line
+        raise ModelError(str(exc)) from None
+
+
+def _build(cfg, backbone: Backbone, num_labels: int, label_names: Optional[list[str]]) -> FedModel:
+    v = cfg.model.verbalizer
+    verbalizer = choose_verbalizer(
+        cfg.model.head,
+        v.template,
+        v.label_words,
+        v.label_values,
+        backbone.causal,
+        len(cfg.data.text_columns),
+        num_labels,
+        label_names or cfg.data.label_names,
+        cfg.data.task == "regression",
     )
     lora = cfg.model.lora
     torch.manual_seed(cfg.seed)
@@ -231,6 +269,7 @@ def build_model(cfg, num_labels: int) -> FedModel:
         cfg.model.head_dropout,
         quantized=cfg.model.quantization != "none",
         siamese=use_siamese(cfg.model.pair_encoding, backbone, len(cfg.data.text_columns)),
+        verbalizer=verbalizer,
     )
     return model
 

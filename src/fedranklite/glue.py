@@ -141,6 +141,43 @@ GLUE_TASKS: dict[str, GlueTask] = {
     )
 }
 
+# Prompts of a causal LM's label-word scoring (`model.head: verbalizer`, verbalizer.py): per task the template
+# ({text_a}, {text_b} = the task's text columns in order) and one label word per class id (STS-B: words 0..5
+# standing for the centred scores of center_scores). Each is the best of three candidates by zero-shot
+# SmolLM2-135M-Instruct score on 200 seeded rows of the TRAIN split (benchmarks/bench_slm_prompts.py,
+# results/slm_prompts.json); dev was never read. Zero-shot on train: SST-2 0.75, QNLI 0.52, RTE 0.51,
+# MRPC F1 0.79, STS-B Pearson 0.03 (the NLI tasks and STS-B are near chance before training).
+_CHAT = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"  # SmolLM2-Instruct's chat format
+PROMPTS: dict[str, dict[str, Any]] = {
+    "sst2": {
+        "template": "Review: {text_a}\nSentiment (positive or negative):",
+        "label_words": [" negative", " positive"],
+    },
+    "qnli": {
+        "template": '{text_b}\nQuestion: Does this sentence contain the answer to "{text_a}"? Yes or no?\nAnswer:',
+        "label_words": [" yes", " no"],
+    },
+    "rte": {
+        "template": "Premise: {text_a}\nHypothesis: {text_b}\nDoes the premise imply the hypothesis (yes or no)?"
+        "\nAnswer:",
+        "label_words": [" yes", " no"],
+    },
+    "mrpc": {
+        "template": _CHAT.format(
+            q="Do these two sentences mean the same thing? Answer yes or no.\n1: {text_a}\n2: {text_b}"
+        ),
+        "label_words": ["no", "yes"],
+    },
+    "stsb": {
+        "template": _CHAT.format(
+            q="How similar are these two sentences, from 0 (unrelated) to 5 (same meaning)? Answer with one digit."
+            "\n1: {text_a}\n2: {text_b}"
+        ),
+        "label_words": [str(k) for k in range(6)],
+        "label_values": [(k - 2.5) / 2.5 for k in range(6)],  # the centred scale of center_scores
+    },
+}
+
 # Laptop budget shared by every GLUE preset (2-core CPU: a run takes a few minutes). What is capped is
 # written to metrics.json's `budget` (see fedranklite.budget.budget_report).
 COMMON_PRESET: dict[str, Any] = {
@@ -201,6 +238,7 @@ def preset(name: str) -> dict[str, Any]:
     tree["tiers"] = {tier: {"num_clients": c} for tier, c in _tier_counts(t.num_clients).items()}
     tree["evaluation"].update({"metric": t.metric, "target": t.target})
     tree["model"]["max_length"] = t.max_length
+    tree["model"]["verbalizer"] = copy.deepcopy(PROMPTS[t.name])  # read only by causal LMs (model.head auto)
     return tree
 
 

@@ -47,6 +47,7 @@ from .memory import MemoryProfile
 from .partitioners import split_clients
 from .ranks import State, num_bytes, truncate
 from .textsplit import DataError, TextSplit
+from .verbalizer import VerbalizerError
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,13 @@ class Prepared:
 
     def _tokenise(self, step: str, split: TextSplit) -> Encoded:
         with _timed(self.timings, step):
+            verbalizer = self.model.verbalizer
+            if verbalizer is not None:  # each row becomes one prompt; its texts are cut, never the template
+                try:
+                    prompts = verbalizer.render(split.texts, self.model.tokenizer, self.cfg.model.max_length)
+                except VerbalizerError as exc:
+                    raise DataError(str(exc)) from None
+                split = TextSplit([(p,) for p in prompts], split.labels, split.label_names)
             return tokenise(
                 split,
                 self.model.tokenizer,
@@ -205,7 +213,7 @@ def prepare(cfg: Config, stage1: Optional[Plan] = None) -> Prepared:
         with _timed(timings, "data_and_partitions"):
             stage1 = plan(cfg)
     with _timed(timings, "model_build"):
-        model = build_model(cfg, stage1.data.num_labels)
+        model = build_model(cfg, stage1.data.num_labels, stage1.data.train.label_names)
         device = pick_device(cfg.device)
         model.to(device)
     profile = model.memory_profile()

@@ -1,0 +1,195 @@
+"""Label-word scoring for causal language models (`model.head: verbalizer`).
+
+A causal LM already knows how to answer "Review: a gripping film. Sentiment:" with " positive". Instead of
+a fresh classification head on the last token (which throws that knowledge away and must be learned from a
+few hundred rows), each row is written into a prompt template and a class is scored by the LM head's
+log-probability of its label word at the answer position (the token after the prompt):
+
+    score_k = log p(label_word_k | prompt)          (first token of each label word)
+
+Training is cross-entropy over these scores (a softmax restricted to the label words), so nothing new is
+initialised and the untrained model already scores its zero-shot accuracy. Regression (STS-B) reads out the
+expected value of the label words' values under that restricted softmax, e.g. words "0".."5" with values
+0..5 (or their centred scale), trained by mean squared error like a regression head.
+
+Templates name the row's texts `{text_a}` (the first text column) and `{text_b}` (the second); other braces
+are written `{{` `}}`. When a row is too long for `model.max_length`, the texts are cut, never the template,
+so the answer cue always ends the prompt.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+FIELDS = ("text_a", "text_b")
+
+
+class VerbalizerError(ValueError):
+    """A template or label-word list that cannot score a task (one line naming the key)."""
+
+
+def template_fields(template: str) -> list[str]:
+    """The placeholders of a template, in order; raises VerbalizerError on a malformed or unknown one."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise VerbalizerError(f"model.verbalizer.template: {exc} (write a literal brace as {{{{ or }}}})") from None
+    names = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in FIELDS or spec or conversion:
+            raise VerbalizerError(
+                f"model.verbalizer.template: unknown placeholder {{{name}}}; use {{text_a}} and, for sentence "
+                "pairs, {text_b} (a literal brace is written {{ or }})"
+            )
+        names.append(name)
+    return names
+
+
+def check_template(template: str, num_texts: int) -> None:
+    """A template must place every text of a row once: {text_a}, and {text_b} for pairs."""
+    names = template_fields(template)
+    want = list(FIELDS[:num_texts])
+    if sorted(names) != sorted(want):
+        raise VerbalizerError(
+            f"model.verbalizer.template must contain {' and '.join('{' + n + '}' for n in want)} once each "
+            f"(data.text_columns has {num_texts} column{'s' if num_texts > 1 else ''}); it has "
+            f"{', '.join('{' + n + '}' for n in names) or 'no placeholder'}"
+        )
+
+
+def default_template(num_texts: int, label_words: Sequence[str]) -> str:
+    """A generic prompt for data without a task template: the text(s), then the answer choices."""
+    choices = " or ".join(w.strip() for w in label_words)
+    body = "{text_a}" if num_texts == 1 else "First: {text_a}\nSecond: {text_b}"
+    return body + f"\nAnswer ({choices}):"
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """A task's prompt and label words. `label_values` (regression): the value each word stands for."""
+
+    template: str
+    label_words: tuple[str, ...]
+    label_values: Optional[tuple[float, ...]] = None
+
+    @property
+    def regression(self) -> bool:
+        return self.label_values is not None
+
+    def label_token_ids(self, tokenizer) -> list[int]:
+        """The first token of each label word. Words must differ in their first token (only it is scored)."""
+        ids = []
+        for word in self.label_words:
+            tokens = tokenizer(word, add_special_tokens=False)["input_ids"]
+            if not tokens:
+                raise VerbalizerError(f"model.verbalizer.label_words: {word!r} has no tokens")
+            ids.append(int(tokens[0]))
+        if len(set(ids)) < len(ids):
+            clash = [w for w, i in zip(self.label_words, ids) if ids.count(i) > 1]
+            raise VerbalizerError(
+                f"model.verbalizer.label_words {clash} begin with the same token; only the first token of a "
+                "label word is scored, so each must begin differently (e.g. ' yes' / ' no')"
+            )
+        return ids
+
+    def render(self, rows: Sequence[Sequence[str]], tokenizer, max_length: int) -> list[str]:
+        """Each row's prompt. A prompt longer than `max_length` tokens has its texts cut (the longer text
+        first, token by token through the tokenizer) so the template's answer cue is never truncated."""
+        prompts = [self._fill(row) for row in rows]
+        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+        overhead = len(tokenizer(self._fill([""] * len(rows[0])) if rows else "", add_special_tokens=True)["input_ids"])
+        if rows and overhead >= max_length:
+            raise VerbalizerError(
+                f"model.verbalizer.template takes {overhead} tokens without any text, which leaves nothing of "
+                f"model.max_length={max_length}; raise max_length or shorten the template"
+            )
+        for k, n in enumerate(lengths):
+            if n > max_length:
+                prompts[k] = self._fill(_cut_texts(rows[k], tokenizer, max_length - overhead))
+        return prompts
+
+    def _fill(self, row: Sequence[str]) -> str:
+        return self.template.format(**dict(zip(FIELDS, row)))
+
+
+def _cut_texts(row: Sequence[str], tokenizer, budget: int) -> list[str]:
+    """The row's texts cut to `budget` tokens together: the longest text loses tokens first."""
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in row]
+    # one token of slack per text: re-joining cut tokens can merge differently at the cut
+    keep = [len(x) for x in ids]
+    while sum(keep) > max(budget - len(row), 0):
+        longest = max(range(len(keep)), key=lambda i: keep[i])
+        keep[longest] -= 1
+    return [tokenizer.decode(x[:n], skip_special_tokens=True) for x, n in zip(ids, keep)]
+
+
+class VerbalizerHead(nn.Module):
+    """Label-word scores from the final hidden state at the answer position, through the backbone's own
+    (frozen) LM head: log-probabilities of the label words (classification), or the expected label value
+    under their renormalised probabilities (regression)."""
+
+    def __init__(self, lm_head: nn.Module, label_ids: Sequence[int], label_values: Optional[Sequence[float]] = None):
+        super().__init__()
+        self.lm_head = lm_head
+        for p in self.lm_head.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("label_ids", torch.tensor(list(label_ids), dtype=torch.long), persistent=False)
+        values = torch.tensor(list(label_values), dtype=torch.float32) if label_values is not None else None
+        self.register_buffer("label_values", values, persistent=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(hidden).float()  # (batch, vocab): one position per row, so this is cheap
+        scores = torch.log_softmax(logits, dim=-1)[:, self.label_ids]
+        if self.label_values is None:
+            return scores
+        weights = torch.softmax(scores, dim=-1)
+        return (weights * self.label_values).sum(-1, keepdim=True)
+
+
+def choose_verbalizer(
+    head: str,
+    template: Optional[str],
+    label_words: Optional[Sequence[str]],
+    label_values: Optional[Sequence[float]],
+    causal: bool,
+    num_texts: int,
+    num_labels: int,
+    label_names: Optional[Sequence[str]],
+    regression: bool,
+) -> Optional[Verbalizer]:
+    """`model.head` and `model.verbalizer` for a backbone and a task -> the Verbalizer to score with, or None
+    for a linear head. `auto` picks label-word scoring for a causal LM whenever it has words to score:
+    configured ones, or (classification) the label names; a regression task without configured words and
+    values gets the linear head."""
+    if head == "linear" or (head == "auto" and not causal):
+        return None
+    if not causal:
+        raise VerbalizerError("model.head: verbalizer needs a causal language model (this backbone has no LM head)")
+    if regression:
+        if label_words is None or label_values is None:
+            if head == "auto":
+                return None
+            raise VerbalizerError(
+                "model.head: verbalizer on a regression task needs model.verbalizer.label_words and label_values "
+                "(e.g. words '0'..'5' with values 0..5)"
+            )
+        if len(label_values) != len(label_words):
+            raise VerbalizerError("model.verbalizer.label_values: one value per label word")
+        words = tuple(label_words)
+    else:
+        if label_words is None:
+            names = label_names or [str(k) for k in range(num_labels)]
+            label_words = [" " + str(n).replace("_", " ") for n in names]
+        if len(label_words) != num_labels:
+            raise VerbalizerError(f"model.verbalizer.label_words: {len(label_words)} words for {num_labels} classes")
+        words = tuple(label_words)
+    template = template or default_template(num_texts, words)
+    check_template(template, num_texts)
+    return Verbalizer(template, words, tuple(float(v) for v in label_values) if regression else None)

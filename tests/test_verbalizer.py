@@ -1,0 +1,249 @@
+"""Label-word scoring of causal LMs (`model.head: verbalizer`) on a tiny random Llama: label-word token ids,
+the score against an independent full-vocabulary computation (padding and the answer position), the loss,
+what trains and what does not, prompt rendering and truncation, the choice of head, and config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedranklite.backbones import load_backbone
+from fedranklite.client import TrainSettings, collate, encode, loss_fn, train_client
+from fedranklite.fedmodel import FedModel
+from fedranklite.textsplit import TextSplit
+from fedranklite.verbalizer import (
+    Verbalizer,
+    VerbalizerError,
+    VerbalizerHead,
+    check_template,
+    choose_verbalizer,
+    default_template,
+    template_fields,
+)
+
+TEMPLATE = "review: {text_a} sentiment:"
+WORDS = (" negative", " positive")
+
+
+def tiny_model(verbalizer: Verbalizer | None = Verbalizer(TEMPLATE, WORDS), seed: int = 0) -> FedModel:
+    bb = load_backbone("tiny:llama", seed=seed)
+    torch.manual_seed(seed)
+    return FedModel(bb, 2, 4, 8.0, 0.0, ["q_proj", "v_proj"], head_dropout=0.0, verbalizer=verbalizer)
+
+
+def prompts_of(model: FedModel, rows: list[tuple[str, ...]], max_length: int = 64) -> list[list[int]]:
+    texts = model.verbalizer.render(rows, model.tokenizer, max_length)
+    return encode(
+        TextSplit([(t,) for t in texts], np.zeros(len(rows), dtype=np.int64)), model.tokenizer, max_length
+    ).input_ids
+
+
+# ---------------------------------------------------------------- templates
+def test_template_placeholders_are_checked():
+    assert template_fields("Q: {text_a} A: {text_b} {{literal}}") == ["text_a", "text_b"]
+    for bad in ("{text}", "{0}", "{text_a!r}", "{text_a:>10}", "{sentence}"):
+        with pytest.raises(VerbalizerError, match="unknown placeholder"):
+            template_fields(bad)
+    with pytest.raises(VerbalizerError, match="template"):
+        template_fields("unbalanced { brace")
+    check_template("{text_a} / {text_b}", 2)
+    with pytest.raises(VerbalizerError, match=r"\{text_b\}"):
+        check_template("{text_a} only", 2)  # a pair task must place both texts
+    with pytest.raises(VerbalizerError, match="once each"):
+        check_template("{text_a} {text_a}", 1)
+    with pytest.raises(VerbalizerError):
+        check_template("{text_a} {text_b}", 1)
+
+
+def test_label_words_are_first_token_ids_and_must_differ():
+    model = tiny_model()
+    tok = model.tokenizer
+    ids = Verbalizer(TEMPLATE, WORDS).label_token_ids(tok)
+    assert ids == [tok.convert_tokens_to_ids("negative"), tok.convert_tokens_to_ids("positive")]
+    assert model.head.label_ids.tolist() == ids
+    with pytest.raises(VerbalizerError, match="begin with the same token"):
+        Verbalizer(TEMPLATE, (" great", " great film")).label_token_ids(tok)
+
+
+# ---------------------------------------------------------------- the score
+def test_score_is_the_lm_log_probability_of_each_label_word_at_the_answer_position():
+    """Independently: the full causal LM's logits over the whole sequence, read at the last prompt token."""
+    from transformers import LlamaForCausalLM
+
+    model = tiny_model().eval()
+    rows = [("the movie was great .",), ("the hotel was terrible and the staff was awful .",)]
+    ids = prompts_of(model, rows)
+    assert len(ids[0]) != len(ids[1])  # so the batch is padded on the right
+    inputs, _ = collate(
+        encode(
+            TextSplit([(t,) for t in model.verbalizer.render(rows, model.tokenizer, 64)], np.zeros(2, dtype=np.int64)),
+            model.tokenizer,
+            64,
+        ),
+        [0, 1],
+        model.tokenizer.pad_token_id,
+        torch.device("cpu"),
+        False,
+    )
+    with torch.no_grad():
+        got = model(**inputs)
+    lm = LlamaForCausalLM(model.backbone.base_model.model.config)
+    lm.model = model.backbone.base_model.model  # the same weights (LoRA B is zero at init: the base model)
+    lm.lm_head = model.head.lm_head
+    word_ids = model.head.label_ids
+    for k, row in enumerate(ids):
+        with torch.no_grad():
+            logits = lm(input_ids=torch.tensor([row])).logits[0, -1]
+        want = torch.log_softmax(logits, -1)[word_ids]
+        torch.testing.assert_close(got[k], want, atol=1e-5, rtol=1e-5)
+    assert got.shape == (2, 2) and (got.exp().sum(-1) < 1).all()  # log-probabilities over the whole vocabulary
+
+
+def test_regression_reads_the_expected_value_of_the_label_words():
+    lm_head = torch.nn.Linear(8, 20, bias=False)
+    values = [-1.0, 0.0, 3.0]
+    head = VerbalizerHead(lm_head, [3, 7, 11], values)
+    hidden = torch.randn(5, 8)
+    p = torch.softmax(lm_head(hidden)[:, [3, 7, 11]], -1)
+    torch.testing.assert_close(head(hidden), (p * torch.tensor(values)).sum(-1, keepdim=True))
+    assert ((head(hidden) >= -1) & (head(hidden) <= 3)).all()
+    assert not any(p.requires_grad for p in head.parameters())
+
+
+def test_loss_is_cross_entropy_over_the_label_words_and_only_lora_trains():
+    model = tiny_model()
+    assert all("lora_" in n for n in model.trainable_names())  # nothing new to initialise
+    assert model.memory_profile().head_params == 0
+    split = TextSplit([("the movie was great .",)] * 8 + [("the movie was awful .",)] * 8, np.array([1] * 8 + [0] * 8))
+    texts = model.verbalizer.render(split.texts, model.tokenizer, 64)
+    enc = encode(TextSplit([(t,) for t in texts], split.labels), model.tokenizer, 64)
+    inputs, labels = collate(enc, list(range(16)), model.tokenizer.pad_token_id, torch.device("cpu"), False)
+    scores = model(**inputs)
+    renorm = torch.log_softmax(scores, -1)  # the softmax restricted to the label words
+    want = -renorm[torch.arange(16), labels].mean()
+    torch.testing.assert_close(loss_fn(scores, labels, False), want)
+
+    lm_head_before = model.head.lm_head.weight.detach().clone()
+    state = model.adapter_state()
+    settings = TrainSettings(local_epochs=30, max_local_steps=30, batch_size=16, lr=3e-2, probe_samples=16)
+    res = train_client(model, state, 0, 4, enc, np.arange(16), settings, torch.device("cpu"), seed=0)
+    assert res.loss_after < res.loss_before * 0.5  # label words learned through the LoRA factors alone
+    assert set(res.update) == {n for n in model.trainable_names()}
+    assert torch.equal(model.head.lm_head.weight, lm_head_before)  # the LM head (tied embedding) is frozen
+
+
+# ---------------------------------------------------------------- rendering
+def test_long_texts_are_cut_never_the_template():
+    model = tiny_model()
+    long_text = " ".join(["the movie was great ."] * 60)
+    for max_length in (12, 20, 40):
+        ids = prompts_of(model, [(long_text,), ("short .",)], max_length)
+        assert len(ids[0]) <= max_length
+        tail = model.tokenizer.convert_ids_to_tokens(ids[0][-2:])
+        assert tail == ["sentiment", ":"]  # the answer cue still ends the prompt
+    pair = Verbalizer("first: {text_a} second: {text_b} answer:", (" yes", " no"))
+    texts = pair.render([(long_text, "the hotel .")], model.tokenizer, 24)
+    assert texts[0].endswith("second: the hotel . answer:")  # the longer text lost tokens, the short one kept all
+    with pytest.raises(VerbalizerError, match="max_length"):
+        Verbalizer("review sentiment positive or negative or answer : {text_a} :", WORDS).render(
+            [("great",)], model.tokenizer, 6
+        )
+
+
+# ---------------------------------------------------------------- which head
+def test_choice_of_head():
+    args = dict(template=None, label_words=None, label_values=None, num_texts=1, num_labels=2, regression=False)
+    assert choose_verbalizer("auto", causal=False, label_names=None, **args) is None
+    assert choose_verbalizer("linear", causal=True, label_names=None, **args) is None
+    v = choose_verbalizer("auto", causal=True, label_names=["not_entailment", "yes"], **args)
+    assert v.label_words == (" not entailment", " yes") and v.template == default_template(1, v.label_words)
+    assert v.template.endswith("Answer (not entailment or yes):")
+    with pytest.raises(VerbalizerError, match="causal"):
+        choose_verbalizer("verbalizer", causal=False, label_names=None, **args)
+    with pytest.raises(VerbalizerError, match="3 words for 2 classes"):
+        choose_verbalizer("auto", causal=True, label_names=None, **{**args, "label_words": [" a", " b", " c"]})
+    reg = {**args, "num_labels": 1, "regression": True}
+    assert choose_verbalizer("auto", causal=True, label_names=None, **reg) is None  # no words: linear head
+    with pytest.raises(VerbalizerError, match="label_values"):
+        choose_verbalizer("verbalizer", causal=True, label_names=None, **reg)
+    v = choose_verbalizer(
+        "auto", causal=True, label_names=None, **{**reg, "label_words": ["0", "5"], "label_values": [0, 5]}
+    )
+    assert v.regression and v.label_values == (0.0, 5.0)
+
+
+def test_pair_default_template_places_both_texts():
+    v = choose_verbalizer("auto", None, None, None, True, 2, 2, ["entailment", "not_entailment"], False)
+    assert "{text_a}" in v.template and "{text_b}" in v.template
+
+
+# ---------------------------------------------------------------- through the engine and the command line
+def _config(tmp_path, extra: str = "") -> str:
+    path = tmp_path / "slm.yaml"
+    base = (Path(__file__).resolve().parents[1] / "configs" / "base.yaml").as_posix()
+    path.write_text(
+        f"_base_: {base}\n"
+        f"output_dir: {tmp_path.as_posix()}/out\n"
+        "model: {name: 'tiny:llama', lora: {target_modules: [q_proj, v_proj]},\n"
+        f"        verbalizer: {{template: '{TEMPLATE}', label_words: [' negative', ' positive']}}}}\n"
+        "data: {embedded_train_size: 200, embedded_eval_size: 64}\n"
+        "federation: {num_rounds: 2, clients_per_round: 3}\n"
+        "training: {max_local_steps: 2, batch_size: 8}\n"
+        "evaluation: {eval_initial: true}\n" + extra
+    )
+    return str(path)
+
+
+def test_a_verbalizer_run_records_its_zero_shot_score_and_resumes(tmp_path):
+    import json
+
+    from fedranklite import cli
+    from fedranklite.checkpoint import load_checkpoint
+
+    config = _config(tmp_path)
+    assert cli.main(["run", "--config", config, "--quiet", "--set", "federation.num_rounds=1"]) == 0
+    folder = tmp_path / "out" / "slm"
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary["head"] == "verbalizer" and summary["verbalizer"]["template"] == TEMPLATE
+    initial = summary["initial_eval"]
+    assert 0 <= initial["score"] <= 1 and initial["num_samples"] == 64
+    # bytes: the LoRA factors alone (no head travels)
+    assert summary["memory_profile"]["head_params"] == 0
+    assert load_checkpoint(folder / "checkpoint.pt")["initial_eval"] == initial
+    # the same model scored independently gives the same zero-shot score
+    from fedranklite.configfile import load_config
+    from fedranklite.engine import build_engine
+
+    engine = build_engine(load_config(config, ["federation.num_rounds=1"]))
+    assert engine.evaluator(engine.state.global_state)["score"] == pytest.approx(initial["score"])
+
+
+def test_a_word_clash_found_only_by_the_tokenizer_is_one_line(tmp_path, capsys):
+    from fedranklite import cli
+
+    text = open(_config(tmp_path)).read()
+    assert "[' negative', ' positive']" in text
+    (tmp_path / "clash.yaml").write_text(text.replace("[' negative', ' positive']", "[' great', ' great film']"))
+    code = cli.main(["run", "--config", str(tmp_path / "clash.yaml"), "--quiet"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "begin with the same token" in err and "Traceback" not in err
+
+
+def test_verbalizer_on_an_encoder_is_refused(tmp_path, capsys):
+    from fedranklite import cli
+
+    text = open(_config(tmp_path)).read()
+    assert "name: 'tiny:llama'" in text
+    text = text.replace("name: 'tiny:llama'", "head: verbalizer, name: 'tiny:bert'")
+    (tmp_path / "enc.yaml").write_text(text.replace("[q_proj, v_proj]", "[query, value]"))
+    code = cli.main(["run", "--config", str(tmp_path / "enc.yaml"), "--quiet"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "causal" in err, err
+
+
+def test_a_linear_head_is_still_available_for_a_causal_lm():
+    model = tiny_model(verbalizer=None)
+    assert model.verbalizer is None and any(n.startswith("head.") for n in model.trainable_names())
