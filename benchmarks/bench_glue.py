@@ -39,6 +39,7 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
 
     from fedranklite.budget import budget_report
     from fedranklite.centralized import centralized_config
+    from fedranklite.checkpoint import ResumeError
     from fedranklite.configfile import load_config
     from fedranklite.engine import build_engine
 
@@ -51,7 +52,14 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
     start = time.perf_counter()
     engine = build_engine(cfg)
     setup = time.perf_counter() - start
-    summary = engine.run().to_json()  # as metrics.json holds it
+    # a run this benchmark started before (killed, or finished but not recorded) continues from its checkpoint
+    resume = (cfg.results_dir / "checkpoint.pt").is_file()
+    try:
+        summary = engine.run(resume=resume).to_json()  # as metrics.json holds it
+    except ResumeError as exc:
+        print(f"{cfg.experiment_name}: not resumed ({exc}); running afresh", flush=True)
+        engine = build_engine(cfg)
+        summary = engine.run().to_json()
     data = engine.fed.data
     clients = [c for r in engine.state.records for c in r.clients]
     steps = sum(c.steps for c in clients)
@@ -83,7 +91,7 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
         "setup_seconds": setup,
         "train_steps": steps,
         "train_steps_per_s": steps / train_wall if train_wall else None,
-        "train_samples_per_s": sum(c["samples"] for c in clients) / train_wall if train_wall else None,
+        "train_samples_per_s": sum(c.samples for c in clients) / train_wall if train_wall else None,
         "peak_memory_mb": max(summary["peak_memory_mb"].values()) if summary["peak_memory_mb"] else None,
         "budget": budget_report(cfg, len(data.train), len(data.eval), engine.fed.partitions),
         "torch_threads": torch.get_num_threads(),

@@ -109,3 +109,21 @@ def test_smollm2_verbalizer_two_rounds_from_the_command_line(tmp_path):
     # what travels: the q/v LoRA factors, 30 layers x (576 + 576 + 576 + 192) per rank, fp32
     per_rank = 30 * (576 + 576 + 576 + 192) * 4
     assert summary["bytes"]["up_per_client_per_round"] % per_rank == 0
+
+
+def test_smollm2_numeric_label_names_score_the_digit_not_the_shared_space():
+    """SmolLM2 reads " 0" as " " + "0": words made from numeric label names would all begin with the space
+    token. The space moves to the end of the prompt and the digit is scored, as in running text."""
+    from transformers import AutoTokenizer
+
+    from fedranklite.backbones import bundled_path
+    from fedranklite.verbalizer import choose_verbalizer
+
+    tok = AutoTokenizer.from_pretrained(bundled_path("bundled:smollm2-135m"))
+    v = choose_verbalizer("auto", None, None, None, True, 1, 3, ["0", "1", "2"], False).for_tokenizer(tok)
+    assert v.template.endswith("Answer (0 or 1 or 2): ") and v.label_words == ("0", "1", "2")
+    ids = v.label_token_ids(tok)
+    assert len(set(ids)) == 3
+    for word, i in zip(v.label_words, ids):  # the scored id is the token that follows the prompt in running text
+        prompt = v.render([("The film was fine.",)], tok, 64)[0]
+        assert tok(prompt + word)["input_ids"][-1] == i

@@ -220,6 +220,15 @@ def test_a_verbalizer_run_records_its_zero_shot_score_and_resumes(tmp_path):
     engine = build_engine(load_config(config, ["federation.num_rounds=1"]))
     assert engine.evaluator(engine.state.global_state)["score"] == pytest.approx(initial["score"])
 
+    # a checkpoint whose initial_eval is not an evaluation is refused before any round runs
+    from fedranklite.checkpoint import ResumeError, save_checkpoint
+
+    payload = load_checkpoint(folder / "checkpoint.pt")
+    payload["initial_eval"] = {"score": "abc"}
+    save_checkpoint(folder / "checkpoint.pt", payload)  # a correctly hashed, crafted checkpoint
+    with pytest.raises(ResumeError, match="initial_eval"):
+        load_checkpoint(folder / "checkpoint.pt")
+
 
 def test_a_word_clash_found_only_by_the_tokenizer_is_one_line(tmp_path, capsys):
     from fedranklite import cli
@@ -247,3 +256,79 @@ def test_verbalizer_on_an_encoder_is_refused(tmp_path, capsys):
 def test_a_linear_head_is_still_available_for_a_causal_lm():
     model = tiny_model(verbalizer=None)
     assert model.verbalizer is None and any(n.startswith("head.") for n in model.trainable_names())
+
+
+# ---------------------------------------------------------------- hostile and careless inputs (review findings)
+def test_rows_with_more_texts_than_the_template_places_are_refused():
+    model = tiny_model()
+    with pytest.raises(VerbalizerError, match="places 1 text"):
+        model.verbalizer.render([("the movie .", "the hotel .")], model.tokenizer, 64)
+
+
+def test_glue_data_without_its_preset_uses_the_task_prompt_and_both_texts(tmp_path):
+    from fedranklite.configfile import load_config
+    from fedranklite.glue import PROMPTS
+    from fedranklite.prepare import prepare
+
+    glue = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+    if not (glue / "RTE" / "train.tsv").is_file():
+        pytest.skip("needs the GLUE TSV files")
+    base = (Path(__file__).resolve().parents[1] / "configs" / "base.yaml").as_posix()
+    path = tmp_path / "rte.yaml"
+    path.write_text(
+        f"_base_: {base}\noutput_dir: {tmp_path.as_posix()}\n"
+        "model: {name: 'tiny:llama', max_length: 128, lora: {target_modules: [q_proj, v_proj]}}\n"
+        f"data: {{source: glue, name: rte, data_dir: {glue.as_posix()}, samples_per_client: 20}}\n"
+    )
+    prep = prepare(load_config(str(path)))  # data.text_columns is left at its default [text]
+    assert prep.model.verbalizer.template == PROMPTS["rte"]["template"]
+    first = prep.data.train.texts[0]
+    prompt = prep.model.tokenizer.decode(prep.train.input_ids[0])
+    assert len(first) == 2 and first[0].startswith("No Weapons") and first[1].startswith("Weapons")
+    assert prompt.count("found in") == 2  # both sentences (the tiny vocabulary knows only a few of their words)
+
+
+def test_label_names_with_braces_make_a_valid_default_template():
+    v = choose_verbalizer("auto", None, None, None, True, 1, 2, ["good}", "{bad"], False)
+    assert v.render([("the movie .",)], tiny_model().tokenizer, 64)[0].endswith("Answer (good} or {bad):")
+
+
+def test_special_and_unknown_tokens_are_not_label_words():
+    tok = tiny_model().tokenizer
+    for words in (("[PAD]", " great"), (" great", " zzzunknownzzz")):
+        with pytest.raises(VerbalizerError, match="special or unknown"):
+            Verbalizer(TEMPLATE, words).label_token_ids(tok)
+    derived = choose_verbalizer("auto", None, None, None, True, 1, 2, ["zzz", "great"], False)
+    with pytest.raises(VerbalizerError, match="made from data.label_names"):
+        derived.label_token_ids(tok)
+
+
+def test_special_token_strings_in_a_row_do_not_reach_the_prompt():
+    model = tiny_model()
+    prompt = model.verbalizer.render([("the movie [PAD] was [UNK] great .",)], model.tokenizer, 64)[0]
+    assert "[PAD]" not in prompt and "[UNK]" not in prompt and prompt.endswith("sentiment:")
+
+
+def test_architecture_logit_transforms_are_applied():
+    from transformers import Gemma2Config, LlamaConfig
+
+    from fedranklite.verbalizer import logit_transform
+
+    assert logit_transform(LlamaConfig()) == (1.0, None)
+    assert logit_transform(Gemma2Config(final_logit_softcapping=30.0)) == (1.0, 30.0)
+    lm_head = torch.nn.Linear(4, 10, bias=False)
+    torch.nn.init.normal_(lm_head.weight, std=50.0)
+    head = VerbalizerHead(lm_head, [1, 2], softcap=30.0)
+    hidden = torch.randn(3, 4)
+    capped = torch.tanh(lm_head(hidden) / 30.0) * 30.0
+    torch.testing.assert_close(head(hidden), torch.log_softmax(capped, -1)[:, [1, 2]])
+
+
+def test_checkpoints_from_before_model_head_resume_as_linear_heads():
+    from fedranklite.checkpoint import with_defaults
+    from fedranklite.configfile import load_config
+
+    saved = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "base.yaml")).to_dict()
+    del saved["model"]["head"], saved["model"]["verbalizer"], saved["evaluation"]["eval_initial"]
+    filled = with_defaults(saved)
+    assert filled["model"]["head"] == "linear" and filled["evaluation"]["eval_initial"] is False

@@ -247,7 +247,12 @@ def _tiny_llama(tok, vocab: dict, seed: int) -> Backbone:
 
 def is_causal(config) -> bool:
     """A decoder-only LM by its transformers config (what `pooling: auto` and `head: auto` look at)."""
-    return bool(getattr(config, "is_decoder", False)) or config.model_type in _CAUSAL_TYPES
+    architectures = getattr(config, "architectures", None) or []
+    return (
+        bool(getattr(config, "is_decoder", False))
+        or config.model_type in _CAUSAL_TYPES
+        or any(str(a).endswith("ForCausalLM") for a in architectures)
+    )
 
 
 def _quantization_config(quantization: str):

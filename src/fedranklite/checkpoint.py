@@ -280,9 +280,13 @@ def _meta_problem(meta: dict) -> Optional[str]:
     for key in ("scheduler", "time_model", "telemetry", "config"):
         if not isinstance(meta[key], dict):
             return f"{key} is a {type(meta[key]).__name__}, not an object"
-    for key in OPTIONAL_META_KEYS:
-        if meta.get(key) is not None and not isinstance(meta[key], dict):
-            return f"{key} is a {type(meta[key]).__name__}, not an object"
+    initial = meta.get("initial_eval")
+    if initial is not None and (
+        not isinstance(initial, dict)
+        or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in initial.values())
+        or not isinstance(initial.get("score"), (int, float))
+    ):
+        return "initial_eval is not an evaluation (an object of numbers with a score)"
     npy = meta["rng"].get("numpy") if isinstance(meta["rng"], dict) else None
     if (
         not isinstance(npy, dict)
@@ -323,8 +327,12 @@ def with_defaults(saved: dict) -> dict:
 
     from .configfile import validate
 
+    saved = copy.deepcopy(saved)
+    model = saved.get("model")
+    if isinstance(model, dict) and "head" not in model:
+        model["head"] = "linear"  # before model.head existed every model had a linear head (auto now differs)
     try:
-        return validate(copy.deepcopy(saved)).to_dict()
+        return validate(saved).to_dict()
     except Exception:
         return saved
 

@@ -95,14 +95,24 @@ class VerbalizerConfig(_Section):
     # {text_a} (first text column) and {text_b} (second, for pairs); a literal brace is {{ or }}
     template: Optional[str] = Field(None, min_length=1, max_length=10_000)
     label_words: Optional[list[str]] = Field(None, min_length=1, max_length=MAX_CLASSES)  # one per class id
-    label_values: Optional[list[float]] = None  # regression: the value each label word stands for
+    label_values: Optional[list[float]] = Field(None, min_length=1, max_length=MAX_CLASSES)  # regression
 
     @field_validator("template")
     @classmethod
     def _known_placeholders(cls, template: Optional[str]) -> Optional[str]:
         if template is not None:
-            template_fields(template)
+            try:
+                template_fields(template)
+            except VerbalizerError as exc:  # the key is named by the caller
+                raise ValueError(str(exc).removeprefix("model.verbalizer.template: ")) from None
         return template
+
+    @field_validator("label_values")
+    @classmethod
+    def _moderate_values(cls, values: Optional[list[float]]) -> Optional[list[float]]:
+        if values is not None and any(abs(v) > 1e6 for v in values):
+            raise ValueError("label values must lie within +-1e6 (they are averaged in float32)")
+        return values
 
     @field_validator("label_words")
     @classmethod
@@ -433,6 +443,8 @@ def _verbalizer_problems(cfg: Config) -> list[tuple[str, str]]:
         and (v.label_values is None or len(v.label_values) != len(v.label_words))
     ):
         out.append(("model.verbalizer.label_values", "regression needs one value per label word"))
+    if regression and v.label_values is not None and v.label_words is None:
+        out.append(("model.verbalizer.label_values", "regression needs model.verbalizer.label_words with the values"))
     if not regression and v.label_values is not None:
         out.append(
             ("model.verbalizer.label_values", "only regression reads label values (data.task is classification)")

@@ -21,6 +21,7 @@ alternative (alpha / r per client) would rescale the same global slice different
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Mapping, Optional
 
@@ -30,7 +31,9 @@ from torch import nn
 from .backbones import Backbone, ModelError, load_backbone
 from .memory import MemoryProfile
 from .ranks import State, rank_dim
-from .verbalizer import Verbalizer, VerbalizerError, VerbalizerHead, choose_verbalizer
+from .verbalizer import Verbalizer, VerbalizerError, VerbalizerHead, choose_verbalizer, logit_transform
+
+log = logging.getLogger(__name__)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -109,15 +112,22 @@ class FedModel(nn.Module):
         self.pooling = backbone.pooling
         self.source = backbone.source
         hidden = model.config.hidden_size
-        self.verbalizer = verbalizer
         if verbalizer is not None:
             # label-word scoring: the answer is the next token after the prompt's last one, read by the
             # backbone's own LM head; nothing new to initialise, one prompt per row (never siamese)
             if backbone.lm_head is None:
                 raise ModelError("model.head: verbalizer needs the backbone loaded with its LM head")
+            if self.pooling != "last" or siamese:
+                log.warning(
+                    "label-word scoring reads the last token of one prompt per row: pooling %r%s not used",
+                    self.pooling,
+                    " and siamese pairs are" if siamese else " is",
+                )
             self.pooling, self.siamese = "last", False
+            verbalizer = verbalizer.for_tokenizer(self.tokenizer)
+            scale, softcap = logit_transform(model.config)
             self.head = VerbalizerHead(
-                backbone.lm_head, verbalizer.label_token_ids(self.tokenizer), verbalizer.label_values
+                backbone.lm_head, verbalizer.label_token_ids(self.tokenizer), verbalizer.label_values, scale, softcap
             )
         else:
             self.siamese = bool(siamese)
@@ -126,6 +136,7 @@ class FedModel(nn.Module):
             )
             if siamese:  # start from a constant prediction: the first steps then follow the scaled cosine
                 nn.init.zeros_(self.head[1].weight)
+        self.verbalizer = verbalizer  # fitted to the tokenizer (render prompts with this one)
         self.num_labels = num_labels
         self.r_max = r_max
         self.rank = r_max
@@ -230,29 +241,38 @@ class FedModel(nn.Module):
         )
 
 
-def build_model(cfg, num_labels: int, label_names: Optional[list[str]] = None) -> FedModel:
+def build_model(
+    cfg, num_labels: int, label_names: Optional[list[str]] = None, num_texts: Optional[int] = None
+) -> FedModel:
     """The FedModel a Config describes, seeded so every process builds the same initial adapter.
-    `label_names`: the data's class names (the default label words of a verbalizer)."""
+    `label_names`: the data's class names (the default label words of a verbalizer); `num_texts`: texts per
+    row in the data (default: len(data.text_columns); a GLUE task names its own columns)."""
     torch.manual_seed(cfg.seed)
     m = cfg.model
     backbone = load_backbone(
         m.name, m.pooling, m.quantization, cfg.seed, getattr(m, "cache_dir", None), with_lm_head=m.head != "linear"
     )
     try:
-        return _build(cfg, backbone, num_labels, label_names)
+        return _build(cfg, backbone, num_labels, label_names, num_texts or len(cfg.data.text_columns))
     except VerbalizerError as exc:  # a template or label words this task or tokenizer cannot use: one line
         raise ModelError(str(exc)) from None
 
 
-def _build(cfg, backbone: Backbone, num_labels: int, label_names: Optional[list[str]]) -> FedModel:
+def _build(cfg, backbone: Backbone, num_labels: int, label_names: Optional[list[str]], num_texts: int) -> FedModel:
     v = cfg.model.verbalizer
+    template, words, values = v.template, v.label_words, v.label_values
+    if cfg.data.source == "glue" and template is None and words is None:  # the GLUE task's prompt
+        from .glue import PROMPTS, get_task
+
+        prompt = PROMPTS[get_task(cfg.data.name).name]
+        template, words, values = prompt["template"], prompt["label_words"], prompt.get("label_values")
     verbalizer = choose_verbalizer(
         cfg.model.head,
-        v.template,
-        v.label_words,
-        v.label_values,
+        template,
+        words,
+        values,
         backbone.causal,
-        len(cfg.data.text_columns),
+        num_texts,
         num_labels,
         label_names or cfg.data.label_names,
         cfg.data.task == "regression",
@@ -268,7 +288,7 @@ def _build(cfg, backbone: Backbone, num_labels: int, label_names: Optional[list[
         list(lora.target_modules),
         cfg.model.head_dropout,
         quantized=cfg.model.quantization != "none",
-        siamese=use_siamese(cfg.model.pair_encoding, backbone, len(cfg.data.text_columns)),
+        siamese=use_siamese(cfg.model.pair_encoding, backbone, num_texts),
         verbalizer=verbalizer,
     )
     return model

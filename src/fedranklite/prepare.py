@@ -213,7 +213,8 @@ def prepare(cfg: Config, stage1: Optional[Plan] = None) -> Prepared:
         with _timed(timings, "data_and_partitions"):
             stage1 = plan(cfg)
     with _timed(timings, "model_build"):
-        model = build_model(cfg, stage1.data.num_labels, stage1.data.train.label_names)
+        train = stage1.data.train
+        model = build_model(cfg, stage1.data.num_labels, train.label_names, len(train.texts[0]) if len(train) else None)
         device = pick_device(cfg.device)
         model.to(device)
     profile = model.memory_profile()

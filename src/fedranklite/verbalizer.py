@@ -20,7 +20,7 @@ so the answer cue always ends the prompt.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import torch
@@ -66,42 +66,80 @@ def check_template(template: str, num_texts: int) -> None:
 
 def default_template(num_texts: int, label_words: Sequence[str]) -> str:
     """A generic prompt for data without a task template: the text(s), then the answer choices."""
-    choices = " or ".join(w.strip() for w in label_words)
+    choices = " or ".join(w.strip().replace("{", "{{").replace("}", "}}") for w in label_words)
     body = "{text_a}" if num_texts == 1 else "First: {text_a}\nSecond: {text_b}"
     return body + f"\nAnswer ({choices}):"
 
 
 @dataclass(frozen=True)
 class Verbalizer:
-    """A task's prompt and label words. `label_values` (regression): the value each word stands for."""
+    """A task's prompt and label words. `label_values` (regression): the value each word stands for.
+    `derived`: the words were made from the label names (error messages then say how to set them)."""
 
     template: str
     label_words: tuple[str, ...]
     label_values: Optional[tuple[float, ...]] = None
+    derived: bool = field(default=False, compare=False)
 
     @property
     def regression(self) -> bool:
         return self.label_values is not None
 
+    def for_tokenizer(self, tokenizer) -> "Verbalizer":
+        """The same prompt, fitted to how `tokenizer` splits the label words: when every word begins with a
+        space that the tokenizer makes a token of its own (SmolLM2 reads " 0" as " " + "0"), that shared
+        space moves to the end of the template, so the scored token is the one that tells the words apart."""
+        firsts = [_first_token(tokenizer, w) for w in self.label_words]
+        shared_space = all(w[:1].isspace() for w in self.label_words) and all(
+            tokenizer.decode([t]).strip() == "" for t in firsts if t is not None
+        )
+        if not shared_space or self.template[-1:].isspace():
+            return self
+        words = tuple(w[1:] for w in self.label_words)
+        return replace(self, template=self.template + self.label_words[0][0], label_words=words)
+
     def label_token_ids(self, tokenizer) -> list[int]:
-        """The first token of each label word. Words must differ in their first token (only it is scored)."""
+        """The first token of each label word. Words must differ in their first token (only it is scored)
+        and be ordinary vocabulary (not a special or unknown token)."""
+        how = " (made from data.label_names; set model.verbalizer.label_words)" if self.derived else ""
+        special = set(getattr(tokenizer, "all_special_ids", []) or [])
         ids = []
         for word in self.label_words:
-            tokens = tokenizer(word, add_special_tokens=False)["input_ids"]
-            if not tokens:
-                raise VerbalizerError(f"model.verbalizer.label_words: {word!r} has no tokens")
-            ids.append(int(tokens[0]))
+            first = _first_token(tokenizer, word)
+            if first is None:
+                raise VerbalizerError(f"model.verbalizer.label_words: {word!r} has no tokens{how}")
+            if first in special or first == getattr(tokenizer, "unk_token_id", None):
+                shown = tokenizer.convert_ids_to_tokens(first)
+                raise VerbalizerError(
+                    f"model.verbalizer.label_words: {word!r} begins with the special or unknown token {shown!r}, "
+                    f"not a word of the model's vocabulary{how}"
+                )
+            ids.append(first)
         if len(set(ids)) < len(ids):
             clash = [w for w, i in zip(self.label_words, ids) if ids.count(i) > 1]
             raise VerbalizerError(
                 f"model.verbalizer.label_words {clash} begin with the same token; only the first token of a "
-                "label word is scored, so each must begin differently (e.g. ' yes' / ' no')"
+                f"label word is scored, so each must begin differently (e.g. ' yes' / ' no'){how}"
             )
         return ids
 
     def render(self, rows: Sequence[Sequence[str]], tokenizer, max_length: int) -> list[str]:
         """Each row's prompt. A prompt longer than `max_length` tokens has its texts cut (the longer text
-        first, token by token through the tokenizer) so the template's answer cue is never truncated."""
+        first, token by token through the tokenizer) so the template's answer cue is never truncated. The
+        tokenizer's special-token strings are removed from the texts: a row holding "<|im_end|>" must not
+        close a chat prompt's turn and write the answer."""
+        placed = len(template_fields(self.template))
+        if rows and len(rows[0]) != placed:
+            raise VerbalizerError(
+                f"model.verbalizer.template places {placed} text(s) but each row has {len(rows[0])} "
+                "(data.text_columns); use {text_a} and, for sentence pairs, {text_b}"
+            )
+        specials = sorted(
+            {t for t in [*getattr(tokenizer, "all_special_tokens", []), *_added_tokens(tokenizer)] if t},
+            key=len,
+            reverse=True,
+        )
+        rows = [tuple(_without(t, specials) for t in row) for row in rows] if specials else rows
         prompts = [self._fill(row) for row in rows]
         lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
         overhead = len(tokenizer(self._fill([""] * len(rows[0])) if rows else "", add_special_tokens=True)["input_ids"])
@@ -117,6 +155,25 @@ class Verbalizer:
 
     def _fill(self, row: Sequence[str]) -> str:
         return self.template.format(**dict(zip(FIELDS, row)))
+
+
+def _first_token(tokenizer, word: str) -> Optional[int]:
+    tokens = tokenizer(word, add_special_tokens=False)["input_ids"]
+    return int(tokens[0]) if tokens else None
+
+
+def _added_tokens(tokenizer) -> list[str]:
+    try:
+        return list(tokenizer.get_added_vocab())
+    except Exception:  # a tokenizer without added-vocabulary support
+        return []
+
+
+def _without(text: str, specials: Sequence[str]) -> str:
+    for token in specials:
+        if token in text:
+            text = text.replace(token, "")
+    return text
 
 
 def _cut_texts(row: Sequence[str], tokenizer, budget: int) -> list[str]:
@@ -135,9 +192,19 @@ class VerbalizerHead(nn.Module):
     (frozen) LM head: log-probabilities of the label words (classification), or the expected label value
     under their renormalised probabilities (regression)."""
 
-    def __init__(self, lm_head: nn.Module, label_ids: Sequence[int], label_values: Optional[Sequence[float]] = None):
+    def __init__(
+        self,
+        lm_head: nn.Module,
+        label_ids: Sequence[int],
+        label_values: Optional[Sequence[float]] = None,
+        logit_scale: float = 1.0,
+        softcap: Optional[float] = None,
+    ):
+        """`logit_scale`, `softcap`: what the architecture's own forward does to the LM head's output
+        (Cohere's logit_scale, Granite's 1 / logits_scaling, Gemma 2's final_logit_softcapping)."""
         super().__init__()
         self.lm_head = lm_head
+        self.logit_scale, self.softcap = float(logit_scale), softcap
         for p in self.lm_head.parameters():
             p.requires_grad_(False)
         self.register_buffer("label_ids", torch.tensor(list(label_ids), dtype=torch.long), persistent=False)
@@ -145,7 +212,9 @@ class VerbalizerHead(nn.Module):
         self.register_buffer("label_values", values, persistent=False)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(hidden).float()  # (batch, vocab): one position per row, so this is cheap
+        logits = self.lm_head(hidden).float() * self.logit_scale  # (batch, vocab): one position per row
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
         scores = torch.log_softmax(logits, dim=-1)[:, self.label_ids]
         if self.label_values is None:
             return scores
@@ -170,21 +239,23 @@ def choose_verbalizer(
     values gets the linear head."""
     if head == "linear" or (head == "auto" and not causal):
         return None
+    derived = False
     if not causal:
         raise VerbalizerError("model.head: verbalizer needs a causal language model (this backbone has no LM head)")
     if regression:
         if label_words is None or label_values is None:
             if head == "auto":
-                return None
+                return None  # nothing to score with: the linear head
             raise VerbalizerError(
                 "model.head: verbalizer on a regression task needs model.verbalizer.label_words and label_values "
                 "(e.g. words '0'..'5' with values 0..5)"
             )
         if len(label_values) != len(label_words):
             raise VerbalizerError("model.verbalizer.label_values: one value per label word")
-        words = tuple(label_words)
+        words, derived = tuple(label_words), False
     else:
-        if label_words is None:
+        derived = label_words is None
+        if derived:
             names = label_names or [str(k) for k in range(num_labels)]
             label_words = [" " + str(n).replace("_", " ") for n in names]
         if len(label_words) != num_labels:
@@ -192,4 +263,13 @@ def choose_verbalizer(
         words = tuple(label_words)
     template = template or default_template(num_texts, words)
     check_template(template, num_texts)
-    return Verbalizer(template, words, tuple(float(v) for v in label_values) if regression else None)
+    values = tuple(float(v) for v in label_values) if regression else None
+    return Verbalizer(template, words, values, derived=not regression and derived)
+
+
+def logit_transform(config) -> tuple[float, Optional[float]]:
+    """(scale, softcap) that an architecture's causal-LM forward applies to its LM head's output."""
+    scale = float(getattr(config, "logit_scale", None) or 1.0) if config.model_type.startswith("cohere") else 1.0
+    if getattr(config, "logits_scaling", None):  # Granite divides
+        scale /= float(config.logits_scaling)
+    return scale, getattr(config, "final_logit_softcapping", None)
