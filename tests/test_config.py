@@ -170,7 +170,7 @@ def test_absolute_and_relative_base_paths_to_the_shipped_base(tmp_path):
     rel = os.path.relpath(BASE, tmp_path / "nested")
     by_rel = load_config(write(tmp_path / "nested" / "leaf.yaml", f"_base_: {rel}\nexperiment_name: abs\n"))
     assert by_abs == by_rel
-    assert by_abs.federation.num_rounds == 8
+    assert by_abs.federation.num_rounds == 12
 
 
 # ================================================================== shipped configs
@@ -184,8 +184,9 @@ def assert_base_defaults(cfg: Config) -> None:
     assert cfg.model.name == "bundled:minilm-l6"
     assert cfg.model.lora.r_max == 16 and cfg.r_max == 16
     assert cfg.model.lora.target_modules == ["query", "value"]
-    assert cfg.federation.clients_per_round == 5
-    assert cfg.federation.aggregation.type == "blockwise"
+    assert cfg.federation.clients_per_round == 10 and cfg.federation.num_rounds == 12
+    assert cfg.federation.aggregation.type == "fedavg"
+    assert (cfg.training.max_local_steps, cfg.training.lr, cfg.training.head_lr) == (4, 2e-3, 1e-2)
     assert cfg.data.source == "embedded" and cfg.data.name == "sentiment"
     assert cfg.metrics.fairness_percentiles == [10.0, 50.0, 90.0]
 
@@ -218,14 +219,8 @@ def test_every_shipped_experiment_is_covered_here():
 @pytest.mark.parametrize("stem", sorted(EXPERIMENTS))
 def test_shipped_experiment_resolves(stem):
     want = EXPERIMENTS[stem]
-    # the headline experiment sets its own participation, local steps, rounds, learning rates and target
-    headline = ["federation.clients_per_round=5", "federation.num_rounds=8", "training.max_local_steps=8"]
-    headline += [
-        "training.lr=0.001",
-        "training.head_lr=null",
-        "evaluation.target=0.9",
-        "federation.aggregation=blockwise",
-    ]
+    # the headline experiment's training settings are base.yaml's defaults; it sets its own target
+    headline = ["evaluation.target=0.9"]
     cfg = load_config(CONFIGS / "experiments" / f"{stem}.yaml", headline if stem == "lite_noniid_deadline" else [])
     assert_base_defaults(cfg)
     assert cfg.experiment_name == want["name"]
@@ -523,11 +518,11 @@ def test_clients_per_round_equal_to_number_of_clients_is_fine(tmp_path):
 
 
 def test_clients_per_round_checked_against_tiers_changed_by_override():
-    cfg = load_config(BASE, ["tiers.cpu_slow.num_clients=1"])  # 3 + 3 + 1 = 7 clients: 5 per round fits
+    cfg = load_config(BASE, ["tiers.cpu_slow.num_clients=1", "federation.clients_per_round=5"])  # 7 clients
     assert cfg.num_clients == 7
     msg = rejection(
         BASE, ["tiers.gpu_fast.num_clients=1", "tiers.gpu_medium.num_clients=1", "tiers.cpu_slow.num_clients=2"]
-    )  # 4 clients < 5 per round (set in base.yaml)
+    )  # 4 clients < 10 per round (set in base.yaml)
     assert_names(msg, BASE, "federation.clients_per_round")
     assert "4 clients" in msg
 

@@ -142,9 +142,9 @@ class ModelConfig(_Section):
 
 class FederationConfig(_Section):
     num_clients: Optional[int] = Field(None, ge=1, le=MAX_CLIENTS)  # must equal the sum of tier counts when given
-    num_rounds: int = Field(8, ge=1, le=MAX_ROUNDS)
-    clients_per_round: int = Field(5, ge=1, le=MAX_CLIENTS)
-    aggregation: AGGREGATORS.field("blockwise") = Field("blockwise", validate_default=True)
+    num_rounds: int = Field(12, ge=1, le=MAX_ROUNDS)
+    clients_per_round: int = Field(10, ge=1, le=MAX_CLIENTS)
+    aggregation: AGGREGATORS.field("fedavg") = Field("fedavg", validate_default=True)
     scheduler: SCHEDULERS.field("lite") = Field("lite", validate_default=True)
     # client updates further than this many times the round's median from the global adapter are
     # rejected (null: no norm check; NaN/Inf and wrong shapes are always rejected)
@@ -166,12 +166,12 @@ class FederationConfig(_Section):
 
 class TrainingConfig(_Section):
     local_epochs: int = Field(1, ge=1)
-    max_local_steps: Optional[int] = Field(8, ge=1)  # null: every local epoch in full
+    max_local_steps: Optional[int] = Field(4, ge=1)  # null: every local epoch in full
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     # learning rate of the task head (null: lr). A new head on frozen features needs far larger steps than
     # the LoRA factors to move within the few dozen steps of a laptop budget
-    head_lr: Optional[float] = Field(None, gt=0)
+    head_lr: Optional[float] = Field(1e-2, gt=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.0, ge=0, lt=1)
