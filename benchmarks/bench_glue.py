@@ -160,7 +160,7 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {task} | {kind} | {bb} | {len(rs)} | {_ms([r.get('initial_score') for r in rs])} | "
             f"{metric} {_ms([r['final_score'] for r in rs])} | {sec or '-'} | "
-            f"{b.get('score', float('nan')):.3f} ({b.get('what', '')}) | {ttt_txt} | "
+            f"{b.get('score', float('nan')):.3f} ({b.get('predictor') or b.get('what', '')}) | {ttt_txt} | "
             f"{np.mean([r['deadline_compliance_pct'] for r in rs]):.0f} | "
             f"{np.mean([r['bytes_up_per_client_round'] for r in rs]) / 1e3:.0f} kB / "
             f"{np.mean([r['bytes_down_per_client_round'] for r in rs]) / 1e3:.0f} kB | {fair_txt} | "
