@@ -6,7 +6,8 @@ README's JSON-lines layout (premise / hypothesis / label), and runs it with cand
 seeds 0-2: `old_defaults` (base.yaml's training section before this benchmark changed it), `glue_lrs` (the GLUE
 presets' lr 2e-3 / head 1e-2), `fedavg_glue_lrs` (+ fedavg), `headline_training` (the headline experiment's
 settings: every client every round, 4 local steps, 12 rounds, fedavg, GLUE lrs; base.yaml's since) and
-`readme_defaults` (nothing overridden: today's base.yaml, which must reproduce headline_training). Records final / best accuracy next to the trivial baseline (majority class of the dev
+`readme_defaults` (nothing overridden: today's base.yaml, which must reproduce headline_training). Records
+final / best accuracy next to the trivial baseline (majority class of the dev
 rows) and the run's warnings. Resumable: finished (candidate, seed) pairs are kept in the JSON.
 
     python benchmarks/bench_byo_defaults.py [--glue-dir ../shared/data/glue] [--workers 1]
