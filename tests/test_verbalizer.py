@@ -332,3 +332,24 @@ def test_checkpoints_from_before_model_head_resume_as_linear_heads():
     del saved["model"]["head"], saved["model"]["verbalizer"], saved["evaluation"]["eval_initial"]
     filled = with_defaults(saved)
     assert filled["model"]["head"] == "linear" and filled["evaluation"]["eval_initial"] is False
+
+
+def test_cached_prompts_skip_the_rendering(tmp_path, monkeypatch):
+    """The token cache is keyed on the raw rows and the prompt: a second run with the same data and verbalizer
+    reads the ids without rendering (which tokenises every prompt); another template is another key."""
+    from fedranklite.prepare import tokenise
+    from fedranklite.verbalizer import Verbalizer as V
+
+    model = tiny_model()
+    split = TextSplit([("the movie was great .",), ("the hotel was awful .",)], np.array([1, 0]))
+    first = tokenise(split, model.tokenizer, 64, cache_dir=tmp_path, verbalizer=model.verbalizer)
+
+    def must_not_render(*_a, **_k):
+        raise AssertionError("rendered although the prompts' ids were cached")
+
+    monkeypatch.setattr(V, "render", must_not_render)
+    again = tokenise(split, model.tokenizer, 64, cache_dir=tmp_path, verbalizer=model.verbalizer)
+    assert again.input_ids == first.input_ids and list(again.labels) == [1, 0]
+    other = V("first: {text_a} answer:", WORDS)
+    with pytest.raises(AssertionError, match="rendered"):
+        tokenise(split, model.tokenizer, 64, cache_dir=tmp_path, verbalizer=other)

@@ -25,6 +25,7 @@ $FEDRANKLITE_CACHE, else ~/.cache/fedranklite); FEDRANKLITE_TOKEN_CACHE=0 turns 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -190,19 +191,13 @@ class Prepared:
 
     def _tokenise(self, step: str, split: TextSplit) -> Encoded:
         with _timed(self.timings, step):
-            verbalizer = self.model.verbalizer
-            if verbalizer is not None:  # each row becomes one prompt; its texts are cut, never the template
-                try:
-                    prompts = verbalizer.render(split.texts, self.model.tokenizer, self.cfg.model.max_length)
-                except VerbalizerError as exc:
-                    raise DataError(str(exc)) from None
-                split = TextSplit([(p,) for p in prompts], split.labels, split.label_names)
             return tokenise(
                 split,
                 self.model.tokenizer,
                 self.cfg.model.max_length,
                 self.model.siamese,
                 cache_dir=token_cache_dir(self.cfg),
+                verbalizer=self.model.verbalizer,
             )
 
 
@@ -301,32 +296,55 @@ def tokenizer_fingerprint(tokenizer) -> Optional[str]:
     return h.hexdigest()
 
 
-def token_cache_key(split: TextSplit, tokenizer, max_length: int, siamese: bool) -> Optional[str]:
+def token_cache_key(
+    split: TextSplit, tokenizer, max_length: int, siamese: bool, prompt: Optional[str] = None
+) -> Optional[str]:
+    """`prompt`: what turns each row into the text that is tokenised (a verbalizer's template and words)."""
     fingerprint = tokenizer_fingerprint(tokenizer)
     if fingerprint is None:
         return None
     h = hashlib.sha256()
-    h.update(json.dumps([TOKEN_CACHE_VERSION, fingerprint, int(max_length), bool(siamese)]).encode())
+    head = [TOKEN_CACHE_VERSION, fingerprint, int(max_length), bool(siamese)] + ([prompt] if prompt else [])
+    h.update(json.dumps(head).encode())
     h.update(json.dumps(split.texts, ensure_ascii=False).encode())
     return h.hexdigest()[:32]
 
 
 def tokenise(
-    split: TextSplit, tokenizer, max_length: int, siamese: bool = False, cache_dir: Optional[Path] = None
+    split: TextSplit,
+    tokenizer,
+    max_length: int,
+    siamese: bool = False,
+    cache_dir: Optional[Path] = None,
+    verbalizer=None,
 ) -> Encoded:
-    """`client.encode`, read from / written to the token cache in `cache_dir` (None: no cache).
+    """`client.encode`, read from / written to the token cache in `cache_dir` (None: no cache). With a
+    `verbalizer`, each row is first written into its prompt (verbalizer.render); the key covers the raw rows and
+    the prompt, so a cached split skips the rendering too (it tokenises every prompt to measure it).
 
     The ids are identical either way (the key covers all they depend on); labels always come from `split`."""
-    key = token_cache_key(split, tokenizer, max_length, siamese) if cache_dir is not None else None
+    prompt = None if verbalizer is None else json.dumps(dataclasses.asdict(verbalizer), sort_keys=True)
+
+    def encoded() -> Encoded:
+        rows = split
+        if verbalizer is not None:  # each row becomes one prompt; its texts are cut, never the template
+            try:
+                prompts = verbalizer.render(split.texts, tokenizer, max_length)
+            except VerbalizerError as exc:
+                raise DataError(str(exc)) from None
+            rows = TextSplit([(p,) for p in prompts], split.labels, split.label_names)
+        return encode(rows, tokenizer, max_length, siamese)
+
+    key = token_cache_key(split, tokenizer, max_length, siamese, prompt) if cache_dir is not None else None
     if key is None:
-        return encode(split, tokenizer, max_length, siamese)
+        return encoded()
     path = Path(cache_dir) / f"{key}.npz"
     if path.exists():
         try:
             return _read_tokens(path, split)
         except Exception as exc:  # a truncated or foreign file: tokenise again and overwrite it
             log.warning("token cache %s unreadable (%s): tokenising again", path, exc)
-    enc = encode(split, tokenizer, max_length, siamese)
+    enc = encoded()
     try:
         _write_tokens(path, enc)
     except OSError as exc:  # a read-only or full disk costs speed, not the run
