@@ -20,6 +20,22 @@ from fedranklite.profile import (
 )
 
 
+def test_a_profile_measured_on_a_busy_machine_says_so(tiny_config, monkeypatch, caplog):
+    import logging
+    import os
+
+    cfg = tiny_config()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    with caplog.at_level(logging.WARNING, logger="fedranklite.profile"):
+        quiet = run_profile(cfg, ranks=(1,), warmup=0, repeats=1, passes=1)
+    assert quiet.provenance["load_average"] == [0.5, 0.5] and "busy machine" not in caplog.text
+    busy = (os.cpu_count() or 1) + 2.0
+    monkeypatch.setattr(os, "getloadavg", lambda: (busy, busy, busy))
+    with caplog.at_level(logging.WARNING, logger="fedranklite.profile"):
+        loaded = run_profile(cfg, ranks=(1,), warmup=0, repeats=1, passes=1)
+    assert loaded.provenance["load_average"] == [busy, busy] and "busy machine" in caplog.text
+
+
 def test_fit_line_recovers_a_line_and_reports_r2():
     fit = fit_line([1, 2, 4, 8], [0.5 + 0.25 * r for r in (1, 2, 4, 8)])
     assert fit.intercept == pytest.approx(0.5) and fit.slope == pytest.approx(0.25) and fit.r2 == pytest.approx(1.0)

@@ -270,6 +270,7 @@ def run_profile(
     memory: dict[int, Optional[float]] = {r: None for r in sweep}
     per_rank = head = 0
     done = 0
+    load_before = _load()
     for p in range(passes):
         for rank in sweep if p % 2 == 0 else sweep[::-1]:
             got, mem, per_rank, head = _time_rank(cfg, rank, num_labels, device, warmup, per_pass, peak)
@@ -279,6 +280,16 @@ def run_profile(
             done += 1
             if progress is not None:
                 progress(done, passes * len(sweep), rank, float(statistics.median(times[rank])), memory[rank])
+    load = [load_before, _load()]
+    cpus = os.cpu_count() or 1
+    if device.type == "cpu" and any(x is not None and x > cpus for x in load):
+        # other processes held the cores: every step time (and so every simulated second) is inflated
+        log.warning(
+            "this rank profile was measured on a busy machine (load average %s on %d CPUs): its step times may "
+            "be inflated; re-measure on an idle machine (fedranklite profile --config ... --out FILE)",
+            "/".join("-" if x is None else f"{x:.1f}" for x in load),
+            cpus,
+        )
     medians = [float(statistics.median(times[r])) for r in sweep]
     iqrs = [float(np.subtract(*np.percentile(times[r], [75, 25]))) for r in sweep]
     batch = cfg.training.batch_size
@@ -296,8 +307,21 @@ def run_profile(
         time_fit=time_fit,
         memory_fit=memory_fit,
         noise_sec_per_sample=float(np.median(iqrs)) / batch,
-        provenance={**provenance(device), "warmup": warmup, "repeats": repeats, "passes": passes},
+        provenance={
+            **provenance(device),
+            "warmup": warmup,
+            "repeats": repeats,
+            "passes": passes,
+            "load_average": load,  # 1-minute load before and after the sweep (None where not readable)
+        },
     )
+
+
+def _load() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on every platform
+        return None
 
 
 def cache_dir() -> Path:
