@@ -121,6 +121,15 @@ def _ms(values):
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
+def _baseline(b: dict) -> str:
+    """The trivial baseline's cell: a constant has no Pearson correlation (NaN), read as 0."""
+    score = b.get("score", float("nan"))
+    what = b.get("predictor") or b.get("what", "")
+    if score != score:
+        return f"0 ({what}: no correlation; reference bar 0.5)"
+    return f"{score:.3f} ({what})"
+
+
 def markdown(results: dict) -> str:
     runs, base = results["runs"], results["baselines"]
     lines = [
@@ -160,7 +169,7 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {task} | {kind} | {bb} | {len(rs)} | {_ms([r.get('initial_score') for r in rs])} | "
             f"{metric} {_ms([r['final_score'] for r in rs])} | {sec or '-'} | "
-            f"{b.get('score', float('nan')):.3f} ({b.get('predictor') or b.get('what', '')}) | {ttt_txt} | "
+            f"{_baseline(b)} | {ttt_txt} | "
             f"{np.mean([r['deadline_compliance_pct'] for r in rs]):.0f} | "
             f"{np.mean([r['bytes_up_per_client_round'] for r in rs]) / 1e3:.0f} kB / "
             f"{np.mean([r['bytes_down_per_client_round'] for r in rs]) / 1e3:.0f} kB | {fair_txt} | "
