@@ -34,21 +34,27 @@ SMALL = {"mrpc", "stsb", "rte"}
 DEFAULT_SETS = ["evaluation.max_samples=400", "evaluation.eval_every=2"]
 
 
+def run_config(config: Path, sets: list[str], centralized: bool = False):
+    """The Config of one run: a quantized run's name gets `_4bit` / `_8bit`, a centralized reference
+    `_centralized` (its name is what the results JSON records and what a resumed benchmark skips)."""
+    from fedranklite.centralized import centralized_config
+    from fedranklite.configfile import load_config
+
+    cfg = load_config(config, sets)
+    if cfg.model.quantization != "none":
+        cfg = load_config(config, [*sets, f"experiment_name={cfg.experiment_name}_{cfg.model.quantization}"])
+    return centralized_config(cfg) if centralized else cfg
+
+
 def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
     import torch
 
     from fedranklite.budget import budget_report
-    from fedranklite.centralized import centralized_config
     from fedranklite.checkpoint import ResumeError
-    from fedranklite.configfile import load_config
     from fedranklite.engine import build_engine
 
-    cfg = load_config(config, sets)
+    cfg = run_config(config, sets, centralized)
     quant = cfg.model.quantization
-    if quant != "none":
-        cfg = load_config(config, [*sets, f"experiment_name={cfg.experiment_name}_{quant}"])
-    if centralized:
-        cfg = centralized_config(cfg)
     start = time.perf_counter()
     engine = build_engine(cfg)
     setup = time.perf_counter() - start
@@ -265,12 +271,7 @@ def main() -> int:
         (c, s, central, [*smol_sets, *x]) for c, s, central, x in smol
     ]
     for config, seed, central, job_sets in jobs:
-        from fedranklite.configfile import load_config
-
-        cfg = load_config(config, job_sets)
-        quant = "" if cfg.model.quantization == "none" else f"_{cfg.model.quantization}"
-        name = cfg.experiment_name + quant + ("_centralized" if central else "")
-        if (name, seed) in done:
+        if (run_config(config, job_sets, central).experiment_name, seed) in done:
             continue
         run_sets = [*job_sets, f"seed={seed}", f"output_dir={ROOT / 'results' / 'bench_glue' / f'seed{seed}'}"]
         t0 = time.perf_counter()

@@ -178,6 +178,12 @@ def _sentence_transformers_pooling(path: Path) -> Optional[str]:
     return None
 
 
+# the random test backbones' sizes (tiny:bert and tiny:llama alike)
+TINY_SIZES = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128
+)
+
+
 def tiny_backbone(kind: str = "bert", seed: int = 0) -> Backbone:
     """A randomly initialised few-layer model with a word-level tokenizer over a small English
     vocabulary, for fast unit tests and dry runs (no files, no download)."""
@@ -195,6 +201,10 @@ def tiny_backbone(kind: str = "bert", seed: int = 0) -> Backbone:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    if kind == "llama":
+        return _tiny_llama(tok, vocab, seed)
+    if kind != "bert":
+        raise ModelError(f"unknown tiny backbone 'tiny:{kind}'; known: tiny:bert, tiny:llama")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -203,19 +213,8 @@ def tiny_backbone(kind: str = "bert", seed: int = 0) -> Backbone:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
     )
-    if kind == "llama":
-        return _tiny_llama(tok, vocab, seed)
-    if kind != "bert":
-        raise ModelError(f"unknown tiny backbone 'tiny:{kind}'; known: tiny:bert, tiny:llama")
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
+    config = BertConfig(vocab_size=len(vocab), **TINY_SIZES)
     return Backbone(BertModel(config, add_pooling_layer=False), tokenizer, "mean", "tiny:bert (random init)")
 
 
@@ -230,12 +229,8 @@ def _tiny_llama(tok, vocab: dict, seed: int) -> Backbone:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
+        **TINY_SIZES,
+        num_key_value_heads=TINY_SIZES["num_attention_heads"],
         tie_word_embeddings=True,
         pad_token_id=vocab["[PAD]"],
     )

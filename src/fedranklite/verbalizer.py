@@ -128,8 +128,10 @@ class Verbalizer:
         first, token by token through the tokenizer) so the template's answer cue is never truncated. The
         tokenizer's special-token strings are removed from the texts: a row holding "<|im_end|>" must not
         close a chat prompt's turn and write the answer."""
+        if not rows:
+            return []
         placed = len(template_fields(self.template))
-        if rows and len(rows[0]) != placed:
+        if len(rows[0]) != placed:
             raise VerbalizerError(
                 f"model.verbalizer.template places {placed} text(s) but each row has {len(rows[0])} "
                 "(data.text_columns); use {text_a} and, for sentence pairs, {text_b}"
@@ -142,8 +144,8 @@ class Verbalizer:
         rows = [tuple(_without(t, specials) for t in row) for row in rows] if specials else rows
         prompts = [self._fill(row) for row in rows]
         lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
-        overhead = len(tokenizer(self._fill([""] * len(rows[0])) if rows else "", add_special_tokens=True)["input_ids"])
-        if rows and overhead >= max_length:
+        overhead = len(tokenizer(self._fill([""] * len(rows[0])), add_special_tokens=True)["input_ids"])
+        if overhead >= max_length:
             raise VerbalizerError(
                 f"model.verbalizer.template takes {overhead} tokens without any text, which leaves nothing of "
                 f"model.max_length={max_length}; raise max_length or shorten the template"
@@ -239,7 +241,6 @@ def choose_verbalizer(
     values gets the linear head."""
     if head == "linear" or (head == "auto" and not causal):
         return None
-    derived = False
     if not causal:
         raise VerbalizerError("model.head: verbalizer needs a causal language model (this backbone has no LM head)")
     if regression:
@@ -264,7 +265,7 @@ def choose_verbalizer(
     template = template or default_template(num_texts, words)
     check_template(template, num_texts)
     values = tuple(float(v) for v in label_values) if regression else None
-    return Verbalizer(template, words, values, derived=not regression and derived)
+    return Verbalizer(template, words, values, derived=derived)
 
 
 def logit_transform(config) -> tuple[float, Optional[float]]:
