@@ -46,6 +46,15 @@ def run_config(config: Path, sets: list[str], centralized: bool = False):
     return centralized_config(cfg) if centralized else cfg
 
 
+def config_digest(cfg) -> str:
+    """What a recorded run was run with, less where its files went and its seed (recorded beside it): a run
+    whose config has changed since (e.g. a larger budget) no longer matches and is run again."""
+    import hashlib
+
+    tree = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "seed")}
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
     import torch
 
@@ -101,6 +110,7 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
         "peak_memory_mb": max(summary["peak_memory_mb"].values()) if summary["peak_memory_mb"] else None,
         "budget": budget_report(cfg, len(data.train), len(data.eval), engine.fed.partitions),
         "torch_threads": torch.get_num_threads(),
+        "config_digest": config_digest(cfg),
     }
 
 
@@ -233,12 +243,15 @@ def main() -> int:
         "overrides": sets,
         "baselines": baselines(tasks, os.environ.get("FEDRANKLITE_GLUE_DIR")),
         "runs": [],
+        "superseded": [],  # rows whose config changed after they were recorded (kept, not shown in glue.md)
     }
     if out.exists():  # resume: keep runs done already (e.g. the SmolLM2 runs added later)
         old = json.loads(out.read_text())
         # SmolLM2 runs recorded before the LM-head (verbalizer) recipe had a fresh linear head: superseded
         results["runs"] = [r for r in old.get("runs", []) if "smollm2" not in r["experiment"] or "head" in r]
-    done = {(r["experiment"], r["seed"]) for r in results["runs"]}
+        results["superseded"] = old.get("superseded", [])
+    # (experiment, seed) -> the digest of the config it ran with (None: recorded before digests were kept)
+    done = {(r["experiment"], r["seed"]): r.get("config_digest") for r in results["runs"]}
     # order: every task once (seed 0, both schedulers, centralized), then SmolLM2, then the other seeds,
     # so a run cut short still has a row for every task
     plan = []
@@ -271,9 +284,15 @@ def main() -> int:
         (c, s, central, [*smol_sets, *x]) for c, s, central, x in smol
     ]
     for config, seed, central, job_sets in jobs:
-        if (run_config(config, job_sets, central).experiment_name, seed) in done:
-            continue
         run_sets = [*job_sets, f"seed={seed}", f"output_dir={ROOT / 'results' / 'bench_glue' / f'seed{seed}'}"]
+        cfg = run_config(config, run_sets, central)
+        key = (cfg.experiment_name, seed)
+        if key in done and done[key] in (None, config_digest(cfg)):
+            continue
+        if key in done:  # its config changed since it was recorded: the old row is superseded
+            print(f"{cfg.experiment_name} seed {seed}: config changed since it was recorded; running again", flush=True)
+            results["superseded"] += [r for r in results["runs"] if (r["experiment"], r["seed"]) == key]
+            results["runs"] = [r for r in results["runs"] if (r["experiment"], r["seed"]) != key]
         t0 = time.perf_counter()
         rec = run_one(config, run_sets, central)
         print(

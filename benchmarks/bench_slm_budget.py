@@ -1,0 +1,126 @@
+"""What training budget (and learning rate) does SmolLM2-135M need to learn a GLUE pair task? Chosen on the
+TRAIN split only: a seeded part of train.tsv is held out as the "dev" set and the rest is the training data, so
+the GLUE dev files are never read here.
+
+Each candidate runs the task's SmolLM2 lite config as its centralized reference (one client, all the training
+data, the federation's steps per round, full rank, no deadline: the most a budget can buy) for
+`--rounds` rounds, evaluating the held-out rows every `--eval-every` rounds, and records the learning curve
+against the number of training samples seen. The federated runs of benchmarks/bench_glue.py then take the
+smallest budget at which the curve is clearly above the held-out rows' trivial baseline.
+
+    python benchmarks/bench_slm_budget.py --task qnli --lr 0.001 [--rounds 20] [--eval-every 4]
+
+Resumable: a killed candidate continues from its checkpoint; finished candidates are kept in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT  # noqa: E402
+
+OUT = RESULTS / "slm_budget.json"
+WORK = Path("/tmp/fedranklite_slm_budget")
+HELD_OUT = 300  # train rows held out as the "dev" set
+SPLIT_SEED = 1234  # not a training seed: the held-out rows are the same for every candidate
+
+
+def write_held_out(glue_dir: Path, task: str) -> Path:
+    """<WORK>/<task>/<FOLDER>/{train,dev}.tsv: dev = HELD_OUT seeded rows of train.tsv, train = the rest (the
+    GLUE TSV layout, header kept; QUOTE_NONE as the loader reads it)."""
+    from fedranklite.glue import get_task
+
+    folder = get_task(task).folder
+    src = (glue_dir / folder / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    header, rows = src[0], src[1:]
+    order = list(range(len(rows)))
+    random.Random(SPLIT_SEED).shuffle(order)
+    held = set(order[:HELD_OUT])
+    out = WORK / task / folder
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dev.tsv").write_text(header + "".join(rows[i] for i in sorted(held)), encoding="utf-8")
+    (out / "train.tsv").write_text(header + "".join(r for i, r in enumerate(rows) if i not in held), encoding="utf-8")
+    return WORK / task
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--task", required=True, choices=["sst2", "qnli", "mrpc", "stsb", "rte"])
+    ap.add_argument("--lr", type=float, required=True)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--eval-every", type=int, default=4)
+    ap.add_argument("--local-steps", type=int, default=4, help="training.max_local_steps (_smollm2.yaml: 4)")
+    ap.add_argument(
+        "--federated", action="store_true", help="the federated lite run itself, not its centralized reference"
+    )
+    ap.add_argument("--glue-dir", type=Path, default=ROOT.parent / "shared" / "data" / "glue")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+
+    from bench_glue import run_one
+
+    data_dir = write_held_out(args.glue_dir, args.task)
+    name = f"slm_budget_{args.task}_lr{args.lr:g}_r{args.rounds}_s{args.local_steps}" + (
+        "_federated" if args.federated else ""
+    )
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}}
+    if name in results["runs"]:
+        print(f"{name}: already recorded")
+        return
+    config = ROOT / "configs" / "experiments" / "glue" / "smollm2" / f"{args.task}_lite.yaml"
+    sets = [
+        f"data.data_dir={data_dir}",
+        f"experiment_name={name}",
+        f"output_dir={WORK / 'results'}",
+        f"training.lr={args.lr}",
+        f"federation.num_rounds={args.rounds}",
+        f"evaluation.eval_every={args.eval_every}",
+        f"evaluation.max_samples={HELD_OUT}",
+        f"training.max_local_steps={args.local_steps}",
+        "evaluation.eval_initial=true",
+    ]
+    row = run_one(config, sets, centralized=not args.federated)
+    folder = name if args.federated else f"{name}_centralized"
+    metrics = json.loads((WORK / "results" / folder / "metrics.json").read_text())
+    # samples the run could train (batch 8, _smollm2.yaml); a federated client cut by the deadline trains fewer
+    samples_per_round = row["train_steps"] * 8 // args.rounds
+    curve = [{"round": 0, "score": row["initial_score"], "samples": 0}] + [
+        {"round": r["round"], "score": r["score"], "samples": r["round"] * samples_per_round}
+        for r in metrics["rounds"]
+        if r.get("score") is not None
+    ]
+    results["runs"][name] = {
+        "task": args.task,
+        "lr": args.lr,
+        "rounds": args.rounds,
+        "local_steps": args.local_steps,
+        "federated": args.federated,
+        "held_out_rows": HELD_OUT,
+        "split_seed": SPLIT_SEED,
+        "initial_score": row["initial_score"],
+        "final_score": row["final_score"],
+        "best_score": row["best_score"],
+        "curve": curve,
+        "train_steps": row["train_steps"],
+        "batch_size": 8,
+        "trivial_baseline": metrics["trivial_baseline"],
+        "train_samples_per_s": row["train_samples_per_s"],
+        "wall_time_total": row["wall_time_total"],
+        "samples_per_round": samples_per_round,
+    }
+    # re-read before writing: another process may have recorded its candidate meanwhile
+    latest = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}}
+    latest["runs"][name] = results["runs"][name]
+    args.out.write_text(json.dumps(latest, indent=2))
+    print(json.dumps(results["runs"][name], indent=2, default=str))
+
+
+if __name__ == "__main__":
+    csv.field_size_limit(1 << 24)
+    main()
