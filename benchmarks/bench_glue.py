@@ -46,13 +46,24 @@ def run_config(config: Path, sets: list[str], centralized: bool = False):
     return centralized_config(cfg) if centralized else cfg
 
 
-def config_digest(cfg) -> str:
-    """What a recorded run was run with, less where its files went and its seed (recorded beside it): a run
-    whose config has changed since (e.g. a larger budget) no longer matches and is run again."""
-    import hashlib
+def run_settings(cfg) -> dict:
+    """What a run was run with, flattened to dotted keys, less where its files went and its seed (recorded
+    beside it). A recorded run is run again when a key it recorded now has another value (e.g. a larger
+    budget); keys added to the schema since it ran do not count, so a new option does not redo the suite."""
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in tree.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
 
     tree = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "seed")}
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json.loads(json.dumps(flat(tree), default=str))
+
+
+def changed_settings(recorded: dict, cfg) -> list[str]:
+    now = run_settings(cfg)
+    return sorted(k for k, v in recorded.items() if k in now and now[k] != v)
 
 
 def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
@@ -110,7 +121,7 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
         "peak_memory_mb": max(summary["peak_memory_mb"].values()) if summary["peak_memory_mb"] else None,
         "budget": budget_report(cfg, len(data.train), len(data.eval), engine.fed.partitions),
         "torch_threads": torch.get_num_threads(),
-        "config_digest": config_digest(cfg),
+        "settings": run_settings(cfg),
     }
 
 
@@ -250,8 +261,8 @@ def main() -> int:
         # SmolLM2 runs recorded before the LM-head (verbalizer) recipe had a fresh linear head: superseded
         results["runs"] = [r for r in old.get("runs", []) if "smollm2" not in r["experiment"] or "head" in r]
         results["superseded"] = old.get("superseded", [])
-    # (experiment, seed) -> the digest of the config it ran with (None: recorded before digests were kept)
-    done = {(r["experiment"], r["seed"]): r.get("config_digest") for r in results["runs"]}
+    # (experiment, seed) -> the settings it ran with (None: recorded before they were kept)
+    done = {(r["experiment"], r["seed"]): r.get("settings") for r in results["runs"]}
     # order: every task once (seed 0, both schedulers, centralized), then SmolLM2, then the other seeds,
     # so a run cut short still has a row for every task
     plan = []
@@ -287,10 +298,13 @@ def main() -> int:
         run_sets = [*job_sets, f"seed={seed}", f"output_dir={ROOT / 'results' / 'bench_glue' / f'seed{seed}'}"]
         cfg = run_config(config, run_sets, central)
         key = (cfg.experiment_name, seed)
-        if key in done and done[key] in (None, config_digest(cfg)):
+        changed = changed_settings(done[key], cfg) if done.get(key) else []
+        if key in done and not changed:
             continue
         if key in done:  # its config changed since it was recorded: the old row is superseded
-            print(f"{cfg.experiment_name} seed {seed}: config changed since it was recorded; running again", flush=True)
+            print(
+                f"{cfg.experiment_name} seed {seed}: {', '.join(changed)} changed since it was recorded; running again"
+            )
             results["superseded"] += [r for r in results["runs"] if (r["experiment"], r["seed"]) == key]
             results["runs"] = [r for r in results["runs"] if (r["experiment"], r["seed"]) != key]
         t0 = time.perf_counter()
