@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fedranklite.backbones import load_backbone
-from fedranklite.client import TrainSettings, collate, encode, loss_fn, train_client
+from fedranklite.client import TrainSettings, collate, encode, loss_fn, predictions, train_client
 from fedranklite.fedmodel import FedModel
 from fedranklite.textsplit import TextSplit
 from fedranklite.verbalizer import (
@@ -21,6 +21,7 @@ from fedranklite.verbalizer import (
     check_template,
     choose_verbalizer,
     default_template,
+    soft_targets,
     template_fields,
 )
 
@@ -108,9 +109,79 @@ def test_regression_reads_the_expected_value_of_the_label_words():
     head = VerbalizerHead(lm_head, [3, 7, 11], values)
     hidden = torch.randn(5, 8)
     p = torch.softmax(lm_head(hidden)[:, [3, 7, 11]], -1)
-    torch.testing.assert_close(head(hidden), (p * torch.tensor(values)).sum(-1, keepdim=True))
-    assert ((head(hidden) >= -1) & (head(hidden) <= 3)).all()
+    scores = head(hidden)
+    expected = (p * torch.tensor(values)).sum(-1)
+    torch.testing.assert_close(head.predict(scores), expected)
+    torch.testing.assert_close(predictions(scores, True, head), expected)  # what evaluation scores
+    assert ((head.predict(scores) >= -1) & (head.predict(scores) <= 3)).all()
     assert not any(p.requires_grad for p in head.parameters())
+    y = torch.tensor([0.5, -1.0, 2.0, 3.0, 0.0])
+    torch.testing.assert_close(loss_fn(scores, y, True, head), ((expected - y) ** 2).mean())  # mse, the default
+
+
+def test_soft_targets_split_each_value_between_its_two_neighbours():
+    values = torch.tensor([(k - 2.5) / 2.5 for k in range(6)])  # STS-B's centred 0..5
+    y = torch.tensor([-1.0, -0.2, 0.0, 0.36, 1.0, 7.0, -3.0])
+    t = soft_targets(y, values)
+    assert t.shape == (7, 6) and torch.all(t >= 0)
+    torch.testing.assert_close(t.sum(-1), torch.ones(7))
+    torch.testing.assert_close((t * values).sum(-1), y.clamp(-1, 1))  # its expected value is the target
+    assert ((t > 0).sum(-1) <= 2).all()  # at most the two neighbours
+    torch.testing.assert_close(t[0], torch.tensor([1.0, 0, 0, 0, 0, 0]))  # on a value: all of it there
+    torch.testing.assert_close(t[1], torch.tensor([0, 0.0, 1.0, 0, 0, 0]), atol=1e-6, rtol=0)  # -0.2 is "2"
+    torch.testing.assert_close(t[3, 3:5], torch.tensor([0.6, 0.4]))  # 0.36 = 3.4 on 0..5
+    # values in any order: the same split, by value
+    shuffled = torch.tensor([3.0, 0.0, 1.0])
+    torch.testing.assert_close(
+        soft_targets(torch.tensor([0.25, 2.0]), shuffled), torch.tensor([[0, 0.75, 0.25], [0.5, 0, 0.5]])
+    )
+    with pytest.raises(ValueError, match="differ"):
+        VerbalizerHead(torch.nn.Linear(4, 9), [1, 2, 3], [0.0, 1.0, 1.0], regression_loss="soft_ce")
+    with pytest.raises(ValueError, match="mse or soft_ce"):
+        VerbalizerHead(torch.nn.Linear(4, 9), [1, 2], [0.0, 1.0], regression_loss="huber")
+
+
+def test_soft_ce_is_the_cross_entropy_against_the_split_target_and_least_there():
+    lm_head = torch.nn.Linear(8, 20, bias=False)
+    values = [0.0, 1.0, 2.0]
+    head = VerbalizerHead(lm_head, [3, 7, 11], values, regression_loss="soft_ce")
+    scores = head(torch.randn(4, 8))
+    y = torch.tensor([0.0, 0.5, 1.25, 2.0])
+    target = soft_targets(y, torch.tensor(values))
+    want = -(target * torch.log_softmax(scores, -1)).sum(-1).mean()
+    torch.testing.assert_close(loss_fn(scores, y, True, head), want)
+    # scores that put exactly the target's probabilities on the words give the least loss (the target's entropy)
+    at_target = torch.log(target.clamp_min(1e-12))
+    entropy = -(target * torch.log(target.clamp_min(1e-12))).sum(-1).mean()
+    torch.testing.assert_close(head.loss(at_target, y), entropy, atol=1e-5, rtol=0)
+    assert head.loss(scores, y) > entropy
+    torch.testing.assert_close(head.predict(at_target), y)  # and then the prediction is the target
+
+
+def test_soft_ce_regression_trains_the_expected_value_towards_the_targets():
+    """A tiny causal LM on a regression task through soft_ce: the LoRA factors alone move the expected value."""
+    values = (0.0, 1.0, 2.0)
+    verbalizer = Verbalizer(
+        "review: {text_a} score:", (" negative", " positive", " great"), values, regression_loss="soft_ce"
+    )
+    model = tiny_model(verbalizer)
+    assert model.head.regression_loss == "soft_ce"
+    rows = [("the movie was great .",)] * 8 + [("the movie was awful .",)] * 8
+    y = np.array([1.8] * 8 + [0.2] * 8, dtype=np.float32)
+    texts = model.verbalizer.render(rows, model.tokenizer, 64)
+    enc = encode(TextSplit([(t,) for t in texts], y), model.tokenizer, 64)
+    inputs, labels = collate(enc, list(range(16)), model.tokenizer.pad_token_id, torch.device("cpu"), True)
+    with torch.no_grad():
+        before = ((model.head.predict(model(**inputs)) - labels) ** 2).mean().item()
+    settings = TrainSettings(
+        local_epochs=30, max_local_steps=30, batch_size=16, lr=3e-2, probe_samples=16, regression=True
+    )
+    res = train_client(model, model.adapter_state(), 0, 4, enc, np.arange(16), settings, torch.device("cpu"), seed=0)
+    assert res.loss_after < res.loss_before
+    model.load_adapter_state(res.update)  # rank 4 = r_max: the whole adapter
+    with torch.no_grad():
+        after = ((model.head.predict(model(**inputs)) - labels) ** 2).mean().item()
+    assert after < before * 0.5
 
 
 def test_loss_is_cross_entropy_over_the_label_words_and_only_lora_trains():
@@ -125,6 +196,7 @@ def test_loss_is_cross_entropy_over_the_label_words_and_only_lora_trains():
     renorm = torch.log_softmax(scores, -1)  # the softmax restricted to the label words
     want = -renorm[torch.arange(16), labels].mean()
     torch.testing.assert_close(loss_fn(scores, labels, False), want)
+    torch.testing.assert_close(loss_fn(scores, labels, False, model.head), want)  # the head's own loss: the same
 
     lm_head_before = model.head.lm_head.weight.detach().clone()
     state = model.adapter_state()

@@ -19,6 +19,7 @@ from .fedmodel import FedModel
 from .ranks import State, num_bytes, truncate
 from .scoring import SCORE_METRICS
 from .textsplit import TextSplit
+from .verbalizer import VerbalizerHead
 
 
 # ================================================================== encoding and batches
@@ -72,10 +73,22 @@ def collate(
     return inputs, labels.to(device)
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+def loss_fn(
+    logits: torch.Tensor, labels: torch.Tensor, regression: bool, head: Optional[nn.Module] = None
+) -> torch.Tensor:
+    """The training loss of a batch; a head with a loss of its own (label-word scoring) computes it."""
+    if isinstance(head, VerbalizerHead):
+        return head.loss(logits.float(), labels)
     if regression:
         return nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
     return nn.functional.cross_entropy(logits.float(), labels)
+
+
+def predictions(logits: torch.Tensor, regression: bool, head: Optional[nn.Module] = None) -> torch.Tensor:
+    """(batch,) class ids, or predicted values (regression)."""
+    if isinstance(head, VerbalizerHead):
+        return head.predict(logits.float())
+    return logits.squeeze(-1) if regression else logits.argmax(-1)
 
 
 def _pad_id(model: FedModel) -> int:
@@ -96,7 +109,7 @@ def mean_loss(
     for start in range(0, len(idx), batch_size):
         chunk = idx[start : start + batch_size]
         inputs, labels = collate(encoded, chunk, _pad_id(model), device, regression)
-        total += loss_fn(model(**inputs), labels, regression).item() * len(chunk)
+        total += loss_fn(model(**inputs), labels, regression, model.head).item() * len(chunk)
     model.train(was_training)
     return total / len(idx)
 
@@ -292,7 +305,7 @@ def train_client(
                 break
             idx = order[b : b + settings.batch_size]
             inputs, labels = collate(encoded, idx, pad_id, device, settings.regression)
-            loss = loss_fn(model(**inputs), labels, settings.regression)
+            loss = loss_fn(model(**inputs), labels, settings.regression, model.head)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.grad_clip:
@@ -351,8 +364,8 @@ def evaluate(
         chunk = idx[start : start + batch_size]
         inputs, labels = collate(encoded, chunk, pad_id, device, regression)
         logits = model(**inputs)
-        total_loss += loss_fn(logits, labels, regression).item() * len(chunk)
-        preds.append((logits.squeeze(-1) if regression else logits.argmax(-1)).float().cpu().numpy())
+        total_loss += loss_fn(logits, labels, regression, model.head).item() * len(chunk)
+        preds.append(predictions(logits, regression, model.head).float().cpu().numpy())
     pred = np.concatenate(preds) if preds else np.zeros(0)
     out = {"loss": total_loss / max(len(idx), 1), "num_samples": int(len(idx))}
     if not regression and pred.size:  # a model that predicts one class for every row has collapsed

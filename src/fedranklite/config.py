@@ -96,6 +96,9 @@ class VerbalizerConfig(_Section):
     template: Optional[str] = Field(None, min_length=1, max_length=10_000)
     label_words: Optional[list[str]] = Field(None, min_length=1, max_length=MAX_CLASSES)  # one per class id
     label_values: Optional[list[float]] = Field(None, min_length=1, max_length=MAX_CLASSES)  # regression
+    # regression read-out's training loss: mse of the expected value, or soft_ce (cross-entropy against the
+    # target split between the two nearest label values; the prediction stays the expected value)
+    regression_loss: Literal["mse", "soft_ce"] = "mse"
 
     @field_validator("template")
     @classmethod
@@ -449,6 +452,12 @@ def _verbalizer_problems(cfg: Config) -> list[tuple[str, str]]:
         out.append(
             ("model.verbalizer.label_values", "only regression reads label values (data.task is classification)")
         )
+    if not regression and v.regression_loss != "mse":
+        out.append(
+            ("model.verbalizer.regression_loss", "only regression has a regression loss (data.task is classification)")
+        )
+    if v.regression_loss == "soft_ce" and v.label_values is not None and len(set(v.label_values)) < len(v.label_values):
+        out.append(("model.verbalizer.regression_loss", "soft_ce needs label_values that differ from each other"))
     classes = d.num_labels or (len(d.label_names) if d.label_names else None)
     if not regression and v.label_words is not None and classes is not None and len(v.label_words) != classes:
         out.append(("model.verbalizer.label_words", f"{len(v.label_words)} words for {classes} classes"))

@@ -127,7 +127,12 @@ class FedModel(nn.Module):
             verbalizer = verbalizer.for_tokenizer(self.tokenizer)
             scale, softcap = logit_transform(model.config)
             self.head = VerbalizerHead(
-                backbone.lm_head, verbalizer.label_token_ids(self.tokenizer), verbalizer.label_values, scale, softcap
+                backbone.lm_head,
+                verbalizer.label_token_ids(self.tokenizer),
+                verbalizer.label_values,
+                scale,
+                softcap,
+                verbalizer.regression_loss,
             )
         else:
             self.siamese = bool(siamese)
@@ -276,6 +281,7 @@ def _build(cfg, backbone: Backbone, num_labels: int, label_names: Optional[list[
         num_labels,
         label_names or cfg.data.label_names,
         cfg.data.task == "regression",
+        v.regression_loss,
     )
     lora = cfg.model.lora
     torch.manual_seed(cfg.seed)

@@ -80,6 +80,7 @@ class Verbalizer:
     label_words: tuple[str, ...]
     label_values: Optional[tuple[float, ...]] = None
     derived: bool = field(default=False, compare=False)
+    regression_loss: str = "mse"  # mse | soft_ce (VerbalizerHead.loss)
 
     @property
     def regression(self) -> bool:
@@ -191,8 +192,11 @@ def _cut_texts(row: Sequence[str], tokenizer, budget: int) -> list[str]:
 
 class VerbalizerHead(nn.Module):
     """Label-word scores from the final hidden state at the answer position, through the backbone's own
-    (frozen) LM head: log-probabilities of the label words (classification), or the expected label value
-    under their renormalised probabilities (regression)."""
+    (frozen) LM head: the log-probabilities of the label words, (batch, words). `predict` reads a class (the
+    most probable word) or, for regression, the expected label value under the words' renormalised
+    probabilities; `loss` is cross-entropy over the words (classification) or, for regression, the squared
+    error of that expected value (`mse`) or the cross-entropy against the target split between the two nearest
+    label values (`soft_ce`, `soft_targets`)."""
 
     def __init__(
         self,
@@ -201,12 +205,18 @@ class VerbalizerHead(nn.Module):
         label_values: Optional[Sequence[float]] = None,
         logit_scale: float = 1.0,
         softcap: Optional[float] = None,
+        regression_loss: str = "mse",
     ):
         """`logit_scale`, `softcap`: what the architecture's own forward does to the LM head's output
         (Cohere's logit_scale, Granite's 1 / logits_scaling, Gemma 2's final_logit_softcapping)."""
         super().__init__()
+        if regression_loss not in ("mse", "soft_ce"):
+            raise ValueError(f"regression_loss must be mse or soft_ce, not {regression_loss!r}")
+        if regression_loss == "soft_ce" and label_values is not None and len(set(label_values)) < len(label_values):
+            raise ValueError("soft_ce needs label values that differ from each other")
         self.lm_head = lm_head
         self.logit_scale, self.softcap = float(logit_scale), softcap
+        self.regression_loss = regression_loss
         for p in self.lm_head.parameters():
             p.requires_grad_(False)
         self.register_buffer("label_ids", torch.tensor(list(label_ids), dtype=torch.long), persistent=False)
@@ -217,11 +227,43 @@ class VerbalizerHead(nn.Module):
         logits = self.lm_head(hidden).float() * self.logit_scale  # (batch, vocab): one position per row
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        scores = torch.log_softmax(logits, dim=-1)[:, self.label_ids]
+        return torch.log_softmax(logits, dim=-1)[:, self.label_ids]
+
+    def predict(self, scores: torch.Tensor) -> torch.Tensor:
+        """(batch,) class ids, or expected label values (regression)."""
         if self.label_values is None:
-            return scores
-        weights = torch.softmax(scores, dim=-1)
-        return (weights * self.label_values).sum(-1, keepdim=True)
+            return scores.argmax(-1)
+        return (torch.softmax(scores, dim=-1) * self.label_values).sum(-1)
+
+    def loss(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.label_values is None:
+            return nn.functional.cross_entropy(scores, labels)  # renormalises over the label words
+        if self.regression_loss == "mse":
+            return nn.functional.mse_loss(self.predict(scores), labels.float())
+        target = soft_targets(labels.float(), self.label_values)
+        return -(target * torch.log_softmax(scores, dim=-1)).sum(-1).mean()
+
+
+def soft_targets(y: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """(batch, words): each target y split between the two label values around it, linearly (y = 3.4 over
+    values 0..5 -> 0.6 on "3", 0.4 on "4"), so the target distribution's expected value is y (clipped to the
+    values' range). With two words this is LM-BFF's regression objective (Gao et al., 2021). `values` need
+    not be sorted but must differ from each other."""
+    order = torch.argsort(values)
+    v = values[order]
+    if len(v) == 1:
+        return torch.ones(len(y), 1, dtype=v.dtype, device=v.device)
+    y = y.clamp(v[0], v[-1])
+    hi = torch.searchsorted(v, y.contiguous()).clamp(1, len(v) - 1)  # the value at or above y
+    lo = hi - 1
+    w = (y - v[lo]) / (v[hi] - v[lo])
+    rows = torch.arange(len(y), device=y.device)
+    target = torch.zeros(len(y), len(v), dtype=v.dtype, device=v.device)
+    target[rows, lo] = 1.0 - w
+    target[rows, hi] = w
+    out = torch.empty_like(target)
+    out[:, order] = target
+    return out
 
 
 def choose_verbalizer(
@@ -234,6 +276,7 @@ def choose_verbalizer(
     num_labels: int,
     label_names: Optional[Sequence[str]],
     regression: bool,
+    regression_loss: str = "mse",
 ) -> Optional[Verbalizer]:
     """`model.head` and `model.verbalizer` for a backbone and a task -> the Verbalizer to score with, or None
     for a linear head. `auto` picks label-word scoring for a causal LM whenever it has words to score:
@@ -265,7 +308,9 @@ def choose_verbalizer(
     template = template or default_template(num_texts, words)
     check_template(template, num_texts)
     values = tuple(float(v) for v in label_values) if regression else None
-    return Verbalizer(template, words, values, derived=derived)
+    return Verbalizer(
+        template, words, values, derived=derived, regression_loss=regression_loss if regression else "mse"
+    )
 
 
 def logit_transform(config) -> tuple[float, Optional[float]]:
