@@ -59,15 +59,21 @@ def main() -> None:
     ap.add_argument(
         "--federated", action="store_true", help="the federated lite run itself, not its centralized reference"
     )
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a further override (needs --tag)")
+    ap.add_argument("--tag", default="", help="names the candidate's --set values in its record name")
     ap.add_argument("--glue-dir", type=Path, default=ROOT.parent / "shared" / "data" / "glue")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
+    if args.set and not args.tag:
+        ap.error("--set needs --tag (the candidate's name must say what it changed)")
 
     from bench_glue import run_one
 
     data_dir = write_held_out(args.glue_dir, args.task)
-    name = f"slm_budget_{args.task}_lr{args.lr:g}_r{args.rounds}_s{args.local_steps}" + (
-        "_federated" if args.federated else ""
+    name = (
+        f"slm_budget_{args.task}_lr{args.lr:g}_r{args.rounds}_s{args.local_steps}"
+        + ("_federated" if args.federated else "")
+        + (f"_{args.tag}" if args.tag else "")
     )
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}}
     if name in results["runs"]:
@@ -84,6 +90,7 @@ def main() -> None:
         f"evaluation.max_samples={HELD_OUT}",
         f"training.max_local_steps={args.local_steps}",
         "evaluation.eval_initial=true",
+        *args.set,
     ]
     row = run_one(config, sets, centralized=not args.federated)
     folder = name if args.federated else f"{name}_centralized"
@@ -101,6 +108,7 @@ def main() -> None:
         "rounds": args.rounds,
         "local_steps": args.local_steps,
         "federated": args.federated,
+        "overrides": args.set,
         "held_out_rows": HELD_OUT,
         "split_seed": SPLIT_SEED,
         "initial_score": row["initial_score"],
