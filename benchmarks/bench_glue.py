@@ -51,14 +51,10 @@ def run_settings(cfg) -> dict:
     beside it). A recorded run is run again when a key it recorded now has another value (e.g. a larger
     budget); keys added to the schema since it ran do not count, so a new option does not redo the suite."""
 
-    def flat(tree: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in tree.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
+    from fedranklite.configfile import flatten
 
     tree = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "seed")}
-    return json.loads(json.dumps(flat(tree), default=str))
+    return json.loads(json.dumps(flatten(tree), default=str))
 
 
 def changed_settings(recorded: dict, cfg) -> list[str]:

@@ -16,7 +16,6 @@ Resumable: a killed candidate continues from its checkpoint; finished candidates
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import sys
@@ -67,7 +66,7 @@ def main() -> None:
     if args.set and not args.tag:
         ap.error("--set needs --tag (the candidate's name must say what it changed)")
 
-    from bench_glue import run_one
+    from bench_glue import run_config, run_one
 
     data_dir = write_held_out(args.glue_dir, args.task)
     name = (
@@ -92,11 +91,11 @@ def main() -> None:
         "evaluation.eval_initial=true",
         *args.set,
     ]
+    batch_size = run_config(config, sets).training.batch_size
     row = run_one(config, sets, centralized=not args.federated)
-    folder = name if args.federated else f"{name}_centralized"
-    metrics = json.loads((WORK / "results" / folder / "metrics.json").read_text())
-    # samples the run could train (batch 8, _smollm2.yaml); a federated client cut by the deadline trains fewer
-    samples_per_round = row["train_steps"] * 8 // args.rounds
+    metrics = json.loads((WORK / "results" / row["experiment"] / "metrics.json").read_text())
+    # samples trained per round on average (a federated client cut by the deadline trains fewer than planned)
+    samples_per_round = row["train_steps"] * batch_size // args.rounds
     curve = [{"round": 0, "score": row["initial_score"], "samples": 0}] + [
         {"round": r["round"], "score": r["score"], "samples": r["round"] * samples_per_round}
         for r in metrics["rounds"]
@@ -116,7 +115,7 @@ def main() -> None:
         "best_score": row["best_score"],
         "curve": curve,
         "train_steps": row["train_steps"],
-        "batch_size": 8,
+        "batch_size": batch_size,
         "trivial_baseline": metrics["trivial_baseline"],
         "train_samples_per_s": row["train_samples_per_s"],
         "wall_time_total": row["wall_time_total"],
@@ -130,5 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    csv.field_size_limit(1 << 24)
     main()
