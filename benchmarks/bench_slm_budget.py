@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -43,8 +44,15 @@ def write_held_out(glue_dir: Path, task: str) -> Path:
     held = set(order[:HELD_OUT])
     out = WORK / task / folder
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dev.tsv").write_text(header + "".join(rows[i] for i in sorted(held)), encoding="utf-8")
-    (out / "train.tsv").write_text(header + "".join(r for i, r in enumerate(rows) if i not in held), encoding="utf-8")
+    # written whole, then renamed: candidates of one task run in parallel (bench_slm_cuda.py) and must never read
+    # a file another is still writing
+    for name, text in (
+        ("dev.tsv", header + "".join(rows[i] for i in sorted(held))),
+        ("train.tsv", header + "".join(r for i, r in enumerate(rows) if i not in held)),
+    ):
+        tmp = out / f"{name}.{os.getpid()}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out / name)
     return WORK / task
 
 
