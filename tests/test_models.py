@@ -63,6 +63,21 @@ def test_set_rank_zeroes_inactive_dims_and_blocks_their_gradients():
             assert torch.count_nonzero(active_grad) > 0
 
 
+def test_gradient_mask_follows_the_model_when_it_moves_or_changes_dtype():
+    """`.to(device)` replaces the rank_mask buffer with a new tensor; the gradient hooks must read the model's
+    current one. They once held the tensor they were built with: on CUDA the backward pass then mixed devices,
+    and set_rank after the move edited a mask no hook read. A dtype change replaces the buffer the same way, so
+    this CPU test runs the code path a move to a GPU runs."""
+    model = make_model().double()
+    model.set_rank(3)
+    randomize_lora(model)  # inactive dims nonzero too: only the mask keeps their gradient at zero
+    ids, mask, labels = batch(model)
+    torch.nn.functional.cross_entropy(model(ids, mask), labels).backward()
+    for name, p in lora_pairs(model):
+        assert p.grad.dtype == torch.float64
+        assert torch.count_nonzero(p.grad.narrow(rank_dim(name), 3, model.r_max - 3)) == 0, name
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
 def test_inactive_dims_stay_exactly_zero_through_training(optimizer):
     model = make_model()

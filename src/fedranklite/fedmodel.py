@@ -156,9 +156,10 @@ class FedModel(nn.Module):
             param.register_hook(self._masker(axis))
 
     def _masker(self, axis: int):
-        mask = self.rank_mask
-
         def hook(grad: torch.Tensor) -> torch.Tensor:
+            # read the buffer at call time: .to(device / dtype) replaces it with a new tensor, and a mask held
+            # from construction would stay on the CPU (a device error on CUDA) and miss later set_rank calls
+            mask = self.rank_mask.to(device=grad.device, dtype=grad.dtype)
             return grad * (mask.view(-1, 1) if axis == 0 else mask.view(1, -1))
 
         return hook
