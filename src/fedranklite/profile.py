@@ -16,6 +16,7 @@ read by `timing.mode: profile` (timing.py) to price client compute deterministic
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import json
 import logging
 import os
@@ -190,6 +191,11 @@ def _time_rank(
     """Step times of a genuine rank-`rank` LoRA, its peak memory, bytes of one rank slice and of the head.
     Not fedmodel.build_model: the sweep needs the adapter `rank` wide and one text per row (a siamese model
     built for a pair config would need the second text), whatever the config's r_max and text columns."""
+    # the model of the rank measured before is a reference cycle (hooks, the adapter library's modules): free it
+    # now, or its weights count in this rank's peak memory
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     backbone = load_backbone(
         cfg.model.name, cfg.model.pooling, cfg.model.quantization, cfg.seed, getattr(cfg.model, "cache_dir", None)
     )
