@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 from pathlib import Path
@@ -35,6 +34,7 @@ def write_held_out(glue_dir: Path, task: str) -> Path:
     """<WORK>/<task>/<FOLDER>/{train,dev}.tsv: dev = HELD_OUT seeded rows of train.tsv, train = the rest (the
     GLUE TSV layout, header kept; QUOTE_NONE as the loader reads it)."""
     from fedranklite.glue import get_task
+    from fedranklite.results_io import write_text_atomic
 
     folder = get_task(task).folder
     src = (glue_dir / folder / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
@@ -46,13 +46,8 @@ def write_held_out(glue_dir: Path, task: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     # written whole, then renamed: candidates of one task run in parallel (bench_slm_cuda.py) and must never read
     # a file another is still writing
-    for name, text in (
-        ("dev.tsv", header + "".join(rows[i] for i in sorted(held))),
-        ("train.tsv", header + "".join(r for i, r in enumerate(rows) if i not in held)),
-    ):
-        tmp = out / f"{name}.{os.getpid()}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out / name)
+    write_text_atomic(out / "dev.tsv", header + "".join(rows[i] for i in sorted(held)))
+    write_text_atomic(out / "train.tsv", header + "".join(r for i, r in enumerate(rows) if i not in held))
     return WORK / task
 
 

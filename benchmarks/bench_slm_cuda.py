@@ -33,6 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT  # noqa: E402
 
+from fedranklite.results_io import write_text_atomic  # noqa: E402
+
 CONFIGS = ROOT / "configs" / "experiments" / "glue" / "smollm2"
 PAIR_PROFILE = RESULTS / "profiles" / "bundled-smollm2-135m_none_b8_l128_q_proj-v_proj_cpu.json"
 SST2_PROFILE = ROOT / "src" / "fedranklite" / "profiles" / "bundled-smollm2-135m_none_b8_l64_q_proj-v_proj_cpu.json"
@@ -105,9 +107,6 @@ class Bench:
         return time.time() - self.start > self.args.deadline_s
 
     def _run(self, name: str, argv: list[str]) -> bool:
-        if self.expired():
-            self.log(f"{name}: skipped (past --deadline-s)")
-            return False
         logf = self.work / "logs" / f"{name}.log"
         env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads), "PYTHONUNBUFFERED": "1"}
         with self.slots:
@@ -149,10 +148,7 @@ class Bench:
             "--tag",
             f"{self.device}_{cand}",
         ]
-        sets = self.common_sets(task) + CANDIDATES[task][cand]
-        if self.args.smoke:
-            sets.append("evaluation.max_samples=8")
-        for s in sets:
+        for s in self.common_sets(task) + CANDIDATES[task][cand]:
             argv += ["--set", s]
         if self._run(name, argv):
             (record,) = json.loads(out.read_text())["runs"].values()
@@ -190,10 +186,10 @@ class Bench:
                 "failed": self.failed,
             }
             glue = {"machine": self.machine, "baselines": self.baselines, "runs": self.rows}
-            _atomic(self.out / "cuda_pilots.json", json.dumps(doc, indent=2, default=str))
-            _atomic(self.out / "cuda_glue.json", json.dumps(glue, indent=2, default=str))
+            write_text_atomic(self.out / "cuda_pilots.json", json.dumps(doc, indent=2, default=str))
+            write_text_atomic(self.out / "cuda_glue.json", json.dumps(glue, indent=2, default=str))
             if self.rows:
-                _atomic(self.out / "cuda_glue.md", markdown(glue))
+                write_text_atomic(self.out / "cuda_glue.md", markdown(glue))
 
     def run(self) -> int:
         from bench_glue import baselines
@@ -267,12 +263,6 @@ def machine(device: str) -> dict:
     return info
 
 
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def worker(spec: dict, row_out: Path) -> None:
     """One dev run in this process: bench_glue's row plus where it ran and with which recipe."""
     import torch
@@ -283,7 +273,7 @@ def worker(spec: dict, row_out: Path) -> None:
     row["device"] = (
         torch.cuda.get_device_name(0) if torch.cuda.is_available() and "device=cuda" in spec["sets"] else "cpu"
     )
-    _atomic(row_out, json.dumps(row, indent=2, default=str))
+    write_text_atomic(row_out, json.dumps(row, indent=2, default=str))
 
 
 def main() -> int:
