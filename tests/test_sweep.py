@@ -471,3 +471,21 @@ def test_a_second_ctrl_c_during_the_stop_wait_prints_no_traceback(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err and "interrupted: stopped 2" in err, err
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+@pytest.mark.parametrize("spec", sorted((ROOT / "benchmarks" / "verdict").glob("*.yaml")), ids=lambda p: p.stem)
+def test_verdict_specs_compare_schedulers_only(spec):
+    """Each verdict spec loads, runs 10 paired seeds against `lite`, and its cells differ from the reference
+    only in the scheduler's settings: anything else (data, tiers, budget) would make the comparison unfair."""
+    plan = sweep.load_spec(spec)
+    assert plan.reference == "lite" and plan.seeds == list(range(10))
+
+    def setup(run) -> dict:
+        cfg = {k: v for k, v in run.config.items() if k not in ("output_dir", "experiment_name")}
+        cfg["federation"] = {k: v for k, v in cfg["federation"].items() if k != "scheduler"}
+        return cfg
+
+    by_cell_seed = {(run.cell, run.seed): run for run in plan.runs}
+    assert len(by_cell_seed) == len(plan.cells) * 10
+    for (cell, seed), run in by_cell_seed.items():
+        assert setup(run) == setup(by_cell_seed[("lite", seed)]), f"{cell} seed {seed} differs beyond the scheduler"
