@@ -4,13 +4,14 @@ MiniLM, with its zero-shot score (round 0), in fp32 and with 4-bit / 8-bit weigh
 
     FEDRANKLITE_GLUE_DIR=../shared/data/glue python benchmarks/bench_glue.py \\
         [--out benchmarks/results/glue.json] [--seeds 3] [--set key=value ...] [--tasks rte,stsb]
-        [--smollm2 | --only-smollm2] [--smollm2-runs lite,cvx,centralized,4bit,8bit]
+        [--smollm2 | --only-smollm2] [--smollm2-runs lite,cvx,centralized,4bit,8bit] [--smollm2-seeds 0,1,2]
 
 Every run goes through the same engine as `fedranklite run` (configs/experiments/glue/*.yaml), with
 `--set` overrides applied to every run (the defaults below shrink evaluation so the whole suite fits a
 2-core CPU; what was capped is recorded per run under `budget`). RTE, MRPC and STS-B (3 clients) run
 `--seeds` seeds, SST-2 and QNLI (12 clients) one. The centralized reference of each task (one client, all
-the clients' rows, the same model, rank and number of training samples) runs seed 0. Results are written
+the clients' rows, the same model, rank and number of training samples) runs seed 0; SmolLM2's runs
+`--smollm2-seeds` (default 0), its centralized reference seed 0. Results are written
 after every run (JSON) and as a Markdown table next to it (`.md`).
 """
 
@@ -219,6 +220,11 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3, help="seeds for RTE, MRPC, STS-B (SST-2, QNLI: 1)")
     ap.add_argument("--no-centralized", action="store_true")
     ap.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (seed 0), see --smollm2-runs")
+    ap.add_argument(
+        "--smollm2-seeds",
+        default="0",
+        help="seeds of the SmolLM2 runs, comma-separated (default 0; the centralized reference: seed 0 only)",
+    )
     ap.add_argument("--only-smollm2", action="store_true")
     ap.add_argument(
         "--smollm2-runs",
@@ -242,6 +248,12 @@ def main() -> int:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     sets = list(DEFAULT_SETS if args.set is None else args.set)
     tasks = [t for t in args.tasks.split(",") if t]
+    try:
+        smol_seeds = sorted({int(x) for x in args.smollm2_seeds.split(",") if x.strip()})
+    except ValueError:
+        ap.error(f"--smollm2-seeds: {args.smollm2_seeds!r}: comma-separated seeds, e.g. 0,1,2")
+    if not smol_seeds or min(smol_seeds) < 0:
+        ap.error(f"--smollm2-seeds: {args.smollm2_seeds!r}: at least one seed, each >= 0")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {
@@ -271,12 +283,14 @@ def main() -> int:
     if args.smollm2 or args.only_smollm2:
         for kind in args.smollm2_runs.split(","):
             for t in tasks:
-                if kind in ("lite", "cvx"):
-                    smol.append((CONFIGS / "smollm2" / f"{t}_{kind}.yaml", 0, False, []))
-                elif kind == "centralized":
-                    smol.append((CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, True, []))
-                elif kind in ("4bit", "8bit") and t in ("sst2", "rte"):
-                    smol.append((CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, False, [f"model.quantization={kind}"]))
+                for seed in smol_seeds:
+                    if kind in ("lite", "cvx"):
+                        smol.append((CONFIGS / "smollm2" / f"{t}_{kind}.yaml", seed, False, []))
+                    elif kind == "centralized" and seed == 0:
+                        smol.append((CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, True, []))
+                    elif kind in ("4bit", "8bit") and t in ("sst2", "rte"):
+                        quant = [f"model.quantization={kind}"]
+                        smol.append((CONFIGS / "smollm2" / f"{t}_lite.yaml", seed, False, quant))
     if not args.only_smollm2:
         plan += [
             (CONFIGS / f"{t}_{sched}.yaml", s, False)
