@@ -142,7 +142,7 @@ def _ms(values):
         return "-"
     if len(values) == 1:
         return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"  # the sample sd over seeds
 
 
 def _baseline(b: dict) -> str:
