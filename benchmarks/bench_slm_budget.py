@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT  # noqa: E402
 
+from fedranklite.results_io import write_text_atomic  # noqa: E402
+
 OUT = RESULTS / "slm_budget.json"
 WORK = Path("/tmp/fedranklite_slm_budget")
 HELD_OUT = 300  # train rows held out as the "dev" set
@@ -34,7 +36,6 @@ def write_held_out(glue_dir: Path, task: str) -> Path:
     """<WORK>/<task>/<FOLDER>/{train,dev}.tsv: dev = HELD_OUT seeded rows of train.tsv, train = the rest (the
     GLUE TSV layout, header kept; QUOTE_NONE as the loader reads it)."""
     from fedranklite.glue import get_task
-    from fedranklite.results_io import write_text_atomic
 
     folder = get_task(task).folder
     src = (glue_dir / folder / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
@@ -127,7 +128,7 @@ def main() -> None:
     # re-read before writing: another process may have recorded its candidate meanwhile
     latest = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}}
     latest["runs"][name] = results["runs"][name]
-    args.out.write_text(json.dumps(latest, indent=2))
+    write_text_atomic(args.out, json.dumps(latest, indent=2))  # a parallel reader never sees half a file
     print(json.dumps(results["runs"][name], indent=2, default=str))
 
 
