@@ -489,3 +489,20 @@ def test_verdict_specs_compare_schedulers_only(spec):
     assert len(by_cell_seed) == len(plan.cells) * 10
     for (cell, seed), run in by_cell_seed.items():
         assert setup(run) == setup(by_cell_seed[("lite", seed)]), f"{cell} seed {seed} differs beyond the scheduler"
+
+
+@pytest.mark.parametrize("bad", ["x", "-1", ","])
+def test_bench_glue_rejects_a_bad_smollm2_seed_list(bad, tmp_path):
+    """`bench_glue.py --smollm2-seeds` with no seed, a negative one or a word: one argparse line, exit 2, no
+    results file written."""
+    out = tmp_path / "glue.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_glue.py"), f"--smollm2-seeds={bad}", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("bench_glue.py: error: --smollm2-seeds:")
+    assert not out.exists()
