@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_glue import _ms  # noqa: E402  (mean ± sd over seeds, as in the GLUE table)
+from bench_glue import _ms, sample_sd  # noqa: E402  (mean ± sample sd over seeds, as in the GLUE table)
 
 AGGREGATORS = ["fedavg", "blockwise", "svd", "stack", "hetlora"]
 SCHEDULERS = ["lite", "cvx"]
@@ -234,11 +234,6 @@ def collapse_table(runs: list[dict]) -> list[str]:
     return lines
 
 
-def _sd(values) -> float:
-    """The sample sd over seeds (ddof=1), as `_ms` prints it; 0 for one seed (the caller says so instead)."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
 def late_score(r: dict, last: int = 3) -> float:
     """Mean of the last `last` evaluated scores: a single final evaluation on Dirichlet(0.1) clients swings
     by +-0.1 from round to round (the global model flips between majority classes)."""
@@ -285,7 +280,7 @@ def markdown(runs: list[dict]) -> str:
                     scores = tuple(round(r["final_score"], 9) for r in sorted(rs, key=lambda r: r["seed"]))
                     by_scores.setdefault(scores, []).append(agg)
             cands = sorted(
-                ((float(np.mean(sc)), _sd(sc), " = ".join(aggs), len(sc)) for sc, aggs in by_scores.items()),
+                ((float(np.mean(sc)), sample_sd(sc), " = ".join(aggs), len(sc)) for sc, aggs in by_scores.items()),
                 reverse=True,
             )
             if len(cands) < 2:

@@ -136,13 +136,18 @@ def _fmt(x, nd=3):
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def sample_sd(values) -> float:
+    """The sample sd over seeds (ddof=1); 0 for a single seed, which has no spread."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def _ms(values):
     values = [v for v in values if v is not None]
     if not values:
         return "-"
     if len(values) == 1:
         return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"  # the sample sd over seeds
+    return f"{np.mean(values):.3f} ± {sample_sd(values):.3f}"
 
 
 def _baseline(b: dict) -> str:
