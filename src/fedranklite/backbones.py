@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -105,13 +106,59 @@ def cache_root(cache_dir: Optional[str] = None) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedranklite"
 
 
+DIGEST_MEMO = ".digests"  # under the gguf cache: one small JSON per source file, its hash at (size, mtime)
+
+
+def content_digest(path: Path, memo_dir: Optional[Path] = None) -> str:
+    """sha256 of a file's bytes (hex). With `memo_dir`, remembered per (path, size, mtime_ns), so an
+    unchanged file is hashed once (SmolLM2's 98 MB: ~0.2 s; a multi-GB GGUF: seconds). A memo that is
+    unreadable, or a folder that is not writable, only costs a rehash."""
+    import hashlib
+
+    path = Path(path)
+    st = path.stat()
+    memo = None
+    if memo_dir is not None:
+        memo = Path(memo_dir) / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24] + ".json")
+        try:
+            seen = json.loads(memo.read_text())
+            hexdigest = seen["sha256"]
+            if (
+                seen["size"] == st.st_size
+                and seen["mtime_ns"] == st.st_mtime_ns
+                and isinstance(hexdigest, str)
+                and re.fullmatch("[0-9a-f]{64}", hexdigest)
+            ):
+                return hexdigest
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    if memo is not None:
+        from .results_io import write_text_atomic
+
+        record = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": value}
+        try:
+            write_text_atomic(memo, json.dumps(record))
+        except OSError as exc:  # a read-only cache still works, it hashes every time
+            log.debug("could not record the hash of %s in %s: %s", path, memo, exc)
+    return value
+
+
 def converted_gguf(gguf: Path, cache_dir: Optional[str] = None) -> Path:
     """A GGUF checkpoint as a plain transformers directory (fp32 safetensors + tokenizer), converted once
     into the cache and reused: loading the GGUF takes ~20-25 s (dequantization), the converted copy ~0.1 s.
-    The cache key is the file's name, size and mtime, so a changed file is converted again."""
+    The cache key is the file's name, size and content hash, so a changed file is converted again and the
+    same file installed anew (a fresh venv gives it a new mtime) is not: a key with the mtime in it added a
+    540 MB copy of SmolLM2 per fresh install."""
     gguf = Path(gguf).expanduser().resolve()
     st = gguf.stat()
-    target = cache_root(cache_dir) / "gguf" / f"{gguf.stem}-{st.st_size}-{int(st.st_mtime)}-fp32"
+    folder = cache_root(cache_dir) / "gguf"
+    sha256 = content_digest(gguf, folder / DIGEST_MEMO)
+    target = folder / f"{gguf.stem}-{st.st_size}-{sha256[:16]}-fp32"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     try:
@@ -150,7 +197,7 @@ def converted_gguf(gguf: Path, cache_dir: Optional[str] = None) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "fedranklite_source.json").write_text(
-            json.dumps({"gguf": str(gguf), "size": st.st_size, "mtime": st.st_mtime})
+            json.dumps({"gguf": str(gguf), "size": st.st_size, "mtime": st.st_mtime, "sha256": sha256})
         )
         try:
             tmp.rename(target)  # atomic: a concurrent converter either wins or finds the finished copy
