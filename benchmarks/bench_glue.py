@@ -63,6 +63,39 @@ def changed_settings(recorded: dict, cfg) -> list[str]:
     return sorted(k for k, v in recorded.items() if k in now and now[k] != v)
 
 
+def curve(rounds: list[dict]) -> list[dict]:
+    """The evaluated rounds of a run (rounds.jsonl records, or RoundRecord.to_json()): round, simulated time and
+    every metric of that evaluation, so a curve quoted anywhere has a committed source."""
+    return [
+        {"round": r["round"], "sim_time": r.get("sim_time"), **{k: v for k, v in r["eval"].items()}}
+        for r in rounds
+        if r.get("eval")
+    ]
+
+
+def backfill_curves(results: dict, runs_root: Path) -> int:
+    """Add `curve` to recorded rows that lack it, from their run folder (runs_root/seed<N>/<experiment>), but
+    only where that folder still holds the recorded run: its metrics.json must have the row's final score and
+    wall time (a folder rerun since holds another run). Returns how many rows were filled."""
+    filled = 0
+    for row in [*results["runs"], *results.get("superseded", [])]:
+        if "curve" in row:
+            continue
+        folder = runs_root / f"seed{row['seed']}" / row["experiment"]
+        try:
+            metrics = json.loads((folder / "metrics.json").read_text())
+            lines = (folder / "rounds.jsonl").read_text().splitlines()
+        except (OSError, ValueError):
+            continue
+        if metrics.get("final_score") != row["final_score"] or metrics.get("wall_time_total") != row.get(
+            "wall_time_total"
+        ):
+            continue
+        row["curve"] = curve([json.loads(line) for line in lines if line.strip()])
+        filled += 1
+    return filled
+
+
 def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
     import torch
 
@@ -119,6 +152,7 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
         "budget": budget_report(cfg, len(data.train), len(data.eval), engine.fed.partitions),
         "torch_threads": torch.get_num_threads(),
         "settings": run_settings(cfg),
+        "curve": curve([r.to_json() for r in engine.state.records]),
     }
 
 
@@ -232,6 +266,12 @@ def main() -> int:
     )
     ap.add_argument("--only-smollm2", action="store_true")
     ap.add_argument(
+        "--backfill-curves",
+        action="store_true",
+        help="add each recorded row's per-round curve from results/bench_glue/ (where the folder still holds that "
+        "run), rewrite --out and its .md, and run nothing",
+    )
+    ap.add_argument(
         "--smollm2-runs",
         default="lite,cvx,centralized,4bit,8bit",
         help="which SmolLM2 runs, in this order per kind: lite, cvx, centralized (every task), 4bit / 8bit (lite "
@@ -245,6 +285,15 @@ def main() -> int:
         help=f"override for every run (default: {' '.join(DEFAULT_SETS)})",
     )
     args = ap.parse_args()
+    if args.backfill_curves:
+        out = Path(args.out)
+        results = json.loads(out.read_text())
+        filled = backfill_curves(results, ROOT / "results" / "bench_glue")
+        out.write_text(json.dumps(results, indent=1, default=float))
+        out.with_suffix(".md").write_text(markdown(results))
+        missing = sum("curve" not in r for r in [*results["runs"], *results.get("superseded", [])])
+        print(f"{out}: {filled} curves added; {missing} rows without one (their run folder is gone or was rerun)")
+        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.glue_dir:
