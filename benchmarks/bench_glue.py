@@ -66,11 +66,7 @@ def changed_settings(recorded: dict, cfg) -> list[str]:
 def curve(rounds: list[dict]) -> list[dict]:
     """The evaluated rounds of a run (rounds.jsonl records, or RoundRecord.to_json()): round, simulated time and
     every metric of that evaluation, so a curve quoted anywhere has a committed source."""
-    return [
-        {"round": r["round"], "sim_time": r.get("sim_time"), **{k: v for k, v in r["eval"].items()}}
-        for r in rounds
-        if r.get("eval")
-    ]
+    return [{"round": r["round"], "sim_time": r.get("sim_time"), **r["eval"]} for r in rounds if r.get("eval")]
 
 
 def backfill_curves(results: dict, runs_root: Path) -> int:
@@ -85,13 +81,14 @@ def backfill_curves(results: dict, runs_root: Path) -> int:
         try:
             metrics = json.loads((folder / "metrics.json").read_text())
             lines = (folder / "rounds.jsonl").read_text().splitlines()
-        except (OSError, ValueError):
+            rounds = [json.loads(line) for line in lines if line.strip()]
+        except (OSError, ValueError):  # gone, or a damaged file: no curve rather than a wrong one
             continue
         if metrics.get("final_score") != row["final_score"] or metrics.get("wall_time_total") != row.get(
             "wall_time_total"
         ):
             continue
-        row["curve"] = curve([json.loads(line) for line in lines if line.strip()])
+        row["curve"] = curve(rounds)
         filled += 1
     return filled
 

@@ -3,9 +3,9 @@ training gradients of the two bases compared on the same rows.
 
 For a task (default RTE), the finished SmolLM2 lite runs of benchmarks/bench_glue.py (fp32 and 4-bit, seeds
 0-2: results/bench_glue/seed<N>/glue_<task>_lite_smollm2[_4bit]/checkpoint.pt) are loaded, and every final
-global adapter, plus the zero adapter (the zero-shot model), is scored on the task's dev rows under the fp32
-weights and under the NF4 weights. This is an analysis of runs already reported, not a choice: nothing here
-picks a recipe, and each adapter's score under its own base must reproduce its run's reported dev score
+global adapter, plus peft's initial adapter (B zero: the zero-shot model), is scored on the task's dev rows
+under the fp32 weights and under the NF4 weights. This is an analysis of runs already reported, not a choice:
+nothing here picks a recipe, and each adapter's score under its own base must reproduce its run's reported dev score
 (`reproduces` in the JSON), which checks the cross-scoring itself.
 
 It separates two explanations of the gap:
@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, machine  # noqa: E402
 
-from fedranklite.results_io import write_text_atomic  # noqa: E402
+from fedranklite.results_io import write_json_atomic  # noqa: E402
 
 OUT = RESULTS / "quant_cross.json"
 BASES = {"fp32": "none", "nf4": "4bit"}
@@ -105,9 +105,8 @@ def main() -> None:
         prepared = prepare(cfg)
         model, device, settings = prepared.model, prepared.device, prepared.settings
         metric, batch = cfg.evaluation.metric, cfg.evaluation.batch_size
-        initial = model.adapter_state()  # peft's initial adapter (A random, B zero): where every run starts
-        zero = {n: torch.zeros_like(t) for n, t in initial.items()}  # scores as the initial one: B @ A = 0
-        for name, item in [("zero_shot", {"state": zero}), *adapters.items()]:
+        initial = model.adapter_state()  # peft's initial adapter (A random, B zero, so B @ A = 0): the zero-shot model
+        for name, item in [("zero_shot", {"state": initial}), *adapters.items()]:
             out = evaluate(model, item["state"], prepared.eval, metric, batch, device, settings.regression, ["f1"])
             result["scores"].setdefault(name, {})[base] = {k: out[k] for k in ("score", "loss", "f1") if k in out}
             if item.get("trained_on") == base:
@@ -147,7 +146,7 @@ def main() -> None:
         "here on its own base; gradients: LoRA gradient of one batch of train rows per entry, fp32 vs NF4 base, "
         "at peft's initial adapter (A random, B zero) and at the fp32 seed-0 final adapter"
     )
-    write_text_atomic(args.out, json.dumps(result, indent=2))
+    write_json_atomic(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 

@@ -60,3 +60,12 @@ def test_broken_folder_is_skipped(tmp_path):
     (folder / "rounds.jsonl").write_text("")
     results = {"runs": [{"experiment": "x", "seed": 0, "final_score": 0.1, "wall_time_total": 1.0}]}
     assert backfill_curves(results, tmp_path) == 0
+
+
+def test_damaged_round_log_gives_no_curve(tmp_path):
+    _folder(tmp_path, 0, "x", 0.61, 100.0, [_round(1, 0.61)])
+    log = tmp_path / "seed0" / "x" / "rounds.jsonl"
+    log.write_text(log.read_text() + '{"round": 2, "eval"\n')  # a line cut short
+    results = {"runs": [{"experiment": "x", "seed": 0, "final_score": 0.61, "wall_time_total": 100.0}]}
+    assert backfill_curves(results, tmp_path) == 0
+    assert "curve" not in results["runs"][0]

@@ -138,11 +138,11 @@ def content_digest(path: Path, memo_dir: Optional[Path] = None) -> str:
             digest.update(chunk)
     value = digest.hexdigest()
     if memo is not None:
-        from .results_io import write_text_atomic
+        from .results_io import write_json_atomic
 
         record = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": value}
         try:
-            write_text_atomic(memo, json.dumps(record))
+            write_json_atomic(memo, record)
         except OSError as exc:  # a read-only cache still works, it hashes every time
             log.debug("could not record the hash of %s in %s: %s", path, memo, exc)
     return value
