@@ -124,6 +124,9 @@ def main() -> None:
         "train_samples_per_s": row["train_samples_per_s"],
         "wall_time_total": row["wall_time_total"],
         "samples_per_round": samples_per_round,
+        # every metric of each evaluation (F1, accuracy, loss, ...): a recipe may be chosen by a metric other
+        # than the task's score (MRPC's is chosen by held-out loss, slm_mrpc_pilots.md)
+        "metrics_curve": row.get("curve"),
     }
     # re-read before writing: another process may have recorded its candidate meanwhile
     latest = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}}
