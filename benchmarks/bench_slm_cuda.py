@@ -5,7 +5,7 @@ missed their bars on the CPU, and every task's lite / cvx / centralized rows wit
     python benchmarks/bench_slm_cuda.py --glue-dir DIR --out DIR [--workers 8] [--deadline-s 480] [--smoke]
 
 Simulated time is the CPU's: every run pins `timing.profile` to the CPU rank profile its CPU row used
-(benchmarks/results/profiles/, or the one shipped in the package), so deadlines cut the same clients' steps as on
+(both shipped in the package, src/fedranklite/profiles/), so deadlines cut the same clients' steps as on
 the CPU and a GPU row differs from its CPU row only by the arithmetic of the device. The 4-bit and 8-bit runs pin
 the fp32 profile too, so their gap to fp32 is the quantization's alone.
 
@@ -36,7 +36,7 @@ from common import RESULTS, ROOT  # noqa: E402
 from fedranklite.results_io import write_text_atomic  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "experiments" / "glue" / "smollm2"
-PAIR_PROFILE = RESULTS / "profiles" / "bundled-smollm2-135m_none_b8_l128_q_proj-v_proj_cpu.json"
+PAIR_PROFILE = ROOT / "src" / "fedranklite" / "profiles" / "bundled-smollm2-135m_none_b8_l128_q_proj-v_proj_cpu.json"
 SST2_PROFILE = ROOT / "src" / "fedranklite" / "profiles" / "bundled-smollm2-135m_none_b8_l64_q_proj-v_proj_cpu.json"
 FEDAVG = "federation.aggregation=fedavg"
 SOFT_CE = "model.verbalizer.regression_loss=soft_ce"
