@@ -49,13 +49,13 @@ def gradient(model, state, encoded, rows, settings, device) -> "torch.Tensor":  
     """The LoRA gradient (flattened, full r_max) of the mean loss over `rows`, at adapter `state`."""
     import torch
 
-    from fedranklite.client import _pad_id, collate, loss_fn
+    from fedranklite.client import collate, loss_fn, pad_token_id
 
     model.load_adapter_state(state)
     model.set_rank(model.r_max)
     model.eval()  # no dropout: the two bases see the same function up to their weights
     model.zero_grad(set_to_none=True)
-    inputs, labels = collate(encoded, rows, _pad_id(model), device, settings.regression)
+    inputs, labels = collate(encoded, rows, pad_token_id(model), device, settings.regression)
     loss_fn(model(**inputs), labels, settings.regression, model.head).backward()
     names = sorted(n for n, p in model.named_parameters() if p.requires_grad)
     params = dict(model.named_parameters())

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT  # noqa: E402
+from common import ROOT  # noqa: E402
 
 from fedranklite.results_io import write_text_atomic  # noqa: E402
 

@@ -91,7 +91,8 @@ def predictions(logits: torch.Tensor, regression: bool, head: Optional[nn.Module
     return logits.squeeze(-1) if regression else logits.argmax(-1)
 
 
-def _pad_id(model: FedModel) -> int:
+def pad_token_id(model: FedModel) -> int:
+    """The id `collate` pads with: the tokenizer's pad token, else 0 (padded positions are masked anyway)."""
     pad = model.tokenizer.pad_token_id
     return 0 if pad is None else int(pad)
 
@@ -108,7 +109,7 @@ def mean_loss(
     total = 0.0
     for start in range(0, len(idx), batch_size):
         chunk = idx[start : start + batch_size]
-        inputs, labels = collate(encoded, chunk, _pad_id(model), device, regression)
+        inputs, labels = collate(encoded, chunk, pad_token_id(model), device, regression)
         total += loss_fn(model(**inputs), labels, regression, model.head).item() * len(chunk)
     model.train(was_training)
     return total / len(idx)
@@ -293,7 +294,7 @@ def train_client(
     steps = samples = 0
     losses: list[float] = []  # every training batch's loss, each computed before that batch's update
     start = time.perf_counter()
-    pad_id = _pad_id(model)
+    pad_id = pad_token_id(model)
     stopped = False
     for _epoch in range(settings.local_epochs):
         order = rng.permutation(rows)
@@ -359,7 +360,7 @@ def evaluate(
     model.eval()
     preds, total_loss = [], 0.0
     idx = np.arange(len(encoded))
-    pad_id = _pad_id(model)
+    pad_id = pad_token_id(model)
     for start in range(0, len(idx), batch_size):
         chunk = idx[start : start + batch_size]
         inputs, labels = collate(encoded, chunk, pad_id, device, regression)
