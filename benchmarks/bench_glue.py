@@ -18,6 +18,7 @@ after every run (JSON) and as a Markdown table next to it (`.md`).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -27,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from fedranklite.results_io import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "experiments" / "glue"
@@ -67,6 +70,36 @@ def curve(rounds: list[dict]) -> list[dict]:
     """The evaluated rounds of a run (rounds.jsonl records, or RoundRecord.to_json()): round, simulated time and
     every metric of that evaluation, so a curve quoted anywhere has a committed source."""
     return [{"round": r["round"], "sim_time": r.get("sim_time"), **r["eval"]} for r in rounds if r.get("eval")]
+
+
+def merge_copies(base: dict, copies: list[dict]) -> dict:
+    """Fold into `base` (glue.json as committed) what each copy changed: runs run in parallel each write their own
+    copy of the whole file (`--out /tmp/x.json`), and a copy's other rows are the base's as it was when that copy
+    started, possibly older than another copy's. So only rows a copy changed or added are taken, together with
+    the rows it moved to `superseded` for them; two copies that changed the same (experiment, seed) differently
+    are an error rather than a silent choice."""
+
+    def key(row: dict) -> tuple:
+        return (row["experiment"], row["seed"])
+
+    merged = copy.deepcopy(base)
+    merged.setdefault("superseded", [])
+    base_rows = {key(r): r for r in base["runs"]}
+    taken: dict[tuple, dict] = {}
+    for n, other in enumerate(copies):
+        for row in other["runs"]:
+            k = key(row)
+            if base_rows.get(k) == row:
+                continue
+            if k in taken and taken[k] != row:
+                raise ValueError(f"copies disagree on {k[0]} seed {k[1]}: run it in one copy only")
+            taken[k] = row
+        for old in other.get("superseded", []):
+            # only a replacement this copy recorded retires a row (a copy killed mid-rerun retires nothing)
+            if key(old) in taken and old not in merged["superseded"] and any(key(r) == key(old) for r in other["runs"]):
+                merged["superseded"].append(old)
+    merged["runs"] = [taken.pop(key(r), r) for r in merged["runs"]] + list(taken.values())
+    return merged
 
 
 def backfill_curves(results: dict, runs_root: Path) -> int:
@@ -269,6 +302,13 @@ def main() -> int:
         "run), rewrite --out and its .md, and run nothing",
     )
     ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="COPY",
+        help="fold into --out the rows each COPY (a glue.json written by a parallel run) changed or added, rewrite "
+        "--out and its .md, and run nothing",
+    )
+    ap.add_argument(
         "--smollm2-runs",
         default="lite,cvx,centralized,4bit,8bit",
         help="which SmolLM2 runs, in this order per kind: lite, cvx, centralized (every task), 4bit / 8bit (lite "
@@ -282,6 +322,16 @@ def main() -> int:
         help=f"override for every run (default: {' '.join(DEFAULT_SETS)})",
     )
     args = ap.parse_args()
+    if args.merge:
+        out = Path(args.out)
+        try:
+            merged = merge_copies(json.loads(out.read_text()), [json.loads(Path(c).read_text()) for c in args.merge])
+        except (OSError, ValueError) as exc:
+            ap.error(f"--merge: {exc}")
+        write_text_atomic(out, json.dumps(merged, indent=1, default=float))
+        write_text_atomic(out.with_suffix(".md"), markdown(merged))
+        print(f"{out}: {len(merged['runs'])} runs, {len(merged['superseded'])} superseded")
+        return 0
     if args.backfill_curves:
         out = Path(args.out)
         results = json.loads(out.read_text())
