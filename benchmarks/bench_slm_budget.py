@@ -127,6 +127,7 @@ def main() -> None:
         # every metric of each evaluation (F1, accuracy, loss, ...): a recipe may be chosen by a metric other
         # than the task's score (MRPC's is chosen by held-out loss, slm_mrpc_pilots.md)
         "metrics_curve": row.get("curve"),
+        "initial_eval": metrics.get("initial_eval"),  # round 0 (zero-shot): every metric
     }
     # re-read before writing: another process may have recorded its candidate meanwhile
     latest = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}}
