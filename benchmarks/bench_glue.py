@@ -72,6 +72,19 @@ def curve(rounds: list[dict]) -> list[dict]:
     return [{"round": r["round"], "sim_time": r.get("sim_time"), **r["eval"]} for r in rounds if r.get("eval")]
 
 
+def read_results(path: Path) -> dict:
+    """A glue.json (or a copy of one), checked enough that a wrong file is one clear error, not a traceback."""
+    data = json.loads(path.read_text())
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and {"experiment", "seed"} <= r.keys() for r in runs):
+        raise ValueError(
+            f"{path}: not a bench_glue results file (needs a 'runs' list of rows with experiment and seed)"
+        )
+    if not isinstance(data.get("superseded", []), list):
+        raise ValueError(f"{path}: 'superseded' must be a list")
+    return data
+
+
 def merge_copies(base: dict, copies: list[dict]) -> dict:
     """Fold into `base` (glue.json as committed) what each copy changed: runs run in parallel each write their own
     copy of the whole file (`--out /tmp/x.json`), and a copy's other rows are the base's as it was when that copy
@@ -325,7 +338,7 @@ def main() -> int:
     if args.merge:
         out = Path(args.out)
         try:
-            merged = merge_copies(json.loads(out.read_text()), [json.loads(Path(c).read_text()) for c in args.merge])
+            merged = merge_copies(read_results(out), [read_results(Path(c)) for c in args.merge])
         except (OSError, ValueError) as exc:
             ap.error(f"--merge: {exc}")
         write_text_atomic(out, json.dumps(merged, indent=1, default=float))

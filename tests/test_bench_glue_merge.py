@@ -66,6 +66,8 @@ def test_merge_cli_writes_json_and_md_and_refuses_bad_copies(tmp_path):
     changed["runs"].append(extra)
     copy.write_text(json.dumps(changed))
     bad.write_text("{not json")
+    not_results = tmp_path / "other.json"
+    not_results.write_text(json.dumps({"runs": [{"score": 1}]}))
 
     def merge(*copies: Path) -> subprocess.CompletedProcess:
         argv = [sys.executable, str(BENCH / "bench_glue.py"), "--out", str(out), "--merge", *map(str, copies)]
@@ -75,6 +77,9 @@ def test_merge_cli_writes_json_and_md_and_refuses_bad_copies(tmp_path):
     refused = merge(copy, bad)
     assert refused.returncode != 0 and "--merge" in refused.stderr and "Traceback" not in refused.stderr
     assert out.read_text() == before  # nothing written when any copy is unreadable
+    wrong = merge(copy, not_results)
+    assert wrong.returncode != 0 and "not a bench_glue results file" in wrong.stderr
+    assert "Traceback" not in wrong.stderr and out.read_text() == before
     done = merge(copy)
     assert done.returncode == 0, done.stderr
     merged = json.loads(out.read_text())
