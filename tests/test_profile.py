@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,19 @@ def test_a_file_that_is_not_a_profile_is_one_line_at_run_time(tmp_path):
     )
     assert proc.returncode == 2 and "not a rank profile" in proc.stderr and "Traceback" not in proc.stderr
     assert str(bad) in proc.stderr and not (tmp_path / "lite_iid").exists()
+
+
+@pytest.mark.parametrize(
+    "config",
+    sorted((Path(__file__).resolve().parents[1] / "configs" / "experiments" / "glue" / "smollm2").glob("*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_every_smollm2_glue_config_finds_a_shipped_profile(config, tmp_path, monkeypatch):
+    """On a fresh install (empty cache) each SmolLM2 GLUE config must find the rank profile its recorded runs used:
+    one measured now, under whatever load, would move the simulated deadline and so which steps it cuts."""
+    from fedranklite.configfile import load_config
+    from fedranklite.profile import CACHE_ENV, SHIPPED_DIR, find_profile, profile_key
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    found = find_profile(profile_key(load_config(config, ["device=cpu"])))
+    assert found is not None and found.parent == SHIPPED_DIR
