@@ -99,17 +99,17 @@ def merge_copies(base: dict, copies: list[dict]) -> dict:
     merged.setdefault("superseded", [])
     base_rows = {key(r): r for r in base["runs"]}
     taken: dict[tuple, dict] = {}
-    for n, other in enumerate(copies):
-        for row in other["runs"]:
+    for other in copies:
+        changed_here = [row for row in other["runs"] if base_rows.get(key(row)) != row]
+        for row in changed_here:
             k = key(row)
-            if base_rows.get(k) == row:
-                continue
             if k in taken and taken[k] != row:
                 raise ValueError(f"copies disagree on {k[0]} seed {k[1]}: run it in one copy only")
             taken[k] = row
+        replaced_here = {key(row) for row in changed_here}
         for old in other.get("superseded", []):
             # only a replacement this copy recorded retires a row (a copy killed mid-rerun retires nothing)
-            if key(old) in taken and old not in merged["superseded"] and any(key(r) == key(old) for r in other["runs"]):
+            if key(old) in replaced_here and old not in merged["superseded"]:
                 merged["superseded"].append(old)
     merged["runs"] = [taken.pop(key(r), r) for r in merged["runs"]] + list(taken.values())
     return merged
