@@ -72,6 +72,13 @@ def curve(rounds: list[dict]) -> list[dict]:
     return [{"round": r["round"], "sim_time": r.get("sim_time"), **r["eval"]} for r in rounds if r.get("eval")]
 
 
+def save_results(out: Path, results: dict) -> None:
+    """glue.json and its Markdown table, each written whole then renamed: a run killed mid-write, or a reader
+    beside it, never sees half a file."""
+    write_text_atomic(out, json.dumps(results, indent=1, default=float))
+    write_text_atomic(out.with_suffix(".md"), markdown(results))
+
+
 def read_results(path: Path) -> dict:
     """A glue.json (or a copy of one), checked enough that a wrong file is one clear error, not a traceback."""
     data = json.loads(path.read_text())
@@ -341,16 +348,17 @@ def main() -> int:
             merged = merge_copies(read_results(out), [read_results(Path(c)) for c in args.merge])
         except (OSError, ValueError) as exc:
             ap.error(f"--merge: {exc}")
-        write_text_atomic(out, json.dumps(merged, indent=1, default=float))
-        write_text_atomic(out.with_suffix(".md"), markdown(merged))
+        save_results(out, merged)
         print(f"{out}: {len(merged['runs'])} runs, {len(merged['superseded'])} superseded")
         return 0
     if args.backfill_curves:
         out = Path(args.out)
-        results = json.loads(out.read_text())
+        try:
+            results = read_results(out)
+        except (OSError, ValueError) as exc:
+            ap.error(f"--backfill-curves: {exc}")
         filled = backfill_curves(results, ROOT / "results" / "bench_glue")
-        out.write_text(json.dumps(results, indent=1, default=float))
-        out.with_suffix(".md").write_text(markdown(results))
+        save_results(out, results)
         missing = sum("curve" not in r for r in [*results["runs"], *results.get("superseded", [])])
         print(f"{out}: {filled} curves added; {missing} rows without one (their run folder is gone or was rerun)")
         return 0
@@ -439,10 +447,8 @@ def main() -> int:
             flush=True,
         )
         results["runs"].append(rec)
-        out.write_text(json.dumps(results, indent=1, default=float))
-        out.with_suffix(".md").write_text(markdown(results))
-    out.write_text(json.dumps(results, indent=1, default=float))
-    out.with_suffix(".md").write_text(markdown(results))
+        save_results(out, results)
+    save_results(out, results)
     print(markdown(results))
     return 0
 

@@ -36,8 +36,9 @@ from common import ROOT  # noqa: E402
 from fedranklite.results_io import write_text_atomic  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "experiments" / "glue" / "smollm2"
-PAIR_PROFILE = ROOT / "src" / "fedranklite" / "profiles" / "bundled-smollm2-135m_none_b8_l128_q_proj-v_proj_cpu.json"
-SST2_PROFILE = ROOT / "src" / "fedranklite" / "profiles" / "bundled-smollm2-135m_none_b8_l64_q_proj-v_proj_cpu.json"
+SHIPPED_PROFILES = ROOT / "src" / "fedranklite" / "profiles"  # fedranklite.profile.SHIPPED_DIR, without importing torch
+PAIR_PROFILE = SHIPPED_PROFILES / "bundled-smollm2-135m_none_b8_l128_q_proj-v_proj_cpu.json"
+SST2_PROFILE = SHIPPED_PROFILES / "bundled-smollm2-135m_none_b8_l64_q_proj-v_proj_cpu.json"
 FEDAVG = "federation.aggregation=fedavg"
 SOFT_CE = "model.verbalizer.regression_loss=soft_ce"
 # candidates per task, the config's own recipe first (the GLUE presets aggregate blockwise; the headline

@@ -69,3 +69,17 @@ def test_damaged_round_log_gives_no_curve(tmp_path):
     results = {"runs": [{"experiment": "x", "seed": 0, "final_score": 0.61, "wall_time_total": 100.0}]}
     assert backfill_curves(results, tmp_path) == 0
     assert "curve" not in results["runs"][0]
+
+
+def test_backfill_cli_refuses_a_file_that_is_not_results(tmp_path):
+    import subprocess
+
+    out = tmp_path / "glue.json"
+    out.write_text(json.dumps({"runs": "none"}))
+    argv = [sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_glue.py")]
+    proc = subprocess.run([*argv, "--out", str(out), "--backfill-curves"], capture_output=True, text=True, timeout=120)
+    assert (
+        proc.returncode != 0 and "--backfill-curves" in proc.stderr and "not a bench_glue results file" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr and out.read_text() == json.dumps({"runs": "none"})
+    assert not out.with_suffix(".md").exists()
