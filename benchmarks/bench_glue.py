@@ -50,15 +50,36 @@ def run_config(config: Path, sets: list[str], centralized: bool = False):
     return centralized_config(cfg) if centralized else cfg
 
 
+def fp32_profile(config: Path, sets: list[str]) -> Path:
+    """The shipped fp32 CPU rank profile of `config`'s setting. Quantized runs price their steps with it, as the
+    GPU rows do (bench_slm_cuda.py): no 4-bit profile ships, and one measured under whatever load a machine has put
+    a 4-bit step slower than an fp32 one while the runs went as fast, so the deadline cut 17-19 more steps of the
+    4-bit arm (results/slm_lr_pilots.md, session 14). With one clock both arms train the same steps and their gap
+    is the quantization's."""
+    from fedranklite.configfile import load_config
+    from fedranklite.profile import SHIPPED_DIR, key_file_name, profile_key
+
+    cfg = load_config(config, [*sets, "model.quantization=none"])
+    path = SHIPPED_DIR / key_file_name({**profile_key(cfg), "device": "cpu"})
+    if not path.is_file():
+        raise SystemExit(f"{config}: no shipped fp32 CPU rank profile for its quantized runs ({path.name})")
+    return path
+
+
 def run_settings(cfg) -> dict:
     """What a run was run with, flattened to dotted keys, less where its files went and its seed (recorded
     beside it). A recorded run is run again when a key it recorded now has another value (e.g. a larger
-    budget); keys added to the schema since it ran do not count, so a new option does not redo the suite."""
+    budget); keys added to the schema since it ran do not count, so a new option does not redo the suite.
+    A profile inside the repository is recorded relative to it, so a clone elsewhere does not rerun the suite."""
 
     from fedranklite.configfile import flatten
 
     tree = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "seed")}
-    return json.loads(json.dumps(flatten(tree), default=str))
+    flat = json.loads(json.dumps(flatten(tree), default=str))
+    profile = flat.get("timing.profile")
+    if profile and Path(profile).resolve().is_relative_to(ROOT):
+        flat["timing.profile"] = Path(profile).resolve().relative_to(ROOT).as_posix()
+    return flat
 
 
 def changed_settings(recorded: dict, cfg) -> list[str]:
@@ -81,7 +102,10 @@ def save_results(out: Path, results: dict) -> None:
 
 def read_results(path: Path) -> dict:
     """A glue.json (or a copy of one), checked enough that a wrong file is one clear error, not a traceback."""
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
     runs = data.get("runs") if isinstance(data, dict) else None
     if not isinstance(runs, list) or not all(isinstance(r, dict) and {"experiment", "seed"} <= r.keys() for r in runs):
         raise ValueError(
@@ -377,6 +401,12 @@ def main() -> int:
     if not smol_seeds or min(smol_seeds) < 0:
         ap.error(f"--smollm2-seeds: {args.smollm2_seeds!r}: at least one seed, each >= 0")
     out = Path(args.out)
+    old = None
+    if out.exists():  # resume: keep runs done already (e.g. the SmolLM2 runs added later); read before any work
+        try:
+            old = read_results(out)
+        except (OSError, ValueError) as exc:
+            ap.error(f"--out: {exc}")
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -386,8 +416,7 @@ def main() -> int:
         "runs": [],
         "superseded": [],  # rows whose config changed after they were recorded (kept, not shown in glue.md)
     }
-    if out.exists():  # resume: keep runs done already (e.g. the SmolLM2 runs added later)
-        old = json.loads(out.read_text())
+    if old is not None:
         # SmolLM2 runs recorded before the LM-head (verbalizer) recipe had a fresh linear head: superseded
         results["runs"] = [r for r in old.get("runs", []) if "smollm2" not in r["experiment"] or "head" in r]
         results["superseded"] = old.get("superseded", [])
@@ -411,8 +440,9 @@ def main() -> int:
                     elif kind == "centralized" and seed == 0:
                         smol.append((CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, True, []))
                     elif kind in ("4bit", "8bit") and t in ("sst2", "rte"):
-                        quant = [f"model.quantization={kind}"]
-                        smol.append((CONFIGS / "smollm2" / f"{t}_lite.yaml", seed, False, quant))
+                        config = CONFIGS / "smollm2" / f"{t}_lite.yaml"
+                        quant = [f"model.quantization={kind}", f"timing.profile={fp32_profile(config, sets)}"]
+                        smol.append((config, seed, False, quant))
     if not args.only_smollm2:
         plan += [
             (CONFIGS / f"{t}_{sched}.yaml", s, False)
