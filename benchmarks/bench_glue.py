@@ -5,6 +5,7 @@ MiniLM, with its zero-shot score (round 0), in fp32 and with 4-bit / 8-bit weigh
     FEDRANKLITE_GLUE_DIR=../shared/data/glue python benchmarks/bench_glue.py \\
         [--out benchmarks/results/glue.json] [--seeds 3] [--set key=value ...] [--tasks rte,stsb]
         [--smollm2 | --only-smollm2] [--smollm2-runs lite,cvx,centralized,4bit,8bit] [--smollm2-seeds 0,1,2]
+        [--rerun NAME,...] [--merge COPY ... | --backfill-curves]
 
 Every run goes through the same engine as `fedranklite run` (configs/experiments/glue/*.yaml), with
 `--set` overrides applied to every run (the defaults below shrink evaluation so the whole suite fits a
@@ -359,6 +360,13 @@ def main() -> int:
         "on SST-2 and RTE)",
     )
     ap.add_argument(
+        "--rerun",
+        default="",
+        metavar="NAME[,NAME]",
+        help="run these experiments (e.g. glue_rte_lite_smollm2_4bit) again for the selected seeds even where a row "
+        "is recorded with the same settings or none; the old rows move to `superseded`",
+    )
+    ap.add_argument(
         "--set",
         action="append",
         default=None,
@@ -408,20 +416,6 @@ def main() -> int:
         except (OSError, ValueError) as exc:
             ap.error(f"--out: {exc}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "overrides": sets,
-        "baselines": baselines(tasks, os.environ.get("FEDRANKLITE_GLUE_DIR")),
-        "runs": [],
-        "superseded": [],  # rows whose config changed after they were recorded (kept, not shown in glue.md)
-    }
-    if old is not None:
-        # SmolLM2 runs recorded before the LM-head (verbalizer) recipe had a fresh linear head: superseded
-        results["runs"] = [r for r in old.get("runs", []) if "smollm2" not in r["experiment"] or "head" in r]
-        results["superseded"] = old.get("superseded", [])
-    # (experiment, seed) -> the settings it ran with (None: recorded before they were kept)
-    done = {(r["experiment"], r["seed"]): r.get("settings") for r in results["runs"]}
     # order: every task once (seed 0, both schedulers, centralized), then SmolLM2, then the other seeds,
     # so a run cut short still has a row for every task
     plan = []
@@ -456,17 +450,37 @@ def main() -> int:
     jobs = [(c, s, central, sets) for c, s, central in plan] + [
         (c, s, central, [*smol_sets, *x]) for c, s, central, x in smol
     ]
+    runs = []
     for config, seed, central, job_sets in jobs:
         run_sets = [*job_sets, f"seed={seed}", f"output_dir={ROOT / 'results' / 'bench_glue' / f'seed{seed}'}"]
-        cfg = run_config(config, run_sets, central)
+        runs.append((config, seed, central, run_sets, run_config(config, run_sets, central)))
+    rerun = {x.strip() for x in args.rerun.split(",") if x.strip()}
+    unknown = sorted(rerun - {cfg.experiment_name for *_, cfg in runs})
+    if unknown:  # a typo would otherwise rerun nothing and say nothing
+        ap.error(f"--rerun: {', '.join(unknown)}: not among the selected runs (check --tasks, --smollm2-runs)")
+    results = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "overrides": sets,
+        "baselines": baselines(tasks, os.environ.get("FEDRANKLITE_GLUE_DIR")),
+        "runs": [],
+        "superseded": [],  # rows whose config changed after they were recorded (kept, not shown in glue.md)
+    }
+    if old is not None:
+        # SmolLM2 runs recorded before the LM-head (verbalizer) recipe had a fresh linear head: superseded
+        results["runs"] = [r for r in old.get("runs", []) if "smollm2" not in r["experiment"] or "head" in r]
+        results["superseded"] = old.get("superseded", [])
+    # (experiment, seed) -> the settings it ran with (None: recorded before they were kept)
+    done = {(r["experiment"], r["seed"]): r.get("settings") for r in results["runs"]}
+    for config, seed, central, run_sets, cfg in runs:
         key = (cfg.experiment_name, seed)
         changed = changed_settings(done[key], cfg) if done.get(key) else []
-        if key in done and not changed:
+        forced = cfg.experiment_name in rerun
+        if key in done and not changed and not forced:
             continue
-        if key in done:  # its config changed since it was recorded: the old row is superseded
-            print(
-                f"{cfg.experiment_name} seed {seed}: {', '.join(changed)} changed since it was recorded; running again"
-            )
+        if key in done:  # its config changed since it was recorded (or --rerun): the old row is superseded
+            why = f"{', '.join(changed)} changed since it was recorded" if changed else "--rerun"
+            print(f"{cfg.experiment_name} seed {seed}: {why}; running again")
             results["superseded"] += [r for r in results["runs"] if (r["experiment"], r["seed"]) == key]
             results["runs"] = [r for r in results["runs"] if (r["experiment"], r["seed"]) != key]
         t0 = time.perf_counter()

@@ -55,3 +55,15 @@ def test_a_damaged_results_file_stops_a_resume_in_one_line(tmp_path, content):
     assert "Traceback" not in proc.stderr
     assert f"--out: {out}: " in proc.stderr.strip().splitlines()[-1]
     assert out.read_text() == content  # nothing written over it
+
+
+def test_a_mistyped_rerun_name_is_one_clear_error_before_any_work(tmp_path):
+    out = tmp_path / "glue.json"
+    out.write_text('{"runs": [], "superseded": []}')
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_glue.py"), "--out", str(out), "--only-smollm2"]
+    cmd += ["--tasks", "rte", "--smollm2-runs", "4bit", "--rerun", "glue_rte_lite_smollm2_4bti"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "--rerun: glue_rte_lite_smollm2_4bti: not among the selected runs" in last
+    assert out.read_text() == '{"runs": [], "superseded": []}'
