@@ -364,7 +364,8 @@ def main() -> int:
         default="",
         metavar="NAME[,NAME]",
         help="run these experiments (e.g. glue_rte_lite_smollm2_4bit) again for the selected seeds even where a row "
-        "is recorded with the same settings or none; the old rows move to `superseded`",
+        "is recorded with the same settings or none; the old rows move to `superseded` (to resume a rerun cut "
+        "short, leave this out: the rows it already wrote count as recorded)",
     )
     ap.add_argument(
         "--set",
