@@ -375,21 +375,23 @@ def main() -> int:
         help=f"override for every run (default: {' '.join(DEFAULT_SETS)})",
     )
     args = ap.parse_args()
+
+    def read_or_exit(flag: str, *paths: Path) -> list[dict]:
+        try:
+            return [read_results(path) for path in paths]
+        except (OSError, ValueError) as exc:
+            ap.error(f"{flag}: {exc}")
+
     if args.merge:
         out = Path(args.out)
-        try:
-            merged = merge_copies(read_results(out), [read_results(Path(c)) for c in args.merge])
-        except (OSError, ValueError) as exc:
-            ap.error(f"--merge: {exc}")
+        base, *copies = read_or_exit("--merge", out, *map(Path, args.merge))
+        merged = merge_copies(base, copies)
         save_results(out, merged)
         print(f"{out}: {len(merged['runs'])} runs, {len(merged['superseded'])} superseded")
         return 0
     if args.backfill_curves:
         out = Path(args.out)
-        try:
-            results = read_results(out)
-        except (OSError, ValueError) as exc:
-            ap.error(f"--backfill-curves: {exc}")
+        (results,) = read_or_exit("--backfill-curves", out)
         filled = backfill_curves(results, ROOT / "results" / "bench_glue")
         save_results(out, results)
         missing = sum("curve" not in r for r in [*results["runs"], *results.get("superseded", [])])
@@ -412,10 +414,7 @@ def main() -> int:
     out = Path(args.out)
     old = None
     if out.exists():  # resume: keep runs done already (e.g. the SmolLM2 runs added later); read before any work
-        try:
-            old = read_results(out)
-        except (OSError, ValueError) as exc:
-            ap.error(f"--out: {exc}")
+        (old,) = read_or_exit("--out", out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # order: every task once (seed 0, both schedulers, centralized), then SmolLM2, then the other seeds,
     # so a run cut short still has a row for every task
@@ -429,15 +428,16 @@ def main() -> int:
     if args.smollm2 or args.only_smollm2:
         for kind in args.smollm2_runs.split(","):
             for t in tasks:
+                quant_config = CONFIGS / "smollm2" / f"{t}_lite.yaml"
+                if kind in ("4bit", "8bit") and t in ("sst2", "rte"):  # one clock for every seed: the fp32 profile
+                    quant = [f"model.quantization={kind}", f"timing.profile={fp32_profile(quant_config, sets)}"]
                 for seed in smol_seeds:
                     if kind in ("lite", "cvx"):
                         smol.append((CONFIGS / "smollm2" / f"{t}_{kind}.yaml", seed, False, []))
                     elif kind == "centralized" and seed == 0:
                         smol.append((CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, True, []))
                     elif kind in ("4bit", "8bit") and t in ("sst2", "rte"):
-                        config = CONFIGS / "smollm2" / f"{t}_lite.yaml"
-                        quant = [f"model.quantization={kind}", f"timing.profile={fp32_profile(config, sets)}"]
-                        smol.append((config, seed, False, quant))
+                        smol.append((quant_config, seed, False, quant))
     if not args.only_smollm2:
         plan += [
             (CONFIGS / f"{t}_{sched}.yaml", s, False)

@@ -36,3 +36,15 @@ def test_failed_or_missing_pilots_fall_back_to_the_preset_at_ten_rounds():
     cand, rounds, score = choose("mrpc", {})
     assert (cand, rounds) == ("preset", 10) and math.isnan(score)
     assert choose("mrpc", {"preset": pilot({5: 0.9})})[:2] == ("preset", 10)  # no round 10 / 20 measured
+
+
+def test_the_gpu_rows_are_priced_with_the_same_shipped_profile_as_the_cpu_4bit_rows():
+    """bench_slm_cuda names its profiles without importing torch; they must stay the ones bench_glue derives from
+    each config's profile key, or GPU and CPU rows would run on different clocks."""
+    import bench_glue
+    from bench_slm_cuda import CONFIGS, profile_for
+
+    for task in ("sst2", "qnli", "mrpc", "stsb", "rte"):
+        derived = bench_glue.fp32_profile(CONFIGS / f"{task}_lite.yaml", [])
+        assert profile_for(task) == derived, task
+        assert derived.is_file()
