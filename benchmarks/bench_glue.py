@@ -122,7 +122,9 @@ def merge_copies(base: dict, copies: list[dict]) -> dict:
     copy of the whole file (`--out /tmp/x.json`), and a copy's other rows are the base's as it was when that copy
     started, possibly older than another copy's. So only rows a copy changed or added are taken, together with
     the rows it moved to `superseded` for them; two copies that changed the same (experiment, seed) differently
-    are an error rather than a silent choice."""
+    are an error rather than a silent choice. A copy's row that `base` has already retired to `superseded` is
+    stale, not a change: merging copies one at a time (a later copy started from the same old file as an earlier
+    one) must not bring back the rows the earlier merge replaced."""
 
     def key(row: dict) -> tuple:
         return (row["experiment"], row["seed"])
@@ -130,9 +132,10 @@ def merge_copies(base: dict, copies: list[dict]) -> dict:
     merged = copy.deepcopy(base)
     merged.setdefault("superseded", [])
     base_rows = {key(r): r for r in base["runs"]}
+    retired = base.get("superseded", [])
     taken: dict[tuple, dict] = {}
     for other in copies:
-        changed_here = [row for row in other["runs"] if base_rows.get(key(row)) != row]
+        changed_here = [row for row in other["runs"] if base_rows.get(key(row)) != row and row not in retired]
         for row in changed_here:
             k = key(row)
             if k in taken and taken[k] != row:

@@ -42,6 +42,17 @@ def test_a_stale_copy_does_not_undo_another_copys_rerun():
         assert merged["superseded"] == [_row("b", 0, 0.6)]
 
 
+def test_merging_copies_one_at_a_time_does_not_bring_back_what_an_earlier_merge_replaced():
+    rerun, other = _base(), _base()  # both started from the same file
+    rerun["superseded"].append(rerun["runs"][1])
+    rerun["runs"][1] = _row("b", 0, 0.9)
+    other["runs"].append(_row("c", 0, 0.7))
+    first = merge_copies(_base(), [rerun])
+    merged = merge_copies(first, [other])  # `other` still holds b's old row, which `first` retired
+    assert merged["runs"] == [_row("a", 0, 0.5), _row("b", 0, 0.9), _row("c", 0, 0.7)]
+    assert merged["superseded"] == [_row("b", 0, 0.6)]
+
+
 def test_a_copy_killed_mid_rerun_retires_nothing():
     killed = _base()
     killed["superseded"].append(killed["runs"].pop(1))  # moved aside, the rerun never finished
