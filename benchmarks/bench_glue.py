@@ -431,16 +431,17 @@ def main() -> int:
     if args.smollm2 or args.only_smollm2:
         for kind in args.smollm2_runs.split(","):
             for t in tasks:
-                quant_config = CONFIGS / "smollm2" / f"{t}_lite.yaml"
-                if kind in ("4bit", "8bit") and t in ("sst2", "rte"):  # one clock for every seed: the fp32 profile
-                    quant = [f"model.quantization={kind}", f"timing.profile={fp32_profile(quant_config, sets)}"]
+                lite_config = CONFIGS / "smollm2" / f"{t}_lite.yaml"
+                quantized = kind in ("4bit", "8bit") and t in ("sst2", "rte")
+                if quantized:  # one clock for every seed: the fp32 profile
+                    quant = [f"model.quantization={kind}", f"timing.profile={fp32_profile(lite_config, sets)}"]
                 for seed in smol_seeds:
                     if kind in ("lite", "cvx"):
                         smol.append((CONFIGS / "smollm2" / f"{t}_{kind}.yaml", seed, False, []))
                     elif kind == "centralized" and seed == 0:
-                        smol.append((CONFIGS / "smollm2" / f"{t}_lite.yaml", 0, True, []))
-                    elif kind in ("4bit", "8bit") and t in ("sst2", "rte"):
-                        smol.append((quant_config, seed, False, quant))
+                        smol.append((lite_config, 0, True, []))
+                    elif quantized:
+                        smol.append((lite_config, seed, False, quant))
     if not args.only_smollm2:
         plan += [
             (CONFIGS / f"{t}_{sched}.yaml", s, False)
