@@ -151,3 +151,64 @@ def test_resume_continues_a_finished_shorter_run_in_process(tiny_config):
     assert deterministic([r.to_json() for r in full.state.records]) == deterministic(
         [r.to_json() for r in resumed.state.records]
     )
+
+
+def test_a_finished_run_continued_to_more_rounds_is_the_longer_run(tiny_config):
+    """Resuming with only federation.num_rounds raised continues the run: rounds 1-4 are those of a run
+    started with 4, even though the 2-round run evaluated its last round (round 2) where the 4-round one did not."""
+    from fedranklite.engine import build_engine
+
+    longer = tiny_config(federation={"num_rounds": 4}, evaluation={"eval_every": 3})
+    full = build_engine(longer)
+    full.run()
+    shorter = tiny_config(federation={"num_rounds": 2}, evaluation={"eval_every": 3}, experiment_name="continued")
+    build_engine(shorter).run()
+    continued = build_engine(longer.model_copy(update={"experiment_name": "continued"}))
+    continued.run(resume=True)
+    for name, tensor in full.state.global_state.items():
+        assert torch.equal(tensor, continued.state.global_state[name]), name
+    got, want = (deterministic([r.to_json() for r in e.state.records]) for e in (continued, full))
+    assert [r["round"] for r in got] == [1, 2, 3, 4]
+    assert got[1]["score"] is not None and want[1]["score"] is None  # the short run's last-round evaluation
+    assert got[0] == want[0] and got[2:] == want[2:]
+    lines = (longer.results_dir.parent / "continued" / "rounds.jsonl").read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [1, 2, 3, 4]  # appended, nothing doubled
+
+
+def test_continuing_to_fewer_rounds_than_done_or_with_another_change_is_refused(tiny_config):
+    from fedranklite.checkpoint import ResumeError
+    from fedranklite.engine import build_engine
+
+    build_engine(tiny_config(federation={"num_rounds": 3})).run()
+    with pytest.raises(ResumeError, match=r"has 3 rounds done and federation.num_rounds is 2; resume with .* >= 3"):
+        build_engine(tiny_config(federation={"num_rounds": 2})).run(resume=True)
+    with pytest.raises(ResumeError, match=r"differing: federation.num_rounds, training.lr"):
+        build_engine(tiny_config(federation={"num_rounds": 5}, training={"lr": 0.5})).run(resume=True)
+
+
+def test_the_cli_continues_a_finished_run_to_more_rounds(tmp_path):
+    path = write_config(tmp_path, "run", tmp_path / "out")
+    first = subprocess.run(
+        fedranklite("--config", str(path), "--set", "federation.num_rounds=1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stderr
+    fewer = subprocess.run(
+        fedranklite("--config", str(path), "--resume", "--set", "federation.num_rounds=0"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fewer.returncode == 2 and "Traceback" not in fewer.stderr  # num_rounds >= 1: the config says so
+    more = subprocess.run(
+        fedranklite("--config", str(path), "--resume", "--set", "federation.num_rounds=2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert more.returncode == 0, more.stderr
+    metrics = json.loads((tmp_path / "out" / "run" / "metrics.json").read_text())
+    assert [r["round"] for r in metrics["rounds"]] == [1, 2]
+    assert load_checkpoint(tmp_path / "out" / "run" / "checkpoint.pt")["round_idx"] == 2

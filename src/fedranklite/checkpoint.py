@@ -337,8 +337,20 @@ def with_defaults(saved: dict) -> dict:
         return saved
 
 
-def check_config(path: Path, saved: dict, current: dict) -> None:
+def check_config(path: Path, saved: dict, current: dict, rounds_done: int | None = None) -> None:
+    """Refuse a resume whose config differs from the checkpoint's, except `federation.num_rounds` alone when it
+    is at least the `rounds_done` of the checkpoint: a run continues to more rounds (or stops at fewer, not yet
+    reached) exactly as one started with that many, since the lr is constant and the loop reads num_rounds only
+    to stop and to evaluate its last round (test_resume.py)."""
     diff = config_differences(with_defaults(saved), current)
+    if diff == ["federation.num_rounds"] and rounds_done is not None:
+        wanted = current["federation"]["num_rounds"]
+        if wanted >= rounds_done:
+            return
+        raise ResumeError(
+            f"{path}: the checkpoint has {rounds_done} rounds done and federation.num_rounds is {wanted}; "
+            f"resume with federation.num_rounds >= {rounds_done}"
+        )
     if diff:
         raise ResumeError(
             f"{path}: the checkpoint was written with a different configuration (differing: {list_keys(diff)}); "

@@ -164,7 +164,8 @@ def _results_folder(cfg, args):
 
     if args.resume:
         path = cfg.results_dir / CHECKPOINT_NAME
-        check_config(path, load_checkpoint(path)["config"], cfg.to_dict())
+        saved = load_checkpoint(path)
+        check_config(path, saved["config"], cfg.to_dict(), saved.get("round_idx"))
     new = prepare_results_folder(cfg, resume=args.resume, overwrite=args.overwrite, new_folder=args.new_folder)
     if new.experiment_name != cfg.experiment_name:
         logging.getLogger("fedranklite").warning(

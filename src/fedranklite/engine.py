@@ -432,7 +432,7 @@ class Engine:
         """Continue from a loaded checkpoint (checkpoint.load_checkpoint): the config must be the same (other
         than where the results live), the adapter must fit the model; any other problem is one ResumeError."""
         path = self.cfg.results_dir / CHECKPOINT_NAME
-        check_config(path, payload["config"], self.cfg.to_dict())
+        check_config(path, payload["config"], self.cfg.to_dict(), payload.get("round_idx"))
         check_adapter(path, payload["global_state"], self.state.global_state)
         try:
             state = RunState(
