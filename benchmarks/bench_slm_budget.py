@@ -11,6 +11,9 @@ smallest budget at which the curve is clearly above the held-out rows' trivial b
     python benchmarks/bench_slm_budget.py --task qnli --lr 0.001 [--rounds 20] [--eval-every 4]
 
 Resumable: a killed candidate continues from its checkpoint; finished candidates are kept in the JSON.
+`--continue-from R` starts a candidate from its own finished R-round run (the folder copied, then resumed with
+more rounds: its rounds 1-R are the same as run afresh, tests/test_resume.py), so a longer budget costs only the
+rounds it adds.
 """
 
 from __future__ import annotations
@@ -52,6 +55,28 @@ def write_held_out(glue_dir: Path, task: str) -> Path:
     return WORK / task
 
 
+def start_from(short, long, error) -> None:
+    """Copy the finished run of Config `short` into `long`'s folder, where run_one resumes it with long's rounds
+    (a copied folder resumes: its name is not compared). A folder `long` already has (a continuation cut short)
+    is left as it is."""
+    import shutil
+
+    from fedranklite.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    if (long.results_dir / CHECKPOINT_NAME).is_file():
+        return
+    ckpt = short.results_dir / CHECKPOINT_NAME
+    done = load_checkpoint(ckpt)["round_idx"] if ckpt.is_file() else 0
+    if done != short.federation.num_rounds:
+        error(f"--continue-from: {short.results_dir}: {done} of {short.federation.num_rounds} rounds done; finish it")
+    if long.results_dir.exists():
+        error(f"--continue-from: {long.results_dir} exists without a checkpoint; move it away to continue into it")
+    tmp = long.results_dir.with_name(long.results_dir.name + ".copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(short.results_dir, tmp)
+    tmp.rename(long.results_dir)  # whole or not at all: a copy cut short is never taken for a run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", required=True, choices=["sst2", "qnli", "mrpc", "stsb", "rte"])
@@ -65,36 +90,52 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a further override (needs --tag)")
     ap.add_argument("--tag", default="", help="names the candidate's --set values in its record name")
     ap.add_argument("--glue-dir", type=Path, default=ROOT.parent / "shared" / "data" / "glue")
+    ap.add_argument(
+        "--continue-from",
+        type=int,
+        default=None,
+        metavar="ROUNDS",
+        help="start from this candidate's finished ROUNDS-round run and train on to --rounds",
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     if args.set and not args.tag:
         ap.error("--set needs --tag (the candidate's name must say what it changed)")
+    if args.continue_from is not None and not 0 < args.continue_from < args.rounds:
+        ap.error(f"--continue-from: {args.continue_from}: fewer rounds than --rounds ({args.rounds}) and at least 1")
 
     from bench_glue import run_config, run_one
 
     data_dir = write_held_out(args.glue_dir, args.task)
-    name = (
-        f"slm_budget_{args.task}_lr{args.lr:g}_r{args.rounds}_s{args.local_steps}"
-        + ("_federated" if args.federated else "")
-        + (f"_{args.tag}" if args.tag else "")
-    )
+
+    def candidate(rounds: int) -> tuple[str, list[str]]:
+        """The record name and --set values of this candidate at `rounds` rounds."""
+        name = (
+            f"slm_budget_{args.task}_lr{args.lr:g}_r{rounds}_s{args.local_steps}"
+            + ("_federated" if args.federated else "")
+            + (f"_{args.tag}" if args.tag else "")
+        )
+        return name, [
+            f"data.data_dir={data_dir}",
+            f"experiment_name={name}",
+            f"output_dir={WORK / 'results'}",
+            f"training.lr={args.lr}",
+            f"federation.num_rounds={rounds}",
+            f"evaluation.eval_every={args.eval_every}",
+            f"evaluation.max_samples={HELD_OUT}",
+            f"training.max_local_steps={args.local_steps}",
+            "evaluation.eval_initial=true",
+            *args.set,
+        ]
+
+    name, sets = candidate(args.rounds)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}}
     if name in results["runs"]:
         print(f"{name}: already recorded")
         return
     config = ROOT / "configs" / "experiments" / "glue" / "smollm2" / f"{args.task}_lite.yaml"
-    sets = [
-        f"data.data_dir={data_dir}",
-        f"experiment_name={name}",
-        f"output_dir={WORK / 'results'}",
-        f"training.lr={args.lr}",
-        f"federation.num_rounds={args.rounds}",
-        f"evaluation.eval_every={args.eval_every}",
-        f"evaluation.max_samples={HELD_OUT}",
-        f"training.max_local_steps={args.local_steps}",
-        "evaluation.eval_initial=true",
-        *args.set,
-    ]
+    if args.continue_from is not None:
+        start_from(run_config(config, candidate(args.continue_from)[1]), run_config(config, sets), ap.error)
     batch_size = run_config(config, sets).training.batch_size
     row = run_one(config, sets, centralized=not args.federated)
     metrics = json.loads((WORK / "results" / row["experiment"] / "metrics.json").read_text())
@@ -112,6 +153,7 @@ def main() -> None:
         "local_steps": args.local_steps,
         "federated": args.federated,
         "overrides": args.set,
+        "continued_from": candidate(args.continue_from)[0] if args.continue_from is not None else None,
         "held_out_rows": HELD_OUT,
         "split_seed": SPLIT_SEED,
         "initial_score": row["initial_score"],
