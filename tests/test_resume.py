@@ -54,6 +54,10 @@ def fedranklite(*args):
     return [sys.executable, "-m", "fedranklite", "run", "-q", *args]
 
 
+def cli_run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(fedranklite(*args), capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(autouse=True)
 def profile_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDRANKLITE_CACHE", str(tmp_path / "cache"))  # the runs below share one measured profile
@@ -109,23 +113,11 @@ def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
 
 def test_resume_refuses_a_different_config_and_a_missing_checkpoint(tmp_path):
     path = write_config(tmp_path, "run", tmp_path / "out")
-    missing = subprocess.run(
-        fedranklite("--config", str(path), "--resume"), capture_output=True, text=True, timeout=300
-    )
+    missing = cli_run("--config", str(path), "--resume")
     assert missing.returncode == 2 and "no checkpoint" in missing.stderr and "Traceback" not in missing.stderr
-    first = subprocess.run(
-        fedranklite("--config", str(path), "--set", "federation.num_rounds=1"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    first = cli_run("--config", str(path), "--set", "federation.num_rounds=1")
     assert first.returncode == 0, first.stderr
-    other = subprocess.run(
-        fedranklite("--config", str(path), "--resume", "--set", "training.lr=0.5"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    other = cli_run("--config", str(path), "--resume", "--set", "training.lr=0.5")
     assert other.returncode == 2 and "different configuration" in other.stderr
     assert "training.lr" in other.stderr and len(other.stderr.strip().splitlines()) == 1, other.stderr
 
@@ -186,29 +178,15 @@ def test_continuing_to_fewer_rounds_than_done_or_with_another_change_is_refused(
         build_engine(tiny_config(federation={"num_rounds": 5}, training={"lr": 0.5})).run(resume=True)
 
 
-def test_the_cli_continues_a_finished_run_to_more_rounds(tmp_path):
+def test_the_cli_continues_a_finished_run_to_more_rounds_and_refuses_fewer(tmp_path):
     path = write_config(tmp_path, "run", tmp_path / "out")
-    first = subprocess.run(
-        fedranklite("--config", str(path), "--set", "federation.num_rounds=1"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    first = cli_run("--config", str(path), "--set", "federation.num_rounds=2")
     assert first.returncode == 0, first.stderr
-    fewer = subprocess.run(
-        fedranklite("--config", str(path), "--resume", "--set", "federation.num_rounds=0"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert fewer.returncode == 2 and "Traceback" not in fewer.stderr  # num_rounds >= 1: the config says so
-    more = subprocess.run(
-        fedranklite("--config", str(path), "--resume", "--set", "federation.num_rounds=2"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    fewer = cli_run("--config", str(path), "--resume", "--set", "federation.num_rounds=1")
+    assert fewer.returncode == 2 and len(fewer.stderr.strip().splitlines()) == 1, fewer.stderr
+    assert "has 2 rounds done and federation.num_rounds is 1" in fewer.stderr
+    more = cli_run("--config", str(path), "--resume", "--set", "federation.num_rounds=3")
     assert more.returncode == 0, more.stderr
     metrics = json.loads((tmp_path / "out" / "run" / "metrics.json").read_text())
-    assert [r["round"] for r in metrics["rounds"]] == [1, 2]
-    assert load_checkpoint(tmp_path / "out" / "run" / "checkpoint.pt")["round_idx"] == 2
+    assert [r["round"] for r in metrics["rounds"]] == [1, 2, 3]
+    assert load_checkpoint(tmp_path / "out" / "run" / "checkpoint.pt")["round_idx"] == 3
