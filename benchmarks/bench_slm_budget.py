@@ -61,14 +61,21 @@ def start_from(short, long, error) -> None:
     is left as it is."""
     import shutil
 
-    from fedranklite.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from fedranklite.checkpoint import CHECKPOINT_NAME, ResumeError, check_config, load_checkpoint
 
     if (long.results_dir / CHECKPOINT_NAME).is_file():
         return
     ckpt = short.results_dir / CHECKPOINT_NAME
-    done = load_checkpoint(ckpt)["round_idx"] if ckpt.is_file() else 0
-    if done != short.federation.num_rounds:
-        error(f"--continue-from: {short.results_dir}: {done} of {short.federation.num_rounds} rounds done; finish it")
+    saved = load_checkpoint(ckpt) if ckpt.is_file() else {"round_idx": 0}
+    if saved["round_idx"] != short.federation.num_rounds:
+        error(
+            f"--continue-from: {short.results_dir}: {saved['round_idx']} of {short.federation.num_rounds} rounds "
+            "done; finish it"
+        )
+    try:  # refused here, not by run_one, which would start the copy afresh and the row would claim a continuation
+        check_config(ckpt, saved["config"], long.to_dict(), saved["round_idx"])
+    except ResumeError as exc:
+        error(f"--continue-from: {exc}")
     if long.results_dir.exists():
         error(f"--continue-from: {long.results_dir} exists without a checkpoint; move it away to continue into it")
     tmp = long.results_dir.with_name(long.results_dir.name + ".copying")

@@ -40,7 +40,7 @@ def test_a_continued_candidate_is_the_longer_run_and_keeps_the_shorter_one(tiny_
     assert len((long.results_dir / "rounds.jsonl").read_text().splitlines()) == 3
 
 
-def test_an_unfinished_shorter_run_or_an_occupied_folder_is_one_clear_error(tiny_config):
+def test_an_unfinished_or_other_shorter_run_or_an_occupied_folder_is_one_clear_error(tiny_config):
     from fedranklite.engine import build_engine
 
     short = tiny_config(experiment_name="c_r2", federation={"num_rounds": 2})
@@ -48,6 +48,12 @@ def test_an_unfinished_shorter_run_or_an_occupied_folder_is_one_clear_error(tiny
     with pytest.raises(SystemExit, match=r"c_r2: 0 of 2 rounds done; finish it"):
         start_from(short, long, fail)
     build_engine(short).run()
+    other = tiny_config(experiment_name="c_r3", federation={"num_rounds": 3}, training={"lr": 0.5})
+    with pytest.raises(
+        SystemExit, match=r"--continue-from: .*c_r2/checkpoint.pt: .*differing: federation.num_rounds, training.lr\)"
+    ):
+        start_from(short, other, fail)  # e.g. a --set value left out: the continuation would not be this run
+    assert not other.results_dir.exists()
     long.results_dir.mkdir(parents=True)
     (long.results_dir / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match=r"c_r3 exists without a checkpoint; move it away"):
