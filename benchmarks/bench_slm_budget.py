@@ -141,9 +141,12 @@ def main() -> None:
         print(f"{name}: already recorded")
         return
     config = ROOT / "configs" / "experiments" / "glue" / "smollm2" / f"{args.task}_lite.yaml"
+    cfg = run_config(config, sets, centralized=not args.federated)  # the Config run_one runs
+    continued_from = None
     if args.continue_from is not None:
-        start_from(run_config(config, candidate(args.continue_from)[1]), run_config(config, sets), ap.error)
-    batch_size = run_config(config, sets).training.batch_size
+        continued_from, short_sets = candidate(args.continue_from)
+        start_from(run_config(config, short_sets, centralized=not args.federated), cfg, ap.error)
+    batch_size = cfg.training.batch_size
     row = run_one(config, sets, centralized=not args.federated)
     metrics = json.loads((WORK / "results" / row["experiment"] / "metrics.json").read_text())
     # samples trained per round on average (a federated client cut by the deadline trains fewer than planned)
@@ -160,7 +163,7 @@ def main() -> None:
         "local_steps": args.local_steps,
         "federated": args.federated,
         "overrides": args.set,
-        "continued_from": candidate(args.continue_from)[0] if args.continue_from is not None else None,
+        "continued_from": continued_from,
         "held_out_rows": HELD_OUT,
         "split_seed": SPLIT_SEED,
         "initial_score": row["initial_score"],
