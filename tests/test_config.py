@@ -775,3 +775,40 @@ def test_config_loading_imports_no_model_or_data_library(tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "timing.profile",
+        "data.data_dir",
+        "data.train_file",
+        "data.subset",
+        "model.cache_dir",
+        "model.name",
+        "federation.client_trace",
+        "output_dir",
+        "data.train_split",
+    ],
+)
+def test_an_empty_text_value_is_refused_not_taken_as_the_default(tmp_path, key):
+    # `--set timing.profile=` used to load as '' and then mean "no profile": a rank profile was measured under
+    # the machine's load instead of the one the user thought they had passed
+    msg = rejection(BASE, [f"{key}="])
+    assert_names(msg, "--set", key)
+    assert "is empty" in msg
+    section, _, leaf = key.rpartition(".")
+    body = f"{section}:\n  {leaf}: '   '\n" if section else f"{leaf}: '   '\n"
+    msg = rejection(leaf_on_base(tmp_path, body))
+    assert key in msg and "is empty" in msg
+
+
+def test_null_still_means_the_default_for_an_optional_text_key():
+    cfg = load_config(BASE, ["timing.profile=null", "data.data_dir=null"])
+    assert cfg.timing.profile is None and cfg.data.data_dir is None
+
+
+def test_an_empty_text_value_inside_a_plugin_section_is_refused():
+    msg = rejection(BASE, ["engine.backend=surrogate", "engine.surrogate.calibration="])
+    assert_names(msg, "--set", "engine.surrogate.calibration")
+    assert "is empty" in msg

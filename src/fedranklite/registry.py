@@ -41,6 +41,17 @@ def is_number_annotation(annotation: Any) -> bool:
     return False
 
 
+def is_text_annotation(annotation: Any) -> bool:
+    """str or Optional[str]."""
+    import typing
+
+    if annotation is str:
+        return True
+    if typing.get_origin(annotation) is typing.Union or type(annotation).__name__ == "UnionType":
+        return str in typing.get_args(annotation)
+    return False
+
+
 class Section(BaseModel):
     """A config section: unknown keys are errors, values are frozen once validated."""
 
@@ -57,6 +68,22 @@ class Section(BaseModel):
             and is_number_annotation(cls.model_fields[info.field_name].annotation)
         ):
             raise ValueError(f"expected a number, got the boolean {value}")
+        return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_blank_text(cls, value: Any, info: ValidationInfo) -> Any:
+        # `--set timing.profile=` or `data_dir: ""` reads as an empty string: taken as given it was silently the
+        # default for some keys (a profile measured under load instead of the one meant) and a path to the
+        # current directory for others; a key that is meant to take its default is left out or null
+        if (
+            isinstance(value, str)
+            and not value.strip()
+            and info.field_name in cls.model_fields
+            and is_text_annotation(cls.model_fields[info.field_name].annotation)
+        ):
+            nullable = cls.model_fields[info.field_name].default is None
+            raise ValueError(f"is empty; leave the key out{' (or write null)' if nullable else ''} for its default")
         return value
 
 
