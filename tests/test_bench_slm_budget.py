@@ -19,13 +19,19 @@ def fail(message):
     raise SystemExit(message)
 
 
-def test_a_continued_candidate_is_the_longer_run_and_keeps_the_shorter_one(tiny_config):
+@pytest.mark.parametrize("centralized", [False, True], ids=["federated", "centralized"])
+def test_a_continued_candidate_is_the_longer_run_and_keeps_the_shorter_one(tiny_config, centralized):
+    from fedranklite.centralized import centralized_config
     from fedranklite.engine import build_engine
 
-    short = tiny_config(experiment_name="c_r2", federation={"num_rounds": 2})
-    long = tiny_config(experiment_name="c_r3", federation={"num_rounds": 3})
+    # a centralized reference (bench_slm_budget without --federated) is continued the same way: its own
+    # _centralized folders, one client training the federation's steps of a round
+    as_run = centralized_config if centralized else (lambda cfg: cfg)
+    short = as_run(tiny_config(experiment_name="c_r2", federation={"num_rounds": 2}))
+    long = as_run(tiny_config(experiment_name="c_r3", federation={"num_rounds": 3}))
+    assert short.results_dir.name.endswith("_centralized") == centralized
     build_engine(short).run()
-    fresh = build_engine(tiny_config(experiment_name="fresh_r3", federation={"num_rounds": 3}))
+    fresh = build_engine(as_run(tiny_config(experiment_name="fresh_r3", federation={"num_rounds": 3})))
     fresh.run()
 
     start_from(short, long, fail)
