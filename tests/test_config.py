@@ -812,3 +812,13 @@ def test_an_empty_text_value_inside_a_plugin_section_is_refused():
     msg = rejection(BASE, ["engine.backend=surrogate", "engine.surrogate.calibration="])
     assert_names(msg, "--set", "engine.surrogate.calibration")
     assert "is empty" in msg
+
+
+@pytest.mark.parametrize(
+    "item", ["model.lora.target_modules=[query, ' ']", "data.text_columns=['']", "data.label_names=[a, '']"]
+)
+def test_an_empty_item_of_a_text_list_is_refused(item):
+    msg = rejection(BASE, [item])
+    key = item.split("=")[0]
+    assert_names(msg, "--set", key)
+    assert "is empty" in msg

@@ -120,11 +120,9 @@ class VerbalizerConfig(_Section):
     @field_validator("label_words")
     @classmethod
     def _distinct_words(cls, words: Optional[list[str]]) -> Optional[list[str]]:
-        if words is not None:
-            if any(not w.strip() for w in words):
-                raise ValueError("a label word is empty")
-            if len(set(words)) < len(words):
-                raise ValueError(f"label words repeat: {words}")
+        # an empty word is refused for every list of text (registry.Section)
+        if words is not None and len(set(words)) < len(words):
+            raise ValueError(f"label words repeat: {words}")
         return words
 
 

@@ -41,14 +41,15 @@ def is_number_annotation(annotation: Any) -> bool:
     return False
 
 
-def is_text_annotation(annotation: Any) -> bool:
-    """str or Optional[str]."""
+def is_text_annotation(annotation: Any, of_list: bool = False) -> bool:
+    """str or Optional[str] (`of_list`: list[str] or Optional[list[str]])."""
     import typing
 
-    if annotation is str:
+    wanted = list[str] if of_list else str
+    if annotation == wanted:
         return True
     if typing.get_origin(annotation) is typing.Union or type(annotation).__name__ == "UnionType":
-        return str in typing.get_args(annotation)
+        return wanted in typing.get_args(annotation)
     return False
 
 
@@ -84,6 +85,14 @@ class Section(BaseModel):
         ):
             nullable = cls.model_fields[info.field_name].default is None
             raise ValueError(f"is empty; leave the key out{' (or write null)' if nullable else ''} for its default")
+        if (
+            isinstance(value, list)
+            and info.field_name in cls.model_fields
+            and is_text_annotation(cls.model_fields[info.field_name].annotation, of_list=True)
+        ):
+            blank = [i for i, item in enumerate(value) if isinstance(item, str) and not item.strip()]
+            if blank:  # target_modules: [''] reached peft, text_columns: [''] the data loader
+                raise ValueError(f"item {blank[0]} is empty")
         return value
 
 
