@@ -145,6 +145,7 @@ def test_compare_warns_when_runs_differ_in_more_than_the_scheduler(grid, capsys)
         ({"schedulers": {"lite": {"federation.num_rounds": "many"}}}, "cell lite: --set: federation.num_rounds"),
         ({"schedulers": {}}, "schedulers: need at least one"),
         ({"seeds": 0}, "seeds: 0"),
+        ({"output_dir": ""}, "output_dir: must be a path"),
         ({"schedulers": {"lite": {"seed": 3}}}, "schedulers.lite: seed: set by the sweep"),
         ({"axes": {"deadline.seconds": []}}, "axes.deadline.seconds"),
         ({"reference": "cvx"}, "reference: 'cvx'"),

@@ -182,9 +182,9 @@ def load_spec(path: str | Path, seeds_override: Optional[int] = None) -> Plan:
     base = (path.parent / spec["base"]).resolve()
     if not base.is_file():
         raise SpecError(f"base: {base} not found")
-    output_dir = spec.get("output_dir") or f"results/sweeps/{path.stem}"
-    if not isinstance(output_dir, str):
-        raise SpecError("output_dir: must be a path")
+    output_dir = spec.get("output_dir", f"results/sweeps/{path.stem}")
+    if not isinstance(output_dir, str) or not output_dir.strip():  # '' is not "the default": leave the key out
+        raise SpecError("output_dir: must be a path (leave the key out for results/sweeps/<spec name>)")
     output_dir = Path(output_dir).expanduser().resolve()
 
     seeds = spec.get("seeds", 1) if seeds_override is None else seeds_override
