@@ -23,8 +23,8 @@ def shapes(r_max=16, hidden=384, layers=6, modules=("query", "value"), labels=2)
 
 
 def main():
-    from fedranklite.aggregation import AGGREGATORS, Contribution
-    from fedranklite.ranks import truncate
+    from fedranklite.federation.aggregation import AGGREGATORS, Contribution
+    from fedranklite.federation.ranks import truncate
 
     r_max = 16
     glob = {n: torch.randn(s) for n, s in shapes(r_max).items()}

@@ -69,8 +69,8 @@ def config_for(task: str, scheduler: str) -> tuple[Path, list[str]]:
 
 
 def run_one(task: str, aggregator: str, scheduler: str, seed: int, out_dir: Path) -> dict:
-    from fedranklite.configfile import load_config
-    from fedranklite.engine import build_engine
+    from fedranklite.config.files import load_config
+    from fedranklite.run.engine import build_engine
 
     config, sets = config_for(task, scheduler)
     cfg = load_config(

@@ -71,25 +71,25 @@ def worker_backend(backend: str, rounds: int, out: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
 
     cfg = load_config(ROOT / EXPERIMENT, overrides(rounds, out, f"bench_{backend}", backend))
     start = time.perf_counter()
     report = None
     if backend == "local":
-        from fedranklite.engine import build_engine
+        from fedranklite.run.engine import build_engine
 
         engine = build_engine(cfg)
         engine.run()
         records = engine.state.records
     elif backend == "simulation":
-        from fedranklite.flower.launch import simulate
+        from fedranklite.backends.flower.launch import simulate
 
         engine, _ = simulate(cfg)
         records = engine.state.records
     else:
-        from fedranklite.flower.launch import Deployment
-        from fedranklite.results_io import RoundLog
+        from fedranklite.backends.flower.launch import Deployment
+        from fedranklite.core.results_io import RoundLog
 
         dep = Deployment(cfg, Path(out) / "deployment")
         try:
@@ -136,14 +136,14 @@ def worker_cold(out: str) -> dict:
     import flwr.supernode.runtime.run_clientapp  # noqa: F401  (flwr-clientapp's own module)
 
     now = lap("import_flower", now)
-    from fedranklite.flower import client_app  # noqa: F401
+    from fedranklite.backends.flower import client_app  # noqa: F401
 
     now = lap("import_our_clientapp_module", now)
     import fedranklite  # what the train handler imports (before: already imported with the module)
-    from fedranklite.client import train_client
-    from fedranklite.configfile import load_config
-    from fedranklite.flower import task
-    from fedranklite.runners import client_seed
+    from fedranklite.backends.flower import task
+    from fedranklite.config.files import load_config
+    from fedranklite.run.client import train_client
+    from fedranklite.run.runners import client_seed
 
     now = lap("import_our_package", now)
     import peft  # noqa: F401  (imported by the model build: split out to show the build itself)
@@ -153,7 +153,7 @@ def worker_cold(out: str) -> dict:
 
     stages = {"load_data": "data_load", "partition": "partition", "build_model": "model_build", "encode": "tokenise"}
     if hasattr(task, "prepare"):  # after: the set-up goes through prepare.py, tokenising through its cache
-        import fedranklite.prepare  # noqa: F401
+        import fedranklite.run.prepare  # noqa: F401
 
         stages = {**{k: v for k, v in stages.items() if k != "encode"}, "tokenise": "tokenise"}
     for mod in [m for n, m in list(sys.modules.items()) if n.startswith("fedranklite") and m is not None]:
@@ -218,7 +218,7 @@ def worker_query() -> dict:
 
     t["import_flower"] = time.perf_counter() - now
     now = time.perf_counter()
-    from fedranklite.flower import client_app  # noqa: F401
+    from fedranklite.backends.flower import client_app  # noqa: F401
 
     t["import_our_clientapp_module"] = time.perf_counter() - now
     return {"seconds": t, "total": sum(t.values()), "torch_imported": "torch" in sys.modules}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedranklite.results_io import write_text_atomic
+from fedranklite.core.results_io import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "experiments" / "glue"
@@ -42,8 +42,8 @@ DEFAULT_SETS = ["evaluation.max_samples=400", "evaluation.eval_every=2"]
 def run_config(config: Path, sets: list[str], centralized: bool = False):
     """The Config of one run: a quantized run's name gets `_4bit` / `_8bit`, a centralized reference
     `_centralized` (its name is what the results JSON records and what a resumed benchmark skips)."""
-    from fedranklite.centralized import centralized_config
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
+    from fedranklite.run.centralized import centralized_config
 
     cfg = load_config(config, sets)
     if cfg.model.quantization != "none":
@@ -57,8 +57,8 @@ def fp32_profile(config: Path, sets: list[str]) -> Path:
     a 4-bit step slower than an fp32 one while the runs went as fast, so the deadline cut 17-19 more steps of the
     4-bit arm (results/slm_lr_pilots.md, session 14). With one clock both arms train the same steps and their gap
     is the quantization's."""
-    from fedranklite.configfile import load_config
-    from fedranklite.profile import SHIPPED_DIR, key_file_name, profile_key
+    from fedranklite.config.files import load_config
+    from fedranklite.run.profiling import SHIPPED_DIR, key_file_name, profile_key
 
     cfg = load_config(config, [*sets, "model.quantization=none"])
     path = SHIPPED_DIR / key_file_name({**profile_key(cfg), "device": "cpu"})
@@ -73,7 +73,7 @@ def run_settings(cfg) -> dict:
     budget); keys added to the schema since it ran do not count, so a new option does not redo the suite.
     A profile inside the repository is recorded relative to it, so a clone elsewhere does not rerun the suite."""
 
-    from fedranklite.configfile import flatten
+    from fedranklite.config.files import flatten
 
     tree = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "seed")}
     flat = json.loads(json.dumps(flatten(tree), default=str))
@@ -177,9 +177,9 @@ def backfill_curves(results: dict, runs_root: Path) -> int:
 def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
     import torch
 
-    from fedranklite.budget import budget_report
-    from fedranklite.checkpoint import ResumeError
-    from fedranklite.engine import build_engine
+    from fedranklite.run.budget import budget_report
+    from fedranklite.run.checkpoint import ResumeError
+    from fedranklite.run.engine import build_engine
 
     cfg = run_config(config, sets, centralized)
     quant = cfg.model.quantization
@@ -235,7 +235,7 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
 
 
 def baselines(tasks, glue_dir) -> dict:
-    from fedranklite.glue import load_glue, trivial_baseline
+    from fedranklite.data.glue import load_glue, trivial_baseline
 
     out = {}
     for t in tasks:

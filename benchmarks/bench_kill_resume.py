@@ -59,7 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from fedranklite.checkpoint import load_checkpoint
+    from fedranklite.run.checkpoint import load_checkpoint
 
     rng = random.Random(args.seed)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FEDRANKLITE_CACHE": tempfile.mkdtemp(prefix="frl_cache_")}

@@ -10,7 +10,7 @@ from common import ROOT, write
 
 CHILD = """
 import resource, sys
-from fedranklite.cli import main
+from fedranklite.cli.main import main
 code = main(sys.argv[1:])
 print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(code)

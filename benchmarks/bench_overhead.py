@@ -21,7 +21,7 @@ def bare_setup(cfg, num_labels):
     import peft
     from transformers import AutoModel
 
-    from fedranklite.backbones import bundled_path
+    from fedranklite.model.backbones import bundled_path
 
     torch.manual_seed(0)
     model = AutoModel.from_pretrained(bundled_path(cfg.model.name))
@@ -41,7 +41,7 @@ def bare_setup(cfg, num_labels):
 
 def bare_train(model, head, encoded, rows, lr, seed):
     """The loop a user would write by hand: mean pooling, linear head, AdamW, clipping."""
-    from fedranklite.client import collate
+    from fedranklite.run.client import collate
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -67,9 +67,9 @@ def bare_train(model, head, encoded, rows, lr, seed):
 
 
 def main():
-    from fedranklite.client import TrainSettings, encode, train_client
-    from fedranklite.data import load_data
-    from fedranklite.fedmodel import build_model
+    from fedranklite.data.load import load_data
+    from fedranklite.model.fedmodel import build_model
+    from fedranklite.run.client import TrainSettings, encode, train_client
 
     cfg = base_config()
     data = load_data(cfg)

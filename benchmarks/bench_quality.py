@@ -26,8 +26,8 @@ def main():
     import torch
 
     torch.set_num_threads(1)  # two threads on a shared 2-core machine thrash; one is faster here
-    from fedranklite.configfile import load_config
-    from fedranklite.engine import build_engine
+    from fedranklite.config.files import load_config
+    from fedranklite.run.engine import build_engine
 
     runs = []
     for exp in EXPERIMENTS:

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, machine  # noqa: E402
 
-from fedranklite.results_io import write_json_atomic  # noqa: E402
+from fedranklite.core.results_io import write_json_atomic  # noqa: E402
 
 OUT = RESULTS / "quant_cross.json"
 BASES = {"fp32": "none", "nf4": "4bit"}
@@ -49,7 +49,7 @@ def gradient(model, state, encoded, rows, settings, device) -> "torch.Tensor":  
     """The LoRA gradient (flattened, full r_max) of the mean loss over `rows`, at adapter `state`."""
     import torch
 
-    from fedranklite.client import collate, loss_fn, pad_token_id
+    from fedranklite.run.client import collate, loss_fn, pad_token_id
 
     model.load_adapter_state(state)
     model.set_rank(model.r_max)
@@ -75,10 +75,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from fedranklite.checkpoint import load_checkpoint
-    from fedranklite.client import evaluate
-    from fedranklite.configfile import load_config
-    from fedranklite.prepare import prepare
+    from fedranklite.config.files import load_config
+    from fedranklite.run.checkpoint import load_checkpoint
+    from fedranklite.run.client import evaluate
+    from fedranklite.run.prepare import prepare
 
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]

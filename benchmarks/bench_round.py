@@ -19,7 +19,7 @@ ROWS_PER_CLIENT, ROUNDS = 96, 2
 
 def plain_round(model, head, encoded, partitions, global_state, lr, batch, round_idx):
     """Every client: load the global adapter+head, one local epoch, send it back; average (FedAvg)."""
-    from fedranklite.client import collate
+    from fedranklite.run.client import collate
 
     trainable = {
         n: p
@@ -51,7 +51,7 @@ def plain_round(model, head, encoded, partitions, global_state, lr, batch, round
 
 
 def main():
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     overrides = [
         "federation.clients_per_round=10",

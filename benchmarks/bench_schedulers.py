@@ -31,10 +31,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from fedranklite.schedulers import Clients, Reports, repair_with_passes  # noqa: E402
-from fedranklite.schedulers import lite as lite_mod  # noqa: E402
-from fedranklite.schedulers.cvx import CvxScheduler  # noqa: E402
-from fedranklite.schedulers.lite import LiteScheduler  # noqa: E402
+from fedranklite.federation.schedulers import Clients, Reports, repair_with_passes  # noqa: E402
+from fedranklite.federation.schedulers import lite as lite_mod  # noqa: E402
+from fedranklite.federation.schedulers.cvx import CvxScheduler  # noqa: E402
+from fedranklite.federation.schedulers.lite import LiteScheduler  # noqa: E402
 
 R_MIN, R_MAX, R_BAR = 2, 16, 8
 LITE_SIZES = [10, 100, 1_000, 10_000, 100_000]

@@ -58,8 +58,8 @@ def run_one(per_rank: float, scheduler: str, seed: int, work: Path, target: floa
     import torch
 
     torch.set_num_threads(1)
-    from fedranklite.configfile import load_config
-    from fedranklite.surrogate import SurrogateFit, build_surrogate_engine
+    from fedranklite.backends.surrogate.engine import SurrogateFit, build_surrogate_engine
+    from fedranklite.config.files import load_config
 
     fit = replace(SurrogateFit.load(CALIBRATION), sec_per_sample=BASE_COST, sec_per_sample_per_rank=per_rank)
     calibration = fit.save(work / f"fit_{per_rank:g}.json")

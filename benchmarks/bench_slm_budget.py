@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT  # noqa: E402
 
-from fedranklite.results_io import write_text_atomic  # noqa: E402
+from fedranklite.core.results_io import write_text_atomic  # noqa: E402
 
 OUT = RESULTS / "slm_budget.json"
 WORK = Path("/tmp/fedranklite_slm_budget")
@@ -38,7 +38,7 @@ SPLIT_SEED = 1234  # not a training seed: the held-out rows are the same for eve
 def write_held_out(glue_dir: Path, task: str) -> Path:
     """<WORK>/<task>/<FOLDER>/{train,dev}.tsv: dev = HELD_OUT seeded rows of train.tsv, train = the rest (the
     GLUE TSV layout, header kept; QUOTE_NONE as the loader reads it)."""
-    from fedranklite.glue import get_task
+    from fedranklite.data.glue import get_task
 
     folder = get_task(task).folder
     src = (glue_dir / folder / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
@@ -61,7 +61,7 @@ def start_from(short, long, error) -> None:
     is left as it is."""
     import shutil
 
-    from fedranklite.checkpoint import CHECKPOINT_NAME, ResumeError, check_config, load_checkpoint
+    from fedranklite.run.checkpoint import CHECKPOINT_NAME, ResumeError, check_config, load_checkpoint
 
     if (long.results_dir / CHECKPOINT_NAME).is_file():
         return

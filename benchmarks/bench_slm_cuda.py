@@ -33,10 +33,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402
 
-from fedranklite.results_io import write_text_atomic  # noqa: E402
+from fedranklite.core.results_io import write_text_atomic  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "experiments" / "glue" / "smollm2"
-SHIPPED_PROFILES = ROOT / "src" / "fedranklite" / "profiles"  # fedranklite.profile.SHIPPED_DIR, without importing torch
+SHIPPED_PROFILES = (
+    ROOT / "src" / "fedranklite" / "profiles"
+)  # fedranklite.run.profiling.SHIPPED_DIR, without importing torch
 PAIR_PROFILE = SHIPPED_PROFILES / "bundled-smollm2-135m_none_b8_l128_q_proj-v_proj_cpu.json"
 SST2_PROFILE = SHIPPED_PROFILES / "bundled-smollm2-135m_none_b8_l64_q_proj-v_proj_cpu.json"
 FEDAVG = "federation.aggregation=fedavg"
@@ -201,7 +203,7 @@ class Bench:
         self.baselines = baselines(["sst2", "qnli", "mrpc", "stsb", "rte"], str(self.args.glue_dir))
         self.log(f"machine: {self.machine}")
         # convert the GGUF once before the parallel runs (each would otherwise convert it at the same time)
-        from fedranklite.backbones import bundled_path
+        from fedranklite.model.backbones import bundled_path
 
         bundled_path("bundled:smollm2-135m")
         self.log("SmolLM2 converted")

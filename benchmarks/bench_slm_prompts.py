@@ -99,13 +99,13 @@ CANDIDATES: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
 def score_template(model_name: str, task: str, template: str, words, rows: int, seed: int, glue_dir: Path) -> dict:
     import torch
 
-    from fedranklite.backbones import load_backbone
-    from fedranklite.client import collate, encode
-    from fedranklite.fedmodel import FedModel
-    from fedranklite.glue import GLUE_TASKS, load_glue
-    from fedranklite.scoring import SCORE_METRICS
-    from fedranklite.textsplit import TextSplit
-    from fedranklite.verbalizer import Verbalizer
+    from fedranklite.data.glue import GLUE_TASKS, load_glue
+    from fedranklite.data.scoring import SCORE_METRICS
+    from fedranklite.data.textsplit import TextSplit
+    from fedranklite.model.backbones import load_backbone
+    from fedranklite.model.fedmodel import FedModel
+    from fedranklite.model.verbalizer import Verbalizer
+    from fedranklite.run.client import collate, encode
 
     info = GLUE_TASKS[task]
     train, _ = load_glue(task, str(glue_dir))  # the dev split is not used

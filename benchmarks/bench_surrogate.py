@@ -43,7 +43,7 @@ def reachable_target(calibration: Path) -> float:
     """70 % of the way from the fitted initial score to the fitted limit: a target every scheduler can
     reach in principle, so time-to-target separates them (the config's own 0.9 is above the non-IID fit's
     limit, which no surrogate run could reach)."""
-    from fedranklite.surrogate import SurrogateFit
+    from fedranklite.backends.surrogate.engine import SurrogateFit
 
     fit = SurrogateFit.load(calibration)
     return round(fit.score_start + 0.7 * (fit.score_limit - fit.score_start), 4)
@@ -91,8 +91,8 @@ def run_one(sets: list[str]) -> dict:
     """One surrogate run in this process (called in a fresh subprocess by `scale`)."""
     import psutil
 
-    from fedranklite.configfile import load_config
-    from fedranklite.surrogate import build_surrogate_engine
+    from fedranklite.backends.surrogate.engine import build_surrogate_engine
+    from fedranklite.config.files import load_config
 
     cfg = load_config(CONFIG, sets)
     rss_before = psutil.Process().memory_info().rss / 2**20  # after every import: the run's own growth is extra
@@ -150,9 +150,9 @@ def scale(calibration: Path, out_dir: Path, sizes, rounds_for) -> list[dict]:
 
 
 def real_and_surrogate(seed: int, sched_sets: list[str], calibration: Path, out_dir: Path, rounds: int):
-    from fedranklite.configfile import load_config
-    from fedranklite.engine import build_engine
-    from fedranklite.surrogate import build_surrogate_engine
+    from fedranklite.backends.surrogate.engine import build_surrogate_engine
+    from fedranklite.config.files import load_config
+    from fedranklite.run.engine import build_engine
 
     common = [
         f"seed={seed}",
@@ -318,9 +318,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from fedranklite.configfile import load_config
-    from fedranklite.engine import build_engine
-    from fedranklite.surrogate import SurrogateFit, calibrate
+    from fedranklite.backends.surrogate.engine import SurrogateFit, calibrate
+    from fedranklite.config.files import load_config
+    from fedranklite.run.engine import build_engine
 
     work = Path(args.work)
     out = Path(args.out)

@@ -17,8 +17,8 @@ import argparse
 import platform
 from pathlib import Path
 
-from fedranklite.report import build, markdown, plot_curves, plot_ttt
-from fedranklite.results_io import write_json_atomic, write_text_atomic
+from fedranklite.core.results_io import write_json_atomic, write_text_atomic
+from fedranklite.study.report import build, markdown, plot_curves, plot_ttt
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"

@@ -84,6 +84,6 @@ def run_outcome(summary: dict, baseline_key: str = "trivial_baseline") -> dict:
 
 
 def base_config(*overrides: str):
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
 
     return load_config(ROOT / "configs" / "base.yaml", list(overrides))

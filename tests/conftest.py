@@ -38,14 +38,14 @@ def tiny_tree(tmp_path, **sections) -> dict:
         "timing": {"mode": "analytic", "sec_per_sample": 0.05, "sec_per_sample_per_rank": 0.01},
         "evaluation": {"eval_every": 1, "max_samples": 64, "target": 0.6},
     }
-    from fedranklite.configfile import deep_merge
+    from fedranklite.config.files import deep_merge
 
     return deep_merge(tree, sections)
 
 
 @pytest.fixture
 def tiny_config(tmp_path):
-    from fedranklite.configfile import validate
+    from fedranklite.config.files import validate
 
     def make(**sections):
         return validate(tiny_tree(tmp_path, **sections))

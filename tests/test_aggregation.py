@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedranklite.aggregation import AGGREGATORS, Contribution
-from fedranklite.ranks import pad, truncate
+from fedranklite.federation.aggregation import AGGREGATORS, Contribution
+from fedranklite.federation.ranks import pad, truncate
 
 A = "m.query.lora_A.default.weight"  # (r_max, in) = (4, 2)
 B = "m.query.lora_B.default.weight"  # (out, r_max) = (2, 4)

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from fedranklite.aggregation import AGGREGATORS, Contribution
-from fedranklite.aggregation.stack import stacked_factors
-from fedranklite.configfile import validate
-from fedranklite.engine import build_engine
+from fedranklite.config.files import validate
+from fedranklite.federation.aggregation import AGGREGATORS, Contribution
+from fedranklite.federation.aggregation.stack import stacked_factors
+from fedranklite.run.engine import build_engine
 
 A1, B1 = "l0.query.lora_A.default.weight", "l0.query.lora_B.default.weight"  # (8, 48), (64, 8)
 A2, B2 = "l0.value.lora_A.default.weight", "l0.value.lora_B.default.weight"  # (8, 20), (12, 8)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedranklite import cli
+from fedranklite.cli import main as cli
 
 CORPUS = sorted((Path(__file__).parent / "bad_configs").glob("*.yaml"))
 
@@ -25,8 +25,8 @@ def test_corpus_is_large_enough():
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
 def test_broken_config_is_rejected_before_loading(path, capsys, monkeypatch):
-    import fedranklite.engine as engine
-    import fedranklite.fedmodel as fedmodel
+    import fedranklite.model.fedmodel as fedmodel
+    import fedranklite.run.engine as engine
 
     def must_not_load(*_a, **_k):
         raise AssertionError("a model or data was loaded for a broken config")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from conftest import tiny_tree
 
-from fedranklite import cli
+from fedranklite.cli import main as cli
 
 
 def run_with_data(tmp_path, capsys, files: dict[str, str], **data):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedranklite.engine import build_engine
-from fedranklite.ranks import rank_dim
-from fedranklite.runners import LocalRunner
-from fedranklite.validation import norm_outliers, reject_reasons, structural_problem, update_distance
+from fedranklite.federation.ranks import rank_dim
+from fedranklite.federation.validation import norm_outliers, reject_reasons, structural_problem, update_distance
+from fedranklite.run.engine import build_engine
+from fedranklite.run.runners import LocalRunner
 
 
 def lora_name(update):

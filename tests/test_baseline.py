@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from fedranklite.cli import print_summary
-from fedranklite.client import TrainSettings, train_client
-from fedranklite.engine import build_engine
-from fedranklite.scoring import trivial_baseline
-from fedranklite.summary import run_warnings
+from fedranklite.cli.main import print_summary
+from fedranklite.data.scoring import trivial_baseline
+from fedranklite.run.client import TrainSettings, train_client
+from fedranklite.run.engine import build_engine
+from fedranklite.run.summary import run_warnings
 
 
 def test_trivial_baseline_accuracy_is_the_majority_rate():
@@ -87,7 +87,7 @@ def test_training_losses_give_the_telemetry_without_a_probe(tiny_config):
 
 def test_the_default_is_free_telemetry():
     assert TrainSettings().probe_samples == 0
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
 
     assert load_config("configs/base.yaml").training.probe_samples == 0
 
@@ -102,7 +102,7 @@ def test_the_default_is_free_telemetry():
     ],
 )
 def test_loss_ends_use_disjoint_windows(losses, before, after):
-    from fedranklite.client import loss_ends
+    from fedranklite.run.client import loss_ends
 
     got = loss_ends(losses)
     assert got == pytest.approx((before, after))
@@ -110,7 +110,7 @@ def test_loss_ends_use_disjoint_windows(losses, before, after):
 
 
 def test_loss_ends_of_one_step_are_unknown():
-    from fedranklite.client import loss_ends
+    from fedranklite.run.client import loss_ends
 
     before, after = loss_ends([0.7])  # one step: a level for fairness, no drop for the scheduler
     assert before == 0.7 and np.isnan(after)

@@ -33,9 +33,9 @@ def test_a_quantized_run_is_priced_with_the_shipped_fp32_profile(task, length):
 
 
 def test_no_shipped_fp32_profile_is_one_clear_error(tmp_path, monkeypatch):
-    import fedranklite.profile
+    import fedranklite.run.profiling
 
-    monkeypatch.setattr(fedranklite.profile, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setattr(fedranklite.run.profiling, "SHIPPED_DIR", tmp_path)
     config = bench_glue.CONFIGS / "smollm2" / "rte_lite.yaml"
     with pytest.raises(SystemExit, match=r"rte_lite\.yaml: no shipped fp32 CPU rank profile .*_none_b8_l128_"):
         bench_glue.fp32_profile(config, [])

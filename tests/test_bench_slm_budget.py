@@ -21,8 +21,8 @@ def fail(message):
 
 @pytest.mark.parametrize("centralized", [False, True], ids=["federated", "centralized"])
 def test_a_continued_candidate_is_the_longer_run_and_keeps_the_shorter_one(tiny_config, centralized):
-    from fedranklite.centralized import centralized_config
-    from fedranklite.engine import build_engine
+    from fedranklite.run.centralized import centralized_config
+    from fedranklite.run.engine import build_engine
 
     # a centralized reference (bench_slm_budget without --federated) is continued the same way: its own
     # _centralized folders, one client training the federation's steps of a round
@@ -47,7 +47,7 @@ def test_a_continued_candidate_is_the_longer_run_and_keeps_the_shorter_one(tiny_
 
 
 def test_an_unfinished_or_other_shorter_run_or_an_occupied_folder_is_one_clear_error(tiny_config):
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     short = tiny_config(experiment_name="c_r2", federation={"num_rounds": 2})
     long = tiny_config(experiment_name="c_r3", federation={"num_rounds": 3})

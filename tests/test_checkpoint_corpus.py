@@ -20,8 +20,8 @@ import torch
 import yaml
 from conftest import tiny_tree
 
-from fedranklite import cli
-from fedranklite.checkpoint import digest
+from fedranklite.cli import main as cli
+from fedranklite.run.checkpoint import digest
 
 NAME = "tiny"
 
@@ -375,8 +375,8 @@ def test_bad_checkpoint_or_results_folder_is_one_line(case, finished, tmp_path, 
     case.make(ctx)
     before = snapshot(tmp_path)
     if not case.loads_model:
-        import fedranklite.engine as engine
-        import fedranklite.fedmodel as fedmodel
+        import fedranklite.model.fedmodel as fedmodel
+        import fedranklite.run.engine as engine
 
         def must_not_load(*_a, **_k):
             raise AssertionError("a model or data was loaded for a problem known before")
@@ -414,7 +414,7 @@ def test_the_message_names_the_file(finished, tmp_path, capsys, monkeypatch):
 def test_random_bytes_are_always_named_foreign_whatever_error_the_unpickler_raises(seed, tmp_path):
     # CI once drew os.urandom bytes that made torch's restricted unpickler raise IndexError, and the message
     # then said "damaged" instead of "not a FedRankLite checkpoint"; any byte soup must read the same.
-    from fedranklite.checkpoint import ResumeError, load_checkpoint
+    from fedranklite.run.checkpoint import ResumeError, load_checkpoint
 
     rng = random.Random(seed)
     path = tmp_path / "checkpoint.pt"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fedranklite.config import Config, ConfigError
-from fedranklite.configfile import apply_overrides, deep_merge, dump_config, load_config, parse_override
+from fedranklite.config.files import apply_overrides, deep_merge, dump_config, load_config, parse_override
+from fedranklite.config.schema import Config, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -738,8 +738,8 @@ def _boom(*args, **kwargs):
 
 
 def test_rejection_happens_before_any_model_loads(tmp_path, monkeypatch):
-    import fedranklite.data as data
-    import fedranklite.fedmodel as fedmodel
+    import fedranklite.data.load as data
+    import fedranklite.model.fedmodel as fedmodel
 
     for name in ("load_backbone", "build_model"):  # load_backbone as build_model sees it
         monkeypatch.setattr(fedmodel, name, _boom)
@@ -757,8 +757,8 @@ def test_config_loading_imports_no_model_or_data_library(tmp_path):
     bad = leaf_on_base(tmp_path, "federation:\n  scheduler: {type: nope}\n")
     code = textwrap.dedent(f"""
         import sys
-        from fedranklite.config import ConfigError
-        from fedranklite.configfile import load_config
+        from fedranklite.config.schema import ConfigError
+        from fedranklite.config.files import load_config
         load_config({str(CONFIGS / "experiments" / "lite_noniid_deadline.yaml")!r})
         try:
             load_config({str(bad)!r})
@@ -768,7 +768,8 @@ def test_config_loading_imports_no_model_or_data_library(tmp_path):
             raise SystemExit("no ConfigError")
         heavy = sorted(m for m in sys.modules
                        if m
-                       in ("fedranklite.backbones", "fedranklite.fedmodel", "fedranklite.client", "fedranklite.engine")
+                       in ("fedranklite.model.backbones", "fedranklite.model.fedmodel",
+                           "fedranklite.run.client", "fedranklite.run.engine")
                        or m.split(".")[0] in ("transformers", "peft", "datasets"))
         print("HEAVY", heavy)
         raise SystemExit(1 if heavy else 0)

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from fedranklite.configfile import load_config
-from fedranklite.data import _load_file, load_data
-from fedranklite.embedded import EMBEDDED_TASKS, make_sentiment, vocabulary
-from fedranklite.partitioners import PARTITIONERS, label_distribution, partition_labels, split_clients
-from fedranklite.textsplit import DataError, TextSplit
+from fedranklite.config.files import load_config
+from fedranklite.data.embedded import EMBEDDED_TASKS, make_sentiment, vocabulary
+from fedranklite.data.load import _load_file, load_data
+from fedranklite.data.partitioners import PARTITIONERS, label_distribution, partition_labels, split_clients
+from fedranklite.data.textsplit import DataError, TextSplit
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 KINDS = ["iid", "dirichlet", "label_skew"]
@@ -337,7 +337,7 @@ def test_hub_failure_is_a_data_error(monkeypatch):
 
 
 # ================================================================== partitions
-# (fedranklite.partitioners; the split algorithms are flwr-datasets' partitioners)
+# (fedranklite.data.partitioners; the split algorithms are flwr-datasets' partitioners)
 PARAMS = {"iid": {}, "dirichlet": {"alpha": 0.5}, "label_skew": {"labels_per_client": 2}}
 
 
@@ -439,7 +439,7 @@ def test_label_skew_deterministic_assignment():
 
 def test_label_skew_leaves_out_classes_no_client_holds_with_a_warning(caplog):
     labels = class_labels(classes=10)
-    with caplog.at_level(logging.WARNING, logger="fedranklite.partitioners"):
+    with caplog.at_level(logging.WARNING, logger="fedranklite.data.partitioners"):
         parts = split(labels, 2, "label_skew", seed=0, labels_per_client=2)
     held = [set(np.unique(labels[p]).tolist()) for p in parts]
     assert all(len(h) == 2 for h in held)

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import yaml
 
-from fedranklite.config import Config, TierConfig, unwrap_model
-from fedranklite.configfile import ALIASES, SWITCHES, load_config
-from fedranklite.registry import PluginSlot
+from fedranklite.config.files import ALIASES, SWITCHES, load_config
+from fedranklite.config.schema import Config, TierConfig, unwrap_model
+from fedranklite.core.registry import PluginSlot
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 TEXT = BASE.read_text()

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fedranklite.diagnostics import exp_entropy, module_group, rank_energy
+from fedranklite.federation.diagnostics import exp_entropy, module_group, rank_energy
 
 T = lambda rows: torch.tensor(rows, dtype=torch.float32)  # noqa: E731
 
@@ -78,8 +78,8 @@ def test_zero_adapter_and_uniform_energy():
 def test_engine_records_rank_energy_and_plot_draws_it_only_when_present(tiny_config):
     import json
 
-    from fedranklite.engine import build_engine
-    from fedranklite.plots import plot_run
+    from fedranklite.run.engine import build_engine
+    from fedranklite.study.plots import plot_run
 
     cfg = tiny_config(federation={"num_rounds": 2})
     engine = build_engine(cfg)

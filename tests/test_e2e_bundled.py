@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fedranklite.results_io import RoundLog
+from fedranklite.core.results_io import RoundLog
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedranklite.engine import build_engine, select_clients
-from fedranklite.results_io import RoundLog
-from fedranklite.runners import DeadlineGate, client_seed
+from fedranklite.core.results_io import RoundLog
+from fedranklite.run.engine import build_engine, select_clients
+from fedranklite.run.runners import DeadlineGate, client_seed
 
 
 def run(cfg):

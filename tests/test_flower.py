@@ -18,13 +18,13 @@ pytest.importorskip("ray")
 
 from conftest import tiny_tree  # noqa: E402
 
-from fedranklite.checkpoint import load_checkpoint  # noqa: E402
-from fedranklite.configfile import validate  # noqa: E402
-from fedranklite.engine import build_engine  # noqa: E402
-from fedranklite.flower.task import arrays_to_state, state_to_arrays, task_from_record, task_record, wire_bytes  # noqa: E402
-from fedranklite.ranks import num_bytes, truncate  # noqa: E402
-from fedranklite.results_io import RoundLog  # noqa: E402
-from fedranklite.runners import ClientTask, DeadlineGate  # noqa: E402
+from fedranklite.backends.flower.task import arrays_to_state, state_to_arrays, task_from_record, task_record, wire_bytes  # noqa: E402
+from fedranklite.config.files import validate  # noqa: E402
+from fedranklite.core.results_io import RoundLog  # noqa: E402
+from fedranklite.federation.ranks import num_bytes, truncate  # noqa: E402
+from fedranklite.run.checkpoint import load_checkpoint  # noqa: E402
+from fedranklite.run.engine import build_engine  # noqa: E402
+from fedranklite.run.runners import ClientTask, DeadlineGate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def equivalence_tree(tmp_path, **kw):
 
 
 def test_simulation_matches_local_engine(tmp_path):
-    from fedranklite.flower.launch import simulate
+    from fedranklite.backends.flower.launch import simulate
 
     local = build_engine(validate(equivalence_tree(tmp_path, experiment_name="local")))
     local.run()
@@ -85,8 +85,8 @@ def test_clientapp_module_imports_no_model_stack():
     # a deployment starts one ClientApp process per message, partition queries included: loading the app
     # must not import torch / transformers (the train handler imports them)
     code = (
-        "import sys; import fedranklite.flower.client_app; "
-        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'fedranklite.engine') if m in sys.modules))"
+        "import sys; import fedranklite.backends.flower.client_app; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'fedranklite.run.engine') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -163,8 +163,8 @@ def check_results(cfg, rounds):
 
 
 def test_deployment_superlink_and_three_supernodes(tmp_path):
-    from fedranklite.flower.credentials import make_credentials
-    from fedranklite.flower.launch import Deployment, alive, free_port
+    from fedranklite.backends.flower.credentials import make_credentials
+    from fedranklite.backends.flower.launch import Deployment, alive, free_port
 
     cfg = deployment_config(tmp_path, "deployed", rounds=2)
     dep = Deployment(cfg, tmp_path / "run")
@@ -202,7 +202,7 @@ def test_deployment_superlink_and_three_supernodes(tmp_path):
 
 
 def test_supernode_killed_mid_round_is_a_straggler_and_the_run_completes(tmp_path):
-    from fedranklite.flower.launch import Deployment, alive
+    from fedranklite.backends.flower.launch import Deployment, alive
 
     cfg = deployment_config(tmp_path, "fault", rounds=2, round_timeout=45)
     dep = Deployment(cfg, tmp_path / "run")

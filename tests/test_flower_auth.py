@@ -13,8 +13,8 @@ pytest.importorskip("flwr")
 
 from conftest import tiny_tree  # noqa: E402
 
-from fedranklite.config import ConfigError  # noqa: E402
-from fedranklite.configfile import validate  # noqa: E402
+from fedranklite.config.files import validate  # noqa: E402
+from fedranklite.config.schema import ConfigError  # noqa: E402
 
 
 def deployment(tmp_path, **flower):
@@ -25,7 +25,7 @@ def test_credentials_are_what_flwr_loads(tmp_path):
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-    from fedranklite.flower.credentials import make_credentials
+    from fedranklite.backends.flower.credentials import make_credentials
 
     c = make_credentials(tmp_path / "c", ["10.1.2.3", "127.0.0.1", "localhost"], 2)
     cert = x509.load_pem_x509_certificate(c.server_cert.read_bytes())
@@ -65,7 +65,7 @@ def test_what_is_allowed(tmp_path):
 
 
 def runner_with(tmp_path, binding):
-    from fedranklite.flower.runner import FlowerRunner
+    from fedranklite.backends.flower.runner import FlowerRunner
 
     tree = tiny_tree(tmp_path, federation={"clients_per_round": 3}, engine={"backend": "flower"})
     tree["tiers"] = {"t": {"compute_factor": 1.0, "num_clients": 3, "memory_gb": 8}}
@@ -111,9 +111,9 @@ def test_a_malformed_client_reply_is_an_error_the_runner_turns_into_a_straggler(
     import torch
     from flwr.app import MetricRecord
 
-    from fedranklite.client import ClientResult
-    from fedranklite.flower.task import result_content, result_from_content
-    from fedranklite.runners import ClientTask
+    from fedranklite.backends.flower.task import result_content, result_from_content
+    from fedranklite.run.client import ClientResult
+    from fedranklite.run.runners import ClientTask
 
     task = ClientTask(1, 2, 7)
     honest = ClientResult(

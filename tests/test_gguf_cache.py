@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedranklite.backbones import content_digest, converted_gguf
+from fedranklite.model.backbones import content_digest, converted_gguf
 
 
 def _write(path: Path, data: bytes, mtime: int) -> Path:

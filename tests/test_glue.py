@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedranklite.budget import budget_report
-from fedranklite.centralized import centralized_config
-from fedranklite.config import ConfigError
-from fedranklite.configfile import load_config
-from fedranklite.data import load_data
-from fedranklite.glue import GLUE_TASKS, get_task, load_glue, read_tsv, resolve_data_dir, trivial_baseline
-from fedranklite.textsplit import DataError
+from fedranklite.config.files import load_config
+from fedranklite.config.schema import ConfigError
+from fedranklite.data.glue import GLUE_TASKS, get_task, load_glue, read_tsv, resolve_data_dir, trivial_baseline
+from fedranklite.data.load import load_data
+from fedranklite.data.textsplit import DataError
+from fedranklite.run.budget import budget_report
+from fedranklite.run.centralized import centralized_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_CONFIGS = ROOT / "configs" / "experiments" / "glue"
@@ -284,7 +284,7 @@ def test_tiny_glue_run_end_to_end(small_glue, tmp_path):
             assert metrics["metric"] == "f1" and "accuracy" in ev
         else:
             assert metrics["metric"] == "pearson" and "spearman" in ev
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     cfg = load_config(GLUE_CONFIGS / "rte_lite.yaml", [f"data.data_dir={folder}", *sets])

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedranklite.hardware import Telemetry, TraceError, draw_hardware, read_trace, round_conditions, tier_arrays
+from fedranklite.federation.hardware import (
+    Telemetry,
+    TraceError,
+    draw_hardware,
+    read_trace,
+    round_conditions,
+    tier_arrays,
+)
 
 
 def tiers(tiny_config, **extra):
@@ -120,7 +127,7 @@ def _recording(engine):
 
 
 def test_hidden_hardware_reaches_the_scheduler_only_through_telemetry(tiny_config):
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     views = {}
     for sigma in (0.0, 0.8):
@@ -170,7 +177,7 @@ def test_hidden_hardware_reaches_the_scheduler_only_through_telemetry(tiny_confi
 
 
 def test_unavailable_clients_are_lost_for_the_round_seeded(tiny_config):
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     runs = []
     for name in ("a", "b"):
@@ -196,7 +203,7 @@ def test_unavailable_clients_are_lost_for_the_round_seeded(tiny_config):
 
 
 def test_a_broken_trace_is_a_config_error(tmp_path, tiny_config):
-    from fedranklite.config import ConfigError
+    from fedranklite.config.schema import ConfigError
 
     path = tmp_path / "t.csv"
     path.write_text("cid,compute_factor\n7,1\n")

@@ -12,8 +12,8 @@ import torch
 import yaml
 from conftest import tiny_tree
 
-from fedranklite import cli
-from fedranklite.safeyaml import MAX_NODES, YamlError, load_yaml_text
+from fedranklite.cli import main as cli
+from fedranklite.core.safeyaml import MAX_NODES, YamlError, load_yaml_text
 
 BASE = str(Path(__file__).resolve().parents[1] / "configs" / "base.yaml")
 
@@ -27,8 +27,8 @@ def one_error_line(capsys) -> str:
 
 @pytest.fixture
 def no_loading(monkeypatch):
-    import fedranklite.engine as engine
-    import fedranklite.fedmodel as fedmodel
+    import fedranklite.model.fedmodel as fedmodel
+    import fedranklite.run.engine as engine
 
     def must_not_load(*_a, **_k):
         raise AssertionError("a model or data was loaded for a problem known before")
@@ -95,7 +95,7 @@ def test_cuda_on_a_machine_without_it_is_refused_before_loading(device, capsys, 
 
 
 def test_a_cuda_index_beyond_the_machine_is_refused(monkeypatch):
-    from fedranklite import preflight
+    from fedranklite.run import preflight
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -126,8 +126,8 @@ def test_model_limits_come_from_a_local_models_config_json(tmp_path, capsys, no_
 
 
 def test_model_limits_are_skipped_when_nothing_can_be_read_cheaply(tmp_path):
-    from fedranklite import preflight
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
+    from fedranklite.run import preflight
 
     for name in ("some-org/some-hub-model", str(tmp_path / "no_such_dir"), "bundled:smollm2-135m"):
         cfg = load_config(BASE, [f"model.name={name}", "model.max_length=100000"])
@@ -206,8 +206,8 @@ def test_a_giant_text_is_cut_before_tokenising(tmp_path, capsys, caplog):
 def test_cap_texts_keeps_short_texts_and_cuts_long_ones():
     import numpy as np
 
-    from fedranklite.data import cap_texts
-    from fedranklite.textsplit import TextSplit
+    from fedranklite.data.load import cap_texts
+    from fedranklite.data.textsplit import TextSplit
 
     split = TextSplit([("short", "x" * 50), ("y" * 11, "ok")], np.array([0, 1]))
     out = cap_texts(split, 10, "here")
@@ -243,7 +243,7 @@ def test_an_unwritable_output_is_one_line(argv, option, finished_run, capsys):
 
 
 def test_an_unexpected_error_is_one_line_with_a_hint_and_debug_shows_the_traceback(monkeypatch, capsys, tmp_path):
-    import fedranklite.plots as plots
+    import fedranklite.study.plots as plots
 
     def broken(*_a, **_k):
         raise KeyError("something nobody anticipated\nwith a second line")
@@ -258,7 +258,7 @@ def test_an_unexpected_error_is_one_line_with_a_hint_and_debug_shows_the_traceba
 
 
 def test_an_interrupt_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
-    import fedranklite.plots as plots
+    import fedranklite.study.plots as plots
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
@@ -287,7 +287,7 @@ def test_a_sweep_spec_is_read_with_the_same_care(kind, tmp_path, capsys):
 
 
 def test_a_value_its_tag_cannot_hold_is_a_string_in_set_and_an_error_in_a_file():
-    from fedranklite.configfile import parse_override
+    from fedranklite.config.files import parse_override
 
     assert parse_override("experiment_name=2024-02-30") == (["experiment_name"], "2024-02-30")
     for text in ("a: 2024-02-30\n", "a: " + "9" * 5000 + "\n", "a: !!bool maybe\n", "a: !!float abc\n"):
@@ -299,7 +299,7 @@ def test_a_config_from_a_pipe_is_read(tmp_path):
     import os
     import threading
 
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
 
     fifo = tmp_path / "cfg.yaml"
     os.mkfifo(fifo)
@@ -312,9 +312,9 @@ def test_a_config_from_a_pipe_is_read(tmp_path):
 
 
 def test_surrogate_runs_need_no_device_or_model_check_and_mps_is_checked():
-    from fedranklite import preflight
-    from fedranklite.config import ConfigError
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
+    from fedranklite.config.schema import ConfigError
+    from fedranklite.run import preflight
 
     root = Path(BASE).parents[1]
     cfg = load_config(root / "configs" / "experiments" / "whatif_100k.yaml", ["device=cuda"])
@@ -326,8 +326,8 @@ def test_surrogate_runs_need_no_device_or_model_check_and_mps_is_checked():
 
 
 def test_a_checkpoint_from_before_a_new_key_resumes_when_the_key_is_at_its_default(tmp_path):
-    from fedranklite.checkpoint import ResumeError, check_config
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
+    from fedranklite.run.checkpoint import ResumeError, check_config
 
     current = load_config(BASE).to_dict()
     saved = {**current, "federation": {k: v for k, v in current["federation"].items() if k != "clip_update_norm"}}
@@ -348,8 +348,8 @@ def test_a_checkpoint_from_before_a_new_key_resumes_when_the_key_is_at_its_defau
     ],
 )
 def test_model_limits_read_the_common_config_json_shapes(tmp_path, config_json, max_length, refused):
-    from fedranklite import preflight
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
+    from fedranklite.run import preflight
 
     (tmp_path / "config.json").write_text(config_json)
     cfg = load_config(BASE, [f"model.name={tmp_path}", f"model.max_length={max_length}"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedranklite.configfile import ConfigError, load_config
-from fedranklite.schedulers import Clients, Reports, bisect_min_max, build_scheduler
-from fedranklite.schedulers.lite import LiteScheduler
+from fedranklite.config.files import ConfigError, load_config
+from fedranklite.federation.schedulers import Clients, Reports, bisect_min_max, build_scheduler
+from fedranklite.federation.schedulers.lite import LiteScheduler
 
 
 def lite(**kw) -> LiteScheduler:
@@ -177,7 +177,7 @@ def test_reports_without_samples_leave_the_loss_level_ema_alone():
 
 
 def test_a_plugin_scheduler_with_the_old_from_config_signature_still_builds(tmp_path):
-    from fedranklite.schedulers import SCHEDULERS, Scheduler, SchedulerParams
+    from fedranklite.federation.schedulers import SCHEDULERS, Scheduler, SchedulerParams
 
     class Old(Scheduler):
         @classmethod

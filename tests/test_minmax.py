@@ -17,11 +17,11 @@ import sys
 import numpy as np
 import pytest
 
-from fedranklite.schedulers import SCHEDULERS, Clients, feasible_budget, greedy_min_max, rank_budget
-from fedranklite.schedulers import base as base_mod
-from fedranklite.schedulers import cvx as cvx_mod
-from fedranklite.schedulers.base import bisect_min_max
-from fedranklite.schedulers.cvx import CvxParams, CvxScheduler
+from fedranklite.federation.schedulers import SCHEDULERS, Clients, feasible_budget, greedy_min_max, rank_budget
+from fedranklite.federation.schedulers import minmax as minmax_mod
+from fedranklite.federation.schedulers import cvx as cvx_mod
+from fedranklite.federation.schedulers.minmax import bisect_min_max
+from fedranklite.federation.schedulers.cvx import CvxParams, CvxScheduler
 
 
 def max_time(a, b, ranks) -> float:
@@ -131,8 +131,8 @@ def random_helper_case(rng, n_max=60):
 @pytest.mark.parametrize("forced_bisection", [False, True])
 def test_bisect_matches_greedy_on_random_bounds(monkeypatch, forced_bisection):
     if forced_bisection:  # never list the bracket's units: bisect until the bracket's ends are adjacent floats
-        monkeypatch.setattr(base_mod, "_ENUMERATE_PER_CLIENT", 0)
-        monkeypatch.setattr(base_mod, "_ENUMERATE_EXTRA", 0)
+        monkeypatch.setattr(minmax_mod, "_ENUMERATE_PER_CLIENT", 0)
+        monkeypatch.setattr(minmax_mod, "_ENUMERATE_EXTRA", 0)
     rng = np.random.default_rng(7 + forced_bisection)
     for _ in range(300):
         a, b, lo, hi, budget = random_helper_case(rng)
@@ -160,8 +160,8 @@ def test_bisect_on_awkward_floats_matches_greedy(monkeypatch, forced_bisection):
     # times on plateaus (1e16 + r rounds to even), slopes far below the intercept's ulp, huge intercepts,
     # slopes that make (T - a) / b overflow: the floor estimate is wrong and must be corrected
     if forced_bisection:
-        monkeypatch.setattr(base_mod, "_ENUMERATE_PER_CLIENT", 0)
-        monkeypatch.setattr(base_mod, "_ENUMERATE_EXTRA", 0)
+        monkeypatch.setattr(minmax_mod, "_ENUMERATE_PER_CLIENT", 0)
+        monkeypatch.setattr(minmax_mod, "_ENUMERATE_EXTRA", 0)
     rng = np.random.default_rng(3)
     cases = [
         (np.full(5, 1e16), np.array([1.0, 1.0, 3.0, 0.5, 2.0])),

@@ -7,12 +7,12 @@ import peft
 import pytest
 import torch
 
-from fedranklite.backbones import load_backbone
-from fedranklite.client import TrainSettings, encode, train_client
-from fedranklite.embedded import make_sentiment
-from fedranklite.fedmodel import FedModel, pool
-from fedranklite.memory import MemoryProfile
-from fedranklite.ranks import pad, rank_dim, truncate
+from fedranklite.data.embedded import make_sentiment
+from fedranklite.federation.memory import MemoryProfile
+from fedranklite.federation.ranks import pad, rank_dim, truncate
+from fedranklite.model.backbones import load_backbone
+from fedranklite.model.fedmodel import FedModel, pool
+from fedranklite.run.client import TrainSettings, encode, train_client
 
 
 def make_model(r_max=8, alpha=16.0, seed=0, dropout=0.0):
@@ -207,7 +207,7 @@ def test_memory_profile_caps_rank():
 
 # ---------------------------------------------------------------- sentence pairs: cross vs siamese
 def _pair_split():
-    from fedranklite.textsplit import TextSplit
+    from fedranklite.data.textsplit import TextSplit
 
     texts = [
         ("the film was great", "it was great"),
@@ -231,8 +231,8 @@ def test_siamese_encoding_keeps_the_two_texts_apart_and_cross_joins_them():
 
 
 def test_siamese_forward_is_the_head_on_pair_features_of_the_two_embeddings():
-    from fedranklite.client import collate
-    from fedranklite.fedmodel import COSINE_SCALE, pair_features
+    from fedranklite.model.fedmodel import COSINE_SCALE, pair_features
+    from fedranklite.run.client import collate
 
     torch.manual_seed(0)
     model = FedModel(
@@ -294,8 +294,8 @@ def test_siamese_client_trains_and_masks_ranks_like_cross():
 
 
 def test_pair_encoding_auto_is_siamese_only_for_sentence_transformers_pairs():
-    from fedranklite.backbones import Backbone
-    from fedranklite.fedmodel import use_siamese
+    from fedranklite.model.backbones import Backbone
+    from fedranklite.model.fedmodel import use_siamese
 
     st = Backbone(None, None, "mean", "x", sentence_encoder=True)
     plain = Backbone(None, None, "mean", "x", sentence_encoder=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fedranklite import cli
-from fedranklite.engine import build_engine
+from fedranklite.cli import main as cli
+from fedranklite.run.engine import build_engine
 
 
 @pytest.fixture

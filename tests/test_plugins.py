@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from fedranklite.aggregation import AGGREGATORS
 from fedranklite.backends import BACKENDS
-from fedranklite.config import ConfigError
-from fedranklite.configfile import load_config, validate
-from fedranklite.registry import PluginConfig, Registry
-from fedranklite.schedulers import SCHEDULERS
-from fedranklite.stragglers import STRAGGLER_POLICIES
-from fedranklite.timing import TIMING_MODES
+from fedranklite.config.files import load_config, validate
+from fedranklite.config.schema import ConfigError
+from fedranklite.core.registry import PluginConfig, Registry
+from fedranklite.federation.aggregation import AGGREGATORS
+from fedranklite.federation.schedulers import SCHEDULERS
+from fedranklite.federation.stragglers import STRAGGLER_POLICIES
+from fedranklite.federation.timing import TIMING_MODES
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def toy():
 
 
 def test_a_toy_scheduler_runs_in_the_engine_with_its_own_parameter(tiny_config, toy):
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     cfg = tiny_config(federation={"num_rounds": 1, "scheduler": {"type": "toy", "r_min": 1, "r_bar": 4, "boost": 5}})
     assert cfg.federation.scheduler.boost == 5.0

@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import tiny_tree
 
-from fedranklite import prepare as prep_mod
-from fedranklite.configfile import validate
-from fedranklite.engine import build_engine
+from fedranklite.config.files import validate
+from fedranklite.run import prepare as prep_mod
+from fedranklite.run.engine import build_engine
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fedranklite"
 
@@ -60,7 +60,7 @@ def counting(monkeypatch, name):
 
 def test_local_engine_and_flower_client_side_get_identical_partitions_tokens_and_model(tmp_path, monkeypatch):
     pytest.importorskip("flwr")
-    from fedranklite.flower import task
+    from fedranklite.backends.flower import task
 
     cfg = tiny(tmp_path, data={"partition": {"type": "dirichlet", "alpha": 0.3}, "samples_per_client": 50})
     partitions, models = counting(monkeypatch, "split_clients"), counting(monkeypatch, "build_model")
@@ -86,7 +86,7 @@ def test_local_engine_and_flower_client_side_get_identical_partitions_tokens_and
 
 
 def test_surrogate_partition_sizes_come_from_stage_one_without_a_model(tmp_path, monkeypatch):
-    from fedranklite.surrogate import CalibrationError, partition_sizes
+    from fedranklite.backends.surrogate.engine import CalibrationError, partition_sizes
 
     cfg = tiny(tmp_path, data={"samples_per_client": 40})
     models = counting(monkeypatch, "build_model")
@@ -165,7 +165,7 @@ def test_token_cache_key_covers_the_tokenizer_and_survives_a_damaged_file(tmp_pa
 
 
 def test_token_cache_round_trips_siamese_pairs_and_empty_rows(tmp_path):
-    from fedranklite.data import TextSplit
+    from fedranklite.data.load import TextSplit
 
     p = prep_mod.prepare(tiny(tmp_path))
     split = TextSplit([("the movie was great", "it was bad"), ("", "the app"), ("fine", "")], np.array([1, 0, 1]))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedranklite.profile import (
+from fedranklite.run.profiling import (
     LinearFit,
     ProfileError,
     RankProfile,
@@ -27,12 +27,12 @@ def test_a_profile_measured_on_a_busy_machine_says_so(tiny_config, monkeypatch, 
 
     cfg = tiny_config()
     monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
-    with caplog.at_level(logging.WARNING, logger="fedranklite.profile"):
+    with caplog.at_level(logging.WARNING, logger="fedranklite.run.profiling"):
         quiet = run_profile(cfg, ranks=(1,), warmup=0, repeats=1, passes=1)
     assert quiet.provenance["load_average"] == [0.5, 0.5] and "busy machine" not in caplog.text
     busy = (os.cpu_count() or 1) + 2.0
     monkeypatch.setattr(os, "getloadavg", lambda: (busy, busy, busy))
-    with caplog.at_level(logging.WARNING, logger="fedranklite.profile"):
+    with caplog.at_level(logging.WARNING, logger="fedranklite.run.profiling"):
         loaded = run_profile(cfg, ranks=(1,), warmup=0, repeats=1, passes=1)
     assert loaded.provenance["load_average"] == [busy, busy] and "busy machine" in caplog.text
 
@@ -43,8 +43,8 @@ def test_each_rank_is_measured_with_the_earlier_ranks_models_freed(tiny_config, 
     in the next rank's peak memory (the first CUDA profile read 2.7, 3.2, 3.8, 2.7 GB for ranks 1..8)."""
     import gc
 
-    import fedranklite.profile as profile_module
-    from fedranklite.fedmodel import FedModel
+    import fedranklite.run.profiling as profile_module
+    from fedranklite.model.fedmodel import FedModel
 
     alive = []
     real_step = profile_module._train_step
@@ -128,7 +128,7 @@ def test_ensure_profile_measures_once_then_reads_the_cache(tmp_path, tiny_config
 
 
 def test_profile_timing_is_deterministic_and_priced_by_the_profile(tmp_path, tiny_config):
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     path = _synthetic(tmp_path / "p.json", {"backbone": "tiny:bert"}, a=0.02, b=0.004)
     runs = []
@@ -177,7 +177,7 @@ def test_profile_command_rejects_bad_ranks_in_one_line(tmp_path):
 def test_profile_time_does_not_depend_on_machine_load(tmp_path, tiny_config, monkeypatch):
     """Two runs with the same seed in the default timing mode, the second while a CPU-bound process runs
     beside it: the same simulated times and ranks (measured mode would not give that)."""
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     monkeypatch.setenv("FEDRANKLITE_CACHE", str(tmp_path / "cache"))
     hetero = {"speed_sigma": 0.3, "jitter_sigma": 0.2, "availability": 0.8}
@@ -234,8 +234,8 @@ def test_a_file_that_is_not_a_profile_is_one_line_at_run_time(tmp_path):
 def test_every_smollm2_glue_config_finds_a_shipped_profile(config, tmp_path, monkeypatch):
     """On a fresh install (empty cache) each SmolLM2 GLUE config must find the rank profile its recorded runs used:
     one measured now, under whatever load, would move the simulated deadline and so which steps it cuts."""
-    from fedranklite.configfile import load_config
-    from fedranklite.profile import CACHE_ENV, SHIPPED_DIR, find_profile, profile_key
+    from fedranklite.config.files import load_config
+    from fedranklite.run.profiling import CACHE_ENV, SHIPPED_DIR, find_profile, profile_key
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     found = find_profile(profile_key(load_config(config, ["device=cpu"])))

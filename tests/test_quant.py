@@ -18,7 +18,7 @@ def _quantizes() -> bool:
     if not has_bnb:
         return False
     try:
-        from fedranklite.backbones import load_backbone
+        from fedranklite.model.backbones import load_backbone
 
         load_backbone("bundled:minilm-l6", quantization="4bit")
         return True
@@ -31,10 +31,10 @@ def _quantizes() -> bool:
 def test_qlora_trains_fp32_adapters_on_a_quantized_base(quant):
     if not _quantizes():
         pytest.skip("bitsandbytes cannot quantize on this platform (the error path is tested below)")
-    from fedranklite.backbones import load_backbone
-    from fedranklite.client import TrainSettings, encode, train_client
-    from fedranklite.embedded import make_sentiment
-    from fedranklite.fedmodel import FedModel
+    from fedranklite.data.embedded import make_sentiment
+    from fedranklite.model.backbones import load_backbone
+    from fedranklite.model.fedmodel import FedModel
+    from fedranklite.run.client import TrainSettings, encode, train_client
 
     plain = load_backbone("bundled:minilm-l6")
     bb = load_backbone("bundled:minilm-l6", quantization=quant)
@@ -79,7 +79,7 @@ def test_a_4bit_layer_computes_exactly_its_dequantized_weights_forward_and_backw
         pytest.skip("bitsandbytes cannot quantize on this platform (the error path is tested below)")
     from bitsandbytes.functional import dequantize_4bit
 
-    from fedranklite.backbones import load_backbone
+    from fedranklite.model.backbones import load_backbone
 
     plain = load_backbone("bundled:minilm-l6").model.encoder.layer[0].attention.self.query
     layer = load_backbone("bundled:minilm-l6", quantization="4bit").model.encoder.layer[0].attention.self.query
@@ -99,7 +99,7 @@ def test_a_4bit_layer_computes_exactly_its_dequantized_weights_forward_and_backw
 
 
 def test_missing_bitsandbytes_is_a_clear_error(monkeypatch):
-    from fedranklite.backbones import ModelError, load_backbone
+    from fedranklite.model.backbones import ModelError, load_backbone
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
     with pytest.raises(ModelError, match=r"model.quantization='4bit' needs bitsandbytes: pip install"):
@@ -110,7 +110,7 @@ def test_platform_that_cannot_quantize_is_a_clear_error(monkeypatch):
     pytest.importorskip("bitsandbytes")
     import transformers
 
-    from fedranklite.backbones import ModelError, load_backbone
+    from fedranklite.model.backbones import ModelError, load_backbone
 
     def refuse(*args, **kwargs):
         raise RuntimeError("no kernel for this device")
@@ -125,7 +125,7 @@ def test_platform_that_cannot_quantize_is_a_clear_error(monkeypatch):
 
 
 def test_cli_reports_it_without_a_traceback(monkeypatch, tmp_path, capsys):
-    from fedranklite import cli
+    from fedranklite.cli import main as cli
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     cfg = tmp_path / "q.yaml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedranklite.ranks import num_bytes, pad, rank_dim, tensor_rank, truncate
+from fedranklite.federation.ranks import num_bytes, pad, rank_dim, tensor_rank, truncate
 
 R_MAX = 4
 IN, OUT = 3, 5

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from test_summary import as_json, fixture_records
 
-from fedranklite.records import CLIENT_FIELDS, ClientReport, ClientTable, RoundRecord, RunSummary, TimeToTarget
-from fedranklite.results_io import (
+from fedranklite.core.records import CLIENT_FIELDS, ClientReport, ClientTable, RoundRecord, RunSummary, TimeToTarget
+from fedranklite.core.results_io import (
     ROUNDS_FILE,
     SUMMARY_FILE,
     ResultsError,
@@ -21,8 +21,8 @@ from fedranklite.results_io import (
     read_run,
     write_json_atomic,
 )
-from fedranklite.summary import summarize
-from fedranklite.tracking import round_scalars
+from fedranklite.run.summary import summarize
+from fedranklite.run.tracking import round_scalars
 
 LAYOUTS = ["full", "columns"]
 

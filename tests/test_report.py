@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedranklite import cli, stats
-from fedranklite.records import RoundRecord
-from fedranklite.report import build, markdown, score_steps
+from fedranklite.cli import main as cli
+from fedranklite.core.records import RoundRecord
+from fedranklite.study import stats
+from fedranklite.study.report import build, markdown, score_steps
 
 
 def test_bootstrap_ci_of_four_values_matches_the_enumerated_distribution():

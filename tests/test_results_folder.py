@@ -17,8 +17,9 @@ import torch
 import yaml
 from conftest import tiny_tree
 
-from fedranklite import cli
-from fedranklite.checkpoint import (
+from fedranklite.cli import main as cli
+from fedranklite.config.schema import unsafe_name
+from fedranklite.run.checkpoint import (
     FORMAT_VERSION,
     ResumeError,
     config_differences,
@@ -28,8 +29,7 @@ from fedranklite.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from fedranklite.config import unsafe_name
-from fedranklite.outfolder import OutputFolderError, free_name, prepare_results_folder
+from fedranklite.run.outfolder import OutputFolderError, free_name, prepare_results_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -222,7 +222,7 @@ def test_free_name_skips_existing_folders_and_files(tmp_path):
 
 def test_prepare_refuses_before_creating_anything(tmp_path):
     cfg = write_config(tmp_path)
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
 
     loaded = load_config(cfg)
     folder = loaded.results_dir
@@ -241,7 +241,7 @@ def test_a_missing_checkpoint_is_a_resume_error(tmp_path):
 
 
 def test_the_writability_check_creates_no_folder(tmp_path):
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
 
     cfg = load_config(write_config(tmp_path, output_dir=str(tmp_path / "new" / "deeper")))
     assert prepare_results_folder(cfg) is cfg

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from test_summary import as_json, fixture_records
 
-from fedranklite.records import ClientTable, RoundRecord, TimeToTarget
-from fedranklite.results_io import (
+from fedranklite.core.records import ClientTable, RoundRecord, TimeToTarget
+from fedranklite.core.results_io import (
     ROUNDS_FILE,
     SUMMARY_FILE,
     RoundLog,
@@ -22,7 +22,7 @@ from fedranklite.results_io import (
     write_json_atomic,
     write_text_atomic,
 )
-from fedranklite.summary import summarize
+from fedranklite.run.summary import summarize
 
 LAYOUTS = ["full", "columns"]
 
@@ -123,7 +123,7 @@ def test_write_json_atomic_never_leaves_a_partial_file(tmp_path, monkeypatch):
         assert strict_json(Path(src).read_text()) == {"round": 3}  # fully written before the rename
         raise OSError("disk gone")
 
-    monkeypatch.setattr("fedranklite.results_io.os.replace", crash)
+    monkeypatch.setattr("fedranklite.core.results_io.os.replace", crash)
     with pytest.raises(OSError, match="disk gone"):
         write_json_atomic(target, {"round": 3})
     assert calls == [target]  # the crash really happened at the rename

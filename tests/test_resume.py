@@ -16,7 +16,7 @@ import torch
 import yaml
 from conftest import tiny_tree
 
-from fedranklite.checkpoint import load_checkpoint
+from fedranklite.run.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = {"wall_seconds", "throughput", "peak_memory_mb", "wall_time_total"}
@@ -123,7 +123,7 @@ def test_resume_refuses_a_different_config_and_a_missing_checkpoint(tmp_path):
 
 
 def test_resume_continues_a_finished_shorter_run_in_process(tiny_config):
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     cfg = tiny_config(federation={"num_rounds": 3})
     full = build_engine(cfg)
@@ -131,8 +131,8 @@ def test_resume_continues_a_finished_shorter_run_in_process(tiny_config):
     # same config, killed after round 1: emulate by running one round and checkpointing by hand
     partial = build_engine(cfg)
     record = partial.run_round()
-    from fedranklite.checkpoint import CHECKPOINT_NAME, save_checkpoint
-    from fedranklite.results_io import rewrite_round_log
+    from fedranklite.core.results_io import rewrite_round_log
+    from fedranklite.run.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
     save_checkpoint(cfg.results_dir / CHECKPOINT_NAME, partial.checkpoint_payload())
     rewrite_round_log(cfg.results_dir / "rounds.jsonl", [record])
@@ -148,7 +148,7 @@ def test_resume_continues_a_finished_shorter_run_in_process(tiny_config):
 def test_a_finished_run_continued_to_more_rounds_is_the_longer_run(tiny_config):
     """Resuming with only federation.num_rounds raised continues the run: rounds 1-4 are those of a run
     started with 4, even though the 2-round run evaluated its last round (round 2) where the 4-round one did not."""
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     longer = tiny_config(federation={"num_rounds": 4}, evaluation={"eval_every": 3})
     full = build_engine(longer)
@@ -168,8 +168,8 @@ def test_a_finished_run_continued_to_more_rounds_is_the_longer_run(tiny_config):
 
 
 def test_continuing_to_fewer_rounds_than_done_or_with_another_change_is_refused(tiny_config):
-    from fedranklite.checkpoint import ResumeError
-    from fedranklite.engine import build_engine
+    from fedranklite.run.checkpoint import ResumeError
+    from fedranklite.run.engine import build_engine
 
     build_engine(tiny_config(federation={"num_rounds": 3})).run()
     with pytest.raises(ResumeError, match=r"has 3 rounds done and federation.num_rounds is 2; resume with .* >= 3"):

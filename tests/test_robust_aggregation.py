@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from fedranklite.aggregation import AGGREGATORS, Contribution
-from fedranklite.aggregation.robust import Krum, TrimmedMean, krum_scores, median
-from fedranklite.engine import build_engine
-from fedranklite.ranks import rank_dim, truncate
-from fedranklite.runners import LocalRunner
-from fedranklite.validation import clip_update, sample_problem, server_weight, update_distance
+from fedranklite.federation.aggregation import AGGREGATORS, Contribution
+from fedranklite.federation.aggregation.robust import Krum, TrimmedMean, krum_scores, median
+from fedranklite.federation.ranks import rank_dim, truncate
+from fedranklite.federation.validation import clip_update, sample_problem, server_weight, update_distance
+from fedranklite.run.engine import build_engine
+from fedranklite.run.runners import LocalRunner
 
 A = "m.query.lora_A.default.weight"  # (r_max, in) = (4, 2)
 B = "m.query.lora_B.default.weight"  # (out, r_max) = (2, 4)
@@ -52,7 +52,7 @@ def test_trimmed_mean_cuts_floor_trim_k_at_each_end():
 
 
 def test_registry_builds_the_robust_aggregators_from_config():
-    from fedranklite.configfile import validate
+    from fedranklite.config.files import validate
 
     for spec in ({"type": "median"}, {"type": "trimmed_mean", "trim": 0.2}, {"type": "krum", "f": 2, "keep": 3}):
         cfg = validate(
@@ -274,7 +274,7 @@ def test_krum_does_not_leave_out_honest_high_rank_clients_for_their_rank():
 
 
 def test_pairwise_distances_compare_only_shared_coordinates():
-    from fedranklite.aggregation.robust import pairwise_distances
+    from fedranklite.federation.aggregation.robust import pairwise_distances
 
     base = {A: torch.zeros(4, 2), H: torch.zeros(2)}
     low = Contribution({A: T([[1, 1]]), H: T([0, 0])}, 1, 1.0)

@@ -17,7 +17,7 @@ import yaml
 from conftest import tiny_tree
 
 import fedranklite
-from fedranklite.cli import RoundLines, _ClientProgress, _run_with_progress
+from fedranklite.cli.main import RoundLines, _ClientProgress, _run_with_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,11 +135,11 @@ def test_the_local_runner_is_told_one_client_at_a_time_in_the_same_order():
 
 
 def test_a_capped_evaluation_split_is_said_in_one_line(tiny_config, caplog):
-    from fedranklite.prepare import eval_split, plan
+    from fedranklite.run.prepare import eval_split, plan
 
     cfg = tiny_config(evaluation={"max_samples": 10})
     data = plan(cfg).data
-    with caplog.at_level(logging.WARNING, logger="fedranklite.prepare"):
+    with caplog.at_level(logging.WARNING, logger="fedranklite.run.prepare"):
         split = eval_split(cfg, data)
     assert len(split) == 10
     notices = [r.getMessage() for r in caplog.records if "evaluation uses" in r.getMessage()]
@@ -147,13 +147,13 @@ def test_a_capped_evaluation_split_is_said_in_one_line(tiny_config, caplog):
         "evaluation uses 10 of the 64 evaluation rows, a seeded sample (evaluation.max_samples: 10; null = all)"
     ]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="fedranklite.prepare"):
+    with caplog.at_level(logging.WARNING, logger="fedranklite.run.prepare"):
         eval_split(tiny_config(evaluation={"max_samples": None}), data)
     assert not [r for r in caplog.records if "evaluation uses" in r.getMessage()]
 
 
 def test_the_cvx_fallback_notice_is_logged_once_per_run(tiny_config, caplog, monkeypatch):
-    from fedranklite.engine import build_engine
+    from fedranklite.run.engine import build_engine
 
     monkeypatch.setitem(sys.modules, "cvxpy", None)  # `import cvxpy` raises ImportError: cvxpy not installed
     cfg = tiny_config(
@@ -161,7 +161,7 @@ def test_the_cvx_fallback_notice_is_logged_once_per_run(tiny_config, caplog, mon
         training={"max_local_steps": 1, "probe_samples": 0},
     )
     engine = build_engine(cfg)
-    with caplog.at_level(logging.WARNING, logger="fedranklite.schedulers.cvx"):
+    with caplog.at_level(logging.WARNING, logger="fedranklite.federation.schedulers.cvx"):
         summary = engine.run()
     assert summary.rounds_completed == 3
     logged = [r for r in caplog.records if "cvxpy is not installed" in r.getMessage()]
@@ -170,6 +170,6 @@ def test_the_cvx_fallback_notice_is_logged_once_per_run(tiny_config, caplog, mon
     assert all(any("cvxpy is not installed" in n for n in rec.scheduler_notes) for rec in engine.state.records)
     # and the next run logs it again (once)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="fedranklite.schedulers.cvx"):
+    with caplog.at_level(logging.WARNING, logger="fedranklite.federation.schedulers.cvx"):
         build_engine(cfg.model_copy(update={"experiment_name": "again"})).run()
     assert len([r for r in caplog.records if "cvxpy is not installed" in r.getMessage()]) == 1

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fedranklite.schedulers import (
+from fedranklite.federation.schedulers import (
     SCHEDULERS,
     Clients,
     Reports,
@@ -26,11 +26,11 @@ from fedranklite.schedulers import (
     repair_to_budget,
     repair_with_passes,
 )
-from fedranklite.schedulers import cvx as cvx_mod
-from fedranklite.schedulers import lite as lite_mod
-from fedranklite.schedulers.cvx import CvxScheduler
-from fedranklite.schedulers.fixed import FixedScheduler
-from fedranklite.schedulers.lite import LiteScheduler
+from fedranklite.federation.schedulers import cvx as cvx_mod
+from fedranklite.federation.schedulers import lite as lite_mod
+from fedranklite.federation.schedulers.cvx import CvxScheduler
+from fedranklite.federation.schedulers.fixed import FixedScheduler
+from fedranklite.federation.schedulers.lite import LiteScheduler
 
 
 def lite(**kw) -> LiteScheduler:
@@ -121,8 +121,8 @@ def test_build_scheduler_from_config_section():
     ],
 )
 def test_a_scheduler_rejects_parameters_of_another(section, message):
-    from fedranklite.config import ConfigError
-    from fedranklite.configfile import validate
+    from fedranklite.config.files import validate
+    from fedranklite.config.schema import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         validate(

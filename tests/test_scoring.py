@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fedranklite.scoring import (
+from fedranklite.data.scoring import (
     SCORE_METRICS,
     ScoreMetric,
     accuracy,

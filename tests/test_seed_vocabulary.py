@@ -15,8 +15,8 @@ import pytest
 import yaml
 from conftest import tiny_tree
 
-from fedranklite.config import ConfigError
-from fedranklite.configfile import load_config, validate
+from fedranklite.config.files import load_config, validate
+from fedranklite.config.schema import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "configs" / "base.yaml"
@@ -173,9 +173,9 @@ def test_errors_name_the_key_as_the_user_wrote_it(tmp_path):
 
 def test_aliases_are_logged_once_each(tmp_path, caplog):
     leaf = on_base(tmp_path, "data: {partition: {method: iid}}\nevaluation: {target_score: 0.8}\n")
-    with caplog.at_level(logging.INFO, logger="fedranklite.configfile"):
+    with caplog.at_level(logging.INFO, logger="fedranklite.config.files"):
         load_config(leaf)
-    lines = [r.getMessage() for r in caplog.records if r.name == "fedranklite.configfile"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "fedranklite.config.files"]
     assert len(lines) == 2
     assert any("data.partition.method is read as data.partition.type" in line for line in lines)
 
@@ -267,7 +267,7 @@ def test_a_missing_relative_data_file_names_where_it_was_looked_for(tmp_path):
 
 def test_bring_your_own_jsonl_pairs_with_string_labels_from_the_readme(tmp_path, monkeypatch):
     """The README's worked example: string labels numbered by label_names, paths relative to the config."""
-    from fedranklite.data import load_data
+    from fedranklite.data.load import load_data
 
     rows = [
         ("A man plays a guitar.", "A person plays music.", "entailment"),

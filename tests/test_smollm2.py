@@ -23,9 +23,9 @@ GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
 
 def test_smollm2_converts_once_and_trains_lora_on_q_v():
-    from fedranklite.backbones import bundled_path, load_backbone
-    from fedranklite.client import TrainSettings, encode, evaluate, train_client
-    from fedranklite.fedmodel import FedModel
+    from fedranklite.model.backbones import bundled_path, load_backbone
+    from fedranklite.model.fedmodel import FedModel
+    from fedranklite.run.client import TrainSettings, encode, evaluate, train_client
 
     bb = load_backbone("bundled:smollm2-135m")  # converts on the first use on this machine (~25-35 s)
     folder = bundled_path("bundled:smollm2-135m")
@@ -58,12 +58,12 @@ def test_smollm2_converts_once_and_trains_lora_on_q_v():
         )
 
     if (GLUE_DIR / "RTE" / "dev.tsv").is_file():
-        from fedranklite.glue import load_glue
+        from fedranklite.data.glue import load_glue
 
         train, _ = load_glue("rte", str(GLUE_DIR))
         split = train.subset(np.arange(16))
     else:
-        from fedranklite.embedded import make_sentiment
+        from fedranklite.data.embedded import make_sentiment
 
         split = make_sentiment(16, 0)
     enc = encode(split, bb.tokenizer, 48)
@@ -81,7 +81,7 @@ def test_smollm2_verbalizer_two_rounds_from_the_command_line(tmp_path):
     """SmolLM2 through its LM head: two federated rounds on a few embedded reviews. Round 0 (before any
     training) already scores well above chance, which a fresh head cannot: the label words carry what the
     instruction-tuned model knows."""
-    from fedranklite import cli
+    from fedranklite.cli import main as cli
 
     base = (Path(__file__).resolve().parents[1] / "configs" / "base.yaml").as_posix()
     config = tmp_path / "smol.yaml"
@@ -116,8 +116,8 @@ def test_smollm2_numeric_label_names_score_the_digit_not_the_shared_space():
     token. The space moves to the end of the prompt and the digit is scored, as in running text."""
     from transformers import AutoTokenizer
 
-    from fedranklite.backbones import bundled_path
-    from fedranklite.verbalizer import choose_verbalizer
+    from fedranklite.model.backbones import bundled_path
+    from fedranklite.model.verbalizer import choose_verbalizer
 
     tok = AutoTokenizer.from_pretrained(bundled_path("bundled:smollm2-135m"))
     v = choose_verbalizer("auto", None, None, None, True, 1, 3, ["0", "1", "2"], False).for_tokenizer(tok)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedranklite.stragglers import STRAGGLER_POLICIES
+from fedranklite.federation.stragglers import STRAGGLER_POLICIES
 
 # Five clients, deadline 10 s:
 #   0: finished at 4 s                      (on time)

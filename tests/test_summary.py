@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from fedranklite.records import RoundRecord, RunSummary, TimeToTarget
-from fedranklite.results_io import json_ready, write_json_atomic
-from fedranklite.summary import fairness, reached, summarize, time_to_target
+from fedranklite.core.records import RoundRecord, RunSummary, TimeToTarget
+from fedranklite.core.results_io import json_ready, write_json_atomic
+from fedranklite.run.summary import fairness, reached, summarize, time_to_target
 
 approx = pytest.approx
 NEVER = TimeToTarget(None, None)

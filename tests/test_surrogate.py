@@ -11,11 +11,7 @@ import numpy as np
 import pytest
 from conftest import tiny_tree
 
-from fedranklite.client import samples_in_steps
-from fedranklite.config import ConfigError
-from fedranklite.configfile import validate
-from fedranklite.engine import build_engine
-from fedranklite.surrogate import (
+from fedranklite.backends.surrogate.engine import (
     STATE_KEY,
     CalibrationError,
     SurrogateFit,
@@ -25,6 +21,10 @@ from fedranklite.surrogate import (
     fit_progress,
     fit_time,
 )
+from fedranklite.config.files import validate
+from fedranklite.config.schema import ConfigError
+from fedranklite.run.client import samples_in_steps
+from fedranklite.run.engine import build_engine
 
 
 def test_fit_time_recovers_a_linear_cost_exactly():
@@ -157,7 +157,7 @@ def test_surrogate_at_scale_with_compact_records(tmp_path):
     lines = (engine.cfg.results_dir / "rounds.jsonl").read_text().splitlines()
     assert len(lines) == 5 and "client_columns" in json.loads(lines[0]) and "clients" not in json.loads(lines[0])
     # plots: a rank distribution per round instead of a 2,000-row heatmap
-    from fedranklite.plots import plot_run
+    from fedranklite.study.plots import plot_run
 
     names = {p.name for p in plot_run(engine.cfg.results_dir)}
     assert "ranks_distribution.png" in names and "ranks_heatmap.png" not in names
@@ -180,7 +180,7 @@ def test_calibrate_refuses_a_folder_that_is_not_a_finished_run(tmp_path):
 def test_shipped_whatif_config_resolves_to_100k_clients_on_the_shipped_calibration():
     from pathlib import Path
 
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(

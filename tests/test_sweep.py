@@ -16,7 +16,8 @@ import pytest
 import yaml
 from conftest import tiny_tree
 
-from fedranklite import cli, sweep
+from fedranklite.cli import main as cli
+from fedranklite.study import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = {"fixed": {"federation.scheduler.type": "fixed"}, "lite": {"federation.scheduler.type": "lite"}}
@@ -234,7 +235,7 @@ def test_slurm_launcher_submits_one_array_of_the_unfinished_runs(tmp_path, monke
 
 
 def test_value_text_round_trips_through_set():
-    from fedranklite.configfile import parse_override
+    from fedranklite.config.files import parse_override
 
     for value in [60, 7.5, 1e-05, "fixed", "60", "a: b", True, None, [1, 2], {"type": "cvx", "r_bar": 4}, "/x y/z"]:
         assert parse_override(f"k={sweep.value_text(value)}")[1] == value
@@ -445,7 +446,7 @@ def test_a_second_ctrl_c_during_the_stop_wait_prints_no_traceback(tmp_path):
     )
     driver.write_text(
         "import sys\n"
-        "from fedranklite import cli, sweep\n"
+        "from fedranklite.cli import main as cli\nfrom fedranklite.study import sweep\n"
         f"sweep.command = lambda plan, run, resume, program=None: [sys.executable, '-c', {child!r}]\n"
         f"sys.exit(cli.main(['sweep', {str(spec)!r}, '--workers', '2']))\n"
     )

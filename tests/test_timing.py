@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedranklite.timing import TimeModel, comm_seconds
+from fedranklite.federation.timing import TimeModel, comm_seconds
 
 
 def test_comm_seconds():

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedranklite.backbones import load_backbone
-from fedranklite.client import TrainSettings, collate, encode, loss_fn, predictions, train_client
-from fedranklite.fedmodel import FedModel
-from fedranklite.textsplit import TextSplit
-from fedranklite.verbalizer import (
+from fedranklite.data.textsplit import TextSplit
+from fedranklite.model.backbones import load_backbone
+from fedranklite.model.fedmodel import FedModel
+from fedranklite.model.verbalizer import (
     Verbalizer,
     VerbalizerError,
     VerbalizerHead,
@@ -24,6 +23,7 @@ from fedranklite.verbalizer import (
     soft_targets,
     template_fields,
 )
+from fedranklite.run.client import TrainSettings, collate, encode, loss_fn, predictions, train_client
 
 TEMPLATE = "review: {text_a} sentiment:"
 WORDS = (" negative", " positive")
@@ -272,8 +272,8 @@ def _config(tmp_path, extra: str = "") -> str:
 def test_a_verbalizer_run_records_its_zero_shot_score_and_resumes(tmp_path):
     import json
 
-    from fedranklite import cli
-    from fedranklite.checkpoint import load_checkpoint
+    from fedranklite.cli import main as cli
+    from fedranklite.run.checkpoint import load_checkpoint
 
     config = _config(tmp_path)
     assert cli.main(["run", "--config", config, "--quiet", "--set", "federation.num_rounds=1"]) == 0
@@ -286,14 +286,14 @@ def test_a_verbalizer_run_records_its_zero_shot_score_and_resumes(tmp_path):
     assert summary["memory_profile"]["head_params"] == 0
     assert load_checkpoint(folder / "checkpoint.pt")["initial_eval"] == initial
     # the same model scored independently gives the same zero-shot score
-    from fedranklite.configfile import load_config
-    from fedranklite.engine import build_engine
+    from fedranklite.config.files import load_config
+    from fedranklite.run.engine import build_engine
 
     engine = build_engine(load_config(config, ["federation.num_rounds=1"]))
     assert engine.evaluator(engine.state.global_state)["score"] == pytest.approx(initial["score"])
 
     # a checkpoint whose initial_eval is not an evaluation is refused before any round runs
-    from fedranklite.checkpoint import ResumeError, save_checkpoint
+    from fedranklite.run.checkpoint import ResumeError, save_checkpoint
 
     payload = load_checkpoint(folder / "checkpoint.pt")
     payload["initial_eval"] = {"score": "abc"}
@@ -303,7 +303,7 @@ def test_a_verbalizer_run_records_its_zero_shot_score_and_resumes(tmp_path):
 
 
 def test_a_word_clash_found_only_by_the_tokenizer_is_one_line(tmp_path, capsys):
-    from fedranklite import cli
+    from fedranklite.cli import main as cli
 
     text = open(_config(tmp_path)).read()
     assert "[' negative', ' positive']" in text
@@ -314,7 +314,7 @@ def test_a_word_clash_found_only_by_the_tokenizer_is_one_line(tmp_path, capsys):
 
 
 def test_verbalizer_on_an_encoder_is_refused(tmp_path, capsys):
-    from fedranklite import cli
+    from fedranklite.cli import main as cli
 
     text = open(_config(tmp_path)).read()
     assert "name: 'tiny:llama'" in text
@@ -338,9 +338,9 @@ def test_rows_with_more_texts_than_the_template_places_are_refused():
 
 
 def test_glue_data_without_its_preset_uses_the_task_prompt_and_both_texts(tmp_path):
-    from fedranklite.configfile import load_config
-    from fedranklite.glue import PROMPTS
-    from fedranklite.prepare import prepare
+    from fedranklite.config.files import load_config
+    from fedranklite.data.glue import PROMPTS
+    from fedranklite.run.prepare import prepare
 
     glue = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
     if not (glue / "RTE" / "train.tsv").is_file():
@@ -384,7 +384,7 @@ def test_special_token_strings_in_a_row_do_not_reach_the_prompt():
 def test_architecture_logit_transforms_are_applied():
     from transformers import Gemma2Config, LlamaConfig
 
-    from fedranklite.verbalizer import logit_transform
+    from fedranklite.model.verbalizer import logit_transform
 
     assert logit_transform(LlamaConfig()) == (1.0, None)
     assert logit_transform(Gemma2Config(final_logit_softcapping=30.0)) == (1.0, 30.0)
@@ -397,8 +397,8 @@ def test_architecture_logit_transforms_are_applied():
 
 
 def test_checkpoints_from_before_model_head_resume_as_linear_heads():
-    from fedranklite.checkpoint import with_defaults
-    from fedranklite.configfile import load_config
+    from fedranklite.config.files import load_config
+    from fedranklite.run.checkpoint import with_defaults
 
     saved = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "base.yaml")).to_dict()
     del saved["model"]["head"], saved["model"]["verbalizer"], saved["evaluation"]["eval_initial"]
@@ -409,8 +409,8 @@ def test_checkpoints_from_before_model_head_resume_as_linear_heads():
 def test_cached_prompts_skip_the_rendering(tmp_path, monkeypatch):
     """The token cache is keyed on the raw rows and the prompt: a second run with the same data and verbalizer
     reads the ids without rendering (which tokenises every prompt); another template is another key."""
-    from fedranklite.prepare import tokenise
-    from fedranklite.verbalizer import Verbalizer as V
+    from fedranklite.model.verbalizer import Verbalizer as V
+    from fedranklite.run.prepare import tokenise
 
     model = tiny_model()
     split = TextSplit([("the movie was great .",), ("the hotel was awful .",)], np.array([1, 0]))

@@ -12,11 +12,11 @@ import pytest
 import yaml
 from conftest import tiny_tree
 
-from fedranklite import cli
-from fedranklite.configfile import validate
-from fedranklite.engine import build_engine
-from fedranklite.records import ClientTable, RoundRecord
-from fedranklite.viability import (
+from fedranklite.cli import main as cli
+from fedranklite.config.files import validate
+from fedranklite.core.records import ClientTable, RoundRecord
+from fedranklite.run.engine import build_engine
+from fedranklite.run.viability import (
     RunRefused,
     aggregated_nothing,
     deadline_problem,
@@ -174,7 +174,7 @@ def test_jitter_gives_the_benefit_of_the_doubt(tmp_path):
 
 
 def test_f1_on_a_three_class_config_is_a_config_error_before_loading(tmp_path):
-    from fedranklite.config import ConfigError
+    from fedranklite.config.schema import ConfigError
 
     with pytest.raises(ConfigError, match="f1 is binary F1"):
         validate(tiny_tree(tmp_path, evaluation={"metric": "f1"}, data={"num_labels": 3}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from fedranklite.schedulers import SCHEDULERS, Clients, Scheduler, SchedulerParams, repair_to_budget
+from fedranklite.federation.schedulers import SCHEDULERS, Clients, Scheduler, SchedulerParams, repair_to_budget
 
 
 class ToyParams(SchedulerParams):
