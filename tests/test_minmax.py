@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from fedranklite.federation.schedulers import SCHEDULERS, Clients, feasible_budget, greedy_min_max, rank_budget
-from fedranklite.federation.schedulers import minmax as minmax_mod
 from fedranklite.federation.schedulers import cvx as cvx_mod
-from fedranklite.federation.schedulers.minmax import bisect_min_max
+from fedranklite.federation.schedulers import minmax as minmax_mod
 from fedranklite.federation.schedulers.cvx import CvxParams, CvxScheduler
+from fedranklite.federation.schedulers.minmax import bisect_min_max
 
 
 def max_time(a, b, ranks) -> float:
