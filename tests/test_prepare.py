@@ -14,6 +14,7 @@ from conftest import tiny_tree
 
 from fedranklite.config.files import validate
 from fedranklite.run import prepare as prep_mod
+from fedranklite.run import token_cache
 from fedranklite.run.engine import build_engine
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fedranklite"
@@ -25,8 +26,8 @@ def tiny(tmp_path, **sections):
     return validate(tree)
 
 
-def test_partition_model_and_tokenising_are_called_in_one_module_only():
-    allowed = {"split_clients": "prepare.py", "build_model": "prepare.py", "encode": "prepare.py"}
+def test_partition_model_and_tokenising_are_each_called_in_one_module_only():
+    allowed = {"split_clients": "prepare.py", "build_model": "prepare.py", "encode": "token_cache.py"}
     seen = {name: [] for name in allowed}
     for path in SRC.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -47,14 +48,16 @@ def test_partition_model_and_tokenising_are_called_in_one_module_only():
 
 
 def counting(monkeypatch, name):
+    """Counts the calls of `name` in the module that makes them (`encode` in the token cache, the rest in prepare)."""
     calls = []
-    real = getattr(prep_mod, name)
+    module = token_cache if name == "encode" else prep_mod
+    real = getattr(module, name)
 
     def wrapper(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prep_mod, name, wrapper)
+    monkeypatch.setattr(module, name, wrapper)
     return calls
 
 
@@ -64,9 +67,9 @@ def test_local_engine_and_flower_client_side_get_identical_partitions_tokens_and
 
     cfg = tiny(tmp_path, data={"partition": {"type": "dirichlet", "alpha": 0.3}, "samples_per_client": 50})
     partitions, models = counting(monkeypatch, "split_clients"), counting(monkeypatch, "build_model")
-    monkeypatch.setenv(prep_mod.TOKEN_CACHE_ENV, "0")  # the local engine tokenises afresh...
+    monkeypatch.setenv(token_cache.TOKEN_CACHE_ENV, "0")  # the local engine tokenises afresh...
     engine = build_engine(cfg)
-    monkeypatch.delenv(prep_mod.TOKEN_CACHE_ENV)
+    monkeypatch.delenv(token_cache.TOKEN_CACHE_ENV)
     cold = task._build(task.config_json(cfg))  # ...the ClientApp side writes the token cache...
     warm = task._build(task.config_json(cfg))  # ...and a later ClientApp process reads it
     assert len(partitions) == 3 and len(models) == 3  # each through prepare's one call
@@ -114,7 +117,7 @@ def test_token_cache_hits_on_the_second_build_and_misses_when_a_relevant_field_c
 
     first, n, p = build()
     assert n == 1 and len(list(cache.glob("*.npz"))) == 1
-    fresh = prep_mod.encode(p.data.train, p.model.tokenizer, p.cfg.model.max_length, p.model.siamese)
+    fresh = token_cache.encode(p.data.train, p.model.tokenizer, p.cfg.model.max_length, p.model.siamese)
     second, n, _ = build()
     assert n == 0  # hit: no tokenizer call
     assert second.input_ids == first.input_ids == fresh.input_ids
@@ -134,7 +137,7 @@ def test_token_cache_hits_on_the_second_build_and_misses_when_a_relevant_field_c
     before = len(encodes)
     assert (
         p.eval.input_ids
-        == prep_mod.encode(prep_mod.eval_split(p.cfg, p.data), p.model.tokenizer, p.cfg.model.max_length).input_ids
+        == token_cache.encode(prep_mod.eval_split(p.cfg, p.data), p.model.tokenizer, p.cfg.model.max_length).input_ids
     )
     assert len(encodes) - before == 2  # the miss that wrote it, and the reference above
     assert prep_mod.prepare(tiny(tmp_path)).eval.input_ids == p.eval.input_ids and len(encodes) - before == 2
@@ -143,25 +146,25 @@ def test_token_cache_hits_on_the_second_build_and_misses_when_a_relevant_field_c
 def test_token_cache_key_covers_the_tokenizer_and_survives_a_damaged_file(tmp_path, monkeypatch):
     p = prep_mod.prepare(tiny(tmp_path))
     split, tok = p.data.train, p.model.tokenizer
-    key = prep_mod.token_cache_key(split, tok, 32, False)
-    assert key == prep_mod.token_cache_key(split, tok, 32, False)
+    key = token_cache.token_cache_key(split, tok, 32, False)
+    assert key == token_cache.token_cache_key(split, tok, 32, False)
     tok(["the movie was great"], truncation=True, max_length=5)  # per-call truncation state is not part of it
-    assert key == prep_mod.token_cache_key(split, tok, 32, False)
-    assert key != prep_mod.token_cache_key(split, tok, 32, True)  # siamese pairs
-    assert key != prep_mod.token_cache_key(split.subset([0, 1, 2]), tok, 32, False)
+    assert key == token_cache.token_cache_key(split, tok, 32, False)
+    assert key != token_cache.token_cache_key(split, tok, 32, True)  # siamese pairs
+    assert key != token_cache.token_cache_key(split.subset([0, 1, 2]), tok, 32, False)
     tok.add_tokens(["zzzword"])  # a different vocabulary
-    assert key != prep_mod.token_cache_key(split, tok, 32, False)
+    assert key != token_cache.token_cache_key(split, tok, 32, False)
 
     encodes = counting(monkeypatch, "encode")
     cache = tmp_path / "tokens"
-    good = prep_mod.tokenise(split, tok, 32, cache_dir=cache)
+    good = token_cache.tokenise(split, tok, 32, cache_dir=cache)
     (path,) = cache.glob("*.npz")
     path.write_bytes(b"not a numpy file")
-    assert prep_mod.tokenise(split, tok, 32, cache_dir=cache).input_ids == good.input_ids  # re-tokenised
+    assert token_cache.tokenise(split, tok, 32, cache_dir=cache).input_ids == good.input_ids  # re-tokenised
     assert len(encodes) == 2
-    assert prep_mod.tokenise(split, tok, 32, cache_dir=cache).input_ids == good.input_ids and len(encodes) == 2
-    monkeypatch.setenv(prep_mod.TOKEN_CACHE_ENV, "0")
-    assert prep_mod.token_cache_dir(p.cfg) is None
+    assert token_cache.tokenise(split, tok, 32, cache_dir=cache).input_ids == good.input_ids and len(encodes) == 2
+    monkeypatch.setenv(token_cache.TOKEN_CACHE_ENV, "0")
+    assert token_cache.token_cache_dir(p.cfg) is None
 
 
 def test_token_cache_round_trips_siamese_pairs_and_empty_rows(tmp_path):
@@ -170,7 +173,7 @@ def test_token_cache_round_trips_siamese_pairs_and_empty_rows(tmp_path):
     p = prep_mod.prepare(tiny(tmp_path))
     split = TextSplit([("the movie was great", "it was bad"), ("", "the app"), ("fine", "")], np.array([1, 0, 1]))
     for siamese in (False, True):
-        fresh = prep_mod.encode(split, p.model.tokenizer, 16, siamese)
-        prep_mod.tokenise(split, p.model.tokenizer, 16, siamese, cache_dir=tmp_path / "t")
-        cached = prep_mod.tokenise(split, p.model.tokenizer, 16, siamese, cache_dir=tmp_path / "t")
+        fresh = token_cache.encode(split, p.model.tokenizer, 16, siamese)
+        token_cache.tokenise(split, p.model.tokenizer, 16, siamese, cache_dir=tmp_path / "t")
+        cached = token_cache.tokenise(split, p.model.tokenizer, 16, siamese, cache_dir=tmp_path / "t")
         assert cached.input_ids == fresh.input_ids and cached.pair_ids == fresh.pair_ids

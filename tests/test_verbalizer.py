@@ -410,7 +410,7 @@ def test_cached_prompts_skip_the_rendering(tmp_path, monkeypatch):
     """The token cache is keyed on the raw rows and the prompt: a second run with the same data and verbalizer
     reads the ids without rendering (which tokenises every prompt); another template is another key."""
     from fedranklite.model.verbalizer import Verbalizer as V
-    from fedranklite.run.prepare import tokenise
+    from fedranklite.run.token_cache import tokenise
 
     model = tiny_model()
     split = TextSplit([("the movie was great .",), ("the hotel was awful .",)], np.array([1, 0]))
