@@ -14,12 +14,32 @@ ties a tuner to its config:
 A config section names the plugin by the registry's key (`type`, or `mode` / `backend` for timing and
 the engine) and holds only that plugin's parameters: an unknown parameter is an error naming the plugin.
 A plugin without parameters may be written as a bare name (`aggregation: blockwise`).
+
+Plugins from other distributions: each registry reads one entry point group (`ENTRY_POINT_GROUPS`:
+`fedranklite.schedulers`, `fedranklite.aggregators`, `fedranklite.partitioners`,
+`fedranklite.straggler_policies`, `fedranklite.timing_modes`, `fedranklite.backends`, `fedranklite.scores`)
+the first time it is looked up or listed. The entry point's name is the plugin's name; its value is either
+
+    toy = my_package.toy:ToyScheduler   the implementation; its parameters are its `config_class`
+                                        attribute (a subclass of the registry's base config), none if absent
+    toy = my_package.toy                a module that registers `toy` itself with the decorator above
+
+in the distribution's metadata (pyproject.toml):
+
+    [project.entry-points."fedranklite.schedulers"]
+    toy = "my_package.toy:ToyScheduler"
+
+A plugin that fails to load (an import error, a name already taken, a config class of the wrong kind) is
+reported in one warning line naming its distribution and entry point and is left out; the built-ins and the
+other plugins stay usable, and a config that names the broken plugin gets that line as its error.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import logging
+import types
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, ClassVar, Generic, Iterator, Literal, Optional, TypeVar
 
@@ -27,6 +47,20 @@ from pydantic import BaseModel, ConfigDict, SerializeAsAny, ValidationInfo, Wrap
 from pydantic_core import PydanticCustomError
 
 T = TypeVar("T")
+
+log = logging.getLogger("fedranklite")
+
+# registry kind -> the entry point group its plugins from other distributions are read from
+ENTRY_POINT_GROUPS = {
+    "scheduler": "fedranklite.schedulers",
+    "aggregation": "fedranklite.aggregators",
+    "partitioner": "fedranklite.partitioners",
+    "straggler policy": "fedranklite.straggler_policies",
+    "timing mode": "fedranklite.timing_modes",
+    "backend": "fedranklite.backends",
+    "evaluation metric": "fedranklite.scores",
+}
+_DEFAULT_GROUP: Any = object()
 
 
 def is_number_annotation(annotation: Any) -> bool:
@@ -131,9 +165,21 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """name -> (config class, implementation) for one kind of plugin."""
 
-    def __init__(self, kind: str, key: str = "type", base: type[PluginConfig] = PluginConfig):
+    def __init__(
+        self,
+        kind: str,
+        key: str = "type",
+        base: type[PluginConfig] = PluginConfig,
+        group: Optional[str] = _DEFAULT_GROUP,
+    ):
+        """`group`: the entry point group plugins of other distributions are read from (default: the kind's
+        group in ENTRY_POINT_GROUPS, none for other kinds; None: no entry points)."""
         self.kind, self.key, self.base = kind, key, base
+        self.group: Optional[str] = ENTRY_POINT_GROUPS.get(kind) if group is _DEFAULT_GROUP else group
         self._entries: dict[str, Entry[T]] = {}
+        self._plugins_loaded = self.group is None
+        self._from_plugins: dict[str, str] = {}  # name -> the distribution it came from
+        self.broken: dict[str, str] = {}  # entry point name -> the one line saying why it was left out
 
     # ---- registration
     def register(self, name: str, config: Optional[type[PluginConfig]] = None) -> Callable[[T], T]:
@@ -150,6 +196,14 @@ class Registry(Generic[T]):
         """`impl` may be a "package.module:attr" string: the config class is known at once, the module is
         imported when the plugin is first built (for implementations whose imports would form a cycle with
         the config loader, or need an optional dependency)."""
+        if name in self._from_plugins:  # a built-in registered after the entry points were read wins
+            line = (
+                f"{self.kind} plugin {name!r} of distribution {self._from_plugins.pop(name)} is left out: "
+                f"the name is taken by a built-in {self.kind}"
+            )
+            self.broken[name] = line
+            log.warning(line)
+            self._entries.pop(name, None)
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         params = config or self.base
@@ -171,9 +225,72 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         """Remove a plugin (tests that register a toy one clean up after themselves)."""
         self._entries.pop(name, None)
+        self._from_plugins.pop(name, None)
+
+    # ---- plugins of other distributions (entry points)
+    def load_plugins(self) -> None:
+        """Register the plugins of this registry's entry point group, once (every lookup calls this)."""
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True  # first: a plugin module that looks a name up while it loads must not recurse
+        from importlib.metadata import entry_points
+
+        from fedranklite.core.messages import one_line
+
+        try:
+            found = list(entry_points(group=self.group))
+        except Exception as exc:  # unreadable metadata of some installed distribution
+            log.warning("%s plugins (entry point group %s) not loaded: %s", self.kind, self.group, one_line(exc))
+            return
+        seen: set[tuple[str, str]] = set()
+        for ep in found:
+            if (ep.name, ep.value) in seen:  # the same distribution reachable twice on the path
+                continue
+            seen.add((ep.name, ep.value))
+            dist = _distribution_name(ep)
+            try:
+                self._load_entry_point(ep, dist)
+            except Exception as exc:
+                line = (
+                    f"{self.kind} plugin {ep.name!r} of distribution {dist} (entry point {self.group}: "
+                    f"{ep.name} = {ep.value}) is left out: {one_line(exc)}"
+                )
+                self.broken.setdefault(ep.name, line)
+                log.warning(line)
+
+    def _load_entry_point(self, ep: Any, dist: str) -> None:
+        if ep.name in self._entries:
+            taken = self._from_plugins.get(ep.name)
+            raise ValueError(f"the name is taken by {'the plugin of ' + taken if taken else 'a built-in ' + self.kind}")
+        before = set(self._entries)
+        obj = ep.load()
+        if isinstance(obj, types.ModuleType):  # a module that registers itself with the decorator
+            if ep.name not in self._entries:
+                raise ValueError(f"importing {obj.__name__} registered no {self.kind} named {ep.name!r}")
+        else:  # the implementation, with its parameters as `config_class`
+            config = getattr(obj, "config_class", None)
+            if config is not None and not (isinstance(config, type) and issubclass(config, self.base)):
+                raise TypeError(f"its config_class must be a subclass of {self.base.__name__}")
+            self.add(ep.name, obj, config)
+        for name in set(self._entries) - before:
+            self._from_plugins[name] = dist
+
+    def reload_plugins(self) -> None:
+        """Forget the plugins read from entry points and read them again on the next lookup (after a
+        distribution was installed in a running process; tests)."""
+        for name in list(self._from_plugins):
+            self.unregister(name)
+        self.broken.clear()
+        self._plugins_loaded = self.group is None
+
+    def origin(self, name: str) -> Optional[str]:
+        """The distribution a plugin came from through an entry point (None: registered in-process)."""
+        self.load_plugins()
+        return self._from_plugins.get(name)
 
     # ---- lookup
     def entry(self, name: str) -> Entry[T]:
+        self.load_plugins()
         try:
             return self._entries[name]
         except KeyError:
@@ -190,17 +307,23 @@ class Registry(Generic[T]):
         return self.entry(name).config
 
     def unknown_message(self, name: Any) -> str:
+        self.load_plugins()
+        if isinstance(name, str) and name in self.broken:
+            return self.broken[name]
         close = difflib.get_close_matches(str(name), list(self._entries), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"unknown {self.kind} {name!r}{hint}; choose one of {sorted(self._entries)}"
 
     def __contains__(self, name: object) -> bool:
+        self.load_plugins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        self.load_plugins()
+        return iter(list(self._entries))
 
     def __len__(self) -> int:
+        self.load_plugins()
         return len(self._entries)
 
     # ---- config fields
@@ -243,3 +366,13 @@ class Registry(Generic[T]):
         impl = self[config.name]
         from_config = getattr(impl, "from_config", None)
         return from_config(config, *args, **kwargs) if from_config is not None else impl
+
+
+def _distribution_name(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "(unknown distribution)"
+    try:
+        return str(dist.metadata["Name"] or dist.name)
+    except Exception:
+        return "(unknown distribution)"
