@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from fedranklite.core.records import RoundRecord, RunSummary, TimeToTarget
+from fedranklite.core.records import SCHEMA_VERSION, RoundRecord, RunSummary, TimeToTarget
 from fedranklite.core.results_io import json_ready, write_json_atomic
 from fedranklite.run.summary import fairness, reached, summarize, time_to_target
 
@@ -155,8 +155,10 @@ def test_fixture_records_are_typed_and_keep_the_hand_written_rows():
     assert all(isinstance(r, RoundRecord) for r in recs)
     assert [r.ranks for r in recs] == [{0: 8, 3: 4, 12: 2}, {0: 6, 5: 10}, {3: 4, 12: 2}, {0: 8, 5: 8}]
     # the full layout gives back exactly the hand-written rows (no `lost` key: nobody was lost), plus the
-    # optional rank_energy field the hand-written records leave out
-    assert [as_json(r) for r in recs] == [{**d, "rank_energy": None} for d in fixture_json()]
+    # optional rank_energy field the hand-written records leave out, and the format version (they have none)
+    assert [as_json(r) for r in recs] == [
+        {"schema_version": SCHEMA_VERSION, **d, "rank_energy": None} for d in fixture_json()
+    ]
 
 
 @pytest.mark.parametrize("i", range(4))
@@ -288,7 +290,8 @@ def test_summary_never_reached_and_run_fields():
     assert s.run == {"experiment_name": "x", "seed": 3}
     data = s.to_json()
     assert data["experiment_name"] == "x" and data["seed"] == 3
-    assert list(data)[:2] == ["experiment_name", "seed"]  # what the run was comes first in metrics.json
+    # the format version comes first in metrics.json, then what the run was
+    assert list(data)[:3] == ["schema_version", "experiment_name", "seed"]
 
 
 def test_summary_ignores_a_nan_score_for_best():

@@ -4,6 +4,9 @@ Each has one serializer per on-disk shape. A round's clients are held as columns
 cheap for 10,000 clients a round) and written either as a list of per-client objects
 (`metrics.client_records: full`, with a `ranks` map) or as those columns (`columns`). `from_json` reads
 both shapes, so every reader (summary, plots, trackers, compare, calibrate, report) sees one type.
+
+metrics.json and every rounds.jsonl line carry `schema_version` (SCHEMA_VERSION when written). Readers take
+a file without the key as version 1 and refuse one newer than they know (SchemaVersionError).
 """
 
 from __future__ import annotations
@@ -15,6 +18,27 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 CLIENT_STATUSES = ("accepted", "partial", "dropped", "rejected", "lost")
+
+# The format of metrics.json and rounds.jsonl lines. Raise it when a reader of the old format would misread
+# the new one (a field renamed, removed or given another meaning); adding a field does not need it.
+SCHEMA_VERSION = 2
+UNVERSIONED = 1  # what a file without `schema_version` is: written before the key existed
+
+
+class SchemaVersionError(ValueError):
+    """A results file written by a newer FedRankLite than this one (its format may mean other things)."""
+
+
+def schema_version(data: dict[str, Any]) -> int:
+    """The format version of a metrics.json object or a rounds.jsonl line; refuses one newer than SCHEMA_VERSION."""
+    version = data.get("schema_version", UNVERSIONED)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"schema_version {version!r} is not a positive integer")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"schema_version {version} is newer than this FedRankLite reads ({SCHEMA_VERSION}); upgrade fedranklite"
+        )
+    return version
 
 
 @dataclass
@@ -152,7 +176,7 @@ class RoundRecord:
     def to_json(self, layout: str = "full") -> dict[str, Any]:
         """The record as JSON-ready data (numpy arrays are converted by results_io.json_ready).
         layout full: `clients` is a list of objects plus a `ranks` map; columns: `client_columns`."""
-        out: dict[str, Any] = {"round": self.round, "selected": list(self.selected)}
+        out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "round": self.round, "selected": list(self.selected)}
         if layout == "full":
             rows = []
             for report in self.clients:
@@ -174,6 +198,7 @@ class RoundRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RoundRecord":
+        schema_version(data)
         if "client_columns" in data:
             table = ClientTable(data["client_columns"])
         else:
@@ -218,14 +243,17 @@ class RunSummary:
     def to_json(self) -> dict[str, Any]:
         body = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "run"}
         body["time_to_target"] = dataclasses.asdict(self.time_to_target)
-        return {**self.run, **body}
+        run = {k: v for k, v in self.run.items() if k != "schema_version"}
+        return {"schema_version": SCHEMA_VERSION, **run, **body}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunSummary":
+        schema_version(data)
         names = {f.name for f in fields(cls)} - {"run"}
         missing = sorted(n for n in names if n not in data and n != "client_compliance_pct")
         if missing:
             raise ValueError(f"not a FedRankLite run summary: missing {', '.join(missing)}")
         values = {k: data.get(k) for k in names}
         values["time_to_target"] = TimeToTarget(**(data["time_to_target"] or {}))
-        return cls(run={k: v for k, v in data.items() if k not in names}, **values)
+        run = {k: v for k, v in data.items() if k not in names and k != "schema_version"}
+        return cls(run=run, **values)

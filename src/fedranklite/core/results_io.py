@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fedranklite.core.records import RoundRecord, RunSummary
+from fedranklite.core.records import RoundRecord, RunSummary, SchemaVersionError
 
 ROUNDS_FILE = "rounds.jsonl"
 SUMMARY_FILE = "metrics.json"
@@ -112,8 +112,12 @@ class RoundLog:
 
     @staticmethod
     def read(path: str | Path) -> list[RoundRecord]:
-        """Every complete record, in order (a torn last line from a crash is ignored)."""
-        return [RoundRecord.from_json(d) for d in RoundLog.read_json(path)]
+        """Every complete record, in order (a torn last line from a crash is ignored). A line written by a newer
+        FedRankLite is one ResultsError naming the file."""
+        try:
+            return [RoundRecord.from_json(d) for d in RoundLog.read_json(path)]
+        except SchemaVersionError as exc:
+            raise ResultsError(f"{path}: {exc}") from None
 
     @staticmethod
     def read_json(path: str | Path) -> list[dict]:
@@ -161,10 +165,14 @@ def read_run(folder: str | Path) -> tuple[RunSummary, list[RoundRecord]]:
         raise ResultsError(f"{summary_path}: not found (is {folder} a results folder of `fedranklite run`?)")
     try:
         summary = RunSummary.from_json(json.loads(summary_path.read_text()))
+    except SchemaVersionError as exc:
+        raise ResultsError(f"{summary_path}: {exc}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
         raise ResultsError(f"{summary_path}: cannot be read as a run summary ({type(exc).__name__}: {exc})") from None
     try:
         records = RoundLog.read(folder / ROUNDS_FILE)
+    except ResultsError:
+        raise
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ResultsError(
             f"{folder / ROUNDS_FILE}: cannot be read as round records ({type(exc).__name__}: {exc})"
