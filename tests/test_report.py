@@ -14,7 +14,9 @@ import pytest
 from fedranklite.cli import main as cli
 from fedranklite.core.records import RoundRecord
 from fedranklite.study import stats
-from fedranklite.study.report import build, markdown, score_steps
+from fedranklite.study.report import build
+from fedranklite.study.report_figures import score_steps
+from fedranklite.study.report_markdown import markdown
 
 
 def test_bootstrap_ci_of_four_values_matches_the_enumerated_distribution():

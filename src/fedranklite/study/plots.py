@@ -19,7 +19,7 @@ def load_run(folder: str | Path) -> tuple[RunSummary, list[RoundRecord]]:
     return read_run(folder)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
@@ -39,7 +39,7 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     summary, records = load_run(folder)
     out = Path(out_dir) if out_dir else folder / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
+    plt = pyplot()
     name = _label(summary, folder)
     metric = summary.metric
     written = []
@@ -64,7 +64,7 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     ax.set_title(f"{name}: {metric} vs simulated time")
     ax.grid(alpha=0.3)
     ax.legend()
-    written.append(_save(fig, out / "score_vs_time.png", plt))
+    written.append(save_figure(fig, out / "score_vs_time.png", plt))
 
     # 2. rank per client per round (heatmap; blank = not selected, x = straggler, o = rejected/out of memory);
     # beyond HEATMAP_MAX_CLIENTS clients (surrogate what-if runs) the distribution of ranks per round instead
@@ -94,7 +94,7 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     ax.set_title(f"{name}: per-client loss percentiles")
     ax.grid(alpha=0.3)
     ax.legend()
-    written.append(_save(fig, out / "client_loss_percentiles.png", plt))
+    written.append(save_figure(fig, out / "client_loss_percentiles.png", plt))
 
     # 4. bytes per round
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -107,7 +107,7 @@ def plot_run(folder: str | Path, out_dir: Optional[str | Path] = None) -> list[P
     ax.set_title(f"{name}: communication per round")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
-    written.append(_save(fig, out / "bytes_per_round.png", plt))
+    written.append(save_figure(fig, out / "bytes_per_round.png", plt))
 
     # 5. rank-collapse diagnostics: energy of each rank block of the global adapter vs round
     if any(r.rank_energy for r in records):
@@ -144,10 +144,10 @@ def _plot_rank_energy(records: list[RoundRecord], path: Path, name: str, plt) ->
         ax.set_ylabel("energy of rank block (sum over layers)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)
 
 
-def _save(fig, path: Path, plt) -> Path:
+def save_figure(fig, path: Path, plt) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -228,7 +228,7 @@ def _fmt(x, digits: int = 4) -> str:
 
 def plot_compare(folders: Sequence[str | Path], path: str | Path) -> Path:
     """Several runs' score vs simulated time on one figure."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     target = None
     metric = "score"
@@ -249,7 +249,7 @@ def plot_compare(folders: Sequence[str | Path], path: str | Path) -> Path:
     ax.legend()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)
 
 
 HEATMAP_MAX_CLIENTS = 200
@@ -272,7 +272,7 @@ def _rank_heatmap(records, summary, name, out, plt):
     ax.set_xlabel("round   (blank: not selected, x: straggler)")
     ax.set_ylabel("client")
     ax.set_title(f"{name}: rank per client per round")
-    return _save(fig, out / "ranks_heatmap.png", plt)
+    return save_figure(fig, out / "ranks_heatmap.png", plt)
 
 
 def _rank_distribution(records, name, out, plt):
@@ -302,4 +302,4 @@ def _rank_distribution(records, name, out, plt):
     ax.legend(loc="upper left")
     share.legend(loc="upper right")
     ax.set_title(f"{name}: ranks per round ({len(ranks[0]) if ranks else 0} clients per round)")
-    return _save(fig, out / "ranks_distribution.png", plt)
+    return save_figure(fig, out / "ranks_distribution.png", plt)
