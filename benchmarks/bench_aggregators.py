@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_glue import _ms, sample_sd  # noqa: E402  (mean ± sample sd over seeds, as in the GLUE table)
+from common import RESULTS, mean_sd, sample_sd, script_name, stamp  # noqa: E402  (mean ± sd as in the GLUE table)
 
 AGGREGATORS = ["fedavg", "blockwise", "svd", "stack", "hetlora"]
 SCHEDULERS = ["lite", "cvx"]
@@ -82,6 +82,7 @@ def run_one(task: str, aggregator: str, scheduler: str, seed: int, out_dir: Path
             f"experiment_name={run_name(task, aggregator, scheduler, seed)}",
             f"output_dir={out_dir}",
             "metrics.checkpoint=false",
+            *EXTRA_SETS,
         ],
     )
     engine = build_engine(cfg)
@@ -111,6 +112,9 @@ def run_one(task: str, aggregator: str, scheduler: str, seed: int, out_dir: Path
 
 
 WORK = ROOT / "results" / "bench_aggregators"
+QUICK_WORK = ROOT / "results" / "bench_aggregators_quick"
+QUICK_SETS = ["federation.num_rounds=2", "training.max_local_steps=2", "evaluation.max_samples=64"]
+EXTRA_SETS: list[str] = []  # overrides after every run's own (--quick: QUICK_SETS)
 
 
 def run_key(r: dict) -> tuple:
@@ -263,11 +267,12 @@ def markdown(runs: list[dict]) -> str:
         reached = [r["time_to_target"]["sim_seconds"] for r in rs if r["time_to_target"]["sim_seconds"] is not None]
         ttt = f"{np.mean(reached):.0f} ({len(reached)}/{len(rs)})" if reached else f"not reached (0/{len(rs)})"
         lines.append(
-            f"| {task} | {sched} | {agg} | {len(rs)} | {rs[0]['metric']} {_ms([r['final_score'] for r in rs])} | "
-            f"{_ms([late_score(r) for r in rs])} | {_ms([r['best_score'] for r in rs])} | {ttt} | "
+            f"| {task} | {sched} | {agg} | {len(rs)} | {rs[0]['metric']} {mean_sd([r['final_score'] for r in rs])} | "
+            f"{mean_sd([late_score(r) for r in rs])} | {mean_sd([r['best_score'] for r in rs])} | {ttt} | "
             f"{np.mean([r['bytes_up_per_client_round'] for r in rs]) / 1e3:.0f} | "
             f"{np.mean([r['deadline_compliance_pct'] for r in rs]):.0f} | "
-            f"{_ms([r['block_effective_rank'] for r in rs])} | {_ms([r['upper_half_energy_share'] for r in rs])} |"
+            f"{mean_sd([r['block_effective_rank'] for r in rs])} | "
+            f"{mean_sd([r['upper_half_energy_share'] for r in rs])} |"
         )
     lines += ["", "Who wins where (mean final score):", ""]
     for task in sorted({k[0] for k in groups}, key=lambda t: order.get(t, 9)):
@@ -316,18 +321,18 @@ def record(out: Path, rec: dict | None) -> list[dict]:
             if not r.get("trajectory"):
                 r["trajectory"] = trajectory(run_dir(r))
         tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"runs": runs}, indent=1, default=float))
+        tmp.write_text(json.dumps(stamp({"runs": runs}, __file__), indent=1, default=float))
         tmp.replace(out)
-        out.with_suffix(".md").write_text(markdown(runs))
+        out.with_suffix(".md").write_text(markdown(runs) + f"\nWritten by `{script_name(__file__)}`.\n")
     return runs
 
 
-def claim(task: str, agg: str, sched: str, seed: int) -> bool:
+def claim(task: str, agg: str, sched: str, seed: int, work: Path = WORK) -> bool:
     """Take a run for this process: False when another live process holds it (two processes writing one
     rounds.jsonl corrupt it). A claim file holds the owner's pid; a dead owner's claim is taken over."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    path = WORK / f"{run_name(task, agg, sched, seed)}.claim"
-    with open(WORK / "claims.lock", "w") as lock:
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{run_name(task, agg, sched, seed)}.claim"
+    with open(work / "claims.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             try:
@@ -345,7 +350,13 @@ def claim(task: str, agg: str, sched: str, seed: int) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "aggregators.json"))
+    ap.add_argument("--out", default=str(RESULTS / "aggregators.json"))
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a check that the benchmark runs, not a result: noniid, one seed, fedavg and blockwise, "
+        f"{' '.join(QUICK_SETS)}, run folders under {QUICK_WORK.relative_to(ROOT)}",
+    )
     ap.add_argument("--tasks", default="noniid,rte,mrpc")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--aggregators", default=",".join(AGGREGATORS))
@@ -361,6 +372,10 @@ def main() -> int:
         help=f"also run the collapse control ({CONTROL}: fedavg with every client at r_max) on noniid",
     )
     args = ap.parse_args()
+    work = WORK
+    if args.quick:
+        args.tasks, args.seeds, args.aggregators, work = "noniid", 1, "fedavg,blockwise", QUICK_WORK
+        EXTRA_SETS[:] = QUICK_SETS
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if os.environ.get("FEDRANKLITE_GLUE_DIR"):
@@ -379,10 +394,10 @@ def main() -> int:
         runs = json.loads(out.read_text())["runs"] if out.exists() else []  # another process may have run it
         if (task, agg, sched, seed) in {run_key(r) for r in runs}:
             continue
-        if not claim(task, agg, sched, seed):
+        if not claim(task, agg, sched, seed, work):
             continue
         t0 = time.perf_counter()
-        rec = run_one(task, agg, sched, seed, WORK)
+        rec = run_one(task, agg, sched, seed, work)
         print(
             f"{task} {agg} {sched} seed {seed}: {rec['metric']} {rec['final_score']:.3f} "
             f"(block eff. rank {rec['block_effective_rank']}, {time.perf_counter() - t0:.0f}s)",

@@ -30,13 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from fedranklite.core.results_io import write_text_atomic
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, mean_sd, script_name, stamp  # noqa: E402
+
+from fedranklite.core.results_io import write_text_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "experiments" / "glue"
 TASKS = ["sst2", "qnli", "mrpc", "stsb", "rte"]
 SMALL = {"mrpc", "stsb", "rte"}
 DEFAULT_SETS = ["evaluation.max_samples=400", "evaluation.eval_every=2"]
+# --quick: a check that the suite runs end to end (RTE, seed 0, cvx and lite, no centralized reference), not a result
+QUICK_SETS = ["federation.num_rounds=1", "training.max_local_steps=2", "evaluation.max_samples=32"]
 
 
 def run_config(config: Path, sets: list[str], centralized: bool = False):
@@ -55,7 +60,7 @@ def fp32_profile(config: Path, sets: list[str]) -> Path:
     """The shipped fp32 CPU rank profile of `config`'s setting. Quantized runs price their steps with it, as the
     GPU rows do (bench_slm_cuda.py): no 4-bit profile ships, and one measured under whatever load a machine has put
     a 4-bit step slower than an fp32 one while the runs went as fast, so the deadline cut 17-19 more steps of the
-    4-bit arm (results/slm_lr_pilots.md, session 14). With one clock both arms train the same steps and their gap
+    4-bit arm (experiments/slm_budget/slm_lr_pilots.md). With one clock both arms train the same steps and their gap
     is the quantization's."""
     from fedranklite.config.files import load_config
     from fedranklite.run.profiling import SHIPPED_DIR, key_file_name, profile_key
@@ -97,8 +102,8 @@ def curve(rounds: list[dict]) -> list[dict]:
 def save_results(out: Path, results: dict) -> None:
     """glue.json and its Markdown table, each written whole then renamed: a run killed mid-write, or a reader
     beside it, never sees half a file."""
-    write_text_atomic(out, json.dumps(results, indent=1, default=float))
-    write_text_atomic(out.with_suffix(".md"), markdown(results))
+    write_text_atomic(out, json.dumps(stamp(results, __file__), indent=1, default=float))
+    write_text_atomic(out.with_suffix(".md"), markdown(results) + f"\nWritten by `{script_name(__file__)}`.\n")
 
 
 def read_results(path: Path) -> dict:
@@ -248,20 +253,6 @@ def _fmt(x, nd=3):
     return "-" if x is None else f"{x:.{nd}f}"
 
 
-def sample_sd(values) -> float:
-    """The sample sd over seeds (ddof=1); 0 for a single seed, which has no spread."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def _ms(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {sample_sd(values):.3f}"
-
-
 def _baseline(b: dict) -> str:
     """The trivial baseline's cell: a constant has no Pearson correlation (NaN), read as 0."""
     score = b.get("score", float("nan"))
@@ -292,7 +283,7 @@ def markdown(results: dict) -> str:
     ):
         metric = rs[0]["metric"]
         sec_names = [k for k in ("accuracy", "f1", "spearman") if k != metric and k in (rs[0]["final_eval"] or {})]
-        sec = ", ".join(f"{k} {_ms([(r['final_eval'] or {}).get(k) for r in rs])}" for k in sec_names[:1])
+        sec = ", ".join(f"{k} {mean_sd([(r['final_eval'] or {}).get(k) for r in rs])}" for k in sec_names[:1])
         ttt = [r["time_to_target"]["sim_seconds"] for r in rs]
         reached = [t for t in ttt if t is not None]
         ttt_txt = f"{np.mean(reached):.0f} ({len(reached)}/{len(rs)})" if reached else f"not reached (0/{len(rs)})"
@@ -308,8 +299,8 @@ def markdown(results: dict) -> str:
         )
         b = base.get(task, {})
         lines.append(
-            f"| {task} | {kind} | {bb} | {len(rs)} | {_ms([r.get('initial_score') for r in rs])} | "
-            f"{metric} {_ms([r['final_score'] for r in rs])} | {sec or '-'} | "
+            f"| {task} | {kind} | {bb} | {len(rs)} | {mean_sd([r.get('initial_score') for r in rs])} | "
+            f"{metric} {mean_sd([r['final_score'] for r in rs])} | {sec or '-'} | "
             f"{_baseline(b)} | {ttt_txt} | "
             f"{np.mean([r['deadline_compliance_pct'] for r in rs]):.0f} | "
             f"{np.mean([r['bytes_up_per_client_round'] for r in rs]) / 1e3:.0f} kB / "
@@ -331,8 +322,15 @@ def markdown(results: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "glue.json"))
+    ap.add_argument("--out", default=str(RESULTS / "glue.json"))
     ap.add_argument("--glue-dir", default=None, help="GLUE TSV folder (default: $FEDRANKLITE_GLUE_DIR, else the hub)")
+    ap.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="where the runs' folders go (default results/bench_glue; --quick: results/bench_glue_quick)",
+    )
+    ap.add_argument("--quick", action="store_true", help=f"RTE, seed 0, no centralized, {' '.join(QUICK_SETS)}")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--seeds", type=int, default=3, help="seeds for RTE, MRPC, STS-B (SST-2, QNLI: 1)")
     ap.add_argument("--no-centralized", action="store_true")
@@ -378,6 +376,10 @@ def main() -> int:
         help=f"override for every run (default: {' '.join(DEFAULT_SETS)})",
     )
     args = ap.parse_args()
+    if args.quick:
+        args.tasks, args.seeds, args.no_centralized = "rte", 1, True
+        args.set = [*(DEFAULT_SETS if args.set is None else args.set), *QUICK_SETS]
+    runs_dir = args.runs_dir or ROOT / "results" / ("bench_glue_quick" if args.quick else "bench_glue")
 
     def read_or_exit(flag: str, *paths: Path) -> list[dict]:
         try:
@@ -395,7 +397,7 @@ def main() -> int:
     if args.backfill_curves:
         out = Path(args.out)
         (results,) = read_or_exit("--backfill-curves", out)
-        filled = backfill_curves(results, ROOT / "results" / "bench_glue")
+        filled = backfill_curves(results, runs_dir)
         save_results(out, results)
         missing = sum("curve" not in r for r in [*results["runs"], *results.get("superseded", [])])
         print(f"{out}: {filled} curves added; {missing} rows without one (their run folder is gone or was rerun)")
@@ -457,7 +459,7 @@ def main() -> int:
     ]
     runs = []
     for config, seed, central, job_sets in jobs:
-        run_sets = [*job_sets, f"seed={seed}", f"output_dir={ROOT / 'results' / 'bench_glue' / f'seed{seed}'}"]
+        run_sets = [*job_sets, f"seed={seed}", f"output_dir={runs_dir / f'seed{seed}'}"]
         runs.append((config, seed, central, run_sets, run_config(config, run_sets, central)))
     rerun = {x.strip() for x in args.rerun.split(",") if x.strip()}
     unknown = sorted(rerun - {cfg.experiment_name for *_, cfg in runs})

@@ -56,7 +56,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="2 kills (a check that the benchmark runs, not a result)")
     args = ap.parse_args()
+    if args.quick:
+        args.kills = 2
     import torch
 
     from fedranklite.run.checkpoint import load_checkpoint

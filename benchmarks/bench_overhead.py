@@ -10,11 +10,11 @@ import statistics
 
 import numpy as np
 import torch
-from common import base_config, quiet_clock, write
+from common import QUICK, base_config, quiet_clock, write
 
 clock = quiet_clock()
 
-STEPS, BATCH, RANK, REPS = 16, 16, 8, 7
+STEPS, BATCH, RANK, REPS = 16, 16, 8, (2 if QUICK else 7)  # --quick: 2 repetitions
 
 
 def bare_setup(cfg, num_labels):

@@ -31,6 +31,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, stamp  # noqa: E402
+
 from fedranklite.federation.schedulers import Clients, Reports, repair_with_passes  # noqa: E402
 from fedranklite.federation.schedulers import lite as lite_mod  # noqa: E402
 from fedranklite.federation.schedulers.cvx import CvxScheduler  # noqa: E402
@@ -129,9 +132,12 @@ def same_max_time(cvx_rows: list[dict]) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "schedulers.json"))
+    ap.add_argument("--out", default=str(RESULTS / "schedulers.json"))
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="one repeat (a check that the benchmark runs, not a result)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats = 1
     assert lite_mod.LiteScheduler is LiteScheduler
     try:
         import cvxpy
@@ -178,7 +184,7 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(stamp(result, __file__), indent=2) + "\n")
     for row in lite_rows:
         print(
             f"lite  N={row['n']:>7}: assign {row['assign_ms']:9.3f} ms "

@@ -1,31 +1,96 @@
-"""Run every benchmark (each in its own process) and write benchmarks/results/summary.md.
+"""Run every maintained benchmark (each bench_*.py here, in its own process) and write summary.md.
 
-python benchmarks/run_all.py            # all
-python benchmarks/run_all.py overhead   # a subset, by name
+    python benchmarks/run_all.py                    # every benchmark, full budgets -> benchmarks/results/
+    python benchmarks/run_all.py overhead memory    # a subset, by name
+    python benchmarks/run_all.py --quick            # every benchmark at a toy budget -> results/benchmarks_quick/
+    python benchmarks/run_all.py --list             # name, script, what it measures, its quick arguments
+    python benchmarks/run_all.py --summary-only     # rewrite summary.md from the results already there
+
+BENCHES names every bench_*.py in this folder (tests/test_results_files.py checks it against the folder). Each
+benchmark writes its JSON (with the "script" that wrote it) into the results folder, which its process gets as
+$FEDRANKLITE_BENCH_RESULTS; summary.md there names, for each figure, the script that produced it. `--quick` is a
+check that every benchmark runs end to end (about 10-15 minutes on 2 cores), not a result: it writes elsewhere
+(default results/benchmarks_quick/, ignored by git) so the recorded numbers stay. The full run takes hours
+(GLUE suite ~2 h, aggregators ~2.5 core-hours, surrogate scaling ~20 min, the rest ~20 min). The GLUE
+benchmarks read the TSVs from $FEDRANKLITE_GLUE_DIR (else ../shared/data/glue beside the repository) and are
+skipped, and said so, where neither exists. One-off studies are not benchmarks: they live in experiments/.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 RESULTS = HERE / "results"
-BENCHES = {
-    "schedulers": "bench_schedulers.py",
-    "aggregation": "bench_aggregation.py",
-    "memory": "bench_memory.py",
-    "overhead": "bench_overhead.py",
-    "round_cost": "bench_round.py",
-    "quality": "bench_quality.py",
+QUICK_RESULTS = ROOT / "results" / "benchmarks_quick"
+
+
+@dataclass(frozen=True)
+class Bench:
+    script: str  # in this folder
+    about: str
+    quick: tuple[str, ...] = ("--quick",)  # arguments of a quick run ({results}: the results folder)
+    full: tuple[str, ...] = ()  # arguments of a full run
+    glue: tuple[str, ...] = ()  # the modes ("full", "quick") that need the GLUE TSVs
+
+
+BENCHES: dict[str, Bench] = {
+    "schedulers": Bench("bench_schedulers.py", "assign time: lite, cvx (bisect, greedy, cvxpy), N = 10..100k"),
+    "aggregation": Bench("bench_aggregation.py", "fedavg / blockwise over 10, 100, 1,000 updates", quick=()),
+    "memory": Bench("bench_memory.py", "peak RSS of a 10- vs a 100-client simulation", quick=()),
+    "overhead": Bench("bench_overhead.py", "client throughput vs a bare transformers+peft loop"),
+    "round_cost": Bench("bench_round.py", "one engine round vs a plain FedAvg loop"),
+    "quality": Bench("bench_quality.py", "scheduler quality: lite / fixed / cvx on two experiments, 3 seeds"),
+    "kill_resume": Bench("bench_kill_resume.py", "kill -9 at random moments + --resume: bit-identical adapter?"),
+    "aggregators": Bench(
+        "bench_aggregators.py", "aggregators x schedulers x seeds, rank-collapse diagnostics", glue=("full",)
+    ),
+    "glue": Bench(
+        "bench_glue.py", "GLUE suite: MiniLM lite / cvx / centralized, seeds, trivial baselines", glue=("full", "quick")
+    ),
+    "surrogate": Bench(
+        "bench_surrogate.py",
+        "what-if surrogate: calibration, check at N = 10, scaling to 100k clients",
+        quick=("--quick", "--out", "{results}/surrogate.json", "--work", "{results}/surrogate_work"),
+        full=("--out", "{results}/surrogate.json"),
+    ),
+    "flower": Bench(
+        "bench_flower.py",
+        "per-round cost: local engine vs Flower simulation vs Flower deployment",
+        quick=("--rounds", "1", "--no-before"),
+    ),
 }
 
 
-def load(name: str):
-    path = RESULTS / f"{name}.json"
+def glue_dir() -> Path | None:
+    """The GLUE TSV folder the GLUE benchmarks read: $FEDRANKLITE_GLUE_DIR, else ../shared/data/glue."""
+    env = os.environ.get("FEDRANKLITE_GLUE_DIR")
+    if env:
+        return Path(env)
+    default = ROOT.parent / "shared" / "data" / "glue"
+    return default if default.is_dir() else None
+
+
+def command(name: str, quick: bool, results: Path) -> list[str]:
+    bench = BENCHES[name]
+    args = bench.quick if quick else bench.full
+    return [sys.executable, str(HERE / bench.script), *(a.format(results=results) for a in args)]
+
+
+def script_of(name: str) -> str:
+    return f"benchmarks/{BENCHES[name].script}"
+
+
+def load(results: Path, name: str):
+    path = results / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -33,80 +98,128 @@ def yes(flag) -> str:
     return "met" if flag else "**not met**"
 
 
-def summary_markdown() -> str:
+def summary_markdown(results: Path = RESULTS, quick: bool = False) -> str:
+    """One row per figure: what, measured, target, verdict and the script that produced it (from the results
+    files in `results`; a benchmark without results there has no row)."""
     lines = [
         "# FedRankLite benchmarks",
         "",
-        "Generated by `python benchmarks/run_all.py`; raw numbers in "
-        "`benchmarks/results/*.json` (each records the machine and its load average).",
+        "Written by `benchmarks/run_all.py` from the JSON each benchmark wrote beside this file (each names its "
+        "script and records the machine and its load average); the last column names the script of each figure.",
         "",
-        "| figure | measured | target | verdict |",
-        "|---|---|---|---|",
     ]
-    o = load("overhead")
+    if quick:
+        lines += ["**Quick run (`--quick`): toy budgets, a check that every benchmark runs, not a result.**", ""]
+    lines += ["| figure | measured | target | verdict | script |", "|---|---|---|---|---|"]
+
+    def row(name: str, figure: str, measured: str, target: str, verdict: str) -> None:
+        lines.append(f"| {figure} | {measured} | {target} | {verdict} | `{script_of(name)}` |")
+
+    o = load(results, "overhead")
     if o:
         m = o["median_samples_per_s"]
-        lines.append(
-            f"| harness overhead: client vs bare transformers+peft loop (samples/s) | ours {m['ours_probe32']:.1f} "
-            f"(probe 32) / {m['ours_probe0']:.1f} (probe 0) vs bare {m['bare']:.1f}: ratio "
-            f"{o['ratio_ours_vs_bare_probe32']:.2f} / {o['ratio_ours_vs_bare_probe0']:.2f} | >= 0.95 | "
-            f"{yes(o['met_probe32'])} / {yes(o['met_probe0'])} |"
+        row(
+            "overhead",
+            "harness overhead: client vs bare transformers+peft loop (samples/s)",
+            f"ours {m['ours_probe32']:.1f} (probe 32) / {m['ours_probe0']:.1f} (probe 0) vs bare {m['bare']:.1f}: "
+            f"ratio {o['ratio_ours_vs_bare_probe32']:.2f} / {o['ratio_ours_vs_bare_probe0']:.2f}",
+            o.get("target", ""),
+            f"{yes(o['met_probe32'])} / {yes(o['met_probe0'])}",
         )
-    r = load("round_cost")
+    r = load(results, "round_cost")
     if r:
         m = r["median_seconds_per_round"]
-        lines.append(
-            f"| round cost: engine (10 clients, fixed rank 8) vs plain FedAvg loop (s/round) | ours "
-            f"{m['ours_probe32']:.1f} (probe 32) / {m['ours_probe0']:.1f} (probe 0) vs plain {m['plain']:.1f}: "
-            f"ratio {r['ratio_ours_vs_plain_probe32']:.2f} / {r['ratio_ours_vs_plain_probe0']:.2f} | <= 1.10 | "
-            f"{yes(r['met_probe32'])} / {yes(r['met_probe0'])} |"
+        row(
+            "round_cost",
+            "round cost: engine (10 clients, fixed rank 8) vs plain FedAvg loop (s/round)",
+            f"ours {m['ours_probe32']:.1f} (probe 32) / {m['ours_probe0']:.1f} (probe 0) vs plain {m['plain']:.1f}: "
+            f"ratio {r['ratio_ours_vs_plain_probe32']:.2f} / {r['ratio_ours_vs_plain_probe0']:.2f}",
+            r.get("target", ""),
+            f"{yes(r['met_probe32'])} / {yes(r['met_probe0'])}",
         )
-    s = load("schedulers")
+    s = load(results, "schedulers")
     if s:
-        lite = {row["n"]: row["assign_ms"] for row in s["lite"]}
-        cvxpy_1k = [row["assign_ms"] for row in s.get("cvx", []) if row["n"] == 1000 and row["method_used"] == "cvxpy"]
-        greedy_1k = [
-            row["assign_ms"] for row in s.get("cvx", []) if row["n"] == 1000 and row["method_used"] == "greedy"
-        ]
-        lite10k = lite.get(10000)
-        lines.append(f"| lite assign time at N = 10,000 | {lite10k:.3f} ms | <= 1 ms | {yes(lite10k <= 1)} |")
+        lite = {row_["n"]: row_["assign_ms"] for row_ in s["lite"]}
+        cvx = s.get("cvx", [])
+        cvxpy_1k = [x["assign_ms"] for x in cvx if x["n"] == 1000 and x["method_used"] == "cvxpy"]
+        greedy_1k = [x["assign_ms"] for x in cvx if x["n"] == 1000 and x["method_used"] == "greedy"]
+        if 10000 in lite:
+            row(
+                "schedulers",
+                "lite assign time at N = 10,000",
+                f"{lite[10000]:.3f} ms",
+                "<= 1 ms",
+                yes(lite[10000] <= 1),
+            )
         per_1k = {n: lite[n] / n * 1000 for n in lite}
-        lines.append(
-            "| lite time per 1,000 clients, N = "
-            + ", ".join(f"{n:,}" for n in sorted(lite))
-            + " | "
-            + ", ".join(f"{per_1k[n]:.3f}" for n in sorted(lite))
-            + " ms | linear in N | see note |"
+        row(
+            "schedulers",
+            "lite time per 1,000 clients, N = " + ", ".join(f"{n:,}" for n in sorted(lite)),
+            ", ".join(f"{per_1k[n]:.3f}" for n in sorted(lite)) + " ms",
+            "linear in N",
+            "see the JSON",
         )
         if cvxpy_1k and 1000 in lite:
             ratio = cvxpy_1k[0] / lite[1000]
-            lines.append(
-                f"| lite vs cvx at N = 1,000 | lite {lite[1000]:.3f} ms, cvx {cvxpy_1k[0]:.1f} ms (cvxpy) / "
-                f"{greedy_1k[0] if greedy_1k else float('nan'):.1f} ms (greedy): {ratio:.0f}x faster than cvxpy "
-                f"| >= 300x | {yes(ratio >= 300)} |"
+            row(
+                "schedulers",
+                "lite vs cvx at N = 1,000",
+                f"lite {lite[1000]:.3f} ms, cvx {cvxpy_1k[0]:.1f} ms (cvxpy) / "
+                f"{greedy_1k[0] if greedy_1k else float('nan'):.1f} ms (greedy): {ratio:.0f}x faster than cvxpy",
+                ">= 300x",
+                yes(ratio >= 300),
             )
-    a = load("aggregation")
+    a = load(results, "aggregation")
     if a:
         per = a["per_client_cost_ratio_1000_vs_100"]
-        rows = {(x["aggregator"], x["clients"]): x["seconds"] for x in a["rows"]}
+        secs = {(x["aggregator"], x["clients"]): x["seconds"] for x in a["rows"]}
         for name in ("fedavg", "blockwise"):
-            lines.append(
-                f"| {name} over 10 / 100 / 1,000 updates | "
-                + " / ".join(f"{rows[(name, k)] * 1000:.0f} ms" for k in (10, 100, 1000))
-                + f" (per-client cost 1000 vs 100: {per[name]:.2f}x) | linear | {yes(0.5 <= per[name] <= 2.0)} |"
+            row(
+                "aggregation",
+                f"{name} over 10 / 100 / 1,000 updates",
+                " / ".join(f"{secs[(name, k)] * 1000:.0f} ms" for k in (10, 100, 1000))
+                + f" (per-client cost 1000 vs 100: {per[name]:.2f}x)",
+                "linear",
+                yes(0.5 <= per[name] <= 2.0),
             )
-    mem = load("memory")
+    mem = load(results, "memory")
     if mem:
         p = mem["peak_rss_mb"]
-        lines.append(
-            f"| peak RSS, 100 vs 10 clients | {p['100_clients']:.0f} MB vs {p['10_clients']:.0f} MB: "
-            f"{mem['ratio']:.3f} | <= 1.2 | {yes(mem['met'])} |"
+        row(
+            "memory",
+            "peak RSS, 100 vs 10 clients",
+            f"{p['100_clients']:.0f} MB vs {p['10_clients']:.0f} MB: {mem['ratio']:.3f}",
+            "<= 1.2",
+            yes(mem["met"]),
         )
-    q = load("quality")
+    k = load(results, "kill_resume")
+    if k:
+        row(
+            "kill_resume",
+            f"kill -9 at {len(k['kills'])} random moments, then --resume ({k['rounds']} rounds, seed {k['seed']})",
+            f"final adapter bit-identical: {k['final_adapter_bit_identical']}; scheduler state identical: "
+            f"{k['scheduler_state_identical']}",
+            "bit-identical",
+            yes(k["final_adapter_bit_identical"] and k["scheduler_state_identical"]),
+        )
+    for name, what in (
+        ("glue", "GLUE suite (every task, run and seed)"),
+        ("aggregators", "aggregators x schedulers x seeds, rank collapse"),
+        ("surrogate", "what-if surrogate: check at N = 10 and scaling to 100k clients"),
+        ("flower", "per-round cost on the local engine, Flower simulation and deployment"),
+    ):
+        data = load(results, name)
+        if data:
+            runs = data.get("runs")
+            count = f"{len(runs)} runs; " if isinstance(runs, list) else ""
+            row(name, what, f"{count}tables in `{name}.md`", "-", "-")
+    q = load(results, "quality")
     if q:
         lines += [
             "",
             "## Scheduler quality (mean over seeds " + ", ".join(map(str, q["settings"]["seeds"])) + ")",
+            "",
+            f"From `{script_of('quality')}`.",
             "",
             "| experiment | scheduler | final score | reached target | sim s to target | compliance % | "
             "sim s total | KB up / client-round | client loss p50 / p90 |",
@@ -123,23 +236,68 @@ def summary_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv) -> int:
-    names = argv or list(BENCHES)
+def listing() -> str:
+    width = max(map(len, BENCHES))
+    out = []
+    for name, b in BENCHES.items():
+        quick = " ".join(b.quick) or "(same as full)"
+        glue = f"; needs GLUE TSVs ({', '.join(b.glue)})" if b.glue else ""
+        out.append(f"{name:<{width}}  {script_of(name)}: {b.about} [quick: {quick}{glue}]")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", metavar="NAME", help=f"a subset: {', '.join(BENCHES)}")
+    ap.add_argument("--list", action="store_true", help="print every benchmark and its script, run nothing")
+    ap.add_argument("--summary-only", action="store_true", help="rewrite summary.md from the results, run nothing")
+    ap.add_argument("--quick", action="store_true", help="each benchmark at a toy budget (a check, not a result)")
+    ap.add_argument(
+        "--results", type=Path, help="results folder (default: benchmarks/results, --quick: results/benchmarks_quick)"
+    )
+    args = ap.parse_args(argv)
+    if args.list:
+        print(listing())
+        return 0
+    unknown = [n for n in args.names if n not in BENCHES]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHES)}")
+    results = (args.results or (QUICK_RESULTS if args.quick else RESULTS)).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    if args.summary_only:
+        (results / "summary.md").write_text(summary_markdown(results, args.quick))
+        print(f"wrote {results / 'summary.md'}")
+        return 0
+    mode = "quick" if args.quick else "full"
+    glue = glue_dir()
+    env = {
+        **os.environ,
+        "FEDRANKLITE_BENCH_RESULTS": str(results),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+    if glue:
+        env["FEDRANKLITE_GLUE_DIR"] = str(glue)
     start = time.perf_counter()
-    failed = []
-    for name in names:
+    failed, skipped = [], []
+    for name in args.names or list(BENCHES):
+        if mode in BENCHES[name].glue and glue is None:
+            print(f"== {name}: skipped (no GLUE TSVs: set FEDRANKLITE_GLUE_DIR)", flush=True)
+            skipped.append(name)
+            continue
         t = time.perf_counter()
-        print(f"== {name}", flush=True)
-        proc = subprocess.run([sys.executable, str(HERE / BENCHES[name])], cwd=HERE.parent)
-        if proc.returncode != 0:
+        cmd = command(name, args.quick, results)
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        if subprocess.run(cmd, cwd=ROOT, env=env).returncode != 0:
             failed.append(name)
         print(f"== {name}: {time.perf_counter() - t:.0f} s", flush=True)
-    (RESULTS / "summary.md").write_text(summary_markdown())
-    print(f"wrote {RESULTS / 'summary.md'} ({time.perf_counter() - start:.0f} s in all)")
+    (results / "summary.md").write_text(summary_markdown(results, args.quick))
+    print(f"wrote {results / 'summary.md'} ({time.perf_counter() - start:.0f} s in all)")
+    if skipped:
+        print(f"skipped: {skipped}", file=sys.stderr)
     if failed:
         print(f"failed: {failed}", file=sys.stderr)
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

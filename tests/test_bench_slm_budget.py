@@ -11,6 +11,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "experiments" / "slm_budget"))
 
 from bench_slm_budget import start_from  # noqa: E402
 
@@ -69,7 +70,14 @@ def test_an_unfinished_or_other_shorter_run_or_an_occupied_folder_is_one_clear_e
 
 @pytest.mark.parametrize("rounds, start", [(20, 20), (20, 40), (20, 0)])
 def test_continue_from_must_be_fewer_rounds_than_the_candidate(tmp_path, rounds, start):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_slm_budget.py"), "--task", "rte", "--lr", "1e-3"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments" / "slm_budget" / "bench_slm_budget.py"),
+        "--task",
+        "rte",
+        "--lr",
+        "1e-3",
+    ]
     cmd += ["--rounds", str(rounds), "--continue-from", str(start), "--out", str(tmp_path / "x.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -1,4 +1,4 @@
-"""The recipe rule of benchmarks/bench_slm_cuda.py, fixed before its pilots ran: the highest held-out score at
+"""The recipe rule of experiments/slm_cuda/bench_slm_cuda.py, fixed before its pilots ran: the highest held-out score at
 round 10 or 20; within MARGIN of it, fewer rounds, then the candidate listed first (the config's own)."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "experiments" / "slm_cuda"))
 
 from bench_slm_cuda import MARGIN, choose  # noqa: E402
 
