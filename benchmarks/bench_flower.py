@@ -1,22 +1,23 @@
 """Per-round cost of the same experiment on the local engine, Flower's simulation engine and a Flower
-deployment (SuperLink + SuperNodes as processes on 127.0.0.1), before and after the set-up cuts, and where
-a deployment's per-message time goes.
+deployment (SuperLink + SuperNodes as processes on 127.0.0.1), 'before' (a git revision) and 'after' (this
+tree), and where a deployment's per-message time goes.
 
 Every measurement runs in its own process with one torch thread (OMP_NUM_THREADS=1, inherited by Ray workers
 and ClientApp processes) and its own empty cache folder (FEDRANKLITE_CACHE: the token cache starts cold, as
-in a first run). "before" is the source tree of a git revision (default: the parent of the set-up commits),
-unpacked into a temporary folder with `git archive` and run from there (PYTHONPATH); "after" is this tree.
+in a first run). "before" is the source tree of a git revision (default: the last one whose SuperNodes
+started a fresh `flwr-clientapp` process per message; this tree runs one resident ClientApp worker per
+SuperNode), unpacked into a temporary folder with `git archive` and run from there (PYTHONPATH); "after" is this tree.
 
     backends    local / simulation / deployment: the engine's own per-round wall seconds (training of the
                 round's clients + evaluation + bookkeeping, in the process running the Engine), round 1
                 apart (the ClientApps build their side then) from rounds 2..N, and the set-up (total - rounds)
-    cold        one fresh process doing what a deployment's `flwr-clientapp` does for a train message,
-                stage by stage: interpreter start, imports (torch, Flower, our ClientApp module,
+    cold        (--cold) one fresh process doing what a per-message `flwr-clientapp` does for a train
+                message, stage by stage: interpreter start, imports (torch, Flower, our ClientApp module,
                 transformers + peft), config parse, data + partitions, model build, tokenisation, training
                 of one client. "after" twice: empty token cache, then filled
-    deployment  (after) the ClientApps' own timing of every client-round, from flower.json
+    deployment  the ClientApps' own timing of every client-round, from flower.json
 
-    python benchmarks/bench_flower.py [--rounds 2] [--before baa60ad] [--no-before] [--markdown-only]
+    python benchmarks/bench_flower.py [--rounds 4] [--before 3f8071d] [--no-before] [--cold] [--markdown-only]
 Writes benchmarks/results/flower.json and flower.md (`--markdown-only` rewrites flower.md from the JSON; a
 list `earlier_runs` of {created, per_round_seconds} added to the JSON by hand is shown as the spread).
 """
@@ -36,7 +37,7 @@ from pathlib import Path
 from common import RESULTS, ROOT, write
 
 EXPERIMENT = "configs/experiments/lite_iid.yaml"
-DEFAULT_BEFORE = "baa60ad"  # main before the one-set-up-path work (prepare.py, token cache, lazy ClientApp)
+DEFAULT_BEFORE = "3f8071d"  # main with a fresh `flwr-clientapp` process per deployment message
 
 
 COMMON = ["training.max_local_steps=4", "evaluation.max_samples=200", "timing.mode=analytic"]
@@ -334,9 +335,10 @@ def deployment_breakdown(timings: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--before", default=DEFAULT_BEFORE, help="git revision measured as 'before'")
     parser.add_argument("--no-before", action="store_true")
+    parser.add_argument("--cold", action="store_true", help="also time a ClientApp message in a fresh process")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite flower.md from flower.json")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -377,16 +379,16 @@ def main() -> None:
                 )
         cold: dict = {label: [] for label in trees}
         query: dict = {label: [] for label in trees}
-        if "after" in trees:  # the first message of a run: empty token cache (it writes it)
+        if args.cold and "after" in trees:  # the first message of a run: empty token cache (it writes it)
             measured["after"]["cold_clientapp_token_cache_empty"] = run_child(
                 trees["after"], ["cold", str(tmp / "cold0")], tmp / "after_cold_cache"
             )
-        for k in range(COLD_REPEATS):
+        for k in range(COLD_REPEATS if args.cold else 0):
             for label, src in trees.items():
                 cache = tmp / f"{label}_cold_cache"
                 cold[label].append(run_child(src, ["cold", str(tmp / f"{label}_cold{k}")], cache))
                 query[label].append(run_child(src, ["query", str(tmp)], cache))
-        for label in trees:
+        for label in trees if args.cold else []:
             m = measured[label]
             m["cold_clientapp"], m["query_clientapp"] = median_run(cold[label]), median_run(query[label])
             print(
@@ -400,8 +402,9 @@ def main() -> None:
     table = {
         label: {b: summarize(m[b]) for b in ("local", "simulation", "deployment")} for label, m in measured.items()
     }
-    after = measured["after"]
+    steady = {label: {b: t[b]["steady_mean"] for b in t} for label, t in table.items()}
     payload = {
+        "script": "benchmarks/bench_flower.py",
         "experiment": EXPERIMENT,
         "settings": [f"federation.num_rounds={args.rounds}", *COMMON],
         "backend_settings": BACKEND,
@@ -411,12 +414,15 @@ def main() -> None:
         "note": "2-core CPU shared with other work (other agents' tests and builds ran at the same time): wall "
         "seconds are approximate; one torch thread per process; a fresh cache folder per run",
         "per_round_seconds": table,
-        "deployment_breakdown_after": deployment_breakdown(after["deployment"].get("client_timings", [])),
-        "cold_clientapp": {
-            label: {k: v for k, v in m.items() if k.startswith(("cold", "query"))} for label, m in measured.items()
+        "deployment_over_simulation_rounds_2_n": {
+            label: st["deployment"] / st["simulation"] for label, st in steady.items() if st["simulation"]
         },
-        "overhead_ratio_per_round": table["after"]["simulation"]["steady_mean"]
-        / table["after"]["local"]["steady_mean"],
+        "simulation_over_local_rounds_2_n": {
+            label: st["simulation"] / st["local"] for label, st in steady.items() if st["local"]
+        },
+        "deployment_breakdown": {
+            label: deployment_breakdown(m["deployment"].get("client_timings", [])) for label, m in measured.items()
+        },
         "same_ranks": len(
             {
                 json.dumps(m[b]["ranks"], sort_keys=True)
@@ -425,27 +431,40 @@ def main() -> None:
             }
         )
         == 1,
+        "same_final_score": len({round(m[b]["final_score"], 6) for m in measured.values() for b in BACKEND}) == 1,
         "runs": measured,
         "benchmark_wall_seconds": wall,
     }
+    if args.cold:
+        payload["cold_clientapp"] = {
+            label: {k: v for k, v in m.items() if k.startswith(("cold", "query"))} for label, m in measured.items()
+        }
     path = write("flower", payload)
     (RESULTS / "flower.md").write_text(markdown(json.loads(path.read_text())))  # with write()'s machine facts
     print(f"wrote {RESULTS / 'flower.md'} ({wall / 60:.1f} min)")
 
 
 def markdown(p: dict) -> str:
+    before = p["before_revision"]
     lines = [
         "# Flower: per-round cost of local, simulation and deployment",
         "",
-        f"`python benchmarks/bench_flower.py --rounds {p['rounds']}` on `{p['experiment']}` with "
-        f"`{' '.join(p['settings'])}` "
-        f"({p['model']}; 10 clients, 5 per round). Machine: {p['machine']['cpus']}-core CPU, "
-        f"{p['machine']['platform']}, torch {p['machine']['torch']}, one torch thread per process, "
-        f"**shared with other work while it ran** (load average {p['machine']['load_average']}): treat single "
-        f"numbers as approximate. 'before' = revision {p['before_revision']}, 'after' = this tree.",
+        f"Written by `benchmarks/bench_flower.py --rounds {p['rounds']}` on `{p['experiment']}` with "
+        f"`{' '.join(p['settings'])}` (engine settings per backend: "
+        f"`{' '.join(p['backend_settings']['deployment'])}`; {p['model']}; 10 clients, 5 per round, 3 SuperNodes). "
+        f"Machine: {p['machine']['cpus']}-core CPU, {p['machine']['platform']}, torch {p['machine']['torch']}, "
+        f"one torch thread per process, **shared with other work while it ran** (load average "
+        f"{p['machine']['load_average']}): treat single numbers as approximate. "
+        + (
+            f"'before' = revision {before} (each SuperNode starts a fresh `flwr-clientapp` process per message), "
+            "'after' = this tree (`--isolation process` SuperNodes, each with one resident ClientApp worker)."
+            if before
+            else "Only this tree was measured."
+        ),
         "",
         "Engine wall seconds per round (training of the round's 5 clients + evaluation + bookkeeping) and "
-        "set-up (run total minus rounds):",
+        "set-up (run total minus rounds: for a deployment, starting the SuperLink, the SuperNodes and their "
+        "workers, registering the node keys, `flwr run` and the ServerApp's start):",
         "",
         "| tree | backend | round 1 | rounds 2..N (mean) | set-up |",
         "|---|---|---:|---:|---:|",
@@ -453,24 +472,56 @@ def markdown(p: dict) -> str:
     for label, rows in p["per_round_seconds"].items():
         for backend, s in rows.items():
             lines.append(f"| {label} | {backend} | {s['round1']:.1f} | {s['steady_mean']:.1f} | {s['setup']:.1f} |")
-    for earlier in p.get("earlier_runs", []):
-        lines += [
-            "",
-            f"The same benchmark run earlier ({earlier['created']}), for the spread between runs on the "
-            f"shared machine ({earlier.get('note', '')}):",
-            "",
-            "| tree | backend | round 1 | rounds 2..N (mean) | set-up |",
-            "|---|---|---:|---:|---:|",
-        ]
-        for label, rows in earlier["per_round_seconds"].items():
-            for backend, s in rows.items():
-                lines.append(f"| {label} | {backend} | {s['round1']:.1f} | {s['steady_mean']:.1f} | {s['setup']:.1f} |")
-    names = {"cold_clientapp_token_cache_empty": "train, token cache empty", "cold_clientapp": "train"}
-    cold = {f"{label} {names[k]}": v for label, m in p["cold_clientapp"].items() for k, v in m.items() if k in names}
+    ratios = p.get("deployment_over_simulation_rounds_2_n", {})
     lines += [
         "",
-        "A deployment ClientApp message in a fresh process (what `flwr-clientapp` does for each message), "
-        f"median seconds per stage of {COLD_REPEATS} runs (the empty-cache column: one run):",
+        "Deployment / simulation, rounds 2..N: "
+        + ", ".join(f"{label} {r:.2f}x" for label, r in ratios.items())
+        + "; simulation / local: "
+        + ", ".join(f"{label} {r:.2f}x" for label, r in p.get("simulation_over_local_rounds_2_n", {}).items())
+        + ".",
+    ]
+    for label, bd in p.get("deployment_breakdown", {}).items():
+        if not bd:
+            continue
+        lines += [
+            "",
+            f"Deployment ({label}), mean seconds per client-round as the server and its ClientApp clocked it "
+            "(`client_timings` in flower.json; `built`: client-rounds whose ClientApp built the model side):",
+            "",
+            "| part | " + " | ".join(f"{r} ({bd[r]['built']} of {bd[r]['client_rounds']} built)" for r in bd) + " |",
+            "|---|" + "---:|" * len(bd),
+        ]
+        for k in TIMING_KEYS:
+            if k == "process_to_handler" and label == "after":
+                continue  # a resident worker's age, not a cost of the message
+            lines.append(f"| {k} | " + " | ".join(f"{bd[r].get(k, 0.0):.2f}" for r in bd) + " |")
+    lines += [
+        "",
+        "`roundtrip` push to reply; `to_handler` push to our train handler starting (the SuperNode's pull, "
+        "every 3 s when idle, queueing behind the node's earlier message of the round, and in 'before' the "
+        "ClientApp process's start, `process_to_handler`); `setup` building the client side (0 when resident; "
+        "`model_build` includes importing transformers + peft where the process had not); `train`; `back` "
+        "reply built to reply at the server.",
+    ]
+    if "cold_clientapp" in p:
+        lines += _cold_markdown(p["cold_clientapp"])
+    lines += [
+        "",
+        f"Same ranks on every backend and tree: {p['same_ranks']}; same final score: "
+        f"{p.get('same_final_score')}. Benchmark wall time {p['benchmark_wall_seconds'] / 60:.1f} min.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cold_markdown(cold_runs: dict) -> list[str]:
+    names = {"cold_clientapp_token_cache_empty": "train, token cache empty", "cold_clientapp": "train"}
+    cold = {f"{label} {names[k]}": v for label, m in cold_runs.items() for k, v in m.items() if k in names}
+    lines = [
+        "",
+        "A ClientApp message in a fresh process (what a per-message `flwr-clientapp` does), median seconds per "
+        f"stage of {COLD_REPEATS} runs (the empty-cache column: one run):",
         "",
     ]
     stages = []
@@ -482,53 +533,14 @@ def markdown(p: dict) -> str:
         lines.append(f"| {s} | " + " | ".join(f"{v['seconds'].get(s, 0.0):.2f}" for v in cold.values()) + " |")
     lines.append("| **total** | " + " | ".join(f"**{v['total']:.2f}**" for v in cold.values()) + " |")
     lines.append("| of which our code | " + " | ".join(f"{v['ours']:.2f}" for v in cold.values()) + " |")
-    query = {label: m["query_clientapp"] for label, m in p["cold_clientapp"].items() if "query_clientapp" in m}
+    query = {label: m["query_clientapp"] for label, m in cold_runs.items() if "query_clientapp" in m}
     lines += [
         "",
-        "A `query.partition` message (one per SuperNode at start-up) in a fresh process: "
+        "A `query.partition` message in a fresh process: "
         + ", ".join(f"{label} {q['total']:.2f} s (torch imported: {q['torch_imported']})" for label, q in query.items())
         + ".",
     ]
-    bd = p["deployment_breakdown_after"]
-    if bd:
-        lines += [
-            "",
-            "Deployment (after), mean seconds per client-round as the server and its ClientApp "
-            "clocked it (`client_timings` in flower.json): `roundtrip` push to reply; `to_handler` push to "
-            "our train handler starting (queueing behind the node's earlier message of the round, the "
-            "SuperNode's 3 s pull, the SuperExec's poll, `process_to_handler`); `process_to_handler` the "
-            "ClientApp process's own start (interpreter, Flower runtime, FAB install, message pull, our "
-            "module); `setup` the client side's build (`model_build` includes importing transformers + peft), "
-            "`train`, `back` reply built to reply at the server. Three ClientApps share the 2 cores, so each "
-            "stage takes longer than in the fresh-process table.",
-            "",
-            "| part | " + " | ".join(bd) + " |",
-            "|---|" + "---:|" * len(bd),
-        ]
-        for k in TIMING_KEYS:
-            lines.append(f"| {k} | " + " | ".join(f"{bd[r].get(k, 0.0):.2f}" for r in bd) + " |")
-    if "before" in p["cold_clientapp"] and "after" in p["cold_clientapp"]:
-        b, a = p["cold_clientapp"]["before"]["cold_clientapp"], p["cold_clientapp"]["after"]["cold_clientapp"]
-        third = a["seconds"]["import_transformers_peft"]
-        start = sum(a["seconds"][k] for k in ("interpreter_start", "import_torch", "import_flower"))
-        lines += [
-            "",
-            f"Reading: a deployment message costs a fresh process ({a['total']:.1f} s alone on the machine "
-            f"here): {start:.1f} s interpreter + torch + Flower imports and {third:.1f} s importing transformers "
-            f"+ peft for the model build ({third / a['total']:.0%}), {a['seconds']['train_one_client']:.1f} s "
-            f"training; our code is {b['ours']:.2f} s before and {a['ours']:.2f} s after the cuts (token "
-            f"cache: tokenisation {b['seconds'].get('tokenise', 0):.2f} -> {a['seconds'].get('tokenise', 0):.2f}"
-            f" s at this data size; it grows with the data). A deployment round waits for the busiest "
-            f"SuperNode's messages one after another (5 clients on 3 SuperNodes: 2 in a row), each paying "
-            f"that process under contention; the rest is Flower's polling (SuperNode pull every 3 s).",
-        ]
-    lines += [
-        "",
-        f"Same ranks on every backend and tree: {p['same_ranks']}. Benchmark wall time "
-        f"{p['benchmark_wall_seconds'] / 60:.1f} min.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from fedranklite.backends.flower.task import arrays_to_state, state_to_arrays, t
 from fedranklite.config.files import validate  # noqa: E402
 from fedranklite.core.results_io import RoundLog  # noqa: E402
 from fedranklite.federation.ranks import num_bytes, truncate  # noqa: E402
-from fedranklite.run.checkpoint import load_checkpoint  # noqa: E402
+from fedranklite.run.checkpoint import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
 from fedranklite.run.engine import build_engine  # noqa: E402
 from fedranklite.run.runners import ClientTask, DeadlineGate  # noqa: E402
 
@@ -156,7 +156,7 @@ def check_results(cfg, rounds):
     records = RoundLog.read(out / "rounds.jsonl")
     assert metrics["rounds_completed"] == rounds == len(records)
     assert [r.round for r in records] == list(range(1, rounds + 1))
-    payload = load_checkpoint(out / "checkpoint.pt")  # the checked, weights_only reader
+    payload = load_checkpoint(out / CHECKPOINT_NAME)  # the checked, weights_only reader
     assert payload["round_idx"] == rounds
     assert all(torch.isfinite(t).all() for t in payload["global_state"].values())
     return metrics, records, json.loads((out / "flower.json").read_text())
@@ -190,11 +190,14 @@ def test_deployment_superlink_and_three_supernodes(tmp_path):
     assert report["authenticated"] and report["refused"] == {}
     assert {int(n) for n in report["nodes"]} == set(dep.node_ids.values())  # each partition on its own node
     assert all(c.status == "accepted" and c.steps > 0 for r in records for c in r.clients)
-    # one ClientApp process per message (Flower's design): every client-round built its side (from this
-    # tree's prepare: the stage timings travel back) and timed itself
+    # every message ran in the resident ClientApp worker the deployment started for its SuperNode, which
+    # built its side once (round 1, from this tree's prepare: the stage timings travel back) and kept it
     timings = report["client_timings"]
     assert len(timings) == sum(len(r.clients) for r in records)
-    assert all(t["built"] and t["train"] > 0 and t["roundtrip"] >= t["train"] and "model_build" in t for t in timings)
+    assert {t["pid"] for t in timings} == {p.pid for p in dep.workers} and len(dep.workers) == 3
+    assert sum(t["built"] for t in timings) == 3 and all(t["round"] == 1 for t in timings if t["built"])
+    assert all("model_build" in t for t in timings if t["built"])
+    assert all(t["train"] > 0 and t["roundtrip"] >= t["train"] for t in timings)
     # the same experiment on the local engine picks the same ranks
     local = build_engine(cfg.model_copy(update={"experiment_name": "deployed_local"}))
     local.run()

@@ -1,13 +1,12 @@
 """The ClientApp: one client's round with the project's own `client.train_client`.
 
-The model, tokenised rows and partitions stay resident in the worker process (`task.client_side`, built by
-`prepare`, the local engine's set-up path), so a message costs one local training, not a model build. In
-Flower's simulation engine the workers are long-lived Ray actors; in deployment a SuperNode starts one
-`flwr-clientapp` process per message (Flower's design), so there the set-up happens per message: the
-tokenised rows then come from the on-disk token cache (`prepare.tokenise`), and this module imports torch,
-transformers and the rest only inside the train handler, so a `query.partition` message (one per SuperNode
-at start-up) costs a Python start and Flower's imports, not a model stack (see the README, "Running on
-Flower").
+The model, tokenised rows and partitions stay resident in the process that runs the ClientApp
+(`task.client_side`, keyed by the run's config, built by `prepare`, the local engine's set-up path), so a
+message costs one local training, not a model build. In Flower's simulation engine that process is a
+long-lived Ray actor; in a deployment it is the SuperNode's resident ClientApp worker (worker.py), one
+process per SuperNode for every message. This module imports torch, transformers and the rest only inside
+the train handler, so loading the app stays cheap wherever Flower starts a process per message (a SuperNode
+with `--isolation subprocess`).
 """
 
 from __future__ import annotations

@@ -122,3 +122,12 @@ def make_credentials(folder: Path, hosts: Sequence[str], num_nodes: int) -> Cred
         )
         nodes.append(private)
     return Credentials(folder, folder / "ca.crt", folder / "server.pem", folder / "server.key", tuple(nodes))
+
+
+def make_superexec_secret(path: Path) -> Path:
+    """A SuperNode's SuperExec secret (32 random bytes, 0600): its Runtime API hands tasks, and with them their
+    tokens, only to a process that holds it (the node's resident ClientApp worker)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_private(path, os.urandom(32))
+    return path

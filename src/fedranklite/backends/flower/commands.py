@@ -1,0 +1,106 @@
+"""The command lines of a Flower deployment's processes, one place for both the deployment on this machine
+(deployment.py) and the per-host plan of a deployment over several hosts (plan.py).
+
+A SuperNode runs with `--isolation process`: it starts no SuperExec and no `flwr-clientapp` per message;
+its resident ClientApp worker (worker.py) acquires the node's tasks from the node's Runtime API, which
+listens on loopback, and only with the node's SuperExec secret."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+WORKER_MODULE = "fedranklite.backends.flower.worker"
+
+
+def superlink(
+    host: str,
+    port: int,
+    ca_cert: Optional[Path] = None,
+    cert: Optional[Path] = None,
+    key: Optional[Path] = None,
+    supernode_auth: bool = False,
+) -> list[str]:
+    """`flower-superlink`: TLS when given a certificate (Fleet, Control and Runtime APIs share host:port)."""
+    if cert is None:
+        security = ["--insecure"]
+    else:
+        security = ["--ssl-ca-certfile", str(ca_cert), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+        security += ["--enable-supernode-auth"] if supernode_auth else []
+    return [
+        "flower-superlink",
+        *security,
+        "--isolation",
+        "subprocess",
+        "--disable-runtime-dependency-installation",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def supernode(
+    superlink_address: str,
+    partition: int,
+    num_partitions: int,
+    runtime_port: int,
+    ca_cert: Optional[Path] = None,
+    auth_key: Optional[Path] = None,
+    superexec_secret: Optional[Path] = None,
+) -> list[str]:
+    """`flower-supernode` for partition `partition`; its Runtime API on 127.0.0.1:`runtime_port`."""
+    if ca_cert is None:
+        security = ["--insecure"]
+    else:
+        security = ["--root-certificates", str(ca_cert)]
+        security += ["--auth-supernode-private-key", str(auth_key)] if auth_key is not None else []
+    secret = ["--superexec-auth-secret-file", str(superexec_secret)] if superexec_secret is not None else []
+    return [
+        "flower-supernode",
+        *security,
+        "--superlink",
+        superlink_address,
+        "--isolation",
+        "process",
+        *secret,
+        "--node-config",
+        f"partition-id={partition} num-partitions={num_partitions}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(runtime_port),
+    ]
+
+
+def worker(
+    runtime_port: int,
+    superexec_secret: Optional[Path] = None,
+    parent_pid: Optional[int] = None,
+    python: Optional[str] = None,
+) -> list[str]:
+    """The SuperNode's resident ClientApp worker (python -m fedranklite.backends.flower.worker)."""
+    out = [python or sys.executable, "-m", WORKER_MODULE, "--runtime-api-address", f"127.0.0.1:{runtime_port}"]
+    out += ["--insecure"]  # the Runtime API listens on loopback only (commands.supernode)
+    if superexec_secret is not None:
+        out += ["--superexec-auth-secret-file", str(superexec_secret)]
+    if parent_pid is not None:
+        out += ["--parent-pid", str(parent_pid)]
+    return out
+
+
+def flwr_config(address: str, ca_cert: Optional[Path]) -> str:
+    """FLWR_HOME/config.toml naming the SuperLink `fedranklite` for the flwr CLI (register, run, list)."""
+    import json
+
+    # json.dumps: a TOML basic string with any quote or backslash escaped
+    security = f"root-certificates = {json.dumps(str(ca_cert))}\n" if ca_cert else "insecure = true\n"
+    head = '[superlink]\ndefault = "fedranklite"\n\n[superlink.fedranklite]\n'
+    return f"{head}address = {json.dumps(address)}\n{security}"
+
+
+def shell(args: Sequence[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in args)
