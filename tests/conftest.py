@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny random-init model config that trains in well under a second per round."""
+"""Shared fixtures: a tiny random-init model config that trains in well under a second per round; and the
+`slow` marker: `python -m pytest -m "not slow"` leaves out the tests that start processes (the command line,
+benchmark scripts, a busy loop), run Flower, or load a real (non-tiny) model."""
 
 from __future__ import annotations
 
@@ -57,3 +59,50 @@ def tiny_config(tmp_path):
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------- the slow marker
+# Every test of these modules starts processes, runs Flower or loads a real model.
+SLOW_MODULES = {
+    "test_cli.py",  # the command line in a subprocess
+    "test_e2e_bundled.py",  # the bundled MiniLM backbone end to end
+    "test_flower.py",  # Flower simulation and deployment
+    "test_flower_auth.py",  # Flower's TLS and node authentication
+    "test_resume.py",  # killed and resumed command-line runs
+    "test_smollm2.py",  # the bundled SmolLM2-135M backbone
+    "test_sweep.py",  # sweeps start their runs as subprocesses
+}
+# Single tests of otherwise fast modules ("module::test function", every parametrization).
+SLOW_TESTS = {
+    "test_bench_glue_curves.py::test_backfill_cli_refuses_a_file_that_is_not_results",
+    "test_bench_glue_merge.py::test_merge_cli_writes_json_and_md_and_refuses_bad_copies",
+    "test_bench_glue_quant.py::test_a_damaged_results_file_stops_a_resume_in_one_line",
+    "test_bench_glue_quant.py::test_a_mistyped_rerun_name_is_one_clear_error_before_any_work",
+    "test_bench_slm_budget.py::test_continue_from_must_be_fewer_rounds_than_the_candidate",
+    "test_config.py::test_config_loading_imports_no_model_or_data_library",
+    "test_glue.py::test_tiny_glue_run_end_to_end",
+    "test_prepare.py::test_local_engine_and_flower_client_side_get_identical_partitions_tokens_and_model",
+    "test_profile.py::test_profile_command_rejects_bad_ranks_in_one_line",
+    "test_profile.py::test_profile_time_does_not_depend_on_machine_load",
+    "test_profile.py::test_a_file_that_is_not_a_profile_is_one_line_at_run_time",
+    "test_quant.py::test_qlora_trains_fp32_adapters_on_a_quantized_base",
+    "test_quant.py::test_a_4bit_layer_computes_exactly_its_dequantized_weights_forward_and_backward",
+    "test_results_folder.py::test_a_crafted_pickle_never_runs_through_the_command_line",
+    "test_run_output.py::test_version_prints_the_package_version",
+    "test_run_output.py::test_the_terminal_at_80_columns_keeps_every_rounds_line",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "slow: starts processes, runs Flower or loads a real (non-tiny) model; leave out with -m 'not slow'",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.name
+        name = f"{module}::{getattr(item, 'originalname', item.name)}"
+        if module in SLOW_MODULES or name in SLOW_TESTS or item.get_closest_marker("e2e") is not None:
+            item.add_marker(pytest.mark.slow)
