@@ -11,9 +11,9 @@ benchmark writes its JSON (with the "script" that wrote it) into the results fol
 $FEDRANKLITE_BENCH_RESULTS; summary.md there names, for each figure, the script that produced it. `--quick` is a
 check that every benchmark runs end to end (about 10-15 minutes on 2 cores), not a result: it writes elsewhere
 (default results/benchmarks_quick/, ignored by git) so the recorded numbers stay. The full run takes hours
-(GLUE suite ~2 h, aggregators ~2.5 core-hours, surrogate scaling ~20 min, the rest ~20 min). The GLUE
-benchmarks read the TSVs from $FEDRANKLITE_GLUE_DIR (else ../shared/data/glue beside the repository) and are
-skipped, and said so, where neither exists. One-off studies are not benchmarks: they live in experiments/.
+(the GLUE suite ~2 h, the aggregators ~2.5 core-hours, surrogate scaling ~20 min). The GLUE benchmarks read
+the TSVs from $FEDRANKLITE_GLUE_DIR (else ../shared/data/glue beside the repository) and are skipped, and
+said so, where neither exists. One-off studies are not benchmarks: they live in experiments/.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ BENCHES: dict[str, Bench] = {
         "what-if surrogate: calibration, check at N = 10, scaling to 100k clients",
         quick=("--quick", "--out", "{results}/surrogate.json", "--work", "{results}/surrogate_work"),
         full=("--out", "{results}/surrogate.json"),
+    ),
+    "surrogate_scale": Bench(
+        "bench_surrogate_scale.py",
+        "surrogate backend at N = 1,000,000 clients: setup, round and scheduler seconds, peak RSS",
+        quick=("--clients", "10000", "--per-round", "100", "--rounds", "5", "--profile-rounds", "0"),
     ),
     "flower": Bench(
         "bench_flower.py",
@@ -202,17 +207,19 @@ def summary_markdown(results: Path = RESULTS, quick: bool = False) -> str:
             "bit-identical",
             yes(k["final_adapter_bit_identical"] and k["scheduler_state_identical"]),
         )
-    for name, what in (
-        ("glue", "GLUE suite (every task, run and seed)"),
-        ("aggregators", "aggregators x schedulers x seeds, rank collapse"),
-        ("surrogate", "what-if surrogate: check at N = 10 and scaling to 100k clients"),
-        ("flower", "per-round cost on the local engine, Flower simulation and deployment"),
+    for name, stem, what in (
+        ("glue", "glue", "GLUE suite (every task, run and seed)"),
+        ("aggregators", "aggregators", "aggregators x schedulers x seeds, rank collapse"),
+        ("surrogate", "surrogate", "what-if surrogate: check at N = 10 and scaling to 100k clients"),
+        ("surrogate_scale", "surrogate_million", "surrogate backend at N = 1,000,000 clients"),
+        ("flower", "flower", "per-round cost on the local engine, Flower simulation and deployment"),
     ):
-        data = load(results, name)
+        data = load(results, stem)
         if data:
             runs = data.get("runs")
             count = f"{len(runs)} runs; " if isinstance(runs, list) else ""
-            row(name, what, f"{count}tables in `{name}.md`", "-", "-")
+            where = f"`{stem}.md`" if (results / f"{stem}.md").is_file() else f"`{stem}.json`"
+            row(name, what, f"{count}tables in {where}", "-", "-")
     q = load(results, "quality")
     if q:
         lines += [
@@ -233,6 +240,7 @@ def summary_markdown(results: Path = RESULTS, quick: bool = False) -> str:
                 f"{t['sim_time_total_mean']:.0f} | {t['kb_up_per_client_round']:.0f} | "
                 f"{t['client_loss_p50_mean']:.3f} / {t['client_loss_p90_mean']:.3f} |"
             )
+    lines += ["", "Written by `benchmarks/run_all.py`."]
     return "\n".join(lines) + "\n"
 
 

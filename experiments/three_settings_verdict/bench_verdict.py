@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import script_name, stamp  # noqa: E402
+from common import portable, script_name, stamp  # noqa: E402
 
 from fedranklite.core.results_io import write_json_atomic, write_text_atomic  # noqa: E402
 from fedranklite.study.report import build, markdown, plot_curves, plot_ttt  # noqa: E402
@@ -119,6 +119,7 @@ def main() -> None:
             sections.append(f"## ({key}) {title}\n\nNot run yet: `fedranklite sweep {SPECS.as_posix()}/{spec}`.\n")
             continue
         report, finished = build(sweep_dir, None, args.resamples, 0)
+        report = portable(report)  # the sweep folder repository-relative, as in the committed reports
         out = OUT / "reports" / key
         write_text_atomic(out / "report.md", markdown(report) + f"\nWritten by `{script_name(__file__)}`.\n")
         write_json_atomic(out / "report.json", stamp(report, __file__))
