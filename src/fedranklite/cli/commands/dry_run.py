@@ -1,0 +1,248 @@
+"""`fedranklite run --dry-run`: what a run would do, without loading the model.
+
+Printed to standard output as YAML: the resolved config (so the output can be saved and run as is), then, as
+comment lines, where compute prices come from, every client's rows and labels, and an estimate of the run's
+simulated and wall time with the assumptions it rests on. The data is loaded and partitioned exactly as the
+run would (`run.prepare.plan`); no backbone weights are read and no rank profile is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from fedranklite.cli.display import error
+
+SHOWN_CLIENTS = 20  # more clients than this: the first ones, then a summary line
+
+
+def dry_run(cfg, args: argparse.Namespace, console) -> int:
+    import yaml
+
+    from fedranklite.cli.offline import offline_when_local
+    from fedranklite.data.textsplit import DataError
+    from fedranklite.run.profiling import ProfileError
+
+    offline_when_local(cfg)
+    try:
+        lines = compute_prices(cfg)
+        from fedranklite.run.prepare import plan
+
+        stage1 = plan(cfg)
+        lines += [""] + clients(cfg, stage1)
+        lines += [""] + estimate(cfg, stage1)
+    except (DataError, ProfileError) as exc:
+        return error(console, exc)
+    print(f"# resolved config of {cfg.experiment_name} (fedranklite run --dry-run)")
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), end="")
+    print()
+    print("\n".join(f"# {line}" if line else "#" for line in [*lines, "", *results_folder(cfg)]))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- compute prices
+def _profile(cfg) -> tuple[Optional[Path], str]:
+    """The rank profile file a run of `cfg` would read, and where it comes from (None: none exists)."""
+    from fedranklite.run.profiling import SHIPPED_DIR, cache_dir, find_profile, key_file_name, profile_key
+
+    named = getattr(cfg.timing, "profile", None)
+    if named:
+        return Path(named), "named by timing.profile"
+    found = find_profile(profile_key(cfg))
+    if found is None:
+        return None, f"none yet; it would be measured and cached as {cache_dir() / key_file_name(profile_key(cfg))}"
+    if found.parent == SHIPPED_DIR:
+        return found, "shipped with the package, measured on another machine"
+    return found, "cached on this machine by an earlier `fedranklite profile` or run"
+
+
+def _load_profile(path: Optional[Path]):
+    from fedranklite.run.profiling import RankProfile
+
+    return RankProfile.load(path) if path is not None else None
+
+
+def compute_prices(cfg) -> list[str]:
+    t = cfg.timing
+    path, source = _profile(cfg)
+    key = _key_text(cfg)
+    if t.mode == "profile":
+        head = "compute prices: timing.mode profile, t(r) = a + b x rank seconds per sample from a rank profile"
+        where = f"rank profile for {key}: {path if path is not None else '-'} ({source})"
+        if path is not None:
+            fit = _load_profile(path).time_fit
+            where += f"; a = {fit.intercept:.4g} s, b = {fit.slope:.4g} s per rank"
+        return [head, where]
+    if t.mode == "analytic":
+        return [
+            "compute prices: timing.mode analytic, seconds = samples x (a + b x rank) / compute_factor with "
+            f"a = {t.sec_per_sample:g} s, b = {t.sec_per_sample_per_rank:g} s per rank (constants of the config)",
+            f"rank profile for {key} (used only for the wall-time estimate below): "
+            f"{path if path is not None else 'none'}" + (f" ({source})" if path is not None else ""),
+        ]
+    return [
+        f"compute prices: timing.mode {t.mode}, simulated seconds = the measured wall seconds of each client's "
+        f"training / its compute_factor; until a client reports, the scheduler predicts with a = "
+        f"{getattr(t, 'sec_per_sample', '-')} s, b = {getattr(t, 'sec_per_sample_per_rank', '-')} s per rank",
+        f"rank profile for {key} (used only for the estimate below): "
+        f"{path if path is not None else 'none'}" + (f" ({source})" if path is not None else ""),
+    ]
+
+
+def _key_text(cfg) -> str:
+    from fedranklite.run.profiling import profile_key
+
+    k = profile_key(cfg)
+    return f"{k['backbone']}, batch {k['batch_size']} x {k['max_length']} tokens, {k['device']}"
+
+
+# ---------------------------------------------------------------------------------------- clients
+def _labels_text(labels: np.ndarray, regression: bool, names: Optional[list[str]]) -> str:
+    if len(labels) == 0:
+        return "-"
+    if regression:
+        return f"mean {labels.mean():.3g}, min {labels.min():.3g}, max {labels.max():.3g}"
+    ids, counts = np.unique(labels.astype(np.int64), return_counts=True)
+    return " ".join(
+        f"{names[i] if names is not None and i < len(names) else i}:{c}" for i, c in zip(ids.tolist(), counts.tolist())
+    )
+
+
+def _settings(cfg, stage1):
+    from fedranklite.run.client import TrainSettings
+
+    return TrainSettings.from_config(cfg, stage1.data.task == "regression")
+
+
+def clients(cfg, stage1) -> list[str]:
+    data, settings = stage1.data, _settings(cfg, stage1)
+    regression = data.task == "regression"
+    labels, names = data.train.labels, data.train.label_names
+    rows = stage1.rows
+    out = [
+        f"clients: {stage1.num_clients} ({cfg.federation.clients_per_round} per round), "
+        f"{len(data.train)} training rows split by data.partition {cfg.data.partition.type}, "
+        f"{len(data.eval)} evaluation rows, task {data.task}",
+        f"{'client':>6}  {'tier':<12} {'rows':>7} {'samples/round':>13}  labels",
+    ]
+    for cid, part in enumerate(stage1.partitions[:SHOWN_CLIENTS]):
+        out.append(
+            f"{cid:>6}  {stage1.tier_of[cid]:<12} {len(part):>7} {settings.planned_samples(len(part)):>13}  "
+            f"{_labels_text(labels[part], regression, names)}"
+        )
+    if stage1.num_clients > SHOWN_CLIENTS:
+        out.append(
+            f"... and {stage1.num_clients - SHOWN_CLIENTS} more; rows per client min {rows.min()}, "
+            f"median {int(np.median(rows))}, max {rows.max()}"
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------- estimate
+def mean_rank(cfg) -> float:
+    """The mean rank per selected client the estimate assumes: a fixed scheduler's rank, else r_bar."""
+    s = cfg.federation.scheduler
+    rank = getattr(s, "rank", None) or getattr(s, "r_bar", None) or cfg.r_max
+    return float(min(rank, cfg.r_max))
+
+
+def expected_max(times: np.ndarray, k: int) -> float:
+    """The expected largest of `k` values drawn without replacement, uniformly, from `times`."""
+    t = np.sort(np.asarray(times, dtype=np.float64))
+    n = len(t)
+    k = min(k, n)
+    if k <= 0:
+        return 0.0
+    # P(max is the j-th smallest) = C(j-1, k-1) / C(n, k), j = k..n, in logs to stay finite for large n
+    j = np.arange(k, n + 1)
+    logp = _log_comb(j - 1, k - 1) - _log_comb(np.array([n]), k)[0]
+    return float(np.sum(np.exp(logp) * t[k - 1 :]))
+
+
+def _log_comb(n: np.ndarray, k: int) -> np.ndarray:
+    return np.array([math.lgamma(x + 1) - math.lgamma(k + 1) - math.lgamma(x - k + 1) for x in n.tolist()])
+
+
+def estimate(cfg, stage1) -> list[str]:
+    from fedranklite.federation.hardware import tier_arrays
+    from fedranklite.federation.stragglers import STRAGGLER_POLICIES
+    from fedranklite.federation.timing import comm_seconds
+
+    settings = _settings(cfg, stage1)
+    rank = mean_rank(cfg)
+    samples = np.array([settings.planned_samples(int(r)) for r in stage1.rows], dtype=np.float64)
+    prior = tier_arrays(cfg, stage1.tier_of)
+    factor = prior["compute_factor"]
+    path, _ = _profile(cfg)
+    profile = _load_profile(path)
+    t = cfg.timing
+    if t.mode == "profile" and profile is not None:
+        a, b = max(profile.time_fit.intercept, 0.0), max(profile.time_fit.slope, 0.0)
+    elif t.mode == "profile":
+        a = b = None
+    else:
+        a, b = t.sec_per_sample, t.sec_per_sample_per_rank
+    k, rounds = cfg.federation.clients_per_round, cfg.federation.num_rounds
+    notes = [
+        f"estimate (assumptions: every selected client trains at rank {rank:g}, the scheduler's mean; clients "
+        f"are selected uniformly at random; each client's tier figures without its hidden speed deviation, "
+        f"jitter or absences)"
+    ]
+    lines: list[str] = []
+    if a is None:
+        lines.append("simulated time: no estimate before the rank profile is measured")
+    else:
+        compute = samples * (a + b * rank) / factor
+        if profile is not None:
+            size = profile.bytes_fixed + rank * profile.bytes_per_rank
+            links = zip(prior["downlink_mbps"], prior["uplink_mbps"])
+            comm = np.array([comm_seconds(size, down) + comm_seconds(size, up) for down, up in links])
+            notes.append(f"communication: {size:,.0f} bytes each way per client at rank {rank:g} (from the profile)")
+        else:
+            comm = np.zeros_like(compute)
+            if not np.all(np.isnan(prior["uplink_mbps"])):
+                notes.append("communication not included: the adapter's size is known once the model loads")
+        client_time = compute + comm
+        deadline = cfg.deadline.seconds
+        capped = deadline is not None and STRAGGLER_POLICIES.build(cfg.deadline.straggler_policy).stops_at_deadline
+        per_round = expected_max(np.minimum(client_time, deadline) if capped else client_time, k)
+        mode = "measured on this machine, scaled" if t.mode == "measured" else t.mode
+        lines.append(
+            f"simulated time ({mode}): a client-round takes {client_time.min():.3g} to {client_time.max():.3g} s; "
+            f"a round lasts as long as its slowest selected client"
+            + (f", at most the deadline {deadline:g} s" if capped else "")
+            + f": about {per_round:.3g} s per round, {per_round * rounds:.4g} s for {rounds} rounds"
+        )
+        if deadline is not None:
+            late = int(np.sum(client_time > deadline))
+            lines.append(f"deadline {deadline:g} s: {late} of {len(client_time)} clients would miss it at this rank")
+    if profile is None:
+        lines.append(
+            "wall time: no estimate without a rank profile for this backbone, batch shape and device "
+            "(`fedranklite profile --config CONFIG` measures one)"
+        )
+    else:
+        pa, pb = max(profile.time_fit.intercept, 0.0), max(profile.time_fit.slope, 0.0)
+        train = float(np.mean(samples * (pa + pb * rank))) * k
+        lines.append(
+            f"wall time (local backend, clients trained one after another at the profile's speed, evaluation and "
+            f"set-up not included): about {train:.3g} s per round, {train * rounds:.4g} s for {rounds} rounds"
+        )
+    return notes + lines
+
+
+def results_folder(cfg) -> list[str]:
+    from fedranklite.run.outfolder import existing_results
+
+    folder = cfg.results_dir
+    held = existing_results(folder) if folder.is_dir() else []
+    state = (
+        f"holds earlier results ({', '.join(held)}): run needs --resume, --overwrite or --new-folder"
+        if held
+        else ("does not exist yet" if not folder.exists() else "holds no earlier results")
+    )
+    return [f"results folder: {folder} ({state})"]
