@@ -69,12 +69,13 @@ def overrides(rounds: int, out: str, name: str, backend: str) -> list[str]:
 
 # ================================================================== workers (run in a child process)
 def worker_backend(backend: str, rounds: int, out: str) -> dict:
+    """One backend's run of the experiment of the tree under test (its configs: the current directory)."""
     import torch
 
     torch.set_num_threads(1)
     from fedranklite.config.files import load_config
 
-    cfg = load_config(ROOT / EXPERIMENT, overrides(rounds, out, f"bench_{backend}", backend))
+    cfg = load_config(Path.cwd() / EXPERIMENT, overrides(rounds, out, f"bench_{backend}", backend))
     start = time.perf_counter()
     report = None
     if backend == "local":
@@ -166,7 +167,7 @@ def worker_cold(out: str) -> dict:
                 and not hasattr(real, "_timed")
             ):
                 setattr(mod, fn, _timed_fn(real, stage, t))
-    cfg = load_config(ROOT / EXPERIMENT, overrides(1, out, "cold", "deployment"))
+    cfg = load_config(Path.cwd() / EXPERIMENT, overrides(1, out, "cold", "deployment"))
     text = task.config_json(cfg)
     now = time.perf_counter()
     side = task.client_side(text)

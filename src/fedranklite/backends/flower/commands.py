@@ -49,8 +49,10 @@ def supernode(
     ca_cert: Optional[Path] = None,
     auth_key: Optional[Path] = None,
     superexec_secret: Optional[Path] = None,
+    runtime_host: str = "127.0.0.1",
 ) -> list[str]:
-    """`flower-supernode` for partition `partition`; its Runtime API on 127.0.0.1:`runtime_port`."""
+    """`flower-supernode` for partition `partition`; its Runtime API (for its worker only) on
+    `runtime_host`:`runtime_port`, a loopback address."""
     if ca_cert is None:
         security = ["--insecure"]
     else:
@@ -68,7 +70,7 @@ def supernode(
         "--node-config",
         f"partition-id={partition} num-partitions={num_partitions}",
         "--host",
-        "127.0.0.1",
+        runtime_host,
         "--port",
         str(runtime_port),
     ]
@@ -79,9 +81,11 @@ def worker(
     superexec_secret: Optional[Path] = None,
     parent_pid: Optional[int] = None,
     python: Optional[str] = None,
+    runtime_host: str = "127.0.0.1",
 ) -> list[str]:
     """The SuperNode's resident ClientApp worker (python -m fedranklite.backends.flower.worker)."""
-    out = [python or sys.executable, "-m", WORKER_MODULE, "--runtime-api-address", f"127.0.0.1:{runtime_port}"]
+    address = f"{runtime_host}:{runtime_port}"
+    out = [python or sys.executable, "-m", WORKER_MODULE, "--runtime-api-address", address]
     out += ["--insecure"]  # the Runtime API listens on loopback only (commands.supernode)
     if superexec_secret is not None:
         out += ["--superexec-auth-secret-file", str(superexec_secret)]
@@ -98,6 +102,19 @@ def flwr_config(address: str, ca_cert: Optional[Path]) -> str:
     security = f"root-certificates = {json.dumps(str(ca_cert))}\n" if ca_cert else "insecure = true\n"
     head = '[superlink]\ndefault = "fedranklite"\n\n[superlink.fedranklite]\n'
     return f"{head}address = {json.dumps(address)}\n{security}"
+
+
+def submit_command(experiment: Path, nodes: Optional[Path], resume: bool = False, project: Optional[Path] = None):
+    """`flwr run` of this project on the SuperLink `fedranklite`; `experiment` and `nodes` are paths on the
+    SuperLink's host (the ServerApp reads them there)."""
+    import json
+
+    from fedranklite.backends.flower.processes import project_root
+
+    run_config = f"config={json.dumps(str(experiment))} resume={'true' if resume else 'false'}"
+    if nodes is not None:  # the ServerApp accepts a partition only from the node registered for it
+        run_config += f" nodes={json.dumps(str(nodes))}"
+    return ["flwr", "run", str(project or project_root()), "fedranklite", "--run-config", run_config, "--stream"]
 
 
 def shell(args: Sequence[str]) -> str:

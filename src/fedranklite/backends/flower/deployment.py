@@ -23,7 +23,6 @@ from fedranklite.backends.flower.processes import (
     flower_env,
     free_port,
     kill_family,
-    project_root,
     stop_all,
     wait_port,
 )
@@ -211,7 +210,7 @@ class Deployment:
         path = self.run_dir / "experiment.yaml"
         dump_config(self.cfg, path)
         self.run_proc = self._spawn(
-            "flwr_run", submit_command(path, self.nodes_file if self.auth else None, resume=resume)
+            "flwr_run", commands.submit_command(path, self.nodes_file if self.auth else None, resume=resume)
         )
         if not wait:
             return 0
@@ -246,15 +245,6 @@ class Deployment:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def submit_command(experiment: Path, nodes: Optional[Path], resume: bool = False, project: Optional[Path] = None):
-    """`flwr run` of this project on the SuperLink `fedranklite`; `experiment` and `nodes` are paths on the
-    SuperLink's host (the ServerApp reads them there)."""
-    run_config = f"config={json.dumps(str(experiment))} resume={'true' if resume else 'false'}"
-    if nodes is not None:  # the ServerApp accepts a partition only from the node registered for it
-        run_config += f" nodes={json.dumps(str(nodes))}"
-    return ["flwr", "run", str(project or project_root()), "fedranklite", "--run-config", run_config, "--stream"]
 
 
 def parse_register(stdout: str, what: str = "the key") -> int:
