@@ -233,3 +233,30 @@ def test_supernode_killed_mid_round_is_a_straggler_and_the_run_completes(tmp_pat
     assert all(first[c].status == "accepted" for c in first if c != victim)
     assert any(e["cid"] == victim and e["round"] == 1 for e in report["lost"])
     assert metrics["stragglers_total"] >= 1
+
+
+def test_resident_worker_runs_only_this_projects_clientapp():
+    import io
+    import zipfile
+    from types import SimpleNamespace
+
+    from flwr.clientapp.client_app import LoadClientAppError
+
+    from fedranklite.backends.flower import client_app
+    from fedranklite.backends.flower.worker import CLIENTAPP, Worker, fab_clientapp
+
+    def fab(ref: str, name: str):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("pyproject.toml", f'[tool.flwr.app.components]\nclientapp = "{ref}"\nserverapp = "x:app"\n')
+            z.writestr("evil.py", "raise SystemExit('imported')\n")
+        return SimpleNamespace(content=buf.getvalue(), hash_str=name)
+
+    ours = (ROOT / "pyproject.toml").read_text()
+    assert f'clientapp = "{CLIENTAPP}"' in ours  # the project's own app is the one the worker accepts
+    assert fab_clientapp(fab("evil:app", "a").content) == "evil:app"
+    worker = Worker("127.0.0.1:1")
+    with pytest.raises(LoadClientAppError, match="runs only"):
+        worker._app(None, fab("evil:app", "a"))
+    assert "evil" not in sys.modules
+    assert worker._app(None, fab(CLIENTAPP, "b")) is client_app.app

@@ -168,7 +168,10 @@ def write_plan(
             "trap 'kill \"$node\" $worker 2>/dev/null || true' EXIT INT TERM",
             f'"$PYTHON" {worker_line} --parent-pid "$node" &',
             "worker=$!",
-            "wait $node",
+            'while kill -0 "$node" 2>/dev/null && kill -0 "$worker" 2>/dev/null; do sleep 1; done',
+            'if ! kill -0 "$node" 2>/dev/null; then wait "$node"; exit $?; fi',
+            f'echo "the ClientApp worker ended: stopping SuperNode {i}, whose messages no one would run" >&2',
+            "exit 1",
         )
         plan.supernodes.append(node)
     if creds:
