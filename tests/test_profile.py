@@ -83,7 +83,7 @@ def test_rank_sweep_on_the_tiny_model(tiny_config):
     )
 
 
-def _synthetic(path, key, a=0.01, b=0.001):
+def _synthetic(path, key, a=0.01, b=0.001, device=None):
     prof = RankProfile(
         key=key,
         ranks=[1, 2, 4],
@@ -96,6 +96,7 @@ def _synthetic(path, key, a=0.01, b=0.001):
         memory_fit=LinearFit(99.5, 0.5, 1.0),
         noise_sec_per_sample=1e-5,
         provenance={"cpu": "test"},
+        device=device or {"kind": key.get("device", "cpu"), "name": "Test CPU", "threads": 1},
     )
     return prof.save(path)
 
@@ -130,7 +131,7 @@ def test_ensure_profile_measures_once_then_reads_the_cache(tmp_path, tiny_config
 def test_profile_timing_is_deterministic_and_priced_by_the_profile(tmp_path, tiny_config):
     from fedranklite.run.engine import build_engine
 
-    path = _synthetic(tmp_path / "p.json", {"backbone": "tiny:bert"}, a=0.02, b=0.004)
+    path = _synthetic(tmp_path / "p.json", profile_key(tiny_config()), a=0.02, b=0.004)
     runs = []
     for name in ("a", "b"):
         cfg = tiny_config(
@@ -240,3 +241,184 @@ def test_every_smollm2_glue_config_finds_a_shipped_profile(config, tmp_path, mon
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     found = find_profile(profile_key(load_config(config, ["device=cpu"])))
     assert found is not None and found.parent == SHIPPED_DIR
+
+
+# ---------------------------------------------------------------- a profile is checked by meaning when it loads
+def _valid_json(tmp_path, tiny_config) -> dict:
+    import json
+
+    return json.loads(_synthetic(tmp_path / "valid.json", profile_key(tiny_config())).read_text())
+
+
+def _spoil(data: dict, dotted: str, value) -> dict:
+    import copy
+
+    data = copy.deepcopy(data)
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    "dotted, value, says",
+    [
+        ("time_fit.slope", float("nan"), "time_fit: expected finite numbers"),
+        ("time_fit.intercept", float("inf"), "time_fit: expected finite numbers"),
+        ("sec_per_step", [-0.08, 0.1, 0.12], "sec_per_step: expected finite positive seconds"),
+        ("sec_per_step", [0.088, 0.096], "sec_per_step: expected one number per rank (3)"),
+        ("sec_per_step_iqr", [1e-4, -1.0, 1e-4], "sec_per_step_iqr: expected finite non-negative"),
+        ("peak_memory_mb", [100.0, float("nan"), 101.0], "peak_memory_mb: expected finite positive"),
+        ("bytes_per_rank", 0, "bytes_per_rank: expected a positive integer"),
+        ("bytes_per_rank", 10.5, "bytes_per_rank: expected a positive integer"),
+        ("bytes_fixed", -1, "bytes_fixed: expected a non-negative integer"),
+        ("noise_sec_per_sample", -1e-5, "noise_sec_per_sample"),
+        ("ranks", [1, 4, 2], "ranks: expected increasing integers"),
+        ("ranks", [0, 2, 4], "ranks: expected increasing integers"),
+        ("ranks", [], "ranks: expected a list of 1 to 1000 ranks"),
+        ("ranks", [True, 2, 4], "ranks: expected increasing integers"),
+        ("key.batch_size", 0, "key.batch_size: expected a positive integer"),
+        ("key.backbone", None, "key.backbone"),
+        ("key.target_modules", [], "key.target_modules"),
+        ("device", _DELETE, "missing field(s) ['device']"),
+        ("time_fit", _DELETE, "missing field(s) ['time_fit']"),
+        ("device.kind", "tpu", "device.kind: expected one of"),
+        ("device.name", "", "device.name"),
+        ("device.threads", 0, "device.threads"),
+        ("device.kind", "cuda", "key.device 'cpu' differs from device.kind 'cuda'"),
+        ("schema_version", _DELETE, "no schema_version"),
+        ("schema_version", 1, "schema_version 1; this version reads 2"),
+        ("schema_version", True, "schema_version True"),
+        ("extra_field", 1, "unknown field(s) ['extra_field']"),
+        ("memory_fit", {"intercept": 1.0}, "memory_fit: expected intercept, slope and r2"),
+    ],
+)
+def test_a_profile_that_does_not_mean_a_cost_is_refused_in_one_line(tmp_path, tiny_config, dotted, value, says):
+    import json
+
+    path = tmp_path / "spoiled.json"
+    path.write_text(json.dumps(_spoil(_valid_json(tmp_path, tiny_config), dotted, value)))
+    with pytest.raises(ProfileError) as caught:
+        RankProfile.load(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a rank profile (") and says in message and "\n" not in message
+
+
+def test_a_fit_that_is_not_the_sweeps_or_goes_negative_is_refused(tmp_path, tiny_config):
+    import json
+
+    data = _valid_json(tmp_path, tiny_config)  # a = 0.01, b = 0.001 over ranks 1, 2, 4
+    edited = _spoil(data, "time_fit.slope", 0.002)  # no longer the line through its sweep
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(edited))
+    with pytest.raises(ProfileError, match="the sweep's own fit"):
+        RankProfile.load(path)
+    # a sweep whose fit crosses zero within its own ranks: t(4) = 0.01 - 0.004 * 4 < 0 s per sample
+    falling = _spoil(data, "sec_per_step", [8 * (0.01 - 0.004 * r) for r in (1, 2, 4)])
+    path.write_text(json.dumps(falling))
+    with pytest.raises(ProfileError, match="sec_per_step: expected finite positive"):
+        RankProfile.load(path)
+    # a fit positive over its sweep (ranks 1..4) but not over a run's ranks (to r_max 64)
+    down = [8 * (0.01 - 0.0001 * r) for r in (1, 2, 4)]
+    steep = _spoil(_spoil(data, "sec_per_step", down), "time_fit", fit_line([1, 2, 4], [t / 8 for t in down]).__dict__)
+    path.write_text(json.dumps(steep))
+    prof = RankProfile.load(path)
+    prof.check_ranks(1, 16)
+    with pytest.raises(ProfileError, match=r"predicts -?[0-9.e-]+ s per sample within ranks 1..128"):
+        prof.check_ranks(1, 128)
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe\x00garbage", "not JSON"),
+        (b"", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+        (b"null", "expected a JSON object, got NoneType"),
+        (b'"a string"', "expected a JSON object, got str"),
+    ],
+    ids=["broken", "binary", "empty", "deeply-nested", "null", "string"],
+)
+def test_garbage_is_refused_in_one_line(tmp_path, content, says):
+    path = tmp_path / "garbage.json"
+    path.write_bytes(content)
+    with pytest.raises(ProfileError) as caught:
+        RankProfile.load(path)
+    assert str(caught.value).startswith(f"{path}: not a rank profile") and says in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "huge.json"
+    with path.open("wb") as fh:  # sparse: 2 GB on paper, nothing on disk
+        fh.truncate(2 << 30)
+    read = []
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: read.append(self) or "")
+    with pytest.raises(ProfileError, match=r"2,147,483,648 bytes; a profile is at most 1,048,576"):
+        RankProfile.load(path)
+    assert not read
+
+
+def test_a_refused_cached_profile_is_measured_again_but_a_named_one_stops_the_run(tmp_path, tiny_config, monkeypatch):
+    import json
+
+    monkeypatch.setenv("FEDRANKLITE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(model={"lora": {"r_max": 2}}, federation={"scheduler": {"r_bar": 2}})
+    cached = tmp_path / "cache" / "profiles" / key_file_name(profile_key(cfg))
+    cached.parent.mkdir(parents=True)
+    old = _spoil(_valid_json(tmp_path, tiny_config), "schema_version", _DELETE)
+    cached.write_text(json.dumps(old))  # a profile of an older version: no schema_version, no device
+    said = []
+    fresh = ensure_profile(cfg, announce=said.append)
+    assert len(said) == 1 and "no schema_version" in said[0] and "measuring it again" in said[0]
+    assert RankProfile.load(cached).time_fit == fresh.time_fit and fresh.source == str(cached)
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps(old))
+    with pytest.raises(ProfileError, match="no schema_version"):
+        ensure_profile(tiny_config(timing={"mode": "profile", "profile": str(named)}))
+
+
+def test_a_measured_profile_names_its_device_and_can_be_dropped_in(tmp_path, tiny_config, monkeypatch):
+    """What `fedranklite profile` writes on any machine (here the CPU path) is the format the loader checks, names
+    the device it ran on, and is found by key when saved under its key's file name."""
+    import json
+
+    import torch
+
+    from fedranklite.run.profiling import SCHEMA_VERSION, find_profile
+
+    cfg = tiny_config()
+    prof = run_profile(cfg, ranks=(1, 2), warmup=0, repeats=2, passes=1)
+    assert prof.schema_version == SCHEMA_VERSION == 2
+    assert prof.device == {"kind": "cpu", "name": prof.provenance["cpu"], "threads": torch.get_num_threads()}
+    assert prof.key["device"] == prof.device["kind"]
+    folder = tmp_path / "cache" / "profiles"
+    saved = prof.save(folder / key_file_name(prof.key))
+    on_disk = json.loads(saved.read_text())
+    assert list(on_disk)[:2] == ["schema_version", "device"] and "source" not in on_disk
+    monkeypatch.setenv("FEDRANKLITE_CACHE", str(tmp_path / "cache"))
+    assert find_profile(profile_key(cfg)) == saved
+    back = RankProfile.load(saved)
+    assert back == prof and back.device_label.endswith("thread)" if prof.device["threads"] == 1 else "threads)")
+
+
+def test_every_shipped_profile_passes_the_checks_and_names_its_device():
+    from fedranklite.run.profiling import SHIPPED_DIR
+
+    shipped = sorted(SHIPPED_DIR.glob("*.json"))
+    assert len(shipped) >= 4
+    for path in shipped:
+        prof = RankProfile.load(path)  # raises on anything the checks refuse
+        assert path.name == key_file_name(prof.key), path.name  # found by key
+        assert prof.device["kind"] == prof.key["device"]
+    gpu = RankProfile.load(SHIPPED_DIR / "bundled-smollm2-135m_none_b8_l64_q_proj-v_proj_cuda.json")
+    assert gpu.device == {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3"} and len(gpu.ranks) == 6

@@ -1,5 +1,6 @@
 """The experiment configuration's schema: typed, frozen sections, the plugin sections, and the checks that
-span sections. Reading YAML files into it (inheritance, merge, overrides, error messages) is configfile.py.
+span sections. Reading YAML files into it (inheritance, merge, overrides, error messages) is files.py; a
+hardware tier (its device, speed and network) is tiers.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, Field, field_validator
 
 from fedranklite.backends import BACKENDS
+from fedranklite.config.tiers import MAX_CLIENTS, TierConfig, tier_problems
 from fedranklite.core.registry import PluginSlot, Section
 from fedranklite.data.embedded import EMBEDDED_TASKS
 from fedranklite.data.glue import GLUE_TASKS
@@ -44,7 +46,6 @@ NAME_MAX = 100
 # Upper bounds that stop a typo (1e9 clients, a 1e6 rank) before anything is allocated; each is far above
 # what the project has run (100k surrogate clients, rank 64, 512-token models). The model-dependent limits
 # (max_length, r_max against the backbone) are checked in preflight.py before the model loads.
-MAX_CLIENTS = 10_000_000
 MAX_ROUNDS = 1_000_000
 MAX_ROWS = 10_000_000
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding and most samplers take 32-bit seeds
@@ -256,30 +257,6 @@ class DataConfig(_Section):
         return problems
 
 
-class TierConfig(_Section):
-    compute_factor: float = Field(..., gt=0)
-    num_clients: int = Field(..., ge=1, le=MAX_CLIENTS)
-    memory_gb: float = Field(..., gt=0)
-    bandwidth_mbps: Optional[float] = Field(None, gt=0)  # both ways; None: communication time not simulated
-    uplink_mbps: Optional[float] = Field(None, gt=0)  # client -> server (default: bandwidth_mbps)
-    downlink_mbps: Optional[float] = Field(None, gt=0)  # server -> client (default: bandwidth_mbps)
-    # clients of a tier are not clones (hardware.py): lognormal sigma of each client's speed and bandwidth
-    # around the tier's (drawn once per run), of its compute time each round, and the probability that a
-    # selected client answers. Hidden from the schedulers, which learn clients from their telemetry.
-    speed_sigma: float = Field(0.0, ge=0, le=3)
-    bandwidth_sigma: float = Field(0.0, ge=0, le=3)
-    jitter_sigma: float = Field(0.0, ge=0, le=3)
-    availability: float = Field(1.0, gt=0, le=1)
-
-    @property
-    def uplink(self) -> Optional[float]:
-        return self.uplink_mbps if self.uplink_mbps is not None else self.bandwidth_mbps
-
-    @property
-    def downlink(self) -> Optional[float]:
-        return self.downlink_mbps if self.downlink_mbps is not None else self.bandwidth_mbps
-
-
 class DeadlineConfig(_Section):
     seconds: Optional[float] = Field(None, gt=0)  # None: no deadline
     straggler_policy: STRAGGLER_POLICIES.field("wait") = Field("wait", validate_default=True)
@@ -395,6 +372,7 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
         prefix = ".".join(path)
         problems += [(f"{prefix}.{key}", msg) for key, msg in section.problems(cfg)]
     problems += cfg.data.problems()
+    problems += tier_problems(cfg.tiers)
 
     classes = cfg.data.num_labels or (len(cfg.data.label_names) if cfg.data.label_names else None)
     f1 = binary_f1_problem(cfg.evaluation.metric, classes)

@@ -1,9 +1,11 @@
 """Simulated time: how long a client's round would take on its tier's hardware (pure, no model).
 
 - profile:  compute seconds = samples * t(rank) / compute_factor with t(r) = a + b*r seconds per sample
-            from a measured rank sweep of the backbone (profile.py, `fedranklite profile`): deterministic
-            and measured. The profile is the config's `timing.profile`, else the cached/shipped one for
-            this backbone and batch shape, else measured once and cached.
+            from a measured rank sweep of the backbone (run/profiling.py, `fedranklite profile`):
+            deterministic and measured. The profile is the config's `timing.profile`, else the
+            cached/shipped one for this backbone and batch shape, else measured once and cached. t is in
+            seconds on the tiers' `compute_reference` device, converted from the device that measured the
+            profile by a measured ratio where one ships (run/pricing.py says which, per tier).
 - measured: compute seconds = measured wall seconds / tier compute_factor (depends on machine load)
 - analytic: compute seconds = samples * (sec_per_sample + sec_per_sample_per_rank * rank) / compute_factor,
             invented constants, for tests and sensitivity sweeps.
@@ -129,6 +131,7 @@ class TimeModel:
         self._observations = int(state["observations"])
 
 
-# The profile mode's implementation finds or measures a rank profile (it loads backbones), so it lives with
-# the run's set-up and is imported by name when a run builds its time model.
-TIMING_MODES.add("profile", "fedranklite.run.profiling:ProfileTime", ProfileParams)
+# The profile mode's implementation finds or measures a rank profile (it loads backbones) and converts it to
+# the tiers' reference device, so it lives with the run's set-up and is imported by name when a run builds its
+# time model.
+TIMING_MODES.add("profile", "fedranklite.run.pricing:ProfileTime", ProfileParams)

@@ -9,8 +9,13 @@ the size of the rank-r slice of the LoRA factors as sent. Fits: seconds per samp
 memory m(r) = m0 + m1·r, with R² and the measured noise (the median of the per-rank interquartile
 ranges of step time), so a reader sees whether b is distinguishable from noise.
 
-The result is a small JSON profile with its provenance (CPU/GPU model, threads, library versions, date),
-read by `timing.mode: profile` (timing.py) to price client compute deterministically.
+The result is a small JSON profile (schema_version 2) that names the device it was measured on (`device`:
+kind cpu | cuda | mps, the CPU model and torch threads or the GPU name) with its provenance (library versions,
+date, load), read by `timing.mode: profile` (timing.py) to price client compute deterministically. Measured
+with `fedranklite profile --config X --out FILE` on any machine, it can be dropped in as `timing.profile`, or
+shipped in src/fedranklite/profiles/ under its key's file name (key_file_name) where it is found by key and
+serves as a measured device conversion (run/pricing.py). A profile is checked by meaning when it loads
+(check_profile): anything else is refused in one line naming the file.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import datetime as _dt
 import gc
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -32,7 +38,6 @@ import torch
 
 from fedranklite.core.results_io import write_json_atomic
 from fedranklite.federation.ranks import num_bytes, truncate
-from fedranklite.federation.timing import ProfileParams, TimeModel
 from fedranklite.model.backbones import load_backbone
 from fedranklite.model.device import pick_device
 from fedranklite.model.fedmodel import FedModel, use_siamese
@@ -40,6 +45,9 @@ from fedranklite.model.fedmodel import FedModel, use_siamese
 log = logging.getLogger(__name__)
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32)
+SCHEMA_VERSION = 2  # 2: `schema_version` and `device` (1: neither, the device only inside provenance)
+MAX_PROFILE_BYTES = 1 << 20  # a profile is a few KB; a larger file is refused before it is read
+DEVICE_KINDS = ("cpu", "cuda", "mps")
 SHIPPED_DIR = Path(__file__).parents[1] / "profiles"  # profiles measured by the project, shipped as package data
 CACHE_ENV = "FEDRANKLITE_CACHE"
 
@@ -61,7 +69,7 @@ class LinearFit:
 @dataclass
 class RankProfile:
     """A measured rank sweep and its fits. `key` says what it was measured for (backbone, batch, length,
-    target modules); `provenance` where and when."""
+    target modules, device kind); `device` which device measured it; `provenance` how and when."""
 
     key: dict[str, Any]
     ranks: list[int]
@@ -74,10 +82,18 @@ class RankProfile:
     memory_fit: Optional[LinearFit]  # MB = intercept + slope * rank
     noise_sec_per_sample: float  # median interquartile range of a step / batch size
     provenance: dict[str, Any] = field(default_factory=dict)
+    # {"kind": cpu | cuda | mps, "name": CPU model or GPU name, "threads": torch CPU threads (cpu)}
+    device: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    source: Optional[str] = field(default=None, compare=False)  # the file it was read from (not saved)
 
     @property
     def sec_per_sample(self) -> LinearFit:
         return self.time_fit
+
+    @property
+    def device_label(self) -> str:
+        return device_label(self.device)
 
     def slope_within_noise(self) -> bool:
         """Is the whole change of per-sample time across the sweep within the measured noise?"""
@@ -85,14 +101,18 @@ class RankProfile:
         return span <= self.noise_sec_per_sample
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("source")
+        return {"schema_version": data.pop("schema_version"), "device": data.pop("device"), **data}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RankProfile":
-        data = dict(data)
+    def from_json(cls, data: dict[str, Any], source: str = "profile") -> "RankProfile":
+        """A profile from its JSON, checked by meaning (check_profile); ProfileError naming `source` if not."""
+        check_profile(data, source)
+        data = {k: v for k, v in data.items()}
         data["time_fit"] = LinearFit(**data["time_fit"])
         data["memory_fit"] = LinearFit(**data["memory_fit"]) if data.get("memory_fit") else None
-        return cls(**data)
+        return cls(**data, source=source)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -103,11 +123,157 @@ class RankProfile:
     def load(cls, path: str | Path) -> "RankProfile":
         path = Path(path)
         try:
-            return cls.from_json(json.loads(path.read_text()))
+            size = path.stat().st_size
         except FileNotFoundError:
             raise ProfileError(f"{path}: profile not found (make one with `fedranklite profile --config X`)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as exc:
-            raise ProfileError(f"{path}: not a rank profile ({type(exc).__name__}: {exc})") from None
+        except OSError as exc:
+            raise ProfileError(f"{path}: not a rank profile (cannot be read: {exc.strerror})") from None
+        if size > MAX_PROFILE_BYTES:
+            raise ProfileError(
+                f"{path}: not a rank profile ({size:,} bytes; a profile is at most {MAX_PROFILE_BYTES:,})"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ProfileError(f"{path}: not a rank profile (not JSON: {type(exc).__name__})") from None
+        return cls.from_json(data, str(path))
+
+    def check_ranks(self, low: int, high: int) -> None:
+        """The fit must predict a positive time per sample for every rank a run uses."""
+        fit = self.time_fit
+        worst = min(fit.at(low), fit.at(high))
+        if not worst > 0:
+            raise ProfileError(
+                f"{self.source}: not a usable rank profile (its time fit {fit.intercept:.3g} + {fit.slope:.3g} r "
+                f"predicts {worst:.3g} s per sample within ranks {low}..{high} of this run)"
+            )
+
+
+def device_label(device: dict[str, Any]) -> str:
+    """A profile's device in words: the GPU's name, or the CPU model and its torch threads."""
+    name = str(device.get("name") or "unknown device")
+    if device.get("kind") == "cpu" and device.get("threads"):
+        n = int(device["threads"])
+        return f"{name} ({n} thread{'s' if n != 1 else ''})"
+    return name
+
+
+# ------------------------------------------------------------------ checks by meaning of a profile's JSON
+_REQUIRED = (
+    "schema_version",
+    "device",
+    "key",
+    "ranks",
+    "sec_per_step",
+    "sec_per_step_iqr",
+    "peak_memory_mb",
+    "bytes_per_rank",
+    "bytes_fixed",
+    "time_fit",
+    "memory_fit",
+    "noise_sec_per_sample",
+    "provenance",
+)
+_KEY_FIELDS = {"backbone": str, "quantization": str, "batch_size": int, "max_length": int, "target_modules": list}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_profile(data: Any, source: str) -> None:
+    """Raise ProfileError (one line, naming `source`) unless `data` is a rank profile that prices time: the
+    schema version this code reads, every field, finite positive step times and byte counts, a time fit that
+    predicts positive seconds per sample over the sweep and agrees with the medians it was fitted to."""
+    problem = _profile_problem(data)
+    if problem:
+        raise ProfileError(f"{source}: not a rank profile ({problem})")
+
+
+def _profile_problem(data: Any) -> Optional[str]:  # noqa: C901 - one flat list of checks
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    if "schema_version" not in data:
+        return (
+            "no schema_version: written before profiles named their device; measure it again with `fedranklite profile`"
+        )
+    version = data["schema_version"]
+    if version != SCHEMA_VERSION or not _integer(version):
+        return f"schema_version {version!r}; this version reads {SCHEMA_VERSION}"
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        return f"missing field(s) {missing}"
+    unknown = sorted(set(data) - set(_REQUIRED))
+    if unknown:
+        return f"unknown field(s) {unknown}"
+    key, device = data["key"], data["device"]
+    if not isinstance(key, dict):
+        return "key: expected an object"
+    for name, kind in _KEY_FIELDS.items():
+        value = key.get(name)
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 1)):
+            return f"key.{name}: expected {'a positive integer' if kind is int else kind.__name__}, got {value!r}"
+    if not key["target_modules"] or not all(isinstance(m, str) and m for m in key["target_modules"]):
+        return "key.target_modules: expected a list of module names"
+    if not isinstance(device, dict) or device.get("kind") not in DEVICE_KINDS:
+        return f"device.kind: expected one of {list(DEVICE_KINDS)}"
+    if not isinstance(device.get("name"), str) or not device["name"].strip() or len(device["name"]) > 200:
+        return "device.name: expected the CPU model or GPU name"
+    if device["kind"] == "cpu" and not (_integer(device.get("threads")) and device["threads"] >= 1):
+        return "device.threads: expected the number of CPU threads (a positive integer)"
+    if key.get("device") != device["kind"]:
+        return f"key.device {key.get('device')!r} differs from device.kind {device['kind']!r}"
+    ranks = data["ranks"]
+    if not isinstance(ranks, list) or not ranks or len(ranks) > 1000:
+        return "ranks: expected a list of 1 to 1000 ranks"
+    if not all(_integer(r) and 1 <= r <= 65_536 for r in ranks) or sorted(set(ranks)) != ranks:
+        return "ranks: expected increasing integers in 1..65536"
+    for name, positive in (("sec_per_step", True), ("sec_per_step_iqr", False)):
+        values = data[name]
+        if not isinstance(values, list) or len(values) != len(ranks):
+            return f"{name}: expected one number per rank ({len(ranks)})"
+        if not all(_number(v) and (v > 0 if positive else v >= 0) for v in values):
+            return f"{name}: expected finite {'positive' if positive else 'non-negative'} seconds"
+    memory = data["peak_memory_mb"]
+    if not isinstance(memory, list) or len(memory) != len(ranks):
+        return f"peak_memory_mb: expected one value per rank ({len(ranks)})"
+    if not all(m is None or (_number(m) and m > 0) for m in memory):
+        return "peak_memory_mb: expected finite positive megabytes or null"
+    if not (_integer(data["bytes_per_rank"]) and data["bytes_per_rank"] > 0):
+        return f"bytes_per_rank: expected a positive integer, got {data['bytes_per_rank']!r}"
+    if not (_integer(data["bytes_fixed"]) and data["bytes_fixed"] >= 0):
+        return f"bytes_fixed: expected a non-negative integer, got {data['bytes_fixed']!r}"
+    if not (_number(data["noise_sec_per_sample"]) and data["noise_sec_per_sample"] >= 0):
+        return "noise_sec_per_sample: expected finite non-negative seconds"
+    if not isinstance(data["provenance"], dict):
+        return "provenance: expected an object"
+    for name in ("time_fit", "memory_fit"):
+        fit = data[name]
+        if fit is None and name == "memory_fit":
+            continue
+        if not isinstance(fit, dict) or set(fit) != {"intercept", "slope", "r2"}:
+            return f"{name}: expected intercept, slope and r2"
+        if not all(_number(v) for v in fit.values()):
+            return f"{name}: expected finite numbers, got {fit}"
+    fit = LinearFit(**data["time_fit"])
+    low, high = ranks[0], ranks[-1]
+    if not (fit.at(low) > 0 and fit.at(high) > 0):
+        return f"time_fit predicts {min(fit.at(low), fit.at(high)):.3g} s per sample within ranks {low}..{high}"
+    # the fit is the least-squares line of these medians per sample (run_profile): a fit edited apart from
+    # its sweep, or a sweep edited under its fit, would price time nobody measured
+    per_sample = [step / key["batch_size"] for step in data["sec_per_step"]]
+    refit, scale = fit_line(ranks, per_sample), max(per_sample)
+    for r in (low, high):
+        if abs(refit.at(r) - fit.at(r)) > 1e-6 * scale:
+            return (
+                f"time_fit predicts {fit.at(r):.4g} s per sample at rank {r}, the sweep's own fit {refit.at(r):.4g} "
+                "(time_fit must be the line through sec_per_step / batch_size)"
+            )
+    return None
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> LinearFit:
@@ -154,6 +320,17 @@ def provenance(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def device_record(device: torch.device) -> dict[str, Any]:
+    """The profile's `device`: what measured it, as pricing compares devices (run/pricing.py). On a GPU the
+    GPU's name as CUDA reports it (e.g. "NVIDIA H100 80GB HBM3"); on a CPU its model name and the torch
+    threads the sweep ran with (a CPU's speed depends on both)."""
+    if device.type == "cuda":
+        return {"kind": "cuda", "name": torch.cuda.get_device_name(device)}
+    if device.type == "mps":
+        return {"kind": "mps", "name": f"Apple {platform.machine()} GPU (MPS)"}
+    return {"kind": "cpu", "name": _cpu_model(), "threads": int(torch.get_num_threads())}
 
 
 def _cpu_model() -> str:
@@ -321,6 +498,7 @@ def run_profile(
             "passes": passes,
             "load_average": load,  # 1-minute load before and after the sweep (None where not readable)
         },
+        device=device_record(device),
     )
 
 
@@ -354,30 +532,27 @@ def find_profile(key: dict[str, Any]) -> Optional[Path]:
 
 def ensure_profile(cfg, announce: Optional[Callable[[str], None]] = None) -> RankProfile:
     """The profile `timing.mode: profile` uses: `timing.profile` if the config names one, else the cached or
-    shipped profile for this setting, else a short sweep measured now and cached (announced in one line)."""
+    shipped profile for this setting, else a short sweep measured now and cached (announced in one line).
+    A cached profile this version refuses (an older format, a damaged file) is measured again; a named or
+    shipped one that is refused stops the run (ProfileError naming the file)."""
     if getattr(cfg.timing, "profile", None):  # only timing.mode: profile names a file
         return RankProfile.load(cfg.timing.profile)
     key = profile_key(cfg)
     found = find_profile(key)
-    if found is not None:
-        return RankProfile.load(found)
     target = cache_dir() / key_file_name(key)
-    (announce or log.warning)(
-        f"no rank profile for {key['backbone']} (batch {key['batch_size']} x {key['max_length']} tokens, "
-        f"{key['device']}): measuring one now, cached in {target}"
-    )
+    if found is not None:
+        try:
+            return RankProfile.load(found)
+        except ProfileError as exc:
+            if found != target:
+                raise
+            (announce or log.warning)(f"{exc}: measuring it again")
+    else:
+        (announce or log.warning)(
+            f"no rank profile for {key['backbone']} (batch {key['batch_size']} x {key['max_length']} tokens, "
+            f"{key['device']}): measuring one now, cached in {target}"
+        )
     profile = run_profile(cfg, warmup=2, repeats=5)
     profile.save(target)
+    profile.source = str(target)
     return profile
-
-
-class ProfileTime:
-    """timing.mode: profile: the analytic formula with a and b from a measured rank profile."""
-
-    @classmethod
-    def from_config(cls, params: ProfileParams, cfg=None) -> TimeModel:
-        if cfg is None:
-            raise ValueError("timing.mode: profile needs the run's config to find its profile")
-        fit = ensure_profile(cfg).time_fit
-        # a fitted slope below zero is measurement noise (a larger adapter is never cheaper): priced as zero
-        return TimeModel("profile", max(fit.intercept, 0.0), max(fit.slope, 0.0))

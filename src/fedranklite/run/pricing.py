@@ -1,0 +1,243 @@
+"""What a tier's compute costs and why: the device a tier models, the rank profile that prices it, the device
+that measured that profile, and the conversion between the two with its source.
+
+`timing.mode: profile` prices a client's compute as samples x t(rank) / compute_factor, with t from one
+measured rank profile (run/profiling.py). Each tier states its `compute_factor` relative to a named
+`compute_reference` device (config/tiers.py). When the profile was measured on another device, t is
+converted to the reference device by a measured ratio: two shipped profiles of one setting (backbone, batch,
+length, modules), one measured on the profile's device and one on the reference device, give
+    conversion = median step time on the profile's device / median step time on the reference device,
+and the time model prices seconds on the reference device: t(r) / conversion. A ratio measured on another
+backbone than the run's is used as an assumption and said so. Without a reference, or without a measured
+conversion, compute_factor is relative to the profile's own device, and a tier that names a GPU priced from a
+CPU profile that way is warned about once.
+
+`pricing(cfg)` says all of it per tier, for the run header and metrics.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from fedranklite.config.tiers import compute_reference
+from fedranklite.federation.timing import ProfileParams, TimeModel
+from fedranklite.run.profiling import (
+    SHIPPED_DIR,
+    RankProfile,
+    cache_dir,
+    device_label,
+    ensure_profile,
+    find_profile,
+    profile_key,
+)
+
+log = logging.getLogger(__name__)
+
+# words that mark a tier (its name or its device) as a GPU
+GPU_WORDS = ("gpu", "nvidia", "geforce", "rtx", "tesla", "radeon", "instinct", "a100", "h100", "h200", "v100", "l4")
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Seconds on the profile's device per second on the reference device, and where the ratio comes from."""
+
+    factor: float
+    source: str
+    assumed: bool = False  # measured on another setting than the run's (another backbone or batch shape)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.casefold()))
+
+
+def device_matches(reference: str, device: dict[str, Any]) -> bool:
+    """Does a profile's device match a tier's device name? Every word of `reference` is in the profile's
+    device label ("NVIDIA H100" matches "NVIDIA H100 80GB HBM3"; "AMD EPYC (2 threads)" only 2 threads)."""
+    words = _words(reference)
+    return bool(words) and words <= _words(device_label(device))
+
+
+def _same_device(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a.get("kind"), a.get("name"), a.get("threads")) == (b.get("kind"), b.get("name"), b.get("threads"))
+
+
+def _setting(key: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in key.items() if k != "device"))
+
+
+def shipped_profiles(folder: Optional[Path] = None) -> list[RankProfile]:
+    """Every profile shipped with the package (a refused one is a packaging error: ProfileError)."""
+    return [RankProfile.load(p) for p in sorted(Path(folder or SHIPPED_DIR).glob("*.json"))]
+
+
+def _median_step(profile: RankProfile) -> float:
+    return float(statistics.median(profile.sec_per_step))
+
+
+def conversion_to(
+    reference: Optional[str], profile: RankProfile, folder: Optional[Path] = None
+) -> Optional[Conversion]:
+    """How many times faster the `reference` device trains than the device that measured `profile`, from two
+    shipped profiles of one setting measured on those two devices; None where no such pair ships."""
+    if reference is None:
+        return None
+    if device_matches(reference, profile.device):
+        return Conversion(1.0, f"the profile was measured on {profile.device_label}")
+    shipped = shipped_profiles(folder)
+    pairs = [
+        (slow, fast)
+        for slow in shipped
+        if _same_device(slow.device, profile.device)
+        for fast in shipped
+        if device_matches(reference, fast.device) and _setting(fast.key) == _setting(slow.key)
+    ]
+    if not pairs:
+        return None
+    own = [p for p in pairs if _setting(p[0].key) == _setting(profile.key)]
+    slow, fast = (own or pairs)[0]
+    k = slow.key
+    factor = _median_step(slow) / _median_step(fast)
+    source = (
+        f"measured: {k['backbone']} ({k['quantization']}, batch {k['batch_size']} x {k['max_length']} tokens), "
+        f"median step {_median_step(slow):.3g} s on {slow.device_label} vs {_median_step(fast):.3g} s on "
+        f"{fast.device_label} (profiles/{Path(slow.source).name}, profiles/{Path(fast.source).name})"
+    )
+    if not own:
+        source += f"; assumed to hold for {profile.key['backbone']}"
+    return Conversion(factor, source, assumed=not own)
+
+
+def _gpu_labelled(name: str, device: Optional[str]) -> bool:
+    return bool(_words(f"{name} {device or ''}".replace("_", " ")) & set(GPU_WORDS))
+
+
+def _profile_name(profile: RankProfile) -> str:
+    """The profile's file as a reader can find it: profiles/<name> when shipped, cache:<name> when cached on
+    this machine, else as the config gave it."""
+    if profile.source is None:
+        return "measured for this run"
+    path = Path(profile.source)
+    if path.parent == Path(SHIPPED_DIR):
+        return f"profiles/{path.name}"
+    if path.parent == cache_dir():
+        return f"cache:{path.name}"
+    return profile.source
+
+
+def _resolve(cfg) -> Optional[RankProfile]:
+    """The run's profile without measuring one (None when it would be measured at the start of the run)."""
+    if getattr(cfg.timing, "profile", None):
+        return RankProfile.load(cfg.timing.profile)
+    found = find_profile(profile_key(cfg))
+    return RankProfile.load(found) if found is not None else None
+
+
+def pricing(cfg, profile: Optional[RankProfile] = None) -> dict[str, dict[str, Any]]:
+    """Per tier: the device it models, its compute_factor and the device that factor is relative to (with its
+    source), the profile that prices compute and the device that measured it, the conversion between that
+    device and the reference (with its source), and `x_profile_device`: the tier's speed as a multiple of the
+    profile's device, what the time model divides the profile's time by."""
+    mode = cfg.timing.mode
+    reference = compute_reference(cfg.tiers)
+    if mode == "profile" and profile is None:
+        profile = _resolve(cfg)
+    conversion = conversion_to(reference, profile) if mode == "profile" and profile is not None else None
+    out: dict[str, dict[str, Any]] = {}
+    for name, tier in cfg.tiers.items():
+        entry: dict[str, Any] = {
+            "device": tier.device,
+            "compute_factor": tier.compute_factor,
+            "relative_to": reference or ("the profile's device" if mode == "profile" else "compute_factor 1"),
+            "compute_source": tier.compute_source,
+            "timing": mode,
+        }
+        if mode == "profile":
+            entry["profile"] = _profile_name(profile) if profile is not None else "measured at the start of the run"
+            entry["profile_device"] = profile.device_label if profile is not None else None
+            entry["conversion"] = conversion.factor if conversion else (None if reference else 1.0)
+            entry["conversion_source"] = (
+                conversion.source
+                if conversion
+                else (
+                    f"none: no shipped profile pair measures the profile's device against {reference}"
+                    if reference
+                    else "none: compute_factor is relative to the profile's device"
+                )
+            )
+            if conversion and conversion.assumed:
+                entry["conversion_assumed"] = True
+            factor = conversion.factor if conversion else 1.0
+            entry["x_profile_device"] = tier.compute_factor * factor
+        elif mode == "measured":
+            entry["conversion_source"] = "none: measured wall seconds of this machine / compute_factor"
+        else:
+            entry["conversion_source"] = "none: analytic constants are seconds at compute_factor 1"
+        out[name] = entry
+    return out
+
+
+def pricing_lines(table: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per tier for a terminal header."""
+    lines = []
+    for name, e in table.items():
+        device = e["device"] or "device not stated"
+        line = f"{name}: {device} = {e['compute_factor']:g} x {e['relative_to']}"
+        if e.get("profile_device") is not None and e.get("conversion") is not None:
+            line += f" = {e['x_profile_device']:.3g} x {e['profile_device']} ({e['profile']})"
+            if e.get("conversion_assumed"):
+                line += ", the conversion measured on another setting"
+        elif e["timing"] == "profile":
+            line += f", priced from {e['profile']}: {e['conversion_source']}"
+        lines.append(line)
+    return lines
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+def warn_unconverted(cfg, profile: RankProfile, conversion: Optional[Conversion]) -> None:
+    """One warning per process for tiers priced from a profile measured on another kind of device without a
+    conversion: a GPU-labelled tier from a CPU profile, or any tier whose reference has no conversion."""
+    reference = compute_reference(cfg.tiers)
+    if reference is not None and conversion is None:
+        _warn_once(
+            f"tiers price compute relative to {reference!r}, but the rank profile {_profile_name(profile)} was "
+            f"measured on {profile.device_label} and no shipped profile pair measures one against the other: "
+            f"compute is priced at compute_factor x {profile.device_label}, unconverted"
+        )
+        return
+    if reference is None and profile.device.get("kind") == "cpu":
+        gpus = [n for n, t in cfg.tiers.items() if _gpu_labelled(n, t.device)]
+        if gpus:
+            _warn_once(
+                f"tier(s) {', '.join(gpus)} name a GPU but are priced at compute_factor x the CPU that measured "
+                f"the rank profile ({profile.device_label}, {_profile_name(profile)}): state each tier's "
+                "compute_reference (e.g. 'NVIDIA H100') so the profile is converted to that device"
+            )
+
+
+class ProfileTime:
+    """timing.mode: profile: the analytic formula with a and b from a measured rank profile, converted to the
+    tiers' reference device."""
+
+    @classmethod
+    def from_config(cls, params: ProfileParams, cfg=None) -> TimeModel:
+        if cfg is None:
+            raise ValueError("timing.mode: profile needs the run's config to find its profile")
+        profile = ensure_profile(cfg)
+        profile.check_ranks(1, cfg.r_max)
+        conversion = conversion_to(compute_reference(cfg.tiers), profile)
+        warn_unconverted(cfg, profile, conversion)
+        factor = conversion.factor if conversion else 1.0
+        fit = profile.time_fit
+        # a fitted slope below zero is measurement noise (a larger adapter is never cheaper): priced as zero
+        return TimeModel("profile", max(fit.intercept, 0.0) / factor, max(fit.slope, 0.0) / factor)
