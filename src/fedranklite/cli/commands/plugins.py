@@ -82,7 +82,7 @@ def plugin_lines(kind: str) -> list[str]:
             better = "higher" if metric.higher_is_better else "lower"
             lines.append(f"  {name}  {metric.task}, {better} is better" + (f"  [{origin}]" if origin else ""))
             continue
-        help_text = plugin_help(registry, name)
+        help_text = _plain(plugin_help(registry, name))
         lines.append(f"  {name}" + (f"  [{origin}]" if origin else "") + (f"  {help_text}" if help_text else ""))
         params = parameter_lines(registry, name)
         lines += params or ["      (no parameters)"]
