@@ -119,8 +119,17 @@ class Worker:
         client = self._client(*interceptors)
         log.info("resident ClientApp worker (pid %d) serving %s", os.getpid(), self.address)
         try:
+            failing = False
             while not self._stop.is_set() and (max_tasks is None or self.tasks < max_tasks):
-                res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+                try:
+                    res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+                except Exception as exc:  # noqa: BLE001  (the SuperNode is not up yet, or restarting)
+                    if not failing:
+                        log.warning("the Runtime API at %s does not answer (%s): retrying", self.address, exc)
+                    failing = True
+                    self._stop.wait(0.5)
+                    continue
+                failing = False
                 if res.HasField("task") and res.token:
                     self.run_task(res.token)
                 else:
