@@ -225,6 +225,17 @@ def warn_unconverted(cfg, profile: RankProfile, conversion: Optional[Conversion]
             )
 
 
+def priced_fit(cfg, profile: RankProfile) -> tuple[float, float]:
+    """(a, b) of t(r) = a + b r seconds per sample on the tiers' reference device, as `timing.mode: profile`
+    prices it: the profile's fit (a slope below zero is measurement noise, since a larger adapter is never
+    cheaper: priced as zero) divided by the measured conversion, if any (warned about once where none is)."""
+    conversion = conversion_to(compute_reference(cfg.tiers), profile)
+    warn_unconverted(cfg, profile, conversion)
+    factor = conversion.factor if conversion else 1.0
+    fit = profile.time_fit
+    return max(fit.intercept, 0.0) / factor, max(fit.slope, 0.0) / factor
+
+
 class ProfileTime:
     """timing.mode: profile: the analytic formula with a and b from a measured rank profile, converted to the
     tiers' reference device."""
@@ -235,9 +246,4 @@ class ProfileTime:
             raise ValueError("timing.mode: profile needs the run's config to find its profile")
         profile = ensure_profile(cfg)
         profile.check_ranks(1, cfg.r_max)
-        conversion = conversion_to(compute_reference(cfg.tiers), profile)
-        warn_unconverted(cfg, profile, conversion)
-        factor = conversion.factor if conversion else 1.0
-        fit = profile.time_fit
-        # a fitted slope below zero is measurement noise (a larger adapter is never cheaper): priced as zero
-        return TimeModel("profile", max(fit.intercept, 0.0) / factor, max(fit.slope, 0.0) / factor)
+        return TimeModel("profile", *priced_fit(cfg, profile))
