@@ -21,9 +21,28 @@ import yaml
 from conftest import tiny_tree
 
 from fedranklite.cli import main as cli
-from fedranklite.run.checkpoint import digest
+from fedranklite.run import folder_lock
+from fedranklite.run.checkpoint import CHECKPOINT_NAME, digest
 
 NAME = "tiny"
+CK = CHECKPOINT_NAME
+_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16"}
+_DTYPES.update({torch.uint8: "U8", torch.int64: "I64", torch.int32: "I32"})
+
+
+def safetensors_bytes(tensors: dict, metadata) -> bytes:
+    """A safetensors file written by hand, so a test can put anything in its header (non-string metadata too)."""
+    header, blobs, at = {}, [], 0
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for name, t in tensors.items():
+        data = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [at, at + len(data)]}
+        blobs.append(data)
+        at += len(data)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
 
 
 @dataclass
@@ -40,7 +59,7 @@ class Ctx:
 
     @property
     def ckpt(self) -> Path:
-        return self.folder / "checkpoint.pt"
+        return self.folder / CK
 
     def config(self, **sections) -> Path:
         """The finished run's config (output_dir: this copy), with `sections` merged in."""
@@ -51,17 +70,31 @@ class Ctx:
         return path
 
     def raw(self) -> dict:
-        return torch.load(self.ckpt, weights_only=True)
+        """The checkpoint's parts: format, format_version, sha256, meta (the metadata), global_state, rng_torch."""
+        from safetensors import safe_open
+
+        with safe_open(self.ckpt, "pt") as f:
+            raw = dict(f.metadata())
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        raw["rng_torch"] = tensors.pop("rng_torch")
+        raw["global_state"] = {k.split("/", 1)[1]: v for k, v in tensors.items()}
+        return raw
 
     def save(self, raw, reseal: bool = True) -> None:
-        """Write `raw` as checkpoint.pt; `reseal`: with a correct checksum, as an attacker (or a bug) would."""
-        if reseal and isinstance(raw, dict) and isinstance(raw.get("meta"), str):
+        """Write `raw` (see `raw`) as the checkpoint; `reseal`: with a correct checksum, as an attacker (or a bug)
+        would. Parts left out of `raw` are left out of the file."""
+        if reseal and isinstance(raw.get("meta"), str):
             try:
                 raw["sha256"] = digest(raw["meta"], raw["global_state"], raw["rng_torch"])
             except (KeyError, AttributeError, TypeError):
                 pass  # a payload too broken to seal: the load refuses it before the checksum
+        tensors = {f"global_state/{k}": v for k, v in raw.get("global_state", {}).items()}
+        if "rng_torch" in raw:
+            tensors["rng_torch"] = raw["rng_torch"]
+        tensors.update(raw.get("extra_tensors", {}))
+        metadata = {k: raw[k] for k in ("format", "format_version", "sha256", "meta") if k in raw}
         self.ckpt.unlink()
-        torch.save(raw, self.ckpt)
+        self.ckpt.write_bytes(safetensors_bytes(tensors, metadata))
 
     def edit_meta(self, change: Callable[[dict], None]) -> None:
         raw = self.raw()
@@ -128,11 +161,25 @@ def _many_config_changes(meta: dict) -> None:
         meta["config"][f"zz_extra_{k:02d}"] = k
 
 
-def _format_1(ctx: Ctx) -> None:
+def _legacy_only(ctx: Ctx) -> None:
+    """The folder of an earlier version: checkpoint.pt (torch.save, pickle-based) and no safetensors checkpoint."""
     import numpy as np
 
     ctx.ckpt.unlink()
-    torch.save({"format_version": 1, "round_idx": 1, "rng": {"numpy": np.random.get_state()}}, ctx.ckpt)
+    torch.save(
+        {"format_version": 2, "round_idx": 1, "rng": {"numpy": np.random.get_state()}}, ctx.folder / "checkpoint.pt"
+    )
+
+
+def _header_offsets_wrong(ctx: Ctx) -> None:
+    data = bytearray(ctx.ckpt.read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["data_offsets"][1] += 4  # overlaps the next tensor: safetensors refuses it
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    ctx.ckpt.write_bytes(len(text).to_bytes(8, "little") + text + bytes(data[8 + n :]))
 
 
 def _keep_only(*names: str) -> Callable[[Ctx], None]:
@@ -167,48 +214,62 @@ def _write(rel: str, data: bytes) -> Callable[[Ctx], None]:
 CASES = [
     # ---- item 1: checkpoints given to --resume
     Case("ckpt_missing", lambda c: c.ckpt.unlink(), "no checkpoint at"),
-    Case("ckpt_is_a_folder", lambda c: (c.ckpt.unlink(), c.ckpt.mkdir()), "checkpoint.pt: not a file"),
+    Case("ckpt_is_a_folder", lambda c: (c.ckpt.unlink(), c.ckpt.mkdir()), f"{CK}: not a file"),
     Case("ckpt_is_dev_zero", lambda c: (c.ckpt.unlink(), c.ckpt.symlink_to("/dev/zero")), "not a file"),
     Case("ckpt_dangling_symlink", lambda c: (c.ckpt.unlink(), c.ckpt.symlink_to(c.tmp / "gone")), "not a file"),
-    Case("ckpt_empty", _write("checkpoint.pt", b""), "checkpoint.pt: unreadable checkpoint"),
+    Case("ckpt_empty", _write(CK, b""), f"{CK}: unreadable checkpoint: 0 bytes"),
     Case(
         "ckpt_truncated",
         lambda c: c.ckpt.write_bytes(c.ckpt.read_bytes()[: c.ckpt.stat().st_size // 2]),
-        "checkpoint.pt: unreadable checkpoint",
+        f"{CK}: unreadable checkpoint",
     ),
     Case(
-        "ckpt_random_bytes",
-        _write("checkpoint.pt", random.Random(0).randbytes(4096)),
-        "checkpoint.pt: not a FedRankLite checkpoint",
+        "ckpt_truncated_in_the_tensors",
+        lambda c: c.ckpt.write_bytes(c.ckpt.read_bytes()[:-7]),
+        f"{CK}: unreadable checkpoint, damaged",
     ),
-    Case("ckpt_text", _write("checkpoint.pt", b"round_idx: 3\n"), "checkpoint.pt:"),
+    Case("ckpt_random_bytes", _write(CK, random.Random(0).randbytes(4096)), f"{CK}: not a FedRankLite checkpoint"),
+    Case("ckpt_text", _write(CK, b"round_idx: 3\n"), f"{CK}:"),
     Case(
         "ckpt_bare_pickle_runs_code",
         lambda c: c.ckpt.write_bytes(pickle.dumps({"format_version": 2, "x": RunsCode(c.tmp / "MARKER")}, protocol=2)),
-        "refused without unpickling it",
+        "a torch/pickle file, which is never loaded",
     ),
     Case(
         "ckpt_bare_pickle_runs_code_protocol_5",
         lambda c: c.ckpt.write_bytes(pickle.dumps(RunsCode(c.tmp / "MARKER"), protocol=5)),
-        "refused without unpickling it",
+        "never loaded",
     ),
     Case(
         "ckpt_torch_zip_runs_code",
-        lambda c: c.save({"format_version": 2, "meta": RunsCode(c.tmp / "MARKER")}),
-        "refers to Python objects (posix.system)",
+        lambda c: (c.ckpt.unlink(), torch.save({"meta": RunsCode(c.tmp / "MARKER")}, c.ckpt)),
+        "never loaded",
     ),
-    Case("ckpt_list_payload", lambda c: c.save([1, 2, 3]), "a list, not a dict"),
-    Case("ckpt_tensor_payload", lambda c: c.save(torch.zeros(3)), "a Tensor, not a dict"),
-    Case("ckpt_format_1", _format_1, "checkpoint format 1"),
-    Case("ckpt_format_99", lambda c: c.save({**c.raw(), "format_version": 99}), "checkpoint format 99 is not 2"),
-    Case("ckpt_no_format", lambda c: c.save({k: v for k, v in c.raw().items() if k != "format_version"}), "format"),
+    Case("ckpt_legacy_pickle_format", _legacy_only, "checkpoint.pt: a checkpoint of an earlier FedRankLite version"),
+    Case(
+        "ckpt_legacy_says_rerun",
+        _legacy_only,
+        "rerun the experiment from the start with --overwrite",
+    ),
+    Case("ckpt_no_metadata", lambda c: c.ckpt.write_bytes(safetensors_bytes({}, None)), "without its metadata"),
+    Case(
+        "ckpt_other_safetensors",
+        lambda c: c.ckpt.write_bytes(safetensors_bytes({"w": torch.zeros(2)}, {"format": "pt"})),
+        "without its metadata",
+    ),
+    Case("ckpt_format_99", lambda c: c.save({**c.raw(), "format_version": "99"}), "checkpoint format '99' is not 3"),
+    Case(
+        "ckpt_no_format_version",
+        lambda c: c.save({k: v for k, v in c.raw().items() if k != "format_version"}),
+        "checkpoint format None",
+    ),
     Case(
         "ckpt_no_checksum",
         lambda c: c.save({k: v for k, v in c.raw().items() if k != "sha256"}, reseal=False),
         "missing key 'sha256'",
     ),
     Case("ckpt_no_meta", lambda c: c.save({k: v for k, v in c.raw().items() if k != "meta"}), "missing key 'meta'"),
-    Case("ckpt_meta_not_a_string", lambda c: c.save({**c.raw(), "meta": 3}), "'meta' is a int"),
+    Case("ckpt_meta_not_a_string", lambda c: c.save({**c.raw(), "meta": 3}), "metadata 'meta' is not a string"),
     Case("ckpt_meta_not_json", lambda c: c.save({**c.raw(), "meta": "{not json"}), "meta is not JSON"),
     Case("ckpt_meta_a_list", lambda c: c.save({**c.raw(), "meta": "[1, 2]"}), "meta is a list"),
     Case("ckpt_missing_records", lambda c: c.edit_meta(lambda m: m.pop("records")), "missing key 'records'"),
@@ -219,6 +280,11 @@ CASES = [
     Case("ckpt_bad_numpy_rng", lambda c: c.edit_meta(lambda m: m["rng"]["numpy"].update(keys=[1])), "rng.numpy"),
     Case("ckpt_scheduler_a_list", lambda c: c.edit_meta(lambda m: m.update(scheduler=[1])), "scheduler is a list"),
     Case(
+        "ckpt_fingerprints_a_list",
+        lambda c: c.edit_meta(lambda m: m.update(fingerprints=[1])),
+        "fingerprints is not an object",
+    ),
+    Case(
         "ckpt_broken_record",
         lambda c: c.edit_meta(lambda m: m.update(records=[{"round": 1}])),
         "round records or plugin states cannot be restored",
@@ -226,10 +292,16 @@ CASES = [
     ),
     Case("ckpt_rng_not_bytes", lambda c: c.save({**c.raw(), "rng_torch": torch.zeros(3)}), "rng_torch"),
     Case(
-        "ckpt_adapter_not_tensors",
-        lambda c: c.save({**c.raw(), "global_state": {"a": [1.0]}}),
-        "global_state.a is not a named tensor",
+        "ckpt_no_rng_tensor",
+        lambda c: c.save({k: v for k, v in c.raw().items() if k != "rng_torch"}, reseal=False),
+        "missing tensor 'rng_torch'",
     ),
+    Case(
+        "ckpt_foreign_tensor",
+        lambda c: c.save({**c.raw(), "extra_tensors": {"backbone.weight": torch.zeros(2)}}),
+        "unexpected tensor 'backbone.weight'",
+    ),
+    Case("ckpt_header_offsets_wrong", _header_offsets_wrong, "unreadable checkpoint, damaged"),
     Case("ckpt_flipped_tensor_bytes", _flip_tensor_bytes, "checksum mismatch"),
     Case(
         "ckpt_changed_tensor_not_resealed",
@@ -250,6 +322,18 @@ CASES = [
     Case(
         "ckpt_missing_adapter_key", lambda c: c.edit_adapter(_missing_adapter_key), "missing backbone", loads_model=True
     ),
+    Case(
+        "ckpt_other_package_version",
+        lambda c: c.edit_meta(lambda m: m["fingerprints"].update(package="0.0.1")),
+        "changed since the checkpoint: package (0.0.1 -> ",
+        loads_model=True,
+    ),
+    Case(
+        "ckpt_other_data",
+        lambda c: c.edit_meta(lambda m: m["fingerprints"]["data"].update(rows="1 rows, sha256 0")),
+        "--allow-changed data",
+        loads_model=True,
+    ),
     Case("resume_other_config", lambda c: None, "(differing: training.lr)", args=["--set", "training.lr=0.5"]),
     Case("resume_other_seed_file", lambda c: None, "(differing: seed)", config={"seed": 3}),
     Case("resume_many_differences", lambda c: c.edit_meta(_many_config_changes), "zz_extra_09 and 2 more);"),
@@ -258,7 +342,13 @@ CASES = [
     Case("fresh_names_the_flags", lambda c: None, "--overwrite replaces it, --new-folder writes to", resume=False),
     Case("fresh_into_metrics_only", _keep_only("metrics.json"), "(metrics.json)", resume=False),
     Case("fresh_into_rounds_only", _keep_only("rounds.jsonl"), "(rounds.jsonl)", resume=False),
-    Case("fresh_into_checkpoint_only", _keep_only("checkpoint.pt"), "(checkpoint.pt)", resume=False),
+    Case("fresh_into_checkpoint_only", _keep_only(CK), f"({CK})", resume=False),
+    Case(
+        "fresh_into_a_legacy_checkpoint",
+        lambda c: (_legacy_only(c), _keep_only("checkpoint.pt")(c)),
+        "(checkpoint.pt)",
+        resume=False,
+    ),
     Case(
         "fresh_into_a_finished_sweep_run",
         lambda c: (
@@ -271,7 +361,7 @@ CASES = [
     Case(
         "fresh_dangling_checkpoint_link",
         lambda c: (_keep_only()(c), c.ckpt.symlink_to(c.tmp / "gone")),
-        "(checkpoint.pt)",
+        f"({CK})",
         resume=False,
     ),
     Case(
@@ -344,7 +434,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in root.rglob("*")
-        if p.is_file() and not p.is_symlink() and p.name != "tiny.yaml"
+        if p.is_file() and not p.is_symlink() and p.name not in ("tiny.yaml", folder_lock.LOCK_NAME)
     }
 
 
@@ -359,7 +449,7 @@ def finished(tmp_path_factory) -> Path:
         assert cli.main(["run", "--config", str(path), "--quiet"]) == 0
     finally:
         root.handlers[:] = handlers
-    assert (base / "results" / NAME / "checkpoint.pt").is_file()
+    assert (base / "results" / NAME / CK).is_file()
     return base / "results"
 
 
@@ -387,6 +477,8 @@ def test_bad_checkpoint_or_results_folder_is_one_line(case, finished, tmp_path, 
     code = cli.main(["run", "--config", str(config), *(["--resume"] if case.resume else []), *case.args])
     captured = capsys.readouterr()
     lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    folder_lock.release_all()  # what the process's exit does: a refused run leaves no lock file
+    assert not (ctx.folder / folder_lock.LOCK_NAME).exists()
     assert code == 2, captured.err
     assert len(lines) == 1, captured.err
     assert case.expect in lines[0], lines[0]
@@ -417,8 +509,8 @@ def test_random_bytes_are_always_named_foreign_whatever_error_the_unpickler_rais
     from fedranklite.run.checkpoint import ResumeError, load_checkpoint
 
     rng = random.Random(seed)
-    path = tmp_path / "checkpoint.pt"
+    path = tmp_path / CK
     blob = rng.randbytes(rng.randint(1, 4096))
-    path.write_bytes(blob if not blob.startswith(b"PK\x03\x04") else b"x" + blob)
+    path.write_bytes(blob if not blob.startswith((b"PK\x03\x04", b"\x80")) else b"x" + blob)
     with pytest.raises(ResumeError, match="not a FedRankLite checkpoint"):
         load_checkpoint(path)

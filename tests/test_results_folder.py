@@ -19,7 +19,9 @@ from conftest import tiny_tree
 
 from fedranklite.cli import main as cli
 from fedranklite.config.schema import unsafe_name
+from fedranklite.run import folder_lock
 from fedranklite.run.checkpoint import (
+    CHECKPOINT_NAME,
     FORMAT_VERSION,
     ResumeError,
     config_differences,
@@ -68,7 +70,7 @@ def test_overwrite_replaces_the_old_results(finished, tmp_path):
     (folder / "metrics.json").write_text('{"old": true}')
     assert run("--config", str(config), "--quiet", "--overwrite") == 0
     assert json.loads((folder / "metrics.json").read_text())["rounds_completed"] == 1
-    assert load_checkpoint(folder / "checkpoint.pt")["round_idx"] == 1
+    assert load_checkpoint(folder / CHECKPOINT_NAME)["round_idx"] == 1
 
 
 def test_new_folder_picks_the_next_free_suffix_and_leaves_the_old_run(finished, tmp_path, capsys):
@@ -129,7 +131,12 @@ def test_a_copied_results_folder_resumes_and_stale_temporaries_are_removed(finis
     shutil.copytree(finished, tmp_path / "moved")
     config = write_config(tmp_path, output_dir=str(tmp_path / "moved"))
     folder = tmp_path / "moved" / "tiny"
-    stale = [folder / ".checkpoint.pt.abc123.tmp", folder / ".metrics.json.x1.tmp", folder / ".rounds.jsonl.y.tmp"]
+    stale = [
+        folder / f".{CHECKPOINT_NAME}.abc123.tmp",
+        folder / ".checkpoint.pt.abc.tmp",
+        folder / ".metrics.json.x1.tmp",
+        folder / ".rounds.jsonl.y.tmp",
+    ]
     for path in stale:
         path.write_bytes(b"half a file")
     other = folder / ".unrelated.tmp"
@@ -143,7 +150,8 @@ def test_a_crafted_pickle_never_runs_through_the_command_line(finished, tmp_path
     """The whole command as a user types it: a checkpoint whose unpickling would create a marker file."""
     config = copy_of(finished, tmp_path)
     marker = tmp_path / "MARKER"
-    ckpt = tmp_path / "results" / "tiny" / "checkpoint.pt"
+    ckpt = tmp_path / "results" / "tiny" / CHECKPOINT_NAME
+    ckpt.unlink()
     code = (
         "import os, pickle, sys, torch\n"
         "class Evil:\n"
@@ -161,7 +169,7 @@ def test_a_crafted_pickle_never_runs_through_the_command_line(finished, tmp_path
         env=env,
     )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "posix.system" in proc.stderr and "checkpoint.pt" in proc.stderr
+    assert "never loaded" in proc.stderr and CHECKPOINT_NAME in proc.stderr
     assert not marker.exists()
 
 
@@ -184,10 +192,15 @@ def test_checkpoint_round_trip_keeps_every_value(tmp_path):
         "config": {"seed": 1, "output_dir": "x"},
     }
     expected_next = (torch.rand(2), np.random.rand(2))
-    save_checkpoint(tmp_path / "c.pt", payload)
-    raw = torch.load(tmp_path / "c.pt", weights_only=True)
-    assert raw["format_version"] == FORMAT_VERSION and len(raw["sha256"]) == 64
-    back = load_checkpoint(tmp_path / "c.pt")
+    save_checkpoint(tmp_path / "c.safetensors", payload)
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "c.safetensors", "pt") as f:
+        info = f.metadata()
+        assert sorted(f.keys()) == ["global_state/a.weight", "global_state/b.bias", "rng_torch"]
+    assert info["format_version"] == str(FORMAT_VERSION) and len(info["sha256"]) == 64
+    assert b"\x80\x02" not in (tmp_path / "c.safetensors").read_bytes()[:16]  # no pickle anywhere near the start
+    back = load_checkpoint(tmp_path / "c.safetensors")
     assert back["round_idx"] == 2 and back["records"][1]["v"] == [0, 1, 2]
     assert np.isnan(back["records"][0]["x"]) and np.isnan(back["scheduler"]["gain_ema"][0])
     for k, v in state.items():
@@ -240,9 +253,75 @@ def test_a_missing_checkpoint_is_a_resume_error(tmp_path):
         load_checkpoint(tmp_path / "none.pt")
 
 
-def test_the_writability_check_creates_no_folder(tmp_path):
+def test_a_run_that_ends_before_writing_leaves_no_folder(tmp_path):
+    """prepare_results_folder creates the folder to lock it; released without results (a set-up that failed, the
+    process exiting), the folder it created goes again, and no probe file is left."""
     from fedranklite.config.files import load_config
 
     cfg = load_config(write_config(tmp_path, output_dir=str(tmp_path / "new" / "deeper")))
     assert prepare_results_folder(cfg) is cfg
-    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".fedranklite-write-test*"))
+    assert (cfg.results_dir / folder_lock.LOCK_NAME).is_file() and folder_lock.held(cfg.results_dir)
+    folder_lock.release_all()
+    assert not (tmp_path / "new").exists() and not list(tmp_path.rglob(".fedranklite-write-test*"))
+
+
+HOLD = (
+    "import sys, time\n"
+    "from fedranklite.run import folder_lock\n"
+    "folder_lock.acquire(sys.argv[1])\n"
+    "print('held', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+@pytest.fixture
+def held_by_another(tmp_path):
+    """A second process holding the lock of results/tiny (killed at the end of the test)."""
+    folder = tmp_path / "results" / "tiny"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    yield folder, proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_folder_another_run_holds_is_refused_naming_its_process(held_by_another, tmp_path, capsys):
+    folder, proc = held_by_another
+    config = write_config(tmp_path)
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        assert run("--config", str(config), "--quiet", *extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{folder} is in use by another run (process {proc.pid}" in err[0], err
+    assert sorted(p.name for p in folder.iterdir()) == [folder_lock.LOCK_NAME]  # nothing written there
+    assert run("--config", str(config), "--quiet", "--new-folder") == 0  # moves on to the next free name
+    assert json.loads((tmp_path / "results" / "tiny-2" / "metrics.json").read_text())["rounds_completed"] == 1
+    assert not (tmp_path / "results" / "tiny-2" / folder_lock.LOCK_NAME).exists()  # freed when the run ended
+
+
+def test_the_lock_of_a_killed_holder_is_free(held_by_another, tmp_path):
+    folder, proc = held_by_another
+    assert folder_lock.holder(folder) == proc.pid
+    proc.kill()
+    proc.wait()
+    assert (folder / folder_lock.LOCK_NAME).exists()  # left behind by the SIGKILL, but nobody holds it
+    assert folder_lock.holder(folder) is None
+    assert run("--config", str(write_config(tmp_path)), "--quiet") == 0
+    assert not (folder / folder_lock.LOCK_NAME).exists()
+
+
+def test_the_lock_is_reentrant_in_a_process_and_inherited_by_children(tmp_path):
+    folder = tmp_path / "f"
+    folder_lock.acquire(folder)
+    folder_lock.acquire(folder)
+    folder_lock.release(folder)
+    assert folder_lock.held(folder)
+    child = (
+        "import sys; from fedranklite.run import folder_lock as f; f.acquire(sys.argv[1]); print(f.holder(sys.argv[1]))"
+    )
+    out = subprocess.run([sys.executable, "-c", child, str(folder)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None"  # a process this one started writes under this process's lock
+    env = {k: v for k, v in os.environ.items() if k != folder_lock.HELD_ENV}
+    refused = subprocess.run([sys.executable, "-c", child, str(folder)], capture_output=True, text=True, env=env)
+    assert refused.returncode != 0 and f"process {os.getpid()}" in refused.stderr
+    folder_lock.release(folder)
+    assert not folder_lock.held(folder) and not folder.exists()

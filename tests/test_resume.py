@@ -16,7 +16,7 @@ import torch
 import yaml
 from conftest import tiny_tree
 
-from fedranklite.run.checkpoint import load_checkpoint
+from fedranklite.run.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = {"wall_seconds", "throughput", "peak_memory_mb", "wall_time_total"}
@@ -95,8 +95,8 @@ def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
     assert "resuming" in resumed.stderr
 
     ref_out = tmp_path / "reference" / "run"
-    ref_ckpt = load_checkpoint(ref_out / "checkpoint.pt")
-    new_ckpt = load_checkpoint(out / "checkpoint.pt")
+    ref_ckpt = load_checkpoint(ref_out / CHECKPOINT_NAME)
+    new_ckpt = load_checkpoint(out / CHECKPOINT_NAME)
     assert ref_ckpt["round_idx"] == new_ckpt["round_idx"] == 5
     for name, tensor in ref_ckpt["global_state"].items():
         assert torch.equal(tensor, new_ckpt["global_state"][name]), name
@@ -189,4 +189,62 @@ def test_the_cli_continues_a_finished_run_to_more_rounds_and_refuses_fewer(tmp_p
     assert more.returncode == 0, more.stderr
     metrics = json.loads((tmp_path / "out" / "run" / "metrics.json").read_text())
     assert [r["round"] for r in metrics["rounds"]] == [1, 2, 3]
-    assert load_checkpoint(tmp_path / "out" / "run" / "checkpoint.pt")["round_idx"] == 3
+    assert load_checkpoint(tmp_path / "out" / "run" / CHECKPOINT_NAME)["round_idx"] == 3
+
+
+# ---- a resume notices what changed beyond the config (fingerprint.py)
+def _csv(path: Path, rows: int, flip: bool = False) -> Path:
+    words = ["good", "bad", "fine", "awful", "great", "poor"]
+    lines = ["text,label"] + [f"{words[i % 6]} film number {i},{(i % 2) ^ flip}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_resume_after_the_training_file_changed_is_refused_naming_it(tiny_config, tmp_path):
+    from fedranklite.run.checkpoint import ResumeError
+    from fedranklite.run.engine import build_engine
+
+    train = _csv(tmp_path / "train.csv", 120)
+    cfg = tiny_config(data={"source": "files", "train_file": str(train)}, federation={"num_rounds": 1})
+    build_engine(cfg).run()
+    _csv(train, 120, flip=True)  # same size, other labels
+    longer = cfg.model_copy(update={"federation": cfg.federation.model_copy(update={"num_rounds": 2})})
+    with pytest.raises(ResumeError) as refused:
+        build_engine(longer).run(resume=True)
+    text = str(refused.value)
+    assert "changed since the checkpoint: data (" in text and "train_file:" in text and "rows:" in text
+    assert "--allow-changed data" in text and "\n" not in text
+    assert load_checkpoint(cfg.results_dir / CHECKPOINT_NAME)["round_idx"] == 1  # nothing was written
+    with pytest.raises(ResumeError, match="--allow-changed: unknown input 'dta'"):
+        build_engine(longer).run(resume=True, allow_changed=["dta"])
+    summary = build_engine(longer).run(resume=True, allow_changed=["data"])
+    assert summary.rounds_completed == 2
+    warnings = json.loads((cfg.results_dir / "metrics.json").read_text())["warnings"]
+    assert any(w.startswith("resumed with changed inputs: data (") for w in warnings), warnings
+    # the accepted change stays on record in later resumes' summaries, which now compare with the new file
+    third = longer.model_copy(update={"federation": cfg.federation.model_copy(update={"num_rounds": 3})})
+    build_engine(third).run(resume=True)
+    warnings = json.loads((cfg.results_dir / "metrics.json").read_text())["warnings"]
+    assert sum(w.startswith("resumed with changed inputs: data") for w in warnings) == 1
+
+
+def test_resume_notices_a_changed_client_trace_and_package_version(tiny_config, tmp_path, monkeypatch):
+    from fedranklite.run.checkpoint import ResumeError
+    from fedranklite.run.engine import build_engine
+
+    trace = tmp_path / "trace.csv"
+    trace.write_text("cid,compute_factor\n0,1.0\n1,0.5\n2,0.25\n3,2.0\n")
+    cfg = tiny_config(federation={"num_rounds": 1, "client_trace": str(trace)})
+    build_engine(cfg).run()
+    longer = cfg.model_copy(update={"federation": cfg.federation.model_copy(update={"num_rounds": 2})})
+    trace.write_text("cid,compute_factor\n0,1.0\n1,0.5\n2,0.25\n3,3.0\n")
+    with pytest.raises(ResumeError, match=r"client_trace \(\d+ bytes, sha256 \w+ -> \d+ bytes, sha256"):
+        build_engine(longer).run(resume=True)
+    trace.write_text("cid,compute_factor\n0,1.0\n1,0.5\n2,0.25\n3,2.0\n")  # back as it was
+    import fedranklite
+
+    monkeypatch.setattr(fedranklite, "__version__", "99.0")
+    with pytest.raises(ResumeError, match=r"package \(\S+ -> 99.0\)"):
+        build_engine(longer).run(resume=True)
+    monkeypatch.undo()
+    assert build_engine(longer).run(resume=True).rounds_completed == 2

@@ -2,21 +2,24 @@
 
 A checkpoint holds everything that changes from round to round: the global adapter (LoRA factors and
 head), the scheduler's state (EMAs, deadline misses), the time model's calibration, the RNG states,
-the round records so far and the resolved config (a resume with a different config is refused).
+the round records so far, the resolved config (a resume with a different config is refused) and the
+fingerprints of the inputs the results depend on (fingerprint.py: a resume whose inputs changed is refused).
 Client optimizers are created fresh every round, so there is no optimizer state to keep.
 
-The file (format 2) is read with `torch.load(weights_only=True)` only, so loading it can never run code:
+The file, `checkpoint.safetensors` (format 3), is a safetensors file: no pickle is written or read, so
+loading it can never run code. Its tensors are the global adapter (`global_state/<name>`) and torch's CPU RNG
+state (`rng_torch`, uint8); its header's metadata holds
 
-    {"format_version": 2,
-     "sha256": hex digest of everything below (see `digest`),
-     "meta": one JSON string: round_idx, sim_time, reached_at, records, scheduler, time_model,
-             telemetry, the numpy RNG state (a plain list) and the config,
-     "global_state": {name: tensor},          the global adapter
-     "rng_torch": uint8 tensor}               torch's CPU RNG state
+    format: "fedranklite-checkpoint", format_version: "3",
+    sha256: hex digest of the meta text and every tensor (see `digest`),
+    meta:   one JSON string: round_idx, sim_time, reached_at, records, scheduler, time_model, telemetry,
+            the numpy RNG state (a plain list), the config and the input fingerprints
 
 The checksum catches a damaged or edited file (it is not a signature: whoever can write the file can
 recompute it), so the contents are checked as well: every key present, the adapter's keys, shapes and
 dtypes equal to the model's and finite (`check_adapter`). Every problem is one `ResumeError` line.
+Checkpoints of earlier versions (`checkpoint.pt`, torch's pickle-based format) are not read: the message
+says so and that the run must be started afresh.
 """
 
 from __future__ import annotations
@@ -25,10 +28,7 @@ import hashlib
 import json
 import math
 import os
-import pickle
-import re
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,15 +37,19 @@ import torch
 
 from fedranklite.config.files import flatten
 from fedranklite.core.messages import one_line
+from fedranklite.run.folder_lock import FolderInUse, busy_message, holder
 
-CHECKPOINT_NAME = "checkpoint.pt"
-FORMAT_VERSION = 2
+CHECKPOINT_NAME = "checkpoint.safetensors"
+LEGACY_CHECKPOINT_NAME = "checkpoint.pt"  # formats 1 and 2 (torch.save, pickle-based): recognised, never loaded
+FORMAT_VERSION = 3
+FORMAT_TAG = "fedranklite-checkpoint"
+STATE_PREFIX, RNG_TENSOR = "global_state/", "rng_torch"
 META_KEYS = ("round_idx", "sim_time", "reached_at", "records", "scheduler", "time_model", "telemetry", "rng", "config")
-# written when the run has them, absent from older checkpoints (read as None)
-OPTIONAL_META_KEYS = ("initial_eval",)
+# written when the run has them, absent from some checkpoints (read as None)
+OPTIONAL_META_KEYS = ("initial_eval", "fingerprints", "accepted_changes")
 # where a results folder lives, not what the run computes: a copied or renamed folder still resumes
 MOVABLE_KEYS = ("output_dir", "experiment_name")
-_V1_GLOBALS = {"numpy.ndarray", "numpy.dtype"}  # what format 1 (pickled numpy RNG state) needs beyond tensors
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 
 
 class ResumeError(RuntimeError):
@@ -111,8 +115,8 @@ def digest(meta: str, global_state: dict[str, torch.Tensor], rng_torch: torch.Te
     return h.hexdigest()
 
 
-def encode_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """An engine payload (see Engine.checkpoint_payload) -> the dict that is written (format 2)."""
+def encode_payload(payload: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """An engine payload (see Engine.checkpoint_payload) -> (tensors, metadata) of the safetensors file."""
     rng = payload["rng"]
     meta = {k: payload[k] for k in META_KEYS if k != "rng"}
     meta.update({k: payload[k] for k in OPTIONAL_META_KEYS if payload.get(k) is not None})
@@ -120,37 +124,58 @@ def encode_payload(payload: dict[str, Any]) -> dict[str, Any]:
     text = json.dumps(meta, default=_plain, sort_keys=True, allow_nan=True)
     state = {str(k): v.detach().cpu().contiguous() for k, v in payload["global_state"].items()}
     rng_torch = rng["torch"].detach().cpu().contiguous()
-    return {
-        "format_version": FORMAT_VERSION,
+    tensors = {STATE_PREFIX + k: v for k, v in state.items()}
+    tensors[RNG_TENSOR] = rng_torch
+    metadata = {
+        "format": FORMAT_TAG,
+        "format_version": str(FORMAT_VERSION),
         "sha256": digest(text, state, rng_torch),
         "meta": text,
-        "global_state": state,
-        "rng_torch": rng_torch,
     }
+    return tensors, metadata
+
+
+def to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors, metadata=metadata)
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over the old one."""
-    write_raw(path, encode_payload(payload))
+    """Write the checkpoint to a temporary file in the same folder, fsync, then rename over the old one."""
+    write_bytes_atomic(path, to_bytes(*encode_payload(payload)))
 
 
-def write_raw(path: str | Path, obj: Any) -> None:
-    """torch.save `obj` atomically (temporary file, fsync, rename)."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """`data` written atomically (temporary file, fsync, rename, then the folder fsynced): a reader sees the old
+    file or the new one, never a part; a failed write (full disk) leaves the old file and no temporary."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
 
 
-def remove_stale_temporaries(folder: str | Path, names: tuple[str, ...] = (CHECKPOINT_NAME,)) -> list[Path]:
+def remove_stale_temporaries(
+    folder: str | Path, names: tuple[str, ...] = (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME)
+) -> list[Path]:
     """Delete the `.NAME.*.tmp` files a killed writer left behind (only ours: the atomic writers' pattern)."""
     removed = []
     folder = Path(folder)
@@ -168,82 +193,91 @@ def _refuse(path: Path, what: str) -> ResumeError:
     return ResumeError(f"{path}: {what}; cannot resume from it (start afresh with --overwrite)")
 
 
-def _looks_like_zip(path: Path) -> bool:
-    """True for an empty file or one starting with a zip local-file header: a truncated or emptied checkpoint is
-    damaged, not foreign."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError:
-        return True
-    return head in (b"", b"PK\x03\x04")
+def legacy_message(path: Path) -> ResumeError:
+    return ResumeError(
+        f"{path}: a checkpoint of an earlier FedRankLite version (torch's pickle-based format, which this version "
+        f"no longer reads: loading it means unpickling); rerun the experiment from the start with --overwrite"
+    )
 
 
-def _unreadable(path: Path, exc: Exception) -> ResumeError:
-    """Why torch.load refused the file, in one line; a format-1 checkpoint (pickled numpy RNG state) is named."""
+def _header(path: Path, data: bytes) -> dict:
+    """The safetensors JSON header of `data`, or one ResumeError saying what the file is instead."""
+    if data[:4] == b"PK\x03\x04" or data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        if path.name == LEGACY_CHECKPOINT_NAME:
+            raise legacy_message(path)
+        raise _refuse(path, "not a FedRankLite checkpoint: a torch/pickle file, which is never loaded")
+    if not data:
+        raise _refuse(path, "unreadable checkpoint: 0 bytes (emptied by a crash or a full disk?)")
+    if len(data) < 8:
+        raise _refuse(path, f"not a FedRankLite checkpoint ({len(data)} bytes, not a safetensors file)")
+    n = int.from_bytes(data[:8], "little")
+    if n < 2 or n > MAX_HEADER_BYTES:
+        raise _refuse(path, "not a FedRankLite checkpoint (not a safetensors file)")
+    if n > len(data) - 8:
+        raise _refuse(path, f"unreadable checkpoint: truncated ({len(data)} bytes, its header alone needs {n + 8})")
     try:
-        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:  # not a torch zip file at all (truncated, random bytes, a bare pickle)
-        unsafe = None
-    if unsafe and {g.replace("numpy._core.", "numpy.").replace("numpy.core.", "numpy.") for g in unsafe} <= (
-        _V1_GLOBALS | {"numpy.multiarray._reconstruct"}
-    ):
-        return _refuse(
-            path,
-            f"written by an older FedRankLite (checkpoint format 1, unsafe to load); the format changed to "
-            f"{FORMAT_VERSION}",
-        )
-    if unsafe:
-        shown = ", ".join(sorted(unsafe)[:3]) + (f" and {len(unsafe) - 3} more" if len(unsafe) > 3 else "")
-        return _refuse(path, f"not a FedRankLite checkpoint: it refers to Python objects ({shown}) and was not loaded")
-    if isinstance(exc, pickle.UnpicklingError):
-        found = re.search(r"Unsupported (?:global|operand)[^.\n]*", str(exc))
-        detail = one_line(found.group(0), 80) if found else "not a torch checkpoint file"
-        return _refuse(path, f"not a FedRankLite checkpoint; refused without unpickling it ({detail})")
-    if not _looks_like_zip(path):
-        # Random bytes make torch's restricted unpickler fail with whatever error the first opcode triggers
-        # (IndexError, EOFError, ...); what matters to the user is that the file was never a torch archive.
-        return _refuse(path, "not a FedRankLite checkpoint (not a torch zip archive); refused without unpickling it")
-    return _refuse(path, f"unreadable checkpoint, damaged or not one ({type(exc).__name__}: {one_line(str(exc), 80)})")
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise _refuse(path, "not a FedRankLite checkpoint (its safetensors header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise _refuse(path, "not a FedRankLite checkpoint (its safetensors header is not an object)")
+    return header
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and check a checkpoint file -> the engine payload (the inverse of `encode_payload`). Every problem is one
-    ResumeError line; nothing in the file is executed (weights_only=True)."""
+    ResumeError line; nothing in the file is executed (safetensors holds tensors and strings only). A checkpoint
+    in a results folder that another run holds (folder_lock.py) is refused with FolderInUse: that run replaces it
+    every round, and resuming it would make two writers of one folder."""
     path = Path(path)
+    pid = holder(path.parent) if path.parent.is_dir() else None
+    if pid is not None:
+        raise FolderInUse(busy_message(path.parent, pid))
     if not path.exists() and not path.is_symlink():
+        legacy = path.with_name(LEGACY_CHECKPOINT_NAME)
+        if path.name == CHECKPOINT_NAME and legacy.is_file():
+            raise legacy_message(legacy)
         raise ResumeError(f"no checkpoint at {path}: nothing to resume (run without --resume to start)")
     if not path.is_file():
         raise _refuse(path, "not a file")
     try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
-            warnings.simplefilter("ignore")
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise _unreadable(path, exc) from None
-    if not isinstance(raw, dict):
-        raise _refuse(path, f"not a FedRankLite checkpoint (a {type(raw).__name__}, not a dict)")
-    version = raw.get("format_version")
-    if version != FORMAT_VERSION:
-        if version == 1:
-            raise _refuse(path, f"checkpoint format 1 (an older FedRankLite); the format changed to {FORMAT_VERSION}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _refuse(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    header = _header(path, data)
+    info = header.get("__metadata__")
+    if not isinstance(info, dict) or info.get("format") != FORMAT_TAG:
+        raise _refuse(path, "not a FedRankLite checkpoint (a safetensors file without its metadata)")
+    odd = [k for k, v in info.items() if not isinstance(v, str)]
+    if odd:
+        raise _refuse(path, f"metadata '{one_line(str(odd[0]), 40)}' is not a string")
+    version = info.get("format_version")
+    if version != str(FORMAT_VERSION):
         raise _refuse(path, f"checkpoint format {one_line(repr(version), 40)} is not {FORMAT_VERSION}")
-    for key, kind in (("sha256", str), ("meta", str), ("global_state", dict), ("rng_torch", torch.Tensor)):
-        if key not in raw:
+    for key in ("sha256", "meta"):
+        if key not in info:
             raise _refuse(path, f"missing key '{key}'")
-        if not isinstance(raw[key], kind):
-            raise _refuse(path, f"'{key}' is a {type(raw[key]).__name__}, not a {kind.__name__}")
-    state = raw["global_state"]
-    bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise _refuse(path, f"global_state.{one_line(bad[0], 60)} is not a named tensor")
-    rng_torch = raw["rng_torch"]
+    try:
+        from safetensors.torch import load
+
+        tensors = load(data)
+    except Exception as exc:  # safetensors' own error for bad offsets, dtypes, overlaps
+        raise _refuse(
+            path, f"unreadable checkpoint, damaged ({type(exc).__name__}: {one_line(str(exc), 80)})"
+        ) from None
+    if RNG_TENSOR not in tensors:
+        raise _refuse(path, f"missing tensor '{RNG_TENSOR}'")
+    rng_torch = tensors.pop(RNG_TENSOR)
+    foreign = [k for k in tensors if not k.startswith(STATE_PREFIX)]
+    if foreign:
+        raise _refuse(path, f"unexpected tensor '{one_line(foreign[0], 60)}'")
+    state = {k[len(STATE_PREFIX) :]: v for k, v in tensors.items()}
     if rng_torch.dtype != torch.uint8 or rng_torch.dim() != 1:
         raise _refuse(path, "rng_torch is not a uint8 vector (torch's RNG state)")
-    if digest(raw["meta"], state, rng_torch) != raw["sha256"]:
+    if digest(info["meta"], state, rng_torch) != info["sha256"]:
         raise _refuse(path, "checksum mismatch (SHA-256): the file was damaged or changed after it was written")
     try:
-        meta = json.loads(raw["meta"])
+        meta = json.loads(info["meta"])
     except ValueError as exc:
         raise _refuse(path, f"meta is not JSON ({one_line(str(exc), 80)})") from None
     if not isinstance(meta, dict):
@@ -287,6 +321,11 @@ def _meta_problem(meta: dict) -> Optional[str]:
         or not isinstance(initial.get("score"), (int, float))
     ):
         return "initial_eval is not an evaluation (an object of numbers with a score)"
+    if meta.get("fingerprints") is not None and not isinstance(meta["fingerprints"], dict):
+        return "fingerprints is not an object"
+    accepted = meta.get("accepted_changes")
+    if accepted is not None and not (isinstance(accepted, list) and all(isinstance(a, str) for a in accepted)):
+        return "accepted_changes is not a list of strings"
     npy = meta["rng"].get("numpy") if isinstance(meta["rng"], dict) else None
     if (
         not isinstance(npy, dict)

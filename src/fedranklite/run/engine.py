@@ -18,14 +18,21 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
+import yaml
 
-from fedranklite.config.files import dump_config
 from fedranklite.config.schema import Config
 from fedranklite.core.records import ClientReport, ClientTable, RoundRecord, RunSummary
-from fedranklite.core.results_io import ROUNDS_FILE, SUMMARY_FILE, RoundLog, rewrite_round_log, write_json_atomic
+from fedranklite.core.results_io import (
+    ROUNDS_FILE,
+    SUMMARY_FILE,
+    RoundLog,
+    rewrite_round_log,
+    write_json_atomic,
+    write_text_atomic,
+)
 from fedranklite.data.load import LoadedData
 from fedranklite.data.scoring import SCORE_METRICS, default_metric, trivial_baseline
 from fedranklite.federation.aggregation import AGGREGATORS, Contribution
@@ -53,6 +60,7 @@ from fedranklite.federation.validation import (
 from fedranklite.run.budget import budget_report
 from fedranklite.run.checkpoint import (
     CHECKPOINT_NAME,
+    LEGACY_CHECKPOINT_NAME,
     ResumeError,
     check_adapter,
     check_config,
@@ -63,6 +71,8 @@ from fedranklite.run.checkpoint import (
     set_rng_state,
 )
 from fedranklite.run.client import ClientResult, TrainSettings, evaluate
+from fedranklite.run.fingerprint import check_fingerprints, input_fingerprints
+from fedranklite.run.folder_lock import acquire, release
 from fedranklite.run.prepare import prepare
 from fedranklite.run.runners import (
     ClientRunner,
@@ -125,6 +135,7 @@ class RunState:
     reached_at: Optional[int] = None
     stopped: Optional[str] = None  # why the run stopped early (viability.stop_message), if it did
     initial_eval: Optional[dict] = None  # the untrained global model's evaluation (evaluation.eval_initial)
+    accepted_changes: list[str] = field(default_factory=list)  # inputs a resume accepted as changed (--allow-changed)
 
 
 # step 7: the global adapter -> {"score": ..., "loss": ..., <metric>: ...}
@@ -164,6 +175,13 @@ class Engine:
         # the server's copy lives on the CPU, like the updates clients send back
         self.state = RunState(global_state={k: v.cpu() for k, v in global_state.items()})
         self._resumed = False  # resume_from_checkpoint has restored the state
+        self._fingerprints: Optional[dict] = None
+
+    def fingerprints(self) -> dict:
+        """What the results depend on beyond the config (fingerprint.py), computed once per run."""
+        if self._fingerprints is None:
+            self._fingerprints = input_fingerprints(self.cfg, self.fed.data)
+        return self._fingerprints
 
     # ---- step 2 inputs: what the scheduler knows about each selected client
     def describe(self, selected: np.ndarray) -> Clients:
@@ -413,11 +431,16 @@ class Engine:
             "budget": self.budget(),
         }
         final = self.state.records[-1] if self.state.records else None
-        run["warnings"] = ([f"stopped early: {self.state.stopped}"] if self.state.stopped else []) + run_warnings(
-            run["final_eval"],
-            None if final is None else final.score,
-            self.model_info.get("trivial_baseline"),
-            self.higher_is_better,
+        changed = [f"resumed with changed inputs: {c}" for c in self.state.accepted_changes]
+        run["warnings"] = (
+            ([f"stopped early: {self.state.stopped}"] if self.state.stopped else [])
+            + changed
+            + run_warnings(
+                run["final_eval"],
+                None if final is None else final.score,
+                self.model_info.get("trivial_baseline"),
+                self.higher_is_better,
+            )
         )
         return summarize(
             self.state.records,
@@ -448,14 +471,21 @@ class Engine:
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
             "initial_eval": st.initial_eval,
+            "fingerprints": self.fingerprints(),
+            "accepted_changes": list(st.accepted_changes) or None,
         }
 
-    def restore(self, payload: dict) -> None:
+    def restore(self, payload: dict, allow_changed: Sequence[str] = ()) -> None:
         """Continue from a loaded checkpoint (checkpoint.load_checkpoint): the config must be the same (other
-        than where the results live), the adapter must fit the model; any other problem is one ResumeError."""
+        than where the results live), the adapter must fit the model, and the inputs the results depend on
+        (fingerprint.py) must be unchanged unless their key is in `allow_changed`; any other problem is one
+        ResumeError."""
         path = self.cfg.results_dir / CHECKPOINT_NAME
         check_config(path, payload["config"], self.cfg.to_dict(), payload.get("round_idx"))
         check_adapter(path, payload["global_state"], self.state.global_state)
+        accepted = check_fingerprints(path, payload.get("fingerprints"), self.fingerprints(), allow_changed)
+        for change in accepted:
+            log.warning("resuming on a changed input (--allow-changed): %s", change)
         try:
             state = RunState(
                 global_state=dict(payload["global_state"]),
@@ -464,6 +494,7 @@ class Engine:
                 records=[RoundRecord.from_json(rec) for rec in payload["records"]],
                 reached_at=payload["reached_at"],
                 initial_eval=payload.get("initial_eval"),
+                accepted_changes=[*(payload.get("accepted_changes") or []), *accepted],
             )
             self.scheduler.load_state_dict(payload["scheduler"])
             self.time_model.load_state_dict(payload["time_model"])
@@ -477,30 +508,49 @@ class Engine:
             ) from None
         self.state = state
 
-    def resume_from_checkpoint(self) -> None:
-        """Load and restore results/<name>/checkpoint.pt now (the CLI calls it before the run starts, so a
-        refused resume is its only line); `run(resume=True)` does it when it has not been done."""
+    def resume_from_checkpoint(self, allow_changed: Sequence[str] = ()) -> None:
+        """Load and restore the results folder's checkpoint now (the CLI calls it before the run starts, so a
+        refused resume is its only line); `run(resume=True)` does it when it has not been done. `allow_changed`:
+        fingerprint keys (data, backbone, ...) whose change since the checkpoint is accepted."""
         if not self._resumed:
-            self.restore(load_checkpoint(self.cfg.results_dir / CHECKPOINT_NAME))
+            self.restore(load_checkpoint(self.cfg.results_dir / CHECKPOINT_NAME), allow_changed)
             self._resumed = True
 
-    def run(self, on_round: Optional[Callable[[RoundRecord], None]] = None, resume: bool = False) -> RunSummary:
+    def run(
+        self,
+        on_round: Optional[Callable[[RoundRecord], None]] = None,
+        resume: bool = False,
+        allow_changed: Sequence[str] = (),
+    ) -> RunSummary:
+        """The round loop, holding the results folder's lock (folder_lock.py) until it ends; the lock is freed at
+        the end, also when prepare_results_folder took it for this process."""
+        out = self.cfg.results_dir
+        acquire(out)  # FolderInUse (one line) when another run writes there
+        try:
+            return self._run(on_round, resume, allow_changed)
+        finally:
+            release(out, everything=True)
+
+    def _run(self, on_round, resume: bool, allow_changed: Sequence[str]) -> RunSummary:
         cfg = self.cfg
         out = cfg.results_dir
         out.mkdir(parents=True, exist_ok=True)
         # temporary files of atomic writes that a killed run left behind (never read: only the renamed file is)
-        remove_stale_temporaries(out, (CHECKPOINT_NAME, SUMMARY_FILE, ROUNDS_FILE))
+        remove_stale_temporaries(
+            out, (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME, SUMMARY_FILE, ROUNDS_FILE, "config.yaml")
+        )
         if resume:
-            self.resume_from_checkpoint()
+            self.resume_from_checkpoint(allow_changed)
             # rounds.jsonl may hold a round finished after the last checkpoint: rewrite it from the checkpoint
             rewrite_round_log(out / ROUNDS_FILE, self.state.records, cfg.metrics.client_records)
             log.info("resuming %s after round %d", cfg.experiment_name, self.state.round_idx)
         else:
             (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+            (out / LEGACY_CHECKPOINT_NAME).unlink(missing_ok=True)
             if cfg.evaluation.eval_initial:  # round 0: e.g. a verbalizer's zero-shot score, before any training
                 self.state.initial_eval = self.evaluator(self.state.global_state)
                 log.info("before training: %s %.4f", self.metric, self.state.initial_eval["score"])
-        dump_config(cfg, out / "config.yaml")
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         trackers = open_trackers(cfg.metrics.tracking, out, cfg.to_dict())
         rounds_log = RoundLog(out / ROUNDS_FILE, append=resume, layout=cfg.metrics.client_records)
         # a scheduler's notice (cvx: "cvxpy is not installed ...; greedy fallback used") is logged once per

@@ -7,7 +7,11 @@
   skips finished runs and resumes those with a checkpoint itself, so a run it starts afresh there was killed
   before its first checkpoint (or failed) and may be replaced.
 - The folder must be a folder and writable: an output_dir that is a file, or a place that cannot be written,
-  is one line before anything loads (a probe file is written and removed; no folder is created here).
+  is one line before anything loads (a probe file is written and removed).
+- One writer per folder: the run takes the folder's lock (folder_lock.py: the folder is created for it, and
+  removed again if the run ends before writing anything) and holds it until the run ends or the process
+  exits. A folder another run holds is refused in one line naming that run's process id, for a fresh run,
+  `--overwrite` and `--resume` alike; `--new-folder` moves on to the next free name.
 """
 
 from __future__ import annotations
@@ -18,14 +22,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fedranklite.core.results_io import ROUNDS_FILE, SUMMARY_FILE
-from fedranklite.run.checkpoint import CHECKPOINT_NAME
+from fedranklite.run.checkpoint import CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME
+from fedranklite.run.folder_lock import FolderInUse, OutputFolderError, acquire, busy_message, holder
 
-RESULT_FILES = (SUMMARY_FILE, ROUNDS_FILE, CHECKPOINT_NAME)
+__all__ = ["OutputFolderError", "FolderInUse", "prepare_results_folder", "existing_results", "free_name"]
+
+RESULT_FILES = (SUMMARY_FILE, ROUNDS_FILE, CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME)
 SWEEP_LOG, SWEEP_DONE = "sweep_run.log", "done.json"  # sweep.py's LOG_FILE and DONE_FILE
-
-
-class OutputFolderError(RuntimeError):
-    """A results folder that this run must not (or cannot) write to; the message is one line."""
 
 
 def existing_results(folder: Path) -> list[str]:
@@ -78,16 +81,26 @@ def check_writable(folder: Path, output_dir: Path) -> None:
         ) from None
 
 
+def _refuse_if_busy(folder: Path) -> None:
+    pid = holder(folder) if folder.is_dir() else None
+    if pid is not None:
+        raise FolderInUse(busy_message(folder, pid))
+
+
 def prepare_results_folder(cfg: Any, resume: bool = False, overwrite: bool = False, new_folder: bool = False) -> Any:
-    """Check (and create) the run's results folder; returns the config to run (another experiment_name
-    with `new_folder` when the folder holds results). Raises OutputFolderError (one line)."""
+    """Check the run's results folder and take its lock (creating it), held until the run ends or the process
+    exits; returns the config to run (another experiment_name with `new_folder` when the folder holds results
+    or another run holds it). Raises OutputFolderError (one line; FolderInUse when another run holds it)."""
     output_dir = Path(cfg.output_dir)
-    folder = cfg.results_dir
+    folder, base = cfg.results_dir, cfg.experiment_name
     problem = _in_the_way(folder, output_dir)
     if problem:
         raise OutputFolderError(problem)
+    busy = folder.is_dir() and holder(folder) is not None
+    if busy and not new_folder:
+        _refuse_if_busy(folder)
     found = [] if resume or not folder.is_dir() else existing_results(folder)
-    if found and not overwrite and not sweep_managed(folder):
+    if busy or (found and not overwrite and not sweep_managed(folder)):
         if new_folder:
             cfg = cfg.model_copy(update={"experiment_name": free_name(output_dir, cfg.experiment_name)})
             folder = cfg.results_dir
@@ -98,4 +111,14 @@ def prepare_results_folder(cfg: Any, resume: bool = False, overwrite: bool = Fal
                 f"{output_dir / free_name(output_dir, cfg.experiment_name)}"
             )
     check_writable(folder, output_dir)
-    return cfg
+    for _ in range(100):
+        try:
+            acquire(folder)
+            return cfg
+        except FolderInUse:
+            if not new_folder:
+                raise
+            # another run took the free name between the check and the lock: the next one
+            cfg = cfg.model_copy(update={"experiment_name": free_name(output_dir, base)})
+            folder = cfg.results_dir
+    raise OutputFolderError(f"{output_dir}: no free results folder for {cfg.experiment_name}")
