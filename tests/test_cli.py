@@ -84,3 +84,72 @@ def test_centralized_reference_and_budget_label(tmp_path):
     rec = metrics["rounds"][0]
     assert list(rec["ranks"].values()) == [8]
     assert metrics["budget"]["label"].startswith("capped")
+
+
+def test_list_shows_every_kind_with_parameters_types_and_defaults(capsys):
+    from fedranklite.cli import main as main_module
+
+    assert main_module.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for header in (
+        "schedulers (federation.scheduler.type):",
+        "aggregators (federation.aggregation.type):",
+        "partitioners (data.partition.type):",
+        "straggler-policies (deadline.straggler_policy.type):",
+        "timing-modes (timing.mode):",
+        "backends (engine.backend):",
+        "scores (evaluation.metric):",
+    ):
+        assert header in out
+    assert "      alpha: number = 0.5  (> 0)" in out  # dirichlet's own parameter
+    assert "      rank: integer or null = null  (>= 1)" in out  # fixed's
+    assert "  mse  regression, lower is better" in out
+    assert main_module.main(["list", "straggler_policy"]) == 0
+    one = capsys.readouterr().out
+    assert one.startswith("straggler-policies") and "schedulers" not in one and "  use_partial  " in one
+
+
+def test_list_of_an_unknown_kind_names_the_kinds_in_one_line(capsys):
+    from fedranklite.cli import main as main_module
+
+    assert main_module.main(["list", "widgets"]) == 2
+    captured = capsys.readouterr()
+    err = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "'widgets'" in err[0] and "schedulers" in err[0] and "timing-modes" in err[0]
+    assert captured.out == ""
+
+
+def test_sweep_takes_its_spec_as_argument_or_as_config(tmp_path, capsys):
+    from fedranklite.cli import main as main_module
+
+    base = tmp_path / "tiny.yaml"
+    base.write_text(yaml.safe_dump(tiny_tree(tmp_path)))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"base: {base}\nseeds: 2\noutput_dir: {tmp_path / 'sw'}\nschedulers:\n  fixed: {{}}\n")
+    outputs = []
+    for args in ([str(spec)], ["--config", str(spec)], ["-c", str(spec)]):
+        assert main_module.main(["sweep", *args, "--dry-run"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] == outputs[2] and outputs[0].count("fixed/seed") == 2
+    assert main_module.main(["sweep", "--dry-run"]) == 2
+    assert main_module.main(["sweep", str(spec), "-c", str(tmp_path / "other.yaml")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 2 and all("SPEC" in ln for ln in err)
+    assert not (tmp_path / "sw").exists()
+
+
+def test_help_shows_defaults_and_every_config_reading_command_takes_config_and_set(capsys):
+    import pytest
+
+    from fedranklite.cli import main as main_module
+
+    for command in ("run", "profile"):
+        with pytest.raises(SystemExit):
+            main_module.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--config FILE, -c FILE" in text and "--set KEY=VALUE" in text
+    with pytest.raises(SystemExit):
+        main_module.main(["report", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "bootstrap resamples (default: 10000)" in text and "(default: None)" not in text
+    assert "(default: False)" not in text
