@@ -23,13 +23,13 @@ def test_bootstrap_ci_of_four_values_matches_the_enumerated_distribution():
     # Resample means of [0, 1, 2, 10] (4^4 = 256 equally likely ordered draws): P(mean <= 0.25) = 5/256
     # = 1.95 % and P(mean <= 0.5) = 15/256 = 5.9 %, so the 2.5th percentile is 0.5; from the top,
     # P(mean >= 8) = 5/256 and P(mean >= 7.75) = 9/256 = 3.5 %, so the 97.5th percentile is 7.75.
-    est = stats.mean_ci([0, 1, 2, 10], resamples=10000, seed=0)
+    est = stats.mean_ci([0, 1, 2, 10], resamples=10000, seed=0, method="percentile")
     assert (est.n, est.mean, est.lo, est.hi) == (4, 3.25, 0.5, 7.75)
 
 
 def test_bootstrap_ci_of_two_values_is_their_range():
     # Resample means of [a, b]: a (1/4), (a+b)/2 (1/2), b (1/4): the 2.5 and 97.5 percentiles are a and b
-    est = stats.mean_ci([0.3, 0.8], resamples=10000, seed=1)
+    est = stats.mean_ci([0.3, 0.8], resamples=10000, seed=1, method="percentile")
     assert est.mean == pytest.approx(0.55) and (est.lo, est.hi) == (0.3, 0.8)
 
 
@@ -39,7 +39,9 @@ def test_paired_bootstrap_uses_per_seed_differences():
     assert stats.paired_differences(cell, ref)[0] == [0, 1, 2, 3]
     est = stats.paired_ci(cell, ref)
     assert est.n == 4 and est.mean == pytest.approx(0.0325)
-    assert est.lo == pytest.approx(0.005) and est.hi == pytest.approx(0.0775) and est.excludes_zero
+    # BCa: the percentile interval [0.005, 0.0775] moved toward the long right tail (the 0.10 difference)
+    assert est.lo == pytest.approx(0.0075) and est.hi == pytest.approx(0.08) and est.excludes_zero
+    assert stats.paired_ci(cell, ref, method="percentile").to_json()["ci"] == pytest.approx([0.005, 0.0775])
     # a constant shift: the CI is that constant and excludes 0, however far apart the unpaired values are
     shifted = {s: v + 0.02 for s, v in ref.items()}
     est = stats.paired_ci(shifted, ref)
@@ -173,7 +175,7 @@ def test_report_of_a_hand_written_sweep(sweep_dir, capsys):
     paired = {p["metric"]: p for p in report["paired"]}
     final = paired["final_score"]
     assert (final["cell"], final["reference"], final["n"]) == ("new", "ref", 4)
-    assert final["ci"] == pytest.approx([0.005, 0.0775]) and final["ci_excludes_zero"]
+    assert final["ci"] == pytest.approx([0.0075, 0.08]) and final["ci_excludes_zero"]  # BCa
     assert not final["excludes_zero"] and final["no_star"] == "fewer than 8 pairs"  # 4 pairs: no star
     assert (final["wins"], final["losses"], final["ties"]) == (3, 0, 1) and final["sign_p"] == 0.25
     ttt = paired["ttt_seconds"]
@@ -276,8 +278,8 @@ def test_time_to_target_over_censored_pairs_gets_no_star(tmp_path, capsys):
     md = (out / "report" / "report.md").read_text()
     line = next(ln for ln in md.splitlines() if ln.startswith("| new | ref | time to target"))
     assert "(both reached)" in line and "| 2 of 10 |" in line and "[-50.0, -50.0] |" in line and " * " not in line
-    assert "| 2/8/0 | 0.109 | 8 censored pair(s): no star |" in line
-    assert "about 91 %" in md
+    assert "| 2/8/0 | 0.109 (sign) | – | – | 8 censored pair(s): no star |" in line
+    assert "Holm" in md and "BCa" in md
     # without censoring and with 10 pairs, the same kind of shift is starred
     out = make_sweep(tmp_path / "sw2", {"ref": [ttt(100.0)] * 10, "new": [ttt(50.0 + s) for s in range(10)]})
     report, _ = build(out, resamples=500)
@@ -353,3 +355,27 @@ def test_hostile_files_make_one_warning_per_run_not_a_traceback(tmp_path, capsys
     md = (out / "report" / "report.md").read_text()
     assert sum(ln.startswith("- new/seed1: unreadable") for ln in md.splitlines()) == 1
     assert all("\n" not in w for w in report["warnings"])
+
+
+def test_report_keeps_every_per_seed_value_and_tests_the_primary_metric(tmp_path):
+    """report.json holds each run's values (so every star can be recomputed), the common horizon and the
+    primary metric; a cell whose score is higher on every seed has a Holm-corrected Wilcoxon p and a star,
+    and a null states its minimum detectable effect."""
+    out = make_sweep(
+        tmp_path / "sw",
+        {"ref": [{"final_score": 0.70}] * 10, "new": [{"final_score": 0.72 + 0.001 * s} for s in range(10)]},
+    )
+    for s in range(10):  # the new cell learns faster: its rounds score higher
+        steps = [_record(r, 100.0 * r, 0.7 - 0.1 / r + 0.05 + 0.001 * s) for r in range(1, 5)]
+        (out / f"new/seed{s}" / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    report, _ = build(out, resamples=500)
+    assert report["primary_metric"] == "auc" and report["horizon_sim_seconds"] == 400.0
+    assert set(report["per_seed"]) == {"ref", "new"} and len(report["per_seed"]["new"]) == 10
+    assert report["per_seed"]["new"]["3"]["final_score"] == pytest.approx(0.723)
+    auc = next(p for p in report["paired"] if p["metric"] == "auc")
+    assert auc["mean"] == pytest.approx(0.0545, abs=1e-9) and auc["wilcoxon_p"] == pytest.approx(2 / 1024)
+    assert auc["holm_p"] == auc["wilcoxon_p"] and auc["excludes_zero"] and len(auc["differences"]) == 10
+    null = next(p for p in report["paired"] if p["metric"] == "sec_per_round")  # identical round times
+    assert not null["excludes_zero"] and null["mde"] == 0.0
+    md = markdown(report)
+    assert "over the horizon (primary)" in md and "Holm p" in md

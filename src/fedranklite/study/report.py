@@ -28,16 +28,33 @@ from fedranklite.core.results_io import write_json_atomic, write_text_atomic
 from fedranklite.study.report_figures import plot_curves, plot_ttt
 from fedranklite.study.report_markdown import markdown
 from fedranklite.study.stats import (
+    ALPHA,
     MIN_STAR_PAIRS,
+    POWER,
     censored_median,
     censored_pairs,
+    holm,
     mean_ci,
+    minimum_detectable_effect,
     paired_ci,
+    paired_differences,
     sign_test,
     star,
+    wilcoxon_p,
     wins_losses_ties,
 )
-from fedranklite.study.sweep_results import HORIZON, Finished, Metric, ReportError, load_sweep, metrics_of
+from fedranklite.study.sweep_results import (
+    HORIZON,
+    PRIMARY,
+    Finished,
+    Metric,
+    ReportError,
+    load_sweep,
+    metrics_of,
+    restricted,
+    score_auc,
+    sustained_time_to_target,
+)
 
 
 def _groups(entries: list[dict]) -> list[dict]:
@@ -125,6 +142,15 @@ def build(
             warnings_.append(f"finished runs differ in {name}: {shown}")
     fair_keys = list((first.fairness_final or {}) if first else [])
     metrics = metrics_of(metric, higher, fair_keys)
+    # the common horizon: the simulated time every finished run covers, so the primary metric (score averaged
+    # over it) and the restricted time to target compare every run over the same span
+    totals = [f.values.get("sim_time_total") for f in finished]
+    horizon = min((x for x in totals if x is not None and x > 0), default=None)
+    target = first.target if first else None
+    for f in finished:
+        f.values[PRIMARY] = score_auc(f.records, horizon) if horizon else None
+        sustained = sustained_time_to_target(f.records, target, higher)
+        f.values["ttt_restricted"] = restricted(sustained, horizon) if horizon and target is not None else None
     runs_of: dict[str, dict[int, Finished]] = {g["group"]: {} for g in groups}
     for run in finished:
         runs_of[run.entry["group"]][run.entry["seed"]] = run
@@ -185,15 +211,27 @@ def build(
                 continue
             est = paired_ci(a, b, resamples, seed)
             cens = censored_pairs(a, b) if m.censored else 0
-            starred, why = star(est, cens)
             w, lo, t = wins_losses_ties(a, b, m.lower_is_better, missing_is_worst=m.censored)
+            both, d = paired_differences(a, b)
             row.update(est.to_json())
-            row.update({"excludes_zero": starred, "ci_excludes_zero": est.excludes_zero, "no_star": why})
-            row.update({"wins": w, "losses": lo, "ties": t, "sign_p": sign_test(w, lo)})
+            row.update({"ci_excludes_zero": est.excludes_zero, "wins": w, "losses": lo, "ties": t})
+            row.update({"sign_p": sign_test(w, lo), "differences": dict(zip(map(str, both), d))})
+            # a Wilcoxon test over both-reached pairs of a censored metric would be conditional on reaching
+            row["wilcoxon_p"] = None if m.censored else wilcoxon_p(d)
+            row["mde"] = None if m.censored else minimum_detectable_effect(d)
+            row["_estimate"], row["_censored"] = est, cens
             if m.censored:
                 row["censored_pairs"] = cens
                 row["order_unknown"] = _order_unknown(m, runs_of[g["group"]], runs_of[ref])
             paired.append(row)
+    # Holm over the comparisons of each metric (every non-reference cell against its reference: the
+    # comparisons the sweep spec declares), then the star, which needs the corrected p where a test was made
+    for key in {p["metric"] for p in paired}:
+        family = [p for p in paired if p["metric"] == key and "_estimate" in p]
+        for p, adjusted in zip(family, holm([p["wilcoxon_p"] for p in family])):
+            p["holm_p"] = adjusted
+            starred, why = star(p.pop("_estimate"), p.pop("_censored"), adjusted_p=adjusted)
+            p.update({"excludes_zero": starred, "no_star": why})
 
     report = {
         "sweep_dir": str(sweep_dir),
@@ -205,6 +243,12 @@ def build(
         "resamples": resamples,
         "seed": seed,
         "min_star_pairs": MIN_STAR_PAIRS,
+        "primary_metric": PRIMARY,
+        "horizon_sim_seconds": horizon,
+        "ci_method": "BCa",
+        "tests": {"paired": "Wilcoxon signed-rank, two-sided", "correction": "Holm, per metric", "alpha": ALPHA},
+        "mde": {"alpha": ALPHA, "power": POWER, "method": "paired t approximation, observed SD of differences"},
+        "per_seed": {g: {str(s): f.values for s, f in sorted(runs.items())} for g, runs in runs_of.items()},
         "budget": {
             "seeds": sorted({r["seed"] for r in entries}),
             "rounds": sorted({r.get("num_rounds") for r in entries if r.get("num_rounds") is not None}),

@@ -38,6 +38,7 @@ def _span(values: list) -> str:
 def markdown(report: dict) -> str:
     metrics = {m["key"]: m for m in report["metrics"]}
     digits = {"final_score": 4, "best_score": 4, "ttt_seconds": 1, "ttt_rounds": 1, "sec_per_round": 2}
+    digits.update({"auc": 4, "ttt_restricted": 1})
     digits.update({"compliance_pct": 1, "kb_up": 1})
     b, runs = report["budget"], report["runs"]
     seeds = b["seeds"]
@@ -48,8 +49,10 @@ def markdown(report: dict) -> str:
         f"Budget: {len(seeds)} seeds per cell ({', '.join(map(str, seeds))}), {_span(b['rounds'])} rounds per run, "
         f"{_span(b['clients'])} clients ({_span(b['clients_per_round'])} per round); "
         f"reference cell: **{report['reference']}**. Metric: {report['metric']} ({direction} is better), "
-        f"target {report['target']}. Means with 95 % percentile-bootstrap CIs over seeds "
-        f"({report['resamples']} resamples, RNG seed {report['seed']}).",
+        f"target {report['target']}. Means with 95 % bootstrap CIs over seeds "
+        f"({report.get('ci_method', 'percentile')}, {report['resamples']} resamples, RNG seed {report['seed']}). "
+        f"Primary metric: the {report['metric']} averaged over the common horizon of "
+        f"{_num(report.get('horizon_sim_seconds'), 1)} simulated seconds (AUC / horizon).",
         "",
     ]
     if runs["missing"]:
@@ -71,6 +74,7 @@ def markdown(report: dict) -> str:
             [
                 c["group"],
                 f"{c['n']}" + ("" if c["n"] == c["planned"] else f" of {c['planned']}"),
+                _est(m["auc"], 4, c["n"]) if "auc" in m else "–",
                 _est(m["final_score"], 4, c["n"]),
                 _est(m["best_score"], 4, c["n"]),
                 f"{c['reached']}/{c['n']}",
@@ -87,6 +91,7 @@ def markdown(report: dict) -> str:
             [
                 "cell",
                 "seeds",
+                f"{metric} over the horizon (primary)",
                 f"final {metric}",
                 f"best {metric}",
                 "reached target",
@@ -131,6 +136,9 @@ def markdown(report: dict) -> str:
                     note += f"; {p['order_unknown']} of unknown order"
             elif not note and p["ci"] is not None and p.get("ci_excludes_zero") and not p["excludes_zero"]:
                 note = f"CI excludes 0, no star: {p.get('no_star')}"
+            elif not note and not p["excludes_zero"] and p.get("mde") is not None:
+                note = f"no difference larger than {_num(p['mde'], d)} detectable"
+            test_p = p.get("sign_p") if censored else p.get("wilcoxon_p")
             seeds_ = str(p["n"]) + ("" if p["n"] == p.get("seeds_in_both", p["n"]) else f" of {p['seeds_in_both']}")
             rows.append(
                 [
@@ -142,7 +150,9 @@ def markdown(report: dict) -> str:
                     "–" if p["mean"] is None else f"{p['mean']:+.{d}f}",
                     ci + (" *" if p["excludes_zero"] else ""),
                     "–" if p["wins"] is None else f"{p['wins']}/{p['losses']}/{p['ties']}",
-                    "–" if p.get("sign_p") is None else f"{p['sign_p']:.3f}",
+                    "–" if test_p is None else f"{test_p:.3f}" + (" (sign)" if censored else ""),
+                    "–" if p.get("holm_p") is None else f"{p['holm_p']:.3f}",
+                    "–" if p.get("mde") is None else _num(p["mde"], d),
                     note,
                 ]
             )
@@ -150,20 +160,24 @@ def markdown(report: dict) -> str:
         out += [
             "## Paired differences against the reference (same seed: same data split, selection, client speeds)",
             "",
-            "d = cell − reference per seed; mean over seeds in both with a paired bootstrap 95 % CI. "
-            f"* : the CI excludes 0, over at least {min_pairs} pairs, and (time and rounds to target) no pair "
-            "is censored. W/L/T: seeds where the cell is better / worse / equal; sign p: two-sided exact "
-            "binomial test of W against L, ties dropped. For time and rounds to target an unreached run counts "
+            "d = cell − reference per seed; mean over seeds in both with a paired bootstrap 95 % CI (BCa). "
+            "p: two-sided Wilcoxon signed-rank test of the differences; Holm p: corrected over the comparisons "
+            f"of that metric (family-wise error 5 %). * : the CI excludes 0, the Holm p is below 0.05, over at "
+            f"least {min_pairs} pairs, and (time and rounds to target) no pair is censored. MDE: the smallest "
+            "mean difference a paired test at 5 % would detect with 80 % power at these seeds (paired t, "
+            "observed SD of d); a null states it. W/L/T: seeds where the cell is better / worse / equal. "
+            "For the two censored metrics (time and rounds to target) p is the exact sign test of W against L "
+            "(ties dropped) instead. For time and rounds to target an unreached run counts "
             "as +∞ in W/L/T (sooner wins; two unreached runs tie), while the mean difference uses only seeds "
             "where both reached: with any censored pair (a seed unreached in either arm) that mean is "
             "conditional on reaching and gets no star; read W/L/T and sign p instead. A pair of unknown order: "
             "the unreached run stopped (in simulated time) before the other reached, yet counts as slower.",
             "",
-            "Percentile bootstrap CIs over few seeds under-cover: over 10 seeds of normal data a nominal 95 % "
-            "CI covers the mean about 91 % of the time (simulation), so a star near the edge is weak evidence.",
+            "Bootstrap CIs over few seeds under-cover; BCa corrects part of it, and a star also needs the test.",
             "",
             _table(
-                ["cell", "reference", "metric", "better", "seeds", "mean d", "95 % CI", "W/L/T", "sign p", "note"],
+                ["cell", "reference", "metric", "better", "seeds", "mean d", "95 % CI", "W/L/T", "p", "Holm p", "MDE"]
+                + ["note"],
                 rows,
             ),
             "",

@@ -1,16 +1,15 @@
-"""Statistics over seeds for `fedranklite report`: percentile bootstrap CIs (plain and paired), a
-censoring-aware median time-to-target, wins/losses/ties with a sign test, and the rule for when a paired
-CI earns a significance star. Pure functions of plain numbers.
+"""Statistics over seeds for `fedranklite report`. Pure functions of plain numbers.
 
-The bootstrap resamples seeds with replacement (`resamples` draws of n seeds from a numpy Generator
-seeded with `seed`), takes the mean of each draw, and reports the (1-level)/2 and (1+level)/2 percentiles
-of those means. Every call starts its own Generator from `seed`, so a number does not depend on what
-else was computed before it.
-
-The percentile bootstrap under-covers at small n: over 10 seeds of normal data a nominal 95 % CI covers
-the true mean about 91 % of the time (it ignores the t-correction and the resampled spread is biased low
-by (n-1)/n). So a paired CI gets no star below MIN_STAR_PAIRS pairs, and a star near the edge is weak
-evidence.
+- CIs of a mean (plain, or of per-seed paired differences) from `scipy.stats.bootstrap`: BCa by default
+  (bias-corrected and accelerated; it corrects the percentile bootstrap's under-coverage at few seeds),
+  `method="percentile"` on request. Seeds are resampled with replacement (`resamples` draws from a numpy
+  Generator seeded with `seed`); every call starts its own Generator, so a number does not depend on what
+  else was computed before it.
+- Paired tests: the Wilcoxon signed-rank test of the per-seed differences (exact for small n without ties),
+  with Holm's step-down correction over the comparisons declared in the sweep spec; the exact sign test of
+  wins against losses for censored metrics.
+- The minimum detectable effect of a paired comparison at its number of seeds, so a null has a size.
+- A censoring-aware median time-to-target, and the rule for when a paired CI earns a significance star.
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 MIN_STAR_PAIRS = 8  # fewer pairs: a paired CI gets no significance star (the bootstrap CI is too narrow)
+ALPHA = 0.05  # family-wise error rate of the paired tests of one metric (Holm)
+POWER = 0.8  # the power at which a minimum detectable effect is stated
 
 
 @dataclass
@@ -39,23 +40,51 @@ class Estimate:
         return {"n": self.n, "mean": self.mean, "ci": None if self.lo is None else [self.lo, self.hi]}
 
 
-def bootstrap_means(values: Sequence[float], resamples: int = 10000, seed: int = 0) -> np.ndarray:
-    """Means of `resamples` resamples (with replacement, same size) of `values`."""
-    x = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    return x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+CI_METHODS = ("BCa", "percentile")
 
 
-def mean_ci(values: Sequence[float], resamples: int = 10000, seed: int = 0, level: float = 0.95) -> Estimate:
-    """Mean and percentile-bootstrap CI of the mean; None/NaN values are left out."""
+def mean_ci(
+    values: Sequence[Optional[float]],
+    resamples: int = 10000,
+    seed: int = 0,
+    level: float = 0.95,
+    method: str = "BCa",
+) -> Estimate:
+    """Mean and bootstrap CI of the mean (`scipy.stats.bootstrap`, BCa or percentile); None/NaN values are left
+    out. Identical values have the CI [v, v]; where BCa is undefined (its acceleration needs at least two
+    distinct jackknife means) the percentile interval is used."""
+    if method not in CI_METHODS:
+        raise ValueError(f"CI method {method!r}: one of {', '.join(CI_METHODS)}")
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     if x.size == 0:
         return Estimate(0, None, None, None)
     if x.size == 1:
         return Estimate(1, float(x[0]), None, None)
-    means = bootstrap_means(x, resamples, seed)
-    lo, hi = np.percentile(means, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    if np.ptp(x) == 0:
+        return Estimate(int(x.size), float(x[0]), float(x[0]), float(x[0]))
+    lo, hi = _scipy_ci(x, resamples, seed, level, method)
+    if not (math.isfinite(lo) and math.isfinite(hi)) and method != "percentile":
+        lo, hi = _scipy_ci(x, resamples, seed, level, "percentile")
     return Estimate(int(x.size), float(x.mean()), float(lo), float(hi))
+
+
+def _scipy_ci(x: np.ndarray, resamples: int, seed: int, level: float, method: str) -> tuple[float, float]:
+    import warnings
+
+    from scipy.stats import bootstrap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a degenerate BCa interval is NaN, handled by the caller
+        ci = bootstrap(
+            (x,),
+            np.mean,
+            n_resamples=resamples,
+            confidence_level=level,
+            method=method,
+            vectorized=True,
+            random_state=np.random.default_rng(seed),
+        ).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def paired_differences(
@@ -72,11 +101,50 @@ def paired_ci(
     resamples: int = 10000,
     seed: int = 0,
     level: float = 0.95,
+    method: str = "BCa",
 ) -> Estimate:
     """Mean paired difference over shared seeds with a paired bootstrap CI (the seeds are resampled, each
     carrying its own difference)."""
     _, d = paired_differences(cell, reference)
-    return mean_ci(d, resamples, seed, level)
+    return mean_ci(d, resamples, seed, level, method)
+
+
+def wilcoxon_p(differences: Sequence[float]) -> Optional[float]:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (zero differences dropped, as Wilcoxon
+    defined it); 1.0 when every difference is zero; None with no pairs."""
+    d = np.asarray([x for x in differences if math.isfinite(x)], dtype=np.float64)
+    if d.size == 0:
+        return None
+    if not np.any(d):
+        return 1.0
+    from scipy.stats import wilcoxon
+
+    return float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def holm(pvalues: Sequence[Optional[float]]) -> list[Optional[float]]:
+    """Holm's step-down adjusted p-values over a family of comparisons (None stays None and is not counted):
+    the k-th smallest of m p-values becomes max over j <= k of min(1, (m - j + 1) * p_(j)). Rejecting where
+    the adjusted p is below alpha controls the family-wise error rate at alpha."""
+    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m, out, running = len(present), [None] * len(pvalues), 0.0
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def minimum_detectable_effect(differences: Sequence[float], alpha: float = 0.05, power: float = 0.8) -> Optional[float]:
+    """The smallest true mean paired difference that a two-sided paired test at level `alpha` would detect with
+    probability `power` at this number of seeds: (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd(d) / sqrt(n), the
+    paired-t approximation with the observed standard deviation of the differences. None below 2 pairs."""
+    d = np.asarray([x for x in differences if math.isfinite(x)], dtype=np.float64)
+    if d.size < 2:
+        return None
+    from scipy.stats import t
+
+    n = d.size
+    return float((t.ppf(1 - alpha / 2, n - 1) + t.ppf(power, n - 1)) * d.std(ddof=1) / math.sqrt(n))
 
 
 def censored(times: Sequence[Optional[float]]) -> np.ndarray:
@@ -135,9 +203,16 @@ def sign_test(wins: int, losses: int) -> Optional[float]:
     return float(binomtest(wins, wins + losses, 0.5, alternative="two-sided").pvalue)
 
 
-def star(estimate: Estimate, censored: int = 0, min_pairs: int = MIN_STAR_PAIRS) -> tuple[bool, Optional[str]]:
+def star(
+    estimate: Estimate,
+    censored: int = 0,
+    min_pairs: int = MIN_STAR_PAIRS,
+    adjusted_p: Optional[float] = None,
+    alpha: float = ALPHA,
+) -> tuple[bool, Optional[str]]:
     """Whether a paired estimate earns a significance star, and why not when it does not: the CI must
-    exclude 0, over at least `min_pairs` pairs, with no censored pair left out of the mean."""
+    exclude 0, over at least `min_pairs` pairs, with no censored pair left out of the mean, and where a
+    test was made, its family-corrected (Holm) p-value must be below `alpha`."""
     if estimate.lo is None:
         return False, "no CI"
     if censored:
@@ -146,6 +221,8 @@ def star(estimate: Estimate, censored: int = 0, min_pairs: int = MIN_STAR_PAIRS)
         return False, f"fewer than {min_pairs} pairs"
     if not estimate.excludes_zero:
         return False, "CI includes 0"
+    if adjusted_p is not None and adjusted_p >= alpha:
+        return False, f"Holm-adjusted p {adjusted_p:.3f} >= {alpha}"
     return True, None
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -30,9 +31,14 @@ class Finished:
     values: dict[str, Optional[float]]
 
 
+PRIMARY = "auc"  # the primary metric of a comparison: the score averaged over the common simulated horizon
+
+
 def metrics_of(metric: str, higher_is_better: bool, fairness_keys: list[str]) -> list[Metric]:
     lower = not higher_is_better
     return [
+        Metric(PRIMARY, f"mean {metric} over the common horizon (AUC / horizon)", 4, lower),
+        Metric("ttt_restricted", "restricted time to target, 2 evals in a row (sim s, unreached = horizon)", 1, True),
         Metric("final_score", f"final {metric}", 4, lower),
         Metric("best_score", f"best {metric}", 4, lower),
         Metric("ttt_seconds", "time to target (sim s)", 1, True, censored=True),
@@ -78,6 +84,46 @@ def run_values(s: RunSummary) -> dict[str, Optional[float]]:
     }
     values.update({f"loss_{k}": _number(f"fairness_final.{k}", v) for k, v in (s.fairness_final or {}).items()})
     return values
+
+
+def score_auc(records: list[RoundRecord], horizon: float) -> Optional[float]:
+    """The evaluated score as a step function of simulated time (each evaluation holds until the next; before
+    the first, the first), averaged over [0, horizon]: the area under the score-vs-time curve divided by the
+    horizon, so it is on the score's scale and rewards reaching a good score early. None without evaluations
+    or with a horizon that is not positive."""
+    points = sorted((r.sim_time, r.score) for r in records if r.score is not None and math.isfinite(r.score))
+    if not points or not horizon > 0:
+        return None
+    area, t0, s0 = 0.0, 0.0, points[0][1]
+    for t, s in points:
+        if t >= horizon:
+            break
+        area += s0 * (max(t, 0.0) - t0)
+        t0, s0 = max(t, 0.0), s
+    area += s0 * (horizon - t0)
+    return area / horizon
+
+
+def sustained_time_to_target(
+    records: list[RoundRecord], target: Optional[float], higher_is_better: bool, in_a_row: int = 2
+) -> Optional[float]:
+    """Simulated time of the first of `in_a_row` consecutive evaluations that all meet the target (one lucky
+    evaluation of a noisy score does not count); None when never met or with no target."""
+    if target is None:
+        return None
+    evals = sorted((r.sim_time, r.score) for r in records if r.score is not None)
+    met = [(s >= target) if higher_is_better else (s <= target) for _, s in evals]
+    for i in range(len(evals) - in_a_row + 1):
+        if all(met[i : i + in_a_row]):
+            return float(evals[i][0])
+    return None
+
+
+def restricted(time: Optional[float], horizon: float) -> float:
+    """A time to target restricted to the horizon: min(time, horizon), an unreached run counting as the horizon
+    (the restricted-mean handling of censoring: every run has a value, and a mean over runs is the expected
+    time lost before the target within the horizon)."""
+    return horizon if time is None else min(time, horizon)
 
 
 # how far an unreached run looked: its simulated seconds / rounds in all (an unreached run is only known
