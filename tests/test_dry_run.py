@@ -127,12 +127,3 @@ def test_expected_round_time_is_the_mean_slowest_of_every_possible_selection():
         brute = np.mean([max(c) for c in itertools.combinations(t, k)])
         assert expected_max(t, k) == pytest.approx(brute)
     assert expected_max(np.full(10_000, 2.0), 5_000) == pytest.approx(2.0)  # large n stays finite
-
-
-def test_allow_changed_needs_resume(tmp_path, capsys):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_tree(tmp_path)))
-    code = cli.main(["run", "-c", str(path), "--allow-changed", "training.lr"])
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert code == 2 and len(err) == 1 and "--allow-changed" in err[0] and "--resume" in err[0]
-    assert not (tmp_path / "results").exists()

@@ -157,9 +157,10 @@ def setting_up(console, cfg, quiet: bool):
             yield
 
 
-def run_with_progress(run, args, console, lines: RoundLines):
+def run_with_progress(run, args, console, lines: RoundLines, **run_options):
     """Each round's line printed above a live bar (rounds done, elapsed, ETA); during a round the bar says
-    which client trains (local backend) and, in the set-up and tokenising steps, what happens."""
+    which client trains (local backend) and, in the set-up and tokenising steps, what happens. `run_options`
+    go to `run.run` as they are."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -210,7 +211,7 @@ def run_with_progress(run, args, console, lines: RoundLines):
             progress.update(task, completed=rec.round, description=nxt)
 
         with stage_listener(show_step):
-            return run.run(on_round=on_round, resume=args.resume)
+            return run.run(on_round=on_round, resume=args.resume, **run_options)
 
 
 def print_summary(console, summary, results_dir) -> None:

@@ -91,7 +91,8 @@ def _run_parser(sub) -> None:
         action="append",
         default=[],
         metavar="KEY",
-        help="with --resume: a config key (dotted) that may differ from the checkpoint's config (repeatable)",
+        help="with --resume: an input the checkpoint recorded (data, rank_profile, client_trace, backbone, package, "
+        "libraries) that may have changed since; the run continues on the changed input (repeatable)",
     )
     run.add_argument(
         "--centralized",

@@ -76,19 +76,27 @@ def _run(cfg, args: argparse.Namespace, console) -> int:
     from fedranklite.data.textsplit import DataError
     from fedranklite.model.backbones import ModelError
     from fedranklite.run.checkpoint import ResumeError
+    from fedranklite.run.outfolder import OutputFolderError
     from fedranklite.run.profiling import ProfileError
     from fedranklite.run.viability import RunRefused, RunStopped
 
     log = logging.getLogger("fedranklite")
     total = cfg.federation.num_rounds
     began = time.perf_counter()
+    options = resume_options(args)
     try:
         with setting_up(console, cfg, args.quiet):
             run = start(cfg)
+            if options and "allow_changed" not in inspect.signature(run.run).parameters:
+                return error(
+                    console, f"--allow-changed: engine.backend {cfg.engine.backend} cannot resume on changed inputs"
+                )
             if args.resume and hasattr(run, "resume_from_checkpoint"):
-                run.resume_from_checkpoint()  # the adapter against the model's, before the run's first line
+                run.resume_from_checkpoint(**options)  # the adapter against the model's, before the run's first line
     except ResumeError as exc:
         return error(console, exc, "cannot resume")
+    except OutputFolderError as exc:  # another process writes to the results folder
+        return error(console, exc)
     except ImportError as exc:  # an optional dependency of the chosen backend (Flower)
         return error(
             console,
@@ -106,12 +114,15 @@ def _run(cfg, args: argparse.Namespace, console) -> int:
     try:
         if args.quiet:
             summary = run.run(
-                on_round=lambda rec: log.info(round_log_line(rec, cfg, metric, total)), resume=args.resume
+                on_round=lambda rec: log.info(round_log_line(rec, cfg, metric, total)), resume=args.resume, **options
             )
         else:
-            summary = run_with_progress(run, args, console, RoundLines(metric, total, higher_is_better(run)))
+            lines = RoundLines(metric, total, higher_is_better(run))
+            summary = run_with_progress(run, args, console, lines, **options)
     except ResumeError as exc:
         return error(console, exc, "cannot resume")
+    except OutputFolderError as exc:
+        return error(console, exc)
     except (DataError, ModelError) as exc:  # raised inside a Flower run, where set-up happens per process
         return error(console, exc)
     except RunStopped as exc:
@@ -126,25 +137,23 @@ def _run(cfg, args: argparse.Namespace, console) -> int:
     return 0
 
 
-def resume_check_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of the resume path's config check: `allow_changed`, the config keys (--allow-changed,
-    dotted) a resumed run may change against its checkpoint. The one place the option reaches that check."""
+def resume_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What a resume passes to the run's `resume_from_checkpoint` and `run`: `allow_changed`, the recorded
+    inputs (run/fingerprint.py: data, backbone, ...) whose change since the checkpoint --allow-changed accepts.
+    The one place the option reaches the resume path."""
     return {"allow_changed": list(args.allow_changed)} if args.allow_changed else {}
 
 
 def results_folder(cfg, args: argparse.Namespace):
     """The results folder checked before the model and data load (outfolder.py); with --resume, the
     checkpoint is read and compared with the config here too, so a refused resume loads nothing."""
-    from fedranklite.run.checkpoint import CHECKPOINT_NAME, ResumeError, check_config, load_checkpoint
+    from fedranklite.run.checkpoint import CHECKPOINT_NAME, check_config, load_checkpoint
     from fedranklite.run.outfolder import prepare_results_folder
 
     if args.resume:
         path = cfg.results_dir / CHECKPOINT_NAME
         saved = load_checkpoint(path)
-        options = resume_check_options(args)
-        if options and "allow_changed" not in inspect.signature(check_config).parameters:
-            raise ResumeError("--allow-changed: this version's resume check cannot relax a key yet")
-        check_config(path, saved["config"], cfg.to_dict(), saved.get("round_idx"), **options)
+        check_config(path, saved["config"], cfg.to_dict(), saved.get("round_idx"))
     new = prepare_results_folder(cfg, resume=args.resume, overwrite=args.overwrite, new_folder=args.new_folder)
     if new.experiment_name != cfg.experiment_name:
         logging.getLogger("fedranklite").warning(
