@@ -71,6 +71,7 @@ SLOW_MODULES = {
     "test_resume.py",  # killed and resumed command-line runs
     "test_smollm2.py",  # the bundled SmolLM2-135M backbone
     "test_sweep.py",  # sweeps start their runs as subprocesses
+    "test_sweep_slurm.py",  # sweeps through submitit's local executor and the command line
 }
 # Single tests of otherwise fast modules ("module::test function", every parametrization).
 SLOW_TESTS = {
