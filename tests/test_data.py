@@ -576,3 +576,87 @@ def test_dirichlet_redraws_beyond_flowers_eleven_until_every_client_has_rows():
         split(class_labels(n=30, classes=2), 10, "dirichlet", seed=0, alpha=0.01, max_draws=1)
     with pytest.raises(DataError, match="20 clients but only 10 training rows"):
         split(class_labels(n=10, classes=2), 20, "dirichlet", seed=0, alpha=0.5)  # refused before any draw
+
+
+# ================================================================== inputs checked by meaning
+def test_the_class_count_and_names_are_logged_at_set_up(tmp_path, caplog):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": ["a", "b", "c", "d", "e"], "label": ["pos", "neg", "pos", "pos", "neg"]}).to_csv(
+        train, index=False
+    )
+    with caplog.at_level(logging.INFO, logger="fedranklite.data.load"):
+        data = load_data(files_config(train, train))
+    assert data.num_labels == 2
+    line = next(r.getMessage() for r in caplog.records if "classes" in r.getMessage())
+    assert f"{train}: 2 classes, names neg=0, pos=1; training rows per class 2/3" == line
+
+
+def test_integer_labels_are_logged_as_ids(tmp_path, caplog):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"text": list("abcd"), "label": [0, 2, 1, 2]}).to_csv(train, index=False)
+    with caplog.at_level(logging.INFO, logger="fedranklite.data.load"):
+        load_data(files_config(train, train))
+    assert any("3 classes, ids 0..2; training rows per class 1/1/2" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "labels, names, expect",
+    [
+        ([0, 1, "neg", "pos"], None, "mixes integer labels (0, 1) and label names ('neg', 'pos')"),
+        (["pos", "neg", "pos", 1], None, "first differing at data row 4"),
+        ([1.0, 0.0, "neg", "neg"], None, "mixes integer labels"),
+        (["neg", "pos", "0", "1"], ["neg", "pos"], "mixes integer labels (0, 1) and label names"),
+        ([{"a": 1}, 0, 1, 0], None, "data row 1: the label in column 'label' is a JSON object, not a class"),
+        ([[0], 0, 1, 0], None, "is a JSON array"),
+    ],
+)
+def test_a_label_column_holds_one_kind(labels, names, expect):
+    from fedranklite.data.textsplit import class_ids
+
+    with pytest.raises(DataError) as err:
+        class_ids(labels, names, "label", "f.jsonl")
+    assert expect in str(err.value) and str(err.value).startswith("f.jsonl: ")
+
+
+def test_one_kind_of_label_still_loads():
+    from fedranklite.data.textsplit import class_ids
+
+    assert class_ids(["0", "1", 1, 0.0], None, "label", "w")[0].tolist() == [0, 1, 1, 0]
+    ids, names = class_ids(["b", "a", "b"], None, "label", "w")
+    assert ids.tolist() == [1, 0, 1] and names == ["a", "b"]
+    assert class_ids(["x", "y"], ["x", "y"], "label", "w")[0].tolist() == [0, 1]
+    assert class_ids([1, 0], ["x", "y"], "label", "w")[0].tolist() == [1, 0]
+
+
+def test_texts_must_be_strings_and_only_a_pair_column_may_be_null():
+    from fedranklite.data.textsplit import check_texts
+
+    assert check_texts({"s1": ["a", "b"], "s2": ["c", None]}, "w", optional=["s2"]) == [("a", "c"), ("b", "")]
+    with pytest.raises(DataError, match=r"^w: data row 2: column 's1' is missing \(null\)"):
+        check_texts({"s1": ["a", None], "s2": ["c", "d"]}, "w", optional=["s2"])
+    with pytest.raises(DataError, match=r"^w: data row 1: column 's1' holds a number \(5\), not text"):
+        check_texts({"s1": [5, "x"]}, "w")
+    with pytest.raises(DataError, match=r"column 's2' holds a JSON array"):
+        check_texts({"s1": ["a"], "s2": [["x"]]}, "w", optional=["s2"])
+
+
+def test_a_jsonl_pair_with_a_null_second_sentence_loads(tmp_path):
+    train = tmp_path / "train.jsonl"
+    rows = [{"a": f"p{i}", "b": None if i == 1 else f"h{i}", "label": i % 2} for i in range(4)]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_data(files_config(train, train, "data.text_columns=[a, b]"))
+    assert data.train.texts[1] == ("p1", "")
+
+
+def test_the_file_type_is_checked_by_content(tmp_path):
+    from fedranklite.data.load import sniff
+
+    (tmp_path / "a.csv").write_text("text,label\nx,1\n")
+    assert sniff(tmp_path / "a.csv", "csv") is None
+    (tmp_path / "a.json").write_text('\ufeff  [{"text": "x", "label": 1}]')
+    assert sniff(tmp_path / "a.json", "json") is None
+    (tmp_path / "b.csv").write_bytes(b"\x1f\x8b\x08" + bytes(50))
+    assert sniff(tmp_path / "b.csv", "csv") == "not a CSV file: it is a gzip archive"
+    long = tmp_path / "long.csv"
+    long.write_bytes(b"text,label\n" + ("\u00e9" * 40000).encode() + b",1\n")  # a character across 64 KiB
+    assert sniff(long, "csv") is None

@@ -9,6 +9,7 @@ split among the clients is `partitioners.py`.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from fedranklite.data.embedded import EMBEDDED_TASKS
 from fedranklite.data.glue import load_glue
-from fedranklite.data.textsplit import DataError, TextSplit, class_ids
+from fedranklite.data.textsplit import DataError, TextSplit, check_texts, class_ids
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,83 @@ def _load_file(path: str):
         raise DataError(f"{path}: unsupported file type {p.suffix!r}; use one of {sorted(_FILE_BUILDERS)}")
     if p.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
+    problem = sniff(p, builder)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     kwargs = {}
     if p.suffix.lower() == ".tsv":
         # GLUE-style TSV: tab separated, quotes are literal text, never field delimiters
         kwargs = {"sep": "\t", "quoting": csv.QUOTE_NONE}
+    if p.suffix.lower() == ".jsonl":
+        _check_json_lines(p)
+    quiet = logging.getLogger("datasets")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its reader logs a traceback before raising; the error below says it all
     try:
         return datasets.load_dataset(builder, data_files=str(p), split="train", **kwargs)
     except Exception as exc:
         if "corresponds to no data" in str(exc):  # e.g. a CSV with a header line only
             raise DataError(f"{path}: no rows") from None
-        raise DataError(f"{path}: could not be read as {builder}: {exc}") from None
+        text = " ".join(str(exc).split())
+        raise DataError(f"{path}: could not be read as {builder}: {text[:300]}") from None
+    finally:
+        quiet.setLevel(level)
+
+
+def _check_json_lines(path: Path) -> None:
+    """Every non-blank line of a JSON-lines file is one JSON object, or one DataError naming the line."""
+    i = 0
+    with open(path, encoding="utf-8", errors="strict") as fh:
+        try:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise DataError(f"{path}: line {i}: not JSON ({getattr(exc, 'msg', exc)})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}: line {i}: a JSON {type(row).__name__}, not an object with the columns")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (after line {i}: {exc.reason}); save it as UTF-8") from None
+
+
+_MAGIC = {
+    b"PAR1": "a Parquet file",
+    b"PK\x03\x04": "a ZIP archive",
+    b"\x1f\x8b": "a gzip archive",
+    b"%PDF": "a PDF document",
+    b"\x80": "a Python pickle",
+    b"SQLite format 3": "an SQLite database",
+    b"\x89HDF": "an HDF5 file",
+}
+
+
+def sniff(path: Path, builder: str) -> Optional[str]:
+    """Why the start of `path` is not what its extension says (a csv/json/parquet reader), or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    found = next((what for magic, what in _MAGIC.items() if head.startswith(magic)), None)
+    if builder == "parquet":
+        return None if head.startswith(b"PAR1") else f"not a Parquet file (it starts as {found or 'something else'})"
+    if found:
+        return f"not a {path.suffix.lstrip('.').upper()} file: it is {found}"
+    if b"\x00" in head:
+        return f"not a {path.suffix.lstrip('.').upper()} file: it holds binary data (NUL bytes in its first 64 KiB)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if len(head) < 65536 or exc.start < len(head) - 4:  # not a character cut at the 64 KiB boundary
+            return f"not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        text = head[: exc.start].decode("utf-8")
+    if builder == "json":
+        first = text.lstrip("\ufeff \t\r\n")[:1]
+        if first not in ("{", "["):
+            return f"not JSON: it starts with {first!r} (JSON lines start with '{{', a JSON file with '[' or '{{')"
+    return None
 
 
 def _load_hub(name: str, subset: Optional[str], split: str):
@@ -74,7 +142,7 @@ def _to_split(
             raise DataError(f"{where}: column {col!r} not found; the columns are {columns}")
     if len(table) == 0:
         raise DataError(f"{where}: no rows")
-    texts = list(zip(*[["" if v is None else str(v) for v in table[c]] for c in text_columns]))
+    texts = check_texts({c: table[c] for c in text_columns}, where, optional=text_columns[1:])
     raw = table[label_column]
     if task == "regression":
         try:
@@ -159,4 +227,17 @@ def load_data(cfg) -> LoadedData:
             )
     if num_labels < 2:
         raise DataError(f"{where_train}: classification needs at least two classes in the training data")
+    log.info("%s: %d classes, %s", where_train, num_labels, describe_classes(train, num_labels))
     return LoadedData(train, evaluation, num_labels, d.task)
+
+
+def describe_classes(train: TextSplit, num_labels: int) -> str:
+    """'names neg=0, pos=1; training rows per class 120/118' (or 'ids 0..K-1' when the labels are ids)."""
+    counts = np.bincount(train.labels, minlength=num_labels)[:num_labels]
+    if train.label_names:
+        shown = ", ".join(f"{n}={i}" for i, n in enumerate(train.label_names[:10]))
+        named = f"names {shown}{', ...' if len(train.label_names) > 10 else ''}"
+    else:
+        named = f"ids 0..{num_labels - 1}"
+    per = "/".join(str(int(c)) for c in counts[:10]) + ("/..." if num_labels > 10 else "")
+    return f"{named}; training rows per class {per}"

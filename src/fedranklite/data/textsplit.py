@@ -43,21 +43,34 @@ def class_ids(
     integral values (0/1/2, "0"/"1", 0.0/1.0) are the ids themselves, and anything else is mapped by
     the sorted set of distinct strings, which become the names. `column` and `where` name the source
     in the DataError raised for a missing, negative or unknown label."""
-    if any(v is None for v in raw):
-        raise DataError(f"{where}: column {column!r} has missing labels")
+    missing = next((i for i, v in enumerate(raw) if v is None), None)
+    if missing is not None:
+        raise DataError(f"{where}: column {column!r} has missing labels (first at data row {missing + 1})")
+    odd = next((i for i, v in enumerate(raw) if isinstance(v, (dict, list, tuple, bytes))), None)
+    if odd is not None:
+        raise DataError(
+            f"{where}: data row {odd + 1}: the label in column {column!r} is a {_kind(raw[odd])}, not a class"
+        )
     if label_names:
         index = {name: i for i, name in enumerate(label_names)}
-        ids = []
+        ids, by_name = [], []
         for v in raw:
             key = str(v).strip()
             if key in index:
                 ids.append(index[key])
+                by_name.append(True)
             elif key.lstrip("-").isdigit() and 0 <= int(key) < len(label_names):
                 ids.append(int(key))
+                by_name.append(False)
             else:
                 raise DataError(f"{where}: label {v!r} in column {column!r} is not one of {label_names}")
+        if any(by_name) and not all(by_name):
+            _mixed(raw, by_name, column, where)
         return np.asarray(ids, dtype=np.int64), list(label_names)
-    if all(_is_integral(v) for v in raw):  # 0/1/2, "0"/"1", or 0.0/1.0 (a float column)
+    integral = [_is_integral(v) for v in raw]
+    if any(integral) and not all(integral):
+        _mixed(raw, [not k for k in integral], column, where)
+    if all(integral):  # 0/1/2, "0"/"1", or 0.0/1.0 (a float column)
         values = [int(float(v)) if isinstance(v, (float, np.floating)) else int(v) for v in raw]
         if min(values) < 0:
             raise DataError(f"{where}: negative class label {min(values)} in column {column!r}")
@@ -71,6 +84,55 @@ def class_ids(
     names = sorted({str(v).strip() for v in raw})
     index = {name: i for i, name in enumerate(names)}
     return np.asarray([index[str(v).strip()] for v in raw], dtype=np.int64), names
+
+
+def _mixed(raw: Sequence, by_name: Sequence[bool], column: str, where: str) -> None:
+    """One DataError for a label column that holds both class ids (integers) and class names."""
+    ids = sorted({str(v).strip() for v, n in zip(raw, by_name) if not n}, key=str)
+    names = sorted({str(v).strip() for v, n in zip(raw, by_name) if n})
+    minority = not (sum(by_name) * 2 >= len(by_name))  # the rarer kind is the likely mistake
+    row = next(i for i, n in enumerate(by_name) if n == minority) + 1
+    raise DataError(
+        f"{where}: column {column!r} mixes integer labels ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}) "
+        f"and label names ({', '.join(repr(n) for n in names[:3])}{', ...' if len(names) > 3 else ''}), first "
+        f"differing at data row {row}; a column holds one kind: all class ids 0..K-1 or all names"
+    )
+
+
+def _kind(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return "number"
+    return {dict: "JSON object", list: "JSON array", tuple: "JSON array", bytes: "binary value"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def check_texts(columns: dict[str, Sequence], where: str, optional: Sequence[str] = ()) -> list[tuple[str, ...]]:
+    """Rows of text from `columns` (name -> values): every value must be a string; a missing value (None) is
+    allowed only in the `optional` columns (the second sentence of a pair) and reads as "". Anything else (a
+    number, a JSON object or array) is one DataError naming the column and the data row."""
+    names = list(columns)
+    for name in names:
+        values = columns[name]
+        for i, v in enumerate(values):
+            if isinstance(v, str):
+                continue
+            if v is None:
+                if name in optional:
+                    continue
+                raise DataError(f"{where}: data row {i + 1}: column {name!r} is missing (null); every row needs a text")
+            raise DataError(
+                f"{where}: data row {i + 1}: column {name!r} holds a {_kind(v)} ({_preview(v)}), not text; "
+                "text columns hold strings"
+            )
+    return [tuple("" if v is None else v for v in row) for row in zip(*[columns[n] for n in names])]
+
+
+def _preview(v) -> str:
+    text = " ".join(repr(v).split())
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _is_integral(v) -> bool:
