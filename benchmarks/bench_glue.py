@@ -183,7 +183,7 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
     import torch
 
     from fedranklite.run.budget import budget_report
-    from fedranklite.run.checkpoint import ResumeError
+    from fedranklite.run.checkpoint import CHECKPOINT_NAME, ResumeError
     from fedranklite.run.engine import build_engine
 
     cfg = run_config(config, sets, centralized)
@@ -192,7 +192,7 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
     engine = build_engine(cfg)
     setup = time.perf_counter() - start
     # a run this benchmark started before (killed, or finished but not recorded) continues from its checkpoint
-    resume = (cfg.results_dir / "checkpoint.pt").is_file()
+    resume = (cfg.results_dir / CHECKPOINT_NAME).is_file()
     try:
         summary = engine.run(resume=resume).to_json()  # as metrics.json holds it
     except ResumeError as exc:

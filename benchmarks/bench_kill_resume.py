@@ -62,7 +62,7 @@ def main() -> None:
         args.kills = 2
     import torch
 
-    from fedranklite.run.checkpoint import load_checkpoint
+    from fedranklite.run.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
     rng = random.Random(args.seed)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FEDRANKLITE_CACHE": tempfile.mkdtemp(prefix="frl_cache_")}
@@ -77,7 +77,7 @@ def main() -> None:
         duration = time.perf_counter() - began
         cfg = config(tmp / "b", tmp / "killed")
         kills, early = [], 0
-        ckpt = tmp / "killed" / "run" / "checkpoint.pt"
+        ckpt = tmp / "killed" / "run" / CHECKPOINT_NAME
 
         def how() -> tuple[str, ...]:  # killed before the first checkpoint: start afresh over what is there
             return ("--resume",) if ckpt.exists() else ("--overwrite",)
@@ -100,8 +100,8 @@ def main() -> None:
             print(f"kill {len(kills)}: after {delay:.1f} s, {done} rounds checkpointed", flush=True)
         final = subprocess.run(command(cfg, *how()), env=env, capture_output=True)
         assert final.returncode == 0, final.stderr.decode()[-500:]
-        ref = load_checkpoint(tmp / "ref" / "run" / "checkpoint.pt")
-        new = load_checkpoint(tmp / "killed" / "run" / "checkpoint.pt")
+        ref = load_checkpoint(tmp / "ref" / "run" / CHECKPOINT_NAME)
+        new = load_checkpoint(tmp / "killed" / "run" / CHECKPOINT_NAME)
         identical = ref["round_idx"] == new["round_idx"] and all(
             torch.equal(t, new["global_state"][k]) for k, t in ref["global_state"].items()
         )

@@ -15,6 +15,8 @@ sys.path.insert(0, str(ROOT / "experiments" / "slm_budget"))
 
 from bench_slm_budget import start_from  # noqa: E402
 
+from fedranklite.run.checkpoint import CHECKPOINT_NAME  # noqa: E402
+
 
 def fail(message):
     raise SystemExit(message)
@@ -41,7 +43,7 @@ def test_a_continued_candidate_is_the_longer_run_and_keeps_the_shorter_one(tiny_
     assert [r.round for r in continued.state.records] == [1, 2, 3]
     for name, tensor in fresh.state.global_state.items():
         assert torch.equal(tensor, continued.state.global_state[name]), name
-    assert (short.results_dir / "checkpoint.pt").is_file()  # the shorter run stays as it was
+    assert (short.results_dir / CHECKPOINT_NAME).is_file()  # the shorter run stays as it was
     assert not list(long.results_dir.parent.glob("*.copying"))
     start_from(short, long, fail)  # a continuation already there is left alone (resumed, not copied over)
     assert len((long.results_dir / "rounds.jsonl").read_text().splitlines()) == 3
@@ -56,9 +58,8 @@ def test_an_unfinished_or_other_shorter_run_or_an_occupied_folder_is_one_clear_e
         start_from(short, long, fail)
     build_engine(short).run()
     other = tiny_config(experiment_name="c_r3", federation={"num_rounds": 3}, training={"lr": 0.5})
-    with pytest.raises(
-        SystemExit, match=r"--continue-from: .*c_r2/checkpoint.pt: .*differing: federation.num_rounds, training.lr\)"
-    ):
+    message = r"--continue-from: .*c_r2/checkpoint.safetensors: .*differing: federation.num_rounds, training.lr\)"
+    with pytest.raises(SystemExit, match=message):
         start_from(short, other, fail)  # e.g. a --set value left out: the continuation would not be this run
     assert not other.results_dir.exists()
     long.results_dir.mkdir(parents=True)

@@ -2,7 +2,7 @@
 training gradients of the two bases compared on the same rows.
 
 For a task (default RTE), the finished SmolLM2 lite runs of benchmarks/bench_glue.py (fp32 and 4-bit, seeds
-0-2: results/bench_glue/seed<N>/glue_<task>_lite_smollm2[_4bit]/checkpoint.pt) are loaded, and every final
+0-2: results/bench_glue/seed<N>/glue_<task>_lite_smollm2[_4bit]/, their checkpoints) are loaded, and every final
 global adapter, plus peft's initial adapter (B zero: the zero-shot model), is scored on the task's dev rows
 under the fp32 weights and under the NF4 weights. This is an analysis of runs already reported, not a choice:
 nothing here picks a recipe, and each adapter's score under its own base must reproduce its run's reported dev score
@@ -78,7 +78,7 @@ def main() -> None:
     import torch
 
     from fedranklite.config.files import load_config
-    from fedranklite.run.checkpoint import load_checkpoint
+    from fedranklite.run.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from fedranklite.run.client import evaluate
     from fedranklite.run.prepare import prepare
 
@@ -88,9 +88,9 @@ def main() -> None:
     for base in BASES:
         for seed in seeds:
             folder = run_folder(args.runs, args.task, seed, base)
-            if not (folder / "checkpoint.pt").is_file():
-                sys.exit(f"{folder / 'checkpoint.pt'}: missing (run bench_glue.py --only-smollm2 first)")
-            payload = load_checkpoint(folder / "checkpoint.pt")
+            if not (folder / CHECKPOINT_NAME).is_file():
+                sys.exit(f"{folder / CHECKPOINT_NAME}: missing (run bench_glue.py --only-smollm2 first)")
+            payload = load_checkpoint(folder / CHECKPOINT_NAME)
             adapters[f"{base}_seed{seed}"] = {
                 "state": payload["global_state"],
                 "trained_on": base,
