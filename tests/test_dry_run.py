@@ -104,7 +104,9 @@ def test_dry_run_names_the_profile_it_would_use_or_that_it_would_measure_one(tmp
     code, out, err = dry(tmp_path, capsys, "timing.mode=profile")
     assert code == 0, err
     text = comments(out)
-    assert any("cached on this machine" in ln and "a = 0.01 s, b = 0.001 s per rank" in ln for ln in text)
+    assert any("cached on this machine" in ln for ln in text)
+    assert "priced at a = 0.01 s, b = 0.001 s per rank (on the tiers' reference device)" in text
+    assert "tiers:" in text and any(ln.startswith("  fast: ") for ln in text)
     # 24 samples x (0.01 + 0.001 x 4) = 0.336 s of compute for a fast client, plus the profile's bytes each way
     size = saved["bytes_fixed"] + 4 * saved["bytes_per_rank"]
     assert f"communication: {size:,} bytes each way per client at rank 4 (from the profile)" in text

@@ -67,30 +67,35 @@ def _load_profile(path: Optional[Path]):
 
 
 def compute_prices(cfg) -> list[str]:
+    from fedranklite.run.pricing import priced_fit, pricing, pricing_lines
+
     t = cfg.timing
     path, source = _profile(cfg)
     key = _key_text(cfg)
     if t.mode == "profile":
-        head = "compute prices: timing.mode profile, t(r) = a + b x rank seconds per sample from a rank profile"
-        where = f"rank profile for {key}: {path if path is not None else '-'} ({source})"
+        lines = [
+            "compute prices: timing.mode profile, t(r) = a + b x rank seconds per sample from a rank profile",
+            f"rank profile for {key}: {path if path is not None else '-'} ({source})",
+        ]
         if path is not None:
-            fit = _load_profile(path).time_fit
-            where += f"; a = {fit.intercept:.4g} s, b = {fit.slope:.4g} s per rank"
-        return [head, where]
-    if t.mode == "analytic":
-        return [
+            a, b = priced_fit(cfg, _load_profile(path))
+            lines.append(f"priced at a = {a:.4g} s, b = {b:.4g} s per rank (on the tiers' reference device)")
+    elif t.mode == "analytic":
+        lines = [
             "compute prices: timing.mode analytic, seconds = samples x (a + b x rank) / compute_factor with "
             f"a = {t.sec_per_sample:g} s, b = {t.sec_per_sample_per_rank:g} s per rank (constants of the config)",
             f"rank profile for {key} (used only for the wall-time estimate below): "
             f"{path if path is not None else 'none'}" + (f" ({source})" if path is not None else ""),
         ]
-    return [
-        f"compute prices: timing.mode {t.mode}, simulated seconds = the measured wall seconds of each client's "
-        f"training / its compute_factor; until a client reports, the scheduler predicts with a = "
-        f"{getattr(t, 'sec_per_sample', '-')} s, b = {getattr(t, 'sec_per_sample_per_rank', '-')} s per rank",
-        f"rank profile for {key} (used only for the estimate below): "
-        f"{path if path is not None else 'none'}" + (f" ({source})" if path is not None else ""),
-    ]
+    else:
+        lines = [
+            f"compute prices: timing.mode {t.mode}, simulated seconds = the measured wall seconds of each client's "
+            f"training / its compute_factor; until a client reports, the scheduler predicts with a = "
+            f"{getattr(t, 'sec_per_sample', '-')} s, b = {getattr(t, 'sec_per_sample_per_rank', '-')} s per rank",
+            f"rank profile for {key} (used only for the estimate below): "
+            f"{path if path is not None else 'none'}" + (f" ({source})" if path is not None else ""),
+        ]
+    return lines + ["tiers:"] + [f"  {line}" for line in pricing_lines(pricing(cfg, _load_profile(path)))]
 
 
 def _key_text(cfg) -> str:
@@ -181,7 +186,9 @@ def estimate(cfg, stage1) -> list[str]:
     profile = _load_profile(path)
     t = cfg.timing
     if t.mode == "profile" and profile is not None:
-        a, b = max(profile.time_fit.intercept, 0.0), max(profile.time_fit.slope, 0.0)
+        from fedranklite.run.pricing import priced_fit
+
+        a, b = priced_fit(cfg, profile)
     elif t.mode == "profile":
         a = b = None
     else:
