@@ -3,6 +3,8 @@ from a trace file, and reach the schedulers only through telemetry."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -64,14 +66,16 @@ def test_round_conditions_are_seeded_per_round_and_follow_availability(tiny_conf
 def test_trace_file_overrides_the_drawn_values(tmp_path, tiny_config):
     cfg = tiny_config()  # 4 clients: fast 0-1, slow 2-3
     path = tmp_path / "trace.csv"
-    path.write_text("cid,compute_factor,uplink_mbps,downlink_mbps,availability\n0,0.5,1,2,0.9\n3,,,,0.5\n")
+    path.write_text(
+        "cid,compute_factor,uplink_mbps,downlink_mbps,availability\n0,0.5,1,2,0.9\n1,,,,\n2,,,,\n3,,,,0.5\n"
+    )
     trace = read_trace(path, cfg.num_clients)
     hw = draw_hardware(cfg, cfg.client_tiers(), trace)
     assert hw.compute_factor.tolist() == [0.5, 1.0, 0.25, 0.25]
     assert hw.uplink_mbps.tolist() == [1.0, 100.0, 10.0, 10.0] and hw.downlink_mbps[0] == 2.0
     assert hw.availability.tolist() == [0.9, 1.0, 1.0, 0.5]
     jsonl = tmp_path / "trace.jsonl"
-    jsonl.write_text('{"cid": 1, "compute_factor": 2.0}\n')
+    jsonl.write_text('{"cid": 1, "compute_factor": 2.0}\n' + "".join(f'{{"cid": {c}}}\n' for c in (0, 2, 3)))
     assert read_trace(jsonl, 4)["compute_factor"].tolist()[1] == 2.0
 
 
@@ -86,6 +90,17 @@ def test_trace_file_overrides_the_drawn_values(tmp_path, tiny_config):
         ("cid,compute_factor\nx,1\n", "integer cid"),
         ("cid,compute_factor\n0,fast\n", "not a number"),
         ("cid,compute_factor\n", "no client rows"),
+        ("cid,compute_factor\n0,1\n1,1\n", r"no row for client\(s\) 2, 3; a trace lists every client"),
+        ("cid,compute_factor\n0,1\n1,1\n2,1\n3,1\n4,1\n", "line 6: cid 4 is not a client of this run"),
+        ("cid,compute_factor\n0,1\n1,nan\n", "line 3: compute_factor must be a positive finite number, got 'nan'"),
+        ("cid,uplink_mbps\n0,inf\n", "uplink_mbps must be a positive finite number"),
+        ("cid,availability\n0,0\n", r"availability must be in \(0, 1\]"),
+        ("cid,compute_factor\n0,1,7\n", "line 2: 3 fields, the header names 2"),
+        ("cid,cid\n0,1\n", "line 1: a column name appears twice"),
+        ("cid,compute_factor\n1.0,1\n", "line 2: needs an integer cid, got '1.0'"),
+        ("cid,compute_factor\n0,1\n0,2\n", r"line 3: cid 0 appears twice \(first on line 2\)"),
+        ("cid,compute_factor\n0,1\n\n\n1,\x00\n", "line 5: binary data"),
+        ('cid,compute_factor\n"0,1\n', "line 2: 1 fields, the header names 2"),  # an unclosed quote: one field
     ],
 )
 def test_bad_trace_files_are_one_clear_line(tmp_path, body, message):
@@ -200,6 +215,45 @@ def test_unavailable_clients_are_lost_for_the_round_seeded(tiny_config):
     gone = [c for c in rec.clients if c.status == "lost"]
     assert all(c.straggler and c.steps == 0 and c.bytes_up == 0 for c in gone)
     assert not rec.compliant and rec.round_sim_seconds == pytest.approx(30.0)  # waited for them until the deadline
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('{"cid": 0}\n{"cid": 1.5}\n', "line 2: needs an integer cid, got 1.5"),
+        ('{"cid": true}\n', "line 1: needs an integer cid, got True"),
+        ('{"cid": 0, "compute_factor": true}\n', "line 1: compute_factor True is not a number"),
+        ('{"cid": 0, "compute_factor": {"a": 1}}\n', "compute_factor {'a': 1} is not a number"),
+        ('{"cid": 0}\n\n[1]\n', "line 3: expected an object"),
+        ('{"cid": 0}\n{"cid": 1\n', "line 2: not JSON"),
+        ('{"cid": 0, "speed": 1}\n', r"line 1: unknown column\(s\) \['speed'\]"),
+        ('{"cid": 0}\n{"cid": 1, "availability": 1e999}\n', "line 2: availability must be in"),
+    ],
+)
+def test_bad_json_lines_traces_name_the_line(tmp_path, body, message):
+    path = tmp_path / "t.jsonl"
+    path.write_text(body)
+    with pytest.raises(TraceError, match=message) as info:
+        read_trace(path, 4)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_garbage_and_huge_traces_are_one_line_naming_the_file(tmp_path):
+    import random
+
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(random.Random(1).randbytes(200_000))
+    with pytest.raises(TraceError, match=rf"^{re.escape(str(garbage))}: line \d+: (binary data|not UTF-8)"):
+        read_trace(garbage, 4)
+    text = tmp_path / "text.csv"
+    text.write_text("".join(f"{random.Random(i).random()},x,{i}\n" for i in range(2000)))  # no cid header
+    with pytest.raises(TraceError, match=rf"^{re.escape(str(text))}: line 2: unknown column"):
+        read_trace(text, 4)
+    huge = tmp_path / "huge.jsonl"
+    with open(huge, "wb") as fh:
+        fh.truncate(50 * 2**20)  # 50 MB: refused by its size, never read
+    with pytest.raises(TraceError, match=r"huge.jsonl: 52,428,800 bytes; a client trace is at most 16 MiB"):
+        read_trace(huge, 4)
 
 
 def test_a_broken_trace_is_a_config_error(tmp_path, tiny_config):

@@ -7,9 +7,10 @@ time is multiplied by a lognormal jitter (`jitter_sigma`), and a selected client
 seeded by the run's seed and hidden from the schedulers: they see the tier prior and, once a client has
 reported, the server's running estimate from its telemetry (`Telemetry`), the same for every scheduler.
 
-Trace file (`federation.client_trace`, CSV or JSON lines), one row per client id:
+Trace file (`federation.client_trace`, CSV or JSON lines, at most 16 MiB), one row for every client id:
     cid, compute_factor, uplink_mbps, downlink_mbps, availability
-Any column but `cid` may be left out (or empty) to keep the tier's value for it. A FedScale trace maps
+Any column but `cid` may be left out (or empty) to keep the tier's value for it; a client without a row, or
+an id that is not a client, is refused. A FedScale trace maps
 onto it as: compute_factor = fastest `computation` / this client's `computation` (FedScale gives
 inference ms per sample), uplink_mbps = downlink_mbps = `communication` / 1000 (kbit/s, symmetric),
 availability = total active time / `finish_time` of the client_behave_trace entry.
@@ -18,6 +19,7 @@ availability = total active time / `finish_time` of the client_behave_trace entr
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -98,57 +100,137 @@ def round_conditions(hw: Hardware, seed: int, round_idx: int, cids: np.ndarray) 
     return jitter, answers
 
 
+MAX_TRACE_BYTES = 16 * 2**20  # a row per client is some 60 bytes: 16 MiB holds over 250,000 clients
+
+
 def read_trace(path: str | Path, num_clients: int) -> dict[str, np.ndarray]:
-    """A client trace file as one array per column (NaN where the file leaves the tier's value)."""
+    """A client trace file as one array per column (NaN where the file leaves the tier's value).
+
+    The file lists every client of the tiers (cid 0..num_clients-1) exactly once; each value is a finite number
+    in its range (compute factor and bandwidths positive, availability in (0, 1]). A file over 16 MiB, one that
+    is not UTF-8 text, a row that does not parse, an unknown column or client id, a client listed twice or not
+    at all is one TraceError naming the file and, where there is one, the line."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceError(f"{path}: cannot be read ({exc})") from None
-    if path.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TraceError(f"{path}: line {i}: not JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise TraceError(f"{path}: line {i}: expected an object with cid, compute_factor, ...")
-                rows.append(row)
-    else:
-        rows = list(csv.DictReader(text.splitlines()))
+        size = path.stat().st_size
+        if size > MAX_TRACE_BYTES:
+            raise TraceError(
+                f"{path}: {size:,} bytes; a client trace is at most {MAX_TRACE_BYTES // 2**20} MiB (one short row "
+                "per client): is this the right file?"
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise TraceError(f"{path}: line {line}: binary data (a NUL byte); a trace is CSV or JSON-lines text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TraceError(
+            f"{path}: line {line}: not UTF-8 text ({exc.reason}); a trace is CSV or JSON-lines text"
+        ) from None
+    rows = _json_rows(path, text) if path.suffix.lower() in (".jsonl", ".json") else _csv_rows(path, text)
     if not rows:
         raise TraceError(f"{path}: no client rows")
-    unknown = sorted({k for row in rows for k in row if k not in ("cid", *TRACE_COLUMNS)})
-    if unknown:
-        raise TraceError(f"{path}: unknown column(s) {unknown}; known: cid, {', '.join(TRACE_COLUMNS)}")
     out = {name: np.full(num_clients, np.nan) for name in TRACE_COLUMNS}
-    seen = set()
-    for i, row in enumerate(rows, 1):
-        try:
-            cid = int(row["cid"])
-        except (KeyError, TypeError, ValueError):
-            raise TraceError(f"{path}: row {i}: needs an integer cid") from None
+    seen: dict[int, int] = {}
+    for line, row in rows:
+        where = f"{path}: line {line}"
+        unknown = sorted(k for k in row if k not in ("cid", *TRACE_COLUMNS))
+        if unknown:
+            raise TraceError(f"{where}: unknown column(s) {unknown}; known: cid, {', '.join(TRACE_COLUMNS)}")
+        cid = _cid(row.get("cid"))
+        if cid is None:
+            raise TraceError(f"{where}: needs an integer cid, got {_show(row.get('cid'))}")
         if not 0 <= cid < num_clients:
-            raise TraceError(f"{path}: row {i}: cid {cid} is not a client of this run (0..{num_clients - 1})")
+            raise TraceError(f"{where}: cid {cid} is not a client of this run (0..{num_clients - 1})")
         if cid in seen:
-            raise TraceError(f"{path}: row {i}: cid {cid} appears twice")
-        seen.add(cid)
+            raise TraceError(f"{where}: cid {cid} appears twice (first on line {seen[cid]})")
+        seen[cid] = line
         for name in TRACE_COLUMNS:
             raw = row.get(name)
             if raw is None or raw == "":
                 continue
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                raise TraceError(f"{path}: row {i}: {name} {raw!r} is not a number") from None
-            ok = 0 < value <= 1 if name == "availability" else math.isfinite(value) and value > 0
+            value = _number(raw)
+            if value is None:
+                raise TraceError(f"{where}: {name} {_show(raw)} is not a number")
+            ok = math.isfinite(value) and (0 < value <= 1 if name == "availability" else value > 0)
             if not ok:
                 bound = "in (0, 1]" if name == "availability" else "a positive finite number"
-                raise TraceError(f"{path}: row {i}: {name} must be {bound}, got {raw}")
+                raise TraceError(f"{where}: {name} must be {bound}, got {_show(raw)}")
             out[name][cid] = value
+    if len(seen) < num_clients:
+        missing = [c for c in range(num_clients) if c not in seen]
+        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise TraceError(
+            f"{path}: no row for client(s) {shown}; a trace lists every client of the tiers (cid 0..{num_clients - 1}) "
+            "exactly once (leave a column empty to keep the tier's value)"
+        )
     return out
+
+
+def _json_rows(path: Path, text: str) -> list[tuple[int, dict]]:
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise TraceError(f"{path}: line {i}: not JSON ({getattr(exc, 'msg', exc)})") from None
+            if not isinstance(row, dict):
+                raise TraceError(f"{path}: line {i}: expected an object with cid, compute_factor, ...")
+            rows.append((i, row))
+    return rows
+
+
+def _csv_rows(path: Path, text: str) -> list[tuple[int, dict]]:
+    reader = csv.reader(io.StringIO(text))
+    rows = []
+    try:
+        header = next(reader, None)
+        if header is None:
+            return rows
+        header = [h.strip() for h in header]
+        if len(set(header)) != len(header):
+            raise TraceError(f"{path}: line 1: a column name appears twice in the header {header}")
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise TraceError(
+                    f"{path}: line {reader.line_num}: {len(fields)} fields, the header names {len(header)}"
+                )
+            rows.append((reader.line_num, {h: f.strip() for h, f in zip(header, fields)}))
+    except csv.Error as exc:
+        raise TraceError(f"{path}: line {reader.line_num}: not CSV ({exc})") from None
+    return rows
+
+
+def _cid(raw: Any) -> Optional[int]:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.strip().isdigit() and raw.strip().isascii():
+        return int(raw.strip())
+    return None
+
+
+def _number(raw: Any) -> Optional[float]:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        return None
+    try:
+        return float(raw)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _show(raw: Any) -> str:
+    text = " ".join(repr(raw).split())
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class Telemetry:
