@@ -203,3 +203,12 @@ def test_a_profile_whose_fit_goes_negative_over_the_runs_ranks_stops_the_time_mo
     long = tiny_config(timing={"mode": "profile", "profile": prof.source}, model={"lora": {"r_max": 16}})
     with pytest.raises(ProfileError, match=r"within ranks 1..16 of this run"):
         ProfileTime.from_config(long.timing, long)
+
+
+def test_a_surrogate_run_says_its_calibration_prices_compute_not_the_profile():
+    cfg = load_config(ROOT / "configs" / "experiments" / "whatif_100k.yaml", ["device=cpu"])
+    entry = pricing(cfg)["gpu_fast"]
+    assert entry["timing"] == "surrogate" and "profile" not in entry
+    assert entry["conversion_source"].startswith("none: the surrogate's calibration")
+    (line,) = pricing_lines({"gpu_fast": entry})
+    assert line.startswith("gpu_fast: NVIDIA GeForce RTX 4090 = 1.2 x NVIDIA H100 (surrogate timing: the surrogate's")

@@ -144,6 +144,8 @@ def pricing(cfg, profile: Optional[RankProfile] = None) -> dict[str, dict[str, A
     device and the reference (with its source), and `x_profile_device`: the tier's speed as a multiple of the
     profile's device, what the time model divides the profile's time by."""
     mode = cfg.timing.mode
+    if getattr(cfg.engine, "backend", "local") == "surrogate":
+        mode = "surrogate"  # its calibration's fitted time model prices compute, not the profile
     reference = compute_reference(cfg.tiers)
     if mode == "profile" and profile is None:
         profile = _resolve(cfg)
@@ -174,6 +176,11 @@ def pricing(cfg, profile: Optional[RankProfile] = None) -> dict[str, dict[str, A
                 entry["conversion_assumed"] = True
             factor = conversion.factor if conversion else 1.0
             entry["x_profile_device"] = tier.compute_factor * factor
+        elif mode == "surrogate":
+            entry["conversion_source"] = (
+                "none: the surrogate's calibration (engine.surrogate.calibration) fitted seconds per sample at "
+                "compute_factor 1 of the tiers of the run it was calibrated on"
+            )
         elif mode == "measured":
             entry["conversion_source"] = "none: measured wall seconds of this machine / compute_factor"
         else:
@@ -194,6 +201,8 @@ def pricing_lines(table: dict[str, dict[str, Any]]) -> list[str]:
                 line += ", the conversion measured on another setting"
         elif e["timing"] == "profile":
             line += f", priced from {e['profile']}: {e['conversion_source']}"
+        else:
+            line += f" ({e['timing']} timing: {e['conversion_source'].removeprefix('none: ')})"
         lines.append(line)
     return lines
 
