@@ -108,3 +108,21 @@ def test_state_dict_round_trip():
     # the running mean continues with the right count: (0.025 * 2 + 0.04) / 3 = 0.03
     fresh.observe(0.4, 10)
     assert fresh.observed_sec_per_sample == pytest.approx(0.03)
+
+
+def test_measured_timing_says_once_that_it_does_not_convert_to_the_tiers_reference(tiny_config, caplog):
+    import logging
+
+    from fedranklite.federation import timing
+
+    timing._warned.clear()
+    plain = tiny_config(timing={"mode": "measured"})
+    named = tiny_config(timing={"mode": "measured"}, tiers={"fast": {"compute_reference": "NVIDIA H100"}})
+    with caplog.at_level(logging.WARNING, logger="fedranklite.federation.timing"):
+        TimeModel.from_config(plain.timing, plain)
+        assert not caplog.records  # no reference named: nothing is left unconverted
+        TimeModel.from_config(named.timing, named)
+        TimeModel.from_config(named.timing, named)
+        analytic = tiny_config(tiers={"fast": {"compute_reference": "NVIDIA H100"}})
+        TimeModel.from_config(analytic.timing, analytic)  # analytic constants are on the reference by definition
+    assert len(caplog.records) == 1 and "'NVIDIA H100' is not applied" in caplog.records[0].getMessage()

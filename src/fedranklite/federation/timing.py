@@ -6,7 +6,8 @@
             cached/shipped one for this backbone and batch shape, else measured once and cached. t is in
             seconds on the tiers' `compute_reference` device, converted from the device that measured the
             profile by a measured ratio where one ships (run/pricing.py says which, per tier).
-- measured: compute seconds = measured wall seconds / tier compute_factor (depends on machine load)
+- measured: compute seconds = measured wall seconds / tier compute_factor (depends on machine load; this
+            machine's seconds, not converted to the tiers' compute_reference: warned about once)
 - analytic: compute seconds = samples * (sec_per_sample + sec_per_sample_per_rank * rank) / compute_factor,
             invented constants, for tests and sensitivity sweeps.
 All add communication time when the tier has a bandwidth: bytes * 8 / (bandwidth_mbps * 1e6),
@@ -15,6 +16,7 @@ for the download and the upload.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,9 @@ from typing import Optional
 from pydantic import Field
 
 from fedranklite.core.registry import PluginConfig, Registry
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 def comm_seconds(num_bytes: float, bandwidth_mbps: Optional[float]) -> float:
@@ -80,6 +85,16 @@ class TimeModel:
 
     @classmethod
     def from_config(cls, params: ConstantParams, cfg=None) -> "TimeModel":
+        references = sorted({t.compute_reference for t in getattr(cfg, "tiers", {}).values() if t.compute_reference})
+        if params.mode == "measured" and references:
+            # this machine's wall seconds are not converted to the tiers' reference device (profile mode does that)
+            message = (
+                f"timing.mode measured prices compute as this machine's wall seconds / compute_factor: the tiers' "
+                f"compute_reference {references[0]!r} is not applied (timing.mode profile converts to it)"
+            )
+            if message not in _warned:
+                _warned.add(message)
+                log.warning(message)
         return cls(params.mode, params.sec_per_sample, params.sec_per_sample_per_rank)
 
     @property
