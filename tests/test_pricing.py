@@ -212,3 +212,13 @@ def test_a_surrogate_run_says_its_calibration_prices_compute_not_the_profile():
     assert entry["conversion_source"].startswith("none: the surrogate's calibration")
     (line,) = pricing_lines({"gpu_fast": entry})
     assert line.startswith("gpu_fast: NVIDIA GeForce RTX 4090 = 1.2 x NVIDIA H100 (surrogate timing: the surrogate's")
+
+
+def test_a_refused_cached_profile_is_priced_as_measured_at_the_start_of_the_run(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDRANKLITE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(timing={"mode": "profile"})
+    cached = tmp_path / "cache" / "profiles" / key_file_name(profile_key(cfg))
+    cached.parent.mkdir(parents=True)
+    cached.write_text('{"ranks": [1]}')  # an older format: ensure_profile measures it again
+    entry = pricing(cfg)["fast"]
+    assert entry["profile"] == "measured at the start of the run" and entry["profile_device"] is None

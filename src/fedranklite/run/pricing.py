@@ -28,6 +28,7 @@ from fedranklite.config.tiers import compute_reference
 from fedranklite.federation.timing import ProfileParams, TimeModel
 from fedranklite.run.profiling import (
     SHIPPED_DIR,
+    ProfileError,
     RankProfile,
     cache_dir,
     device_label,
@@ -135,7 +136,14 @@ def _resolve(cfg) -> Optional[RankProfile]:
     if getattr(cfg.timing, "profile", None):
         return RankProfile.load(cfg.timing.profile)
     found = find_profile(profile_key(cfg))
-    return RankProfile.load(found) if found is not None else None
+    if found is None:
+        return None
+    try:
+        return RankProfile.load(found)
+    except ProfileError:
+        if found.parent == Path(SHIPPED_DIR):
+            raise
+        return None  # a cached profile this version refuses: the run measures it again (ensure_profile)
 
 
 def pricing(cfg, profile: Optional[RankProfile] = None) -> dict[str, dict[str, Any]]:
