@@ -107,6 +107,11 @@ def test_list_shows_every_kind_with_parameters_types_and_defaults(capsys):
     assert main_module.main(["list", "straggler_policy"]) == 0
     one = capsys.readouterr().out
     assert one.startswith("straggler-policies") and "schedulers" not in one and "  use_partial  " in one
+    for spelling in ("timing", "timing_modes", "Timing-Modes", "timing-mode"):
+        assert main_module.main(["list", spelling]) == 0
+        assert capsys.readouterr().out.startswith("timing-modes (timing.mode):")
+    assert main_module.main(["list", "s"]) == 2  # schedulers, straggler-policies or scores: not guessed
+    capsys.readouterr()
 
 
 def test_list_of_an_unknown_kind_names_the_kinds_in_one_line(capsys):

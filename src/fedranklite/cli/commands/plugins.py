@@ -24,12 +24,14 @@ KINDS: dict[str, tuple[str, str, str]] = {
 
 
 def kind_of(text: str) -> str | None:
-    """The kind `text` names: straggler_policies and straggler-policies alike, singular or plural."""
+    """The kind `text` names: straggler_policies and straggler-policies alike, singular or plural, or the start
+    of one kind's name (`timing`, `straggler`, `score`)."""
     key = text.strip().lower().replace("_", "-")
     for kind in KINDS:
         if key in (kind, kind.rstrip("s"), kind.replace("policies", "policy")):
             return kind
-    return None
+    starts = [kind for kind in KINDS if key and kind.startswith(key)]
+    return starts[0] if len(starts) == 1 else None
 
 
 def registry_of(kind: str):
