@@ -176,7 +176,7 @@ def test_absolute_and_relative_base_paths_to_the_shipped_base(tmp_path):
 # ================================================================== shipped configs
 def assert_base_defaults(cfg: Config) -> None:
     tiers = {name: (t.compute_factor, t.num_clients) for name, t in cfg.tiers.items()}
-    assert tiers == {"gpu_fast": (1.0, 3), "gpu_medium": (0.7, 3), "cpu_slow": (0.15, 4)}
+    assert tiers == {"gpu_fast": (1.2, 3), "gpu_medium": (0.23, 3), "cpu_slow": (0.15, 4)}  # x an H100 (base.yaml)
     assert list(cfg.tiers) == ["gpu_fast", "gpu_medium", "cpu_slow"]  # clients are numbered in this order
     assert all(t.memory_gb > 0 for t in cfg.tiers.values())
     assert cfg.num_clients == 10
