@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from conftest import tiny_tree
 
 from fedranklite.cli import main as cli
 from fedranklite.study import sweep
+from fedranklite.study.sweep import state as sweep_state
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = {"fixed": {"federation.scheduler.type": "fixed"}, "lite": {"federation.scheduler.type": "lite"}}
@@ -54,8 +54,8 @@ def no_subprocess(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError(f"a run was started: {args}")
 
-    monkeypatch.setattr(sweep.subprocess, "Popen", refuse)
-    monkeypatch.setattr(sweep.subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(subprocess, "run", refuse)
 
 
 def test_grid_runs_end_to_end(grid):
@@ -90,13 +90,13 @@ def test_a_killed_run_is_resumed_from_its_checkpoint(grid, capsys):
     folder = out / "lite" / "seed1"
     (folder / "done.json").unlink()
     (folder / "metrics.json").unlink()  # killed before its summary: only the checkpoint says how far it got
-    stamp = (folder / "checkpoint.pt").stat().st_mtime_ns
+    stamp = (folder / "checkpoint.safetensors").stat().st_mtime_ns
     assert cli.main(["sweep", str(spec)]) == 0
     text = capsys.readouterr().out
     assert "1 to resume" in text and "lite seed 1 (resumed)" in text and "[6/6]" in text
     assert json.loads((folder / "done.json").read_text())["resumed"] is True
     assert json.loads((folder / "metrics.json").read_text())["rounds_completed"] == 2
-    assert (folder / "checkpoint.pt").stat().st_mtime_ns == stamp  # continued after round 2, not restarted
+    assert (folder / "checkpoint.safetensors").stat().st_mtime_ns == stamp  # continued after round 2, not restarted
     assert len((folder / "rounds.jsonl").read_text().splitlines()) == 2
 
 
@@ -153,6 +153,16 @@ def test_compare_warns_when_runs_differ_in_more_than_the_scheduler(grid, capsys)
         ({"axes": {"deadline.seconds": [1, "1"]}}, "deadline.seconds=1 and deadline.seconds='1' make the same"),
         ({"axes": {"evaluation.metric": ["a/b", "a_b"]}}, "make the same run folder fixed/evaluation.metric=a_b/"),
         ({"axes": {"deadline.seconds": [0.1, "0.1"]}}, "make the same run folder fixed/deadline.seconds=0.1/"),
+        ({"seeds": [1, 1]}, "seeds: seeds must be distinct"),
+        ({"seeds": "many"}, "seeds: 'many': an int n >= 1"),
+        ({"slurm": ["gpu"]}, "slurm: must be a mapping"),
+        ({"slurm": {"partitoin": "gpu"}}, "slurm: unknown key 'partitoin'"),
+        ({"slurm": {"cluster": "pbs"}}, "slurm.cluster: 'pbs': slurm or local"),
+        ({"slurm": {"retries": -1}}, "slurm.retries: -1: an integer >= 0"),
+        ({"slurm": {"timeout_min": True}}, "slurm.timeout_min: True"),
+        ({"slurm": {"mem_gb": "16G"}}, "slurm.mem_gb: '16G'"),
+        ({"slurm": {"setup": "module load cuda"}}, "slurm.setup: must be a list"),
+        ({"slurm": {"additional": {"account": ["a"]}}}, "slurm.additional: must map"),
     ],
 )
 def test_hostile_specs_are_one_line_and_start_nothing(tmp_path, monkeypatch, capsys, change, expected):
@@ -162,6 +172,62 @@ def test_hostile_specs_are_one_line_and_start_nothing(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0] and err[0].startswith(str(spec)), err
     assert not (tmp_path / "spec").exists()
+
+
+HUGE = {
+    "seeds": ({"seeds": 10**9}, [], "seeds: the plan would hold 2,000,000,000 runs (2 cells x 1 axis points"),
+    "axes": (
+        {"axes": {f"x.k{i}": list(range(20)) for i in range(6)}},
+        [],
+        "axes.x.k0: the plan would hold 384,000,000 runs (2 cells x 64,000,000 axis points x 3 seeds)",
+    ),
+    "seed_list": ({"seeds": list(range(60_000))}, [], "seeds: the plan would hold 120,000 runs"),
+    "cli_seeds": ({}, ["--seeds", str(10**9)], "--seeds: the plan would hold 2,000,000,000 runs"),
+}
+
+
+def test_a_huge_plan_is_refused_before_it_is_built(tmp_path):
+    """seeds: 10**9 or axes whose product is 64 million: refused in one line naming the spec and the key, in a
+    process whose address space is capped 1 GiB above what the imports take (building the plan would not fit)."""
+    specs = {}
+    for name, (change, _, _) in HUGE.items():
+        specs[name] = write_spec(tmp_path, name, **change)
+    script = (
+        "import resource, sys\n"
+        "from fedranklite.cli import main as cli\n"
+        "vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:')][0]\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, resource.RLIM_INFINITY))\n"
+        "for spec, extra in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+        "    print('==', file=sys.stderr, flush=True)\n"
+        "    assert cli.main(['sweep', spec, *extra.split()]) == 2\n"
+    )
+    args = [x for name in HUGE for x in (str(specs[name]), " ".join(HUGE[name][1]))]
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = proc.stderr.split("==\n")[1:]
+    for (name, (_, _, expected)), answer in zip(HUGE.items(), answers):
+        lines = answer.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{specs[name]}: ") and expected in lines[0], (name, lines)
+        assert len(lines[0]) < 400  # a list of seeds is not echoed back
+    assert len(answers) == len(HUGE)
+    assert not any((tmp_path / name).exists() for name in HUGE)
+
+
+def test_a_plan_at_the_cap_is_built_and_one_above_it_is_not(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweep.spec, "MAX_RUNS", 6)
+    no_subprocess(monkeypatch)
+    assert cli.main(["sweep", str(write_spec(tmp_path, seeds=3)), "--dry-run"]) == 0  # 2 cells x 3 seeds
+    assert len(capsys.readouterr().out.splitlines()) == 6
+    assert cli.main(["sweep", str(write_spec(tmp_path, seeds=3)), "--dry-run", "--seeds", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds: the plan would hold 8 runs" in err[0] and "more than the 6 a sweep" in err[0]
+    assert sweep.plan_size(3, [2, 5], 10) == 300 and sweep.plan_size(1, [], 1) == 1
 
 
 def test_duplicate_cell_names_are_refused(tmp_path, monkeypatch, capsys):
@@ -190,48 +256,42 @@ def fake_tool(folder: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
-def test_slurm_launcher_submits_one_array_of_the_unfinished_runs(tmp_path, monkeypatch, capsys):
-    bin_dir, record = tmp_path / "bin", tmp_path / "sbatch_args.txt"
-    fake_tool(bin_dir, "sbatch", f'printf "%s\\n" "$@" > {record}\necho "Submitted batch job 42"\n')
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    spec = write_spec(tmp_path, seeds=2)
-
-    assert cli.main(["sweep", str(spec), "--launcher", "slurm", "--dry-run"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    printed = out[-1]
-    assert not record.exists()  # dry run: printed, not submitted
-    assert not (tmp_path / "spec").exists()  # and nothing written: no sweep.json, no sweep_commands.txt
-    assert printed.startswith("sbatch --array=1-4 ") and printed.endswith(
-        f"@{tmp_path / 'spec' / 'sweep_commands.txt'}"
-    )
-    assert len([ln for ln in out if ln.startswith("fedranklite run ")]) == 4
-
-    assert cli.main(["sweep", str(spec), "--launcher", "slurm", "--workers", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "Submitted batch job 42" in out
-    assert f"fedranklite sweep {spec} --mark-only" in out and out.count("fedranklite sweep") == 1
-    args = record.read_text().splitlines()
-    assert args[0] == "--array=1-4%2" and args[-2] == str(ROOT / "scripts" / "run_slurm.sh")
-    lines = (tmp_path / "spec" / "sweep_commands.txt").read_text().splitlines()
-    assert len(lines) == 4 and (tmp_path / "spec" / "sweep.json").is_file()
-
-    # run_slurm.sh turns line i into `fedranklite run <that line's arguments> --quiet`
+def test_slurm_script_runs_one_config_with_its_arguments_as_words(tmp_path):
+    """`sbatch scripts/run_slurm.sh CONFIG [--set ...]`: every argument reaches `fedranklite run` as one word,
+    never evaluated (a command substitution, a glob, spaces stay literal); a runs list (@FILE) is refused."""
+    bin_dir = tmp_path / "bin"
     fake_tool(bin_dir, "fedranklite", 'printf "%s\\n" "$@"\n')
-    for index, line in ((3, lines[2]), (None, None)):
-        env = {**os.environ, "SLURM_SUBMIT_DIR": str(tmp_path)}
-        target = args[-1]
-        if index is None:  # the old form: a line that is only a config path
-            (tmp_path / "old.txt").write_text("configs/experiments/lite_iid.yaml\n")
-            target, index = f"@{tmp_path / 'old.txt'}", 1
-        env["SLURM_ARRAY_TASK_ID"] = str(index)
-        proc = subprocess.run(["bash", args[-2], target], capture_output=True, text=True, env=env, timeout=30)
-        assert proc.returncode == 0, proc.stderr
-        got = proc.stdout.splitlines()
-        if line is None:
-            assert got == ["run", "--config", "configs/experiments/lite_iid.yaml", "--quiet"]
-        else:
-            assert got == shlex.split(line)[1:] + ["--quiet"]
-            assert "seed=0" in got and f"output_dir={tmp_path / 'spec' / 'lite'}" in got
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(tmp_path)}
+    hostile = "configs/my dir/$(touch pwned)*.yaml"
+    (tmp_path / "configs" / "my dir").mkdir(parents=True)
+    (tmp_path / "configs" / "my dir" / "x.yaml").write_text("")
+
+    def job(*args: str, **extra) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(ROOT / "scripts" / "run_slurm.sh"), *args],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            cwd=tmp_path,
+            timeout=30,
+        )
+
+    proc = job(hostile, "--set", "x=a b; $(touch pwned2)", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    words = ["run", "--config", hostile, "--quiet", "--set", "x=a b; $(touch pwned2)", "--resume"]
+    assert proc.stdout.splitlines() == words
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+    # an array over seeds: the task id is the seed unless the arguments set one
+    got = job("c.yaml", SLURM_ARRAY_TASK_ID="3", FEDRANKLITE_SEED_FROM_ARRAY="1").stdout.splitlines()
+    assert got == ["run", "--config", "c.yaml", "--quiet", "--set", "seed=3"]
+    got = job("c.yaml", "--set", "seed=7", SLURM_ARRAY_TASK_ID="3", FEDRANKLITE_SEED_FROM_ARRAY="1")
+    assert got.stdout.splitlines() == ["run", "--config", "c.yaml", "--quiet", "--set", "seed=7"]
+    (tmp_path / "runs.txt").write_text("fedranklite run --config $(touch pwned3)\n")
+    for args in ([f"@{tmp_path / 'runs.txt'}"], [], ["--set", "x=1"]):
+        proc = job(*args, SLURM_ARRAY_TASK_ID="1")
+        assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
+    assert "fedranklite sweep SPEC.yaml --launcher slurm" in job(f"@{tmp_path / 'runs.txt'}").stderr
+    assert not (tmp_path / "pwned3").exists()
 
 
 def test_value_text_round_trips_through_set():
@@ -243,13 +303,13 @@ def test_value_text_round_trips_through_set():
 
 def test_a_failed_run_is_logged_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
     spec = write_spec(tmp_path, seeds=2)
-    real = sweep.command
+    real = sweep_state.command
 
     def command(plan, run, resume, program=None):  # the fixed cell's seed 0 crashes, every other run succeeds
         code = "import sys; print('boom at start', file=sys.stderr); sys.exit(3)" if run.folder == "fixed/seed0" else ""
         return [sys.executable, "-c", code] if program is None else real(plan, run, resume, program)
 
-    monkeypatch.setattr(sweep, "command", command)
+    monkeypatch.setattr(sweep_state, "command", command)
     assert cli.main(["sweep", str(spec), "--workers", "2"]) == 1
     captured = capsys.readouterr()
     assert "[4/4]" in captured.out and "fixed seed 0: FAILED (exit 3" in captured.out
@@ -293,42 +353,6 @@ def test_ctrl_c_stops_the_children(tmp_path):
             continue
     assert not alive, f"children left running: {alive}"
     assert not any((tmp_path / "spec" / c / "seed0" / "done.json").exists() for c in CELLS)
-
-
-def test_slurm_script_takes_a_bare_path_verbatim_and_keeps_a_lines_seed(tmp_path):
-    bin_dir = tmp_path / "bin"
-    fake_tool(bin_dir, "fedranklite", 'printf "%s\\n" "$@"\n')
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(tmp_path)}
-    hostile = "configs/my dir/$(touch pwned)*.yaml"  # spaces, a command substitution, a glob: all literal
-    (tmp_path / "list.txt").write_text(
-        f"{hostile}\n"
-        + shlex.join(["fedranklite", "run", "--config", "b.yaml", "--set", "seed=7", "--set", "x=a b"])
-        + "\nc.yaml --set lr=1\n"
-    )
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "my dir").mkdir()
-    (tmp_path / "configs" / "my dir" / "x.yaml").write_text("")
-
-    def task(index: int, **extra) -> list[str]:
-        proc = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "run_slurm.sh"), f"@{tmp_path / 'list.txt'}"],
-            capture_output=True,
-            text=True,
-            env={**env, "SLURM_ARRAY_TASK_ID": str(index), **extra},
-            cwd=tmp_path,
-            timeout=30,
-        )
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout.splitlines()
-
-    assert task(1) == ["run", "--config", hostile, "--quiet"]
-    assert not (tmp_path / "pwned").exists()
-    assert task(2) == ["run", "--config", "b.yaml", "--set", "seed=7", "--set", "x=a b", "--quiet"]
-    assert task(3) == ["run", "--config", "c.yaml", "--set", "lr=1", "--quiet"]
-    # FEDRANKLITE_SEED_FROM_ARRAY: the task id as seed, unless the line sets one (a sweep's lines do)
-    assert task(2, FEDRANKLITE_SEED_FROM_ARRAY="1") == task(2)
-    assert task(1, FEDRANKLITE_SEED_FROM_ARRAY="1") == ["run", "--config", hostile, "--quiet", "--set", "seed=1"]
-    assert task(3, FEDRANKLITE_SEED_FROM_ARRAY="1")[-2:] == ["--set", "seed=3"]
 
 
 def copy_of(out: Path, where: Path) -> Path:
@@ -423,7 +447,7 @@ def test_a_resumed_run_keeps_its_earlier_log(tmp_path, monkeypatch, capsys):
         )
         return [sys.executable, "-c", code]
 
-    monkeypatch.setattr(sweep, "command", command)
+    monkeypatch.setattr(sweep_state, "command", command)
     assert cli.main(["sweep", str(spec)]) == 1
     flag.write_text("")
     assert cli.main(["sweep", str(spec)]) == 0
@@ -446,8 +470,8 @@ def test_a_second_ctrl_c_during_the_stop_wait_prints_no_traceback(tmp_path):
     )
     driver.write_text(
         "import sys\n"
-        "from fedranklite.cli import main as cli\nfrom fedranklite.study import sweep\n"
-        f"sweep.command = lambda plan, run, resume, program=None: [sys.executable, '-c', {child!r}]\n"
+        "from fedranklite.cli import main as cli\nfrom fedranklite.study.sweep import state\n"
+        f"state.command = lambda plan, run, resume, program=None: [sys.executable, '-c', {child!r}]\n"
         f"sys.exit(cli.main(['sweep', {str(spec)!r}, '--workers', '2']))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
