@@ -194,6 +194,7 @@ def field_help(cls: type[BaseModel], name: str, key: str = "", plugin: str = "")
 # Help for the keys whose comments in the source do not stand on their own (a comment shared by a block of
 # keys, or none). A field's `description` in the schema takes precedence over this.
 HELP: dict[str, str] = {
+    "experiment_name": "The run's folder under output_dir: one folder name (no separators, no leading dot).",
     "seed": "Seeds every random draw of a run: data split, client selection, hidden client speeds, initial adapter.",
     "output_dir": "Results go to output_dir/experiment_name/.",
     "model.max_length": "Tokens per row (batches are padded to their longest row).",
@@ -394,7 +395,7 @@ def yaml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return repr(value)
+        return str(int(value))  # as base.yaml writes it (32, not 32.0); the type column says it is a number
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(yaml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -446,8 +447,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ") if text else ""
 
 
+# Defaults the schema cannot show as a value: the config loader fills them in from the file.
+DEFAULT_SHOWN: dict[str, str] = {"experiment_name": "the config file's name"}
+
+
 def _row(key: str, field: Any, help_text: str) -> str:
-    return f"| `{key}` | {type_name(field.annotation)} | {default_of(field)} | {allowed(field)} | {_cell(help_text)} |"
+    default = DEFAULT_SHOWN.get(key) or default_of(field)
+    return f"| `{key}` | {type_name(field.annotation)} | {default} | {allowed(field)} | {_cell(help_text)} |"
 
 
 TABLE_HEAD = "| key | type | default | allowed | what it does |\n|---|---|---|---|---|"
