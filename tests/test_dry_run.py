@@ -114,6 +114,19 @@ def test_dry_run_names_the_profile_it_would_use_or_that_it_would_measure_one(tmp
     assert "about 1.01 s per round, 2.016 s for 2 rounds" in wall  # 3 clients x 0.336 s, one after another
 
 
+def test_dry_run_of_a_surrogate_run_prices_from_its_calibration_without_splitting_data(capsys, no_model):
+    assert cli.main(["run", "-c", "configs/experiments/whatif_100k.yaml", "--dry-run"]) == 0
+    text = comments(capsys.readouterr().out)
+    assert any(ln.startswith("compute prices: engine.backend surrogate, the calibration") for ln in text)
+    assert any(ln.startswith("clients: 100000 (10000 per round") and "no data is split" in ln for ln in text)
+    assert any(ln.startswith("communication: ") and ln.endswith("(from the calibration)") for ln in text)
+    est = next(ln for ln in text if ln.startswith("simulated time"))
+    # 10,000 of 100,000 clients per round: a slowest-tier client is always among them
+    slowest = re.search(r"to ([\d.]+) s;", est).group(1)
+    assert f"about {slowest} s per round" in est
+    assert "wall time: the surrogate trains no model; its wall time is the round loop's alone (not estimated)" in text
+
+
 def test_dry_run_refuses_data_it_cannot_split_in_one_line(tmp_path, capsys, no_model):
     data = tmp_path / "rows.csv"
     data.write_text("sentence,label\nfine,1\nbad,0\n")  # no 'text' column

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -23,25 +24,108 @@ SHOWN_CLIENTS = 20  # more clients than this: the first ones, then a summary lin
 def dry_run(cfg, args: argparse.Namespace, console) -> int:
     import yaml
 
+    from fedranklite.backends.surrogate.engine import CalibrationError
     from fedranklite.cli.offline import offline_when_local
     from fedranklite.data.textsplit import DataError
     from fedranklite.run.profiling import ProfileError
 
     offline_when_local(cfg)
     try:
-        lines = compute_prices(cfg)
-        from fedranklite.run.prepare import plan
-
-        stage1 = plan(cfg)
-        lines += [""] + clients(cfg, stage1)
-        lines += [""] + estimate(cfg, stage1)
-    except (DataError, ProfileError) as exc:
+        lines = surrogate_report(cfg) if cfg.engine.backend == "surrogate" else report(cfg)
+    except (DataError, ProfileError, CalibrationError) as exc:
         return error(console, exc)
     print(f"# resolved config of {cfg.experiment_name} (fedranklite run --dry-run)")
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), end="")
     print()
     print("\n".join(f"# {line}" if line else "#" for line in [*lines, "", *results_folder(cfg)]))
     return 0
+
+
+@dataclass
+class Costs:
+    """What the estimate prices with: (a, b) of t(r) = a + b r simulated seconds per sample at compute_factor 1
+    (None: not known before the run), the bytes sent each way (fixed, per rank; None: not known before the model
+    loads) and (a, b) of this machine's wall seconds per sample (None: no measurement to go by)."""
+
+    price: Optional[tuple[float, float]]
+    comm_bytes: Optional[tuple[int, int]]
+    wall: Optional[tuple[float, float]]
+    bytes_source: str = ""
+    no_wall: str = (
+        "wall time: no estimate without a rank profile for this backbone, batch shape and device "
+        "(`fedranklite profile --config CONFIG` measures one)"
+    )
+
+
+def report(cfg) -> list[str]:
+    """Price source, clients and estimate of a run that trains a model (local or Flower backend)."""
+    from fedranklite.run.prepare import plan
+
+    lines = compute_prices(cfg)
+    stage1 = plan(cfg)
+    lines += [""] + clients(cfg, stage1)
+    profile = _load_profile(_profile(cfg)[0])
+    t = cfg.timing
+    if t.mode == "profile" and profile is not None:
+        from fedranklite.run.pricing import priced_fit
+
+        price: Optional[tuple[float, float]] = priced_fit(cfg, profile)
+    elif t.mode == "profile":
+        price = None
+    else:
+        price = (t.sec_per_sample, t.sec_per_sample_per_rank)
+    costs = Costs(
+        price,
+        (profile.bytes_fixed, profile.bytes_per_rank) if profile is not None else None,
+        (max(profile.time_fit.intercept, 0.0), max(profile.time_fit.slope, 0.0)) if profile is not None else None,
+        "from the profile",
+    )
+    regression = stage1.data.task == "regression"
+    return lines + [""] + estimate(cfg, stage1.rows, stage1.tier_of, regression, costs)
+
+
+def surrogate_report(cfg) -> list[str]:
+    """The same for engine.backend surrogate: its calibration prices compute and bytes, and with
+    engine.surrogate.rows_per_client no data is split."""
+    from fedranklite.backends.surrogate.engine import CalibrationError, SurrogateFit, surrogate_config
+    from fedranklite.data.scoring import SCORE_METRICS
+    from fedranklite.run.pricing import pricing, pricing_lines
+
+    sur = cfg.engine.surrogate
+    if not sur.calibration:
+        raise CalibrationError("engine.backend: surrogate needs engine.surrogate.calibration")
+    fit = SurrogateFit.load(sur.calibration)
+    priced = surrogate_config(cfg, fit)
+    lines = [
+        f"compute prices: engine.backend surrogate, the calibration {sur.calibration} fitted a = "
+        f"{fit.sec_per_sample:.4g} s, b = {fit.sec_per_sample_per_rank:.4g} s per rank per sample",
+        "tiers:",
+        *[f"  {line}" for line in pricing_lines(pricing(cfg))],
+        "",
+    ]
+    regression = SCORE_METRICS[fit.metric].task == "regression"
+    if sur.rows_per_client is not None:
+        tier_of = cfg.client_tiers()
+        rows = np.full(len(tier_of), sur.rows_per_client, dtype=np.int64)
+        counts = ", ".join(f"{name} {tier.num_clients}" for name, tier in cfg.tiers.items())
+        lines.append(
+            f"clients: {len(tier_of)} ({cfg.federation.clients_per_round} per round; {counts}), "
+            f"{sur.rows_per_client} rows each (engine.surrogate.rows_per_client: no data is split)"
+        )
+    else:
+        from fedranklite.run.prepare import plan
+
+        stage1 = plan(cfg)
+        tier_of, rows = stage1.tier_of, stage1.rows
+        lines += clients(cfg, stage1)
+    costs = Costs(
+        (fit.sec_per_sample, fit.sec_per_sample_per_rank),
+        (fit.head_bytes, fit.bytes_per_rank),
+        None,
+        "from the calibration",
+        "wall time: the surrogate trains no model; its wall time is the round loop's alone (not estimated)",
+    )
+    return lines + [""] + estimate(priced, rows, tier_of, regression, costs)
 
 
 # ---------------------------------------------------------------------------------------- compute prices
@@ -117,15 +201,12 @@ def _labels_text(labels: np.ndarray, regression: bool, names: Optional[list[str]
     )
 
 
-def _settings(cfg, stage1):
+def clients(cfg, stage1) -> list[str]:
     from fedranklite.run.client import TrainSettings
 
-    return TrainSettings.from_config(cfg, stage1.data.task == "regression")
-
-
-def clients(cfg, stage1) -> list[str]:
-    data, settings = stage1.data, _settings(cfg, stage1)
+    data = stage1.data
     regression = data.task == "regression"
+    settings = TrainSettings.from_config(cfg, regression)
     labels, names = data.train.labels, data.train.label_names
     rows = stage1.rows
     out = [
@@ -172,52 +253,40 @@ def _log_comb(n: np.ndarray, k: int) -> np.ndarray:
     return np.array([math.lgamma(x + 1) - math.lgamma(k + 1) - math.lgamma(x - k + 1) for x in n.tolist()])
 
 
-def estimate(cfg, stage1) -> list[str]:
+def estimate(cfg, rows: np.ndarray, tier_of: list[str], regression: bool, costs: Costs) -> list[str]:
     from fedranklite.federation.hardware import tier_arrays
     from fedranklite.federation.stragglers import STRAGGLER_POLICIES
     from fedranklite.federation.timing import comm_seconds
+    from fedranklite.run.client import TrainSettings
 
-    settings = _settings(cfg, stage1)
+    settings = TrainSettings.from_config(cfg, regression)
     rank = mean_rank(cfg)
-    samples = np.array([settings.planned_samples(int(r)) for r in stage1.rows], dtype=np.float64)
-    prior = tier_arrays(cfg, stage1.tier_of)
-    factor = prior["compute_factor"]
-    path, _ = _profile(cfg)
-    profile = _load_profile(path)
-    t = cfg.timing
-    if t.mode == "profile" and profile is not None:
-        from fedranklite.run.pricing import priced_fit
-
-        a, b = priced_fit(cfg, profile)
-    elif t.mode == "profile":
-        a = b = None
-    else:
-        a, b = t.sec_per_sample, t.sec_per_sample_per_rank
+    samples = np.array([settings.planned_samples(int(r)) for r in rows], dtype=np.float64)
+    prior = tier_arrays(cfg, tier_of)
     k, rounds = cfg.federation.clients_per_round, cfg.federation.num_rounds
-    notes = [
+    lines = [
         f"estimate (assumptions: every selected client trains at rank {rank:g}, the scheduler's mean; clients "
         f"are selected uniformly at random; each client's tier figures without its hidden speed deviation, "
         f"jitter or absences)"
     ]
-    lines: list[str] = []
-    if a is None:
+    if costs.price is None:
         lines.append("simulated time: no estimate before the rank profile is measured")
     else:
-        compute = samples * (a + b * rank) / factor
-        if profile is not None:
-            size = profile.bytes_fixed + rank * profile.bytes_per_rank
+        a, b = costs.price
+        client_time = samples * (a + b * rank) / prior["compute_factor"]
+        if costs.comm_bytes is not None:
+            size = costs.comm_bytes[0] + rank * costs.comm_bytes[1]
             links = zip(prior["downlink_mbps"], prior["uplink_mbps"])
-            comm = np.array([comm_seconds(size, down) + comm_seconds(size, up) for down, up in links])
-            notes.append(f"communication: {size:,.0f} bytes each way per client at rank {rank:g} (from the profile)")
-        else:
-            comm = np.zeros_like(compute)
-            if not np.all(np.isnan(prior["uplink_mbps"])):
-                notes.append("communication not included: the adapter's size is known once the model loads")
-        client_time = compute + comm
+            client_time += np.array([comm_seconds(size, down) + comm_seconds(size, up) for down, up in links])
+            lines.append(
+                f"communication: {size:,.0f} bytes each way per client at rank {rank:g} ({costs.bytes_source})"
+            )
+        elif not np.all(np.isnan(prior["uplink_mbps"])):
+            lines.append("communication not included: the adapter's size is known once the model loads")
         deadline = cfg.deadline.seconds
         capped = deadline is not None and STRAGGLER_POLICIES.build(cfg.deadline.straggler_policy).stops_at_deadline
         per_round = expected_max(np.minimum(client_time, deadline) if capped else client_time, k)
-        mode = "measured on this machine, scaled" if t.mode == "measured" else t.mode
+        mode = "measured on this machine, scaled" if cfg.timing.mode == "measured" else cfg.timing.mode
         lines.append(
             f"simulated time ({mode}): a client-round takes {client_time.min():.3g} to {client_time.max():.3g} s; "
             f"a round lasts as long as its slowest selected client"
@@ -227,19 +296,16 @@ def estimate(cfg, stage1) -> list[str]:
         if deadline is not None:
             late = int(np.sum(client_time > deadline))
             lines.append(f"deadline {deadline:g} s: {late} of {len(client_time)} clients would miss it at this rank")
-    if profile is None:
-        lines.append(
-            "wall time: no estimate without a rank profile for this backbone, batch shape and device "
-            "(`fedranklite profile --config CONFIG` measures one)"
-        )
+    if costs.wall is None:
+        lines.append(costs.no_wall)
     else:
-        pa, pb = max(profile.time_fit.intercept, 0.0), max(profile.time_fit.slope, 0.0)
+        pa, pb = costs.wall
         train = float(np.mean(samples * (pa + pb * rank))) * k
         lines.append(
             f"wall time (local backend, clients trained one after another at the profile's speed, evaluation and "
             f"set-up not included): about {train:.3g} s per round, {train * rounds:.4g} s for {rounds} rounds"
         )
-    return notes + lines
+    return lines
 
 
 def results_folder(cfg) -> list[str]:
