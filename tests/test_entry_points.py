@@ -141,6 +141,21 @@ def test_a_broken_plugin_is_one_line_naming_distribution_and_entry_point_and_bui
     assert any("aggregation plugin 'shadow' of distribution bad-plugins" in ln for ln in broken_lines(caplog))
 
 
+def test_list_shows_a_broken_plugin_with_its_reason_next_to_the_built_ins(installed, capsys):
+    from fedranklite.cli import main as cli
+
+    installed(
+        "bad-plugins",
+        {GROUP: {"crashes": "bad_plugins:Nothing"}},
+        {"bad_plugins/__init__.py": "raise ImportError('needs a package that is not installed')\n"},
+    )
+    assert cli.main(["list", "schedulers"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "  lite  " in "\n".join(out) and "  fixed  " in "\n".join(out)
+    broken = [ln for ln in out if ln.startswith("  crashes  NOT LOADED: ")]
+    assert len(broken) == 1 and "bad-plugins" in broken[0] and "needs a package that is not installed" in broken[0]
+
+
 def test_entry_points_are_read_once_and_only_for_registries_with_a_group(installed, monkeypatch):
     boost_distribution(installed)
     calls = []
