@@ -206,3 +206,42 @@ def test_surrogate_reports_the_calibrated_metric_when_the_config_names_none(tmp_
     summary = engine.run()
     assert engine.metric == "f1" and summary.metric == "f1"
     assert all(r.eval["f1"] == r.score for r in engine.state.records)
+
+
+def test_surrogate_rank_caps_follow_each_clients_tier(tmp_path):
+    """The per-client rank caps (built per tier, not per client) put each client under its own tier's memory:
+    the tier in the middle fits no rank, so its clients are out of memory and never train."""
+    from pathlib import Path
+
+    from fedranklite.config.files import load_config
+    from fedranklite.federation.memory import MemoryProfile
+    from fedranklite.run.prepare import tier_rank_caps
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(
+        root / "configs" / "experiments" / "lite_noniid_deadline.yaml",
+        [
+            f"output_dir={tmp_path}",
+            "engine.backend=surrogate",
+            f"engine.surrogate.calibration={root / 'configs' / 'surrogate' / 'minilm_noniid_deadline.json'}",
+            "engine.surrogate.rows_per_client=50",
+            "tiers.gpu_fast.num_clients=30",
+            "tiers.gpu_medium.num_clients=20",
+            "tiers.gpu_medium.memory_gb=0.1",
+            "tiers.cpu_slow.num_clients=50",
+            "federation.clients_per_round=40",
+            "federation.num_rounds=2",
+            "metrics.checkpoint=false",
+        ],
+    )
+    engine = build_surrogate_engine(cfg)
+    profile = MemoryProfile(**SurrogateFit.load(cfg.engine.surrogate.calibration).memory_profile)
+    caps = tier_rank_caps(engine.cfg, profile)
+    expected = np.array([caps[t] for t in engine.cfg.client_tiers()])
+    assert caps["gpu_medium"] == 0 < caps["gpu_fast"] and caps["cpu_slow"] > 0  # the check can tell tiers apart
+    assert np.array_equal(engine.fed.max_rank, expected)
+    engine.run()
+    medium = set(range(30, 50))
+    for rec in engine.state.records:
+        assert set(rec.out_of_memory) == medium & set(rec.selected)
+        assert not medium & {int(c) for c in rec.clients.cid}

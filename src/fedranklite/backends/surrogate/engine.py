@@ -422,12 +422,16 @@ def build_surrogate_engine(cfg: Config):
         rows = partition_sizes(cfg)
     profile = MemoryProfile(**fit.memory_profile)
     caps = tier_rank_caps(cfg, profile)
+    # per-client rank caps by tier, vectorised: a million clients are a few tiers repeated
+    tier_names = list(cfg.tiers)
+    tier_caps = np.array([caps[t] for t in tier_names], dtype=np.int64)
+    counts = [cfg.tiers[t].num_clients for t in tier_names]
     fed = Federation(
         cfg,
         None,
         None,
         tier_of,
-        np.array([caps[t] for t in tier_of], dtype=np.int64),
+        np.repeat(tier_caps, counts),
         fit.head_bytes,
         fit.bytes_per_rank,
         rows=rows,
