@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 
-from fedranklite.federation.schedulers import cvx, fixed, lite  # noqa: F401  (registration)
+from fedranklite.federation.schedulers import cvx, fixed, lite, uniform  # noqa: F401  (registration)
 from fedranklite.federation.schedulers.base import (
     SCHEDULERS,
     Clients,

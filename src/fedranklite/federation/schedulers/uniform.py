@@ -1,0 +1,81 @@
+"""`uniform`: the honest uniform baseline. Every selected client trains at the same rank: the largest
+r in [r_min, r_max] that every selected client can afford,
+
+- within its memory cap (the per-client `hi` of `bounds`: min(r_max, what its tier memory holds)), and
+- when a round deadline is set, with every client's predicted round time
+  `time_intercept_i + time_per_rank_i * r` within it (the same predictions `cvx` minimises).
+
+If even r_min does not fit every client, everyone gets r_min (which is then capped by memory per client,
+as `fixed` is, so no client is handed a rank its memory cannot hold).
+
+It ignores the rank budget (r_bar x selected clients): it is the uniform baseline, not a
+budget-constrained scheduler, so its total rank may be above or below the budget `fixed`, `cvx` and
+`lite` share. Compare it with them knowing that.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from fedranklite.federation.schedulers.base import SCHEDULERS, Clients, Scheduler, SchedulerParams
+
+
+class UniformParams(SchedulerParams):
+    """Every client trains at the largest rank all selected clients can afford (memory cap; predicted round time
+    within the deadline when one is set), else r_min. The uniform baseline: it ignores the rank budget (r_bar)."""
+
+
+@SCHEDULERS.register("uniform", UniformParams)
+class UniformScheduler(Scheduler):
+    @classmethod
+    def from_config(cls, params: UniformParams, r_max: int, deadline: Optional[float] = None) -> "UniformScheduler":
+        return cls(r_max=r_max, deadline=deadline, **params.model_dump(exclude={params.plugin_key, "r_max"}))
+
+    def __init__(self, r_min: int, r_max: int, r_bar: float = 8.0, deadline: Optional[float] = None):
+        super().__init__(r_min, r_max, r_bar)
+        self.deadline = None if deadline is None else float(deadline)
+        self.last_rank = 0  # the common rank of the last assign (0: no clients)
+
+    def common_rank(self, clients: Clients) -> int:
+        """The largest rank every client can afford, or r_min when none fits."""
+        if len(clients) == 0:
+            return 0
+        _, hi = self.bounds(clients)
+        r = int(hi.min())  # memory (and r_max) bound
+        if self.deadline is not None:
+            slope, intercept = clients.time_per_rank, clients.time_intercept
+            if np.any(intercept > self.deadline):
+                return self.r_min
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # largest r with intercept + slope * r <= deadline; no bound where slope <= 0
+                by_time = np.where(slope > 0, np.floor((self.deadline - intercept) / slope), np.inf)
+            r_time = float(by_time.min())
+            # guard floor against float rounding: step down while the prediction exceeds the deadline
+            if np.isfinite(r_time):
+                r_int = int(r_time)
+                while r_int >= self.r_min and np.any(intercept + slope * r_int > self.deadline):
+                    r_int -= 1
+                r = min(r, r_int)
+        return max(r, self.r_min)
+
+    def assign(self, clients: Clients) -> np.ndarray:
+        self.notes = []
+        r = self.common_rank(clients)
+        self.last_rank = r
+        if len(clients) == 0:
+            return np.zeros(0, dtype=np.int64)
+        lo, hi = self.bounds(clients)
+        ranks = np.clip(np.full(len(clients), r, dtype=np.int64), lo, hi)
+        if r == self.r_min and not self._fits(clients, r):
+            self.notes.append(f"uniform: even r_min={self.r_min} does not fit every client; r_min used")
+        return ranks
+
+    def _fits(self, clients: Clients, r: int) -> bool:
+        _, hi = self.bounds(clients)
+        if np.any(hi < r):
+            return False
+        if self.deadline is None:
+            return True
+        return bool(np.all(clients.predicted_time(np.full(len(clients), r)) <= self.deadline))
