@@ -137,9 +137,7 @@ def summary() -> dict:
         n_ok = sum(r["meets_rule"] for r in runs.values())
         n_fail = len(runs) - n_ok
         status = (
-            "meets the rule" if n_ok >= NEED else
-            "fails the rule" if n_fail > len(TUNING_SEEDS) - NEED else
-            "undecided"
+            "meets the rule" if n_ok >= NEED else "fails the rule" if n_fail > len(TUNING_SEEDS) - NEED else "undecided"
         )
         arms[arm] = {
             "cell": cell,
@@ -204,8 +202,12 @@ def write_results(s: dict) -> None:
             f"| {arm} | {a['cell']} | {a['seeds_run']} | {a['seeds_meeting_rule']} | {a['status']} | {cells or '-'} |"
         )
     lines += ["", "`*`: the run fails the rule. Per-round scores and the largest drop are in results.json.", ""]
-    lines += ["## Per run", "", "| arm | seed | final | best | max drop r4-12 | classes predicted | eval loss | rule |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Per run",
+        "",
+        "| arm | seed | final | best | max drop r4-12 | classes predicted | eval loss | rule |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for arm, a in s["arms"].items():
         for k, r in a["runs"].items():
             lines.append(
