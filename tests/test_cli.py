@@ -136,6 +136,9 @@ def test_sweep_takes_its_spec_as_argument_or_as_config(tmp_path, capsys):
         assert main_module.main(["sweep", *args, "--dry-run"]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] == outputs[2] and outputs[0].count("fixed/seed") == 2
+    assert main_module.main(["sweep", str(spec), "--retries", "-1", "--dry-run"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "--retries" in err[0]
     assert main_module.main(["sweep", "--dry-run"]) == 2
     assert main_module.main(["sweep", str(spec), "-c", str(tmp_path / "other.yaml")]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]

@@ -165,6 +165,9 @@ def _study_parsers(sub) -> None:
     sweep.add_argument("--dry-run", action="store_true", help="print the runs (local) or the sbatch command (slurm)")
     sweep.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the spec's")
     sweep.add_argument(
+        "--retries", type=int, help="slurm launcher: resubmissions of a failed run (default: the spec's slurm.retries)"
+    )
+    sweep.add_argument(
         "--mark-only",
         action="store_true",
         help="mark runs finished (metrics.json complete, e.g. after Slurm); run nothing",
