@@ -176,6 +176,7 @@ class Engine:
         self.state = RunState(global_state={k: v.cpu() for k, v in global_state.items()})
         self._resumed = False  # resume_from_checkpoint has restored the state
         self._fingerprints: Optional[dict] = None
+        self._saved_round: Optional[int] = None  # the round the checkpoint on disk holds (None: none written)
 
     def fingerprints(self) -> dict:
         """What the results depend on beyond the config (fingerprint.py), computed once per run."""
@@ -528,8 +529,45 @@ class Engine:
         acquire(out)  # FolderInUse (one line) when another run writes there
         try:
             return self._run(on_round, resume, allow_changed)
+        except OSError as exc:  # a full disk, a folder made read-only: one line, and the files stay whole
+            raise RunStopped(self._write_failure(exc, exc.filename or out)) from None
         finally:
             release(out, everything=True)
+
+    def _write_failure(self, exc: OSError, what) -> str:
+        """One line for a results file that could not be written: what, why, and what the folder still holds."""
+        out, done = self.cfg.results_dir, self._saved_round
+        why = exc.strerror or type(exc).__name__
+        if done is None or not self.cfg.metrics.checkpoint:
+            after = "rerun it once the folder can be written (--overwrite)"
+        else:
+            after = f"its checkpoint holds round {done}: free space or make it writable, then continue with --resume"
+        return f"stopped after round {self.state.round_idx}: cannot write {what} ({why}); {out}: {after}"
+
+    def _persist(self, out, rounds_log: RoundLog, record: RoundRecord) -> None:
+        """The round's line in rounds.jsonl, the checkpoint and the summary. A failed write leaves no part of a
+        file: the round log is cut back to its last whole line, the others are written atomically."""
+        cfg, path = self.cfg, out / ROUNDS_FILE
+        before = path.stat().st_size if path.exists() else 0
+        try:
+            rounds_log.write(record)
+        except OSError as exc:
+            try:
+                rounds_log.close()  # its buffer may still hold part of the line: closed before the cut
+            except OSError:
+                pass
+            with open(path, "r+b") as fh:
+                fh.truncate(before)
+            raise RunStopped(self._write_failure(exc, path)) from None
+        try:
+            if cfg.metrics.checkpoint:
+                save_checkpoint(out / CHECKPOINT_NAME, self.checkpoint_payload())
+                self._saved_round = self.state.round_idx
+            if self.state.round_idx % cfg.metrics.summary_every == 0:
+                write_json_atomic(out / SUMMARY_FILE, self.summary().to_json())
+        except OSError as exc:
+            name = out / (CHECKPOINT_NAME if self._saved_round != self.state.round_idx else SUMMARY_FILE)
+            raise RunStopped(self._write_failure(exc, name)) from None
 
     def _run(self, on_round, resume: bool, allow_changed: Sequence[str]) -> RunSummary:
         cfg = self.cfg
@@ -541,6 +579,7 @@ class Engine:
         )
         if resume:
             self.resume_from_checkpoint(allow_changed)
+            self._saved_round = self.state.round_idx
             # rounds.jsonl may hold a round finished after the last checkpoint: rewrite it from the checkpoint
             rewrite_round_log(out / ROUNDS_FILE, self.state.records, cfg.metrics.client_records)
             log.info("resuming %s after round %d", cfg.experiment_name, self.state.round_idx)
@@ -560,11 +599,7 @@ class Engine:
         try:
             while self.state.round_idx < cfg.federation.num_rounds and not self._target_stop():
                 record = self.run_round()
-                rounds_log.write(record)
-                if cfg.metrics.checkpoint:
-                    save_checkpoint(out / CHECKPOINT_NAME, self.checkpoint_payload())
-                if self.state.round_idx % cfg.metrics.summary_every == 0:
-                    write_json_atomic(out / SUMMARY_FILE, self.summary().to_json())
+                self._persist(out, rounds_log, record)
                 for tracker in trackers:
                     tracker.log_round(record)
                 if on_round is not None:
@@ -578,7 +613,10 @@ class Engine:
                 log.info("target %s reached at round %d: stopped", cfg.evaluation.target, self.state.reached_at)
         finally:
             scheduler_log.removeFilter(once)
-            rounds_log.close()
+            try:
+                rounds_log.close()
+            except OSError:
+                pass  # a failed write already stopped the run; its message says so
             for tracker in trackers:
                 tracker.close()
         summary = self.summary()

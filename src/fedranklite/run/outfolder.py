@@ -1,8 +1,9 @@
 """The results folder of a run, checked before any model or data loads (cmd_run calls `prepare_results_folder`).
 
-- A fresh run (no --resume) into a folder that already holds results (metrics.json, rounds.jsonl or
-  checkpoint.pt) is refused, unless `--overwrite` (the old files are replaced) or `--new-folder` (the run
-  goes to `<name>-2`, `<name>-3`, ...: the first that does not exist).
+- A fresh run (no --resume) into a folder that already holds results (metrics.json, rounds.jsonl,
+  checkpoint.safetensors, or an earlier version's checkpoint.pt) is refused, unless `--overwrite` (the old
+  files are replaced) or `--new-folder` (the run goes to `<name>-2`, `<name>-3`, ...: the first that does
+  not exist).
 - A folder the sweep manages (it holds sweep_run.log and no done.json) is the sweep's to restart: the sweep
   skips finished runs and resumes those with a checkpoint itself, so a run it starts afresh there was killed
   before its first checkpoint (or failed) and may be replaced.
