@@ -251,7 +251,7 @@ def test_an_unexpected_error_is_one_line_with_a_hint_and_debug_shows_the_traceba
     monkeypatch.setattr(plots, "plot_run", broken)
     assert cli.main(["plot", str(tmp_path)]) == 1
     line = one_error_line(capsys)
-    assert line.startswith("error: KeyError:") and "--debug" in line and "(at cli.py:" in line
+    assert line.startswith("error: KeyError:") and "--debug" in line and "(at fedranklite/cli/commands/plot.py:" in line
     assert "something nobody anticipated" in line and "with a second line" in line
     with pytest.raises(KeyError):
         cli.main(["--debug", "plot", str(tmp_path)])

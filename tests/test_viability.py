@@ -15,6 +15,7 @@ from conftest import tiny_tree
 from fedranklite.cli import main as cli
 from fedranklite.config.files import validate
 from fedranklite.core.records import ClientTable, RoundRecord
+from fedranklite.run.checkpoint import CHECKPOINT_NAME
 from fedranklite.run.engine import build_engine
 from fedranklite.run.viability import (
     RunRefused,
@@ -108,7 +109,7 @@ def test_a_diverging_run_stops_with_exit_3_and_keeps_what_it_has(tmp_path, capsy
     assert "stopped after round 3: no client update was aggregated in 3 rounds in a row (1-3" in " ".join(err.split())
     summary = json.loads((out / "metrics.json").read_text())
     assert len(summary["rounds"]) == 3 and summary["warnings"][0].startswith("stopped early")
-    assert (out / "checkpoint.pt").is_file() and len((out / "rounds.jsonl").read_text().splitlines()) == 3
+    assert (out / CHECKPOINT_NAME).is_file() and len((out / "rounds.jsonl").read_text().splitlines()) == 3
 
 
 def test_null_never_stops(tmp_path, capsys, monkeypatch):

@@ -77,6 +77,7 @@ def _run(cfg, args: argparse.Namespace, console) -> int:
     from fedranklite.model.backbones import ModelError
     from fedranklite.run.checkpoint import ResumeError
     from fedranklite.run.outfolder import OutputFolderError
+    from fedranklite.run.pricing import pricing, pricing_lines
     from fedranklite.run.profiling import ProfileError
     from fedranklite.run.viability import RunRefused, RunStopped
 
@@ -110,6 +111,9 @@ def _run(cfg, args: argparse.Namespace, console) -> int:
         highlight=False,
         soft_wrap=args.quiet,  # a terminal line wraps at its width
     )
+    # where simulated compute prices come from, per tier (the device a tier names, and the profile's device)
+    for line in pricing_lines(pricing(cfg)):
+        console.print(f"  {line}", highlight=False, soft_wrap=args.quiet)
     metric = cfg.evaluation.metric or getattr(run, "metric", "score")
     try:
         if args.quiet:
