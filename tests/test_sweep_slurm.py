@@ -71,7 +71,7 @@ def test_local_executor_runs_the_grid_and_report_reads_it(local_grid, capsys):
         done = json.loads((run / "done.json").read_text())
         assert done["job"] == job_id and done["attempt"] == 1
         log = (run / "sweep_run.log").read_text()
-        assert log.startswith("== ") and "sweep: start" in log and "attempt 1" in log  # the run's own log
+        assert log.startswith("== ") and f"sweep: start (job {job_id}, attempt 1)" in log  # the run's own log
     assert any((out / "slurm_logs").iterdir())  # submitit's job logs
     assert cli.main(["report", str(out), "--resamples", "200"]) == 0
     report = json.loads((out / "report" / "report.json").read_text())
@@ -198,6 +198,18 @@ def test_missing_submitit_is_one_line_and_writes_nothing(tmp_path, monkeypatch, 
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "4 of 4 runs to submit (dry run: nothing submitted):"
     assert '"slurm_array_parallelism": 3' in out[-1] and not (tmp_path / "out").exists()
+
+
+def test_retries_from_the_command_line_override_the_spec(tmp_path, capsys):
+    from fedranklite.study import sweep
+
+    spec = write_spec(tmp_path, slurm={"cluster": "local", "retries": 2})
+    assert sweep.main(str(spec), None, "slurm", True, None) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("submitit local executor, retries 2:")
+    assert sweep.main(str(spec), None, "slurm", True, None, retries=0) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("submitit local executor, retries 0:")
+    assert sweep.main(str(spec), None, "slurm", True, None, retries=-1) == 2
+    assert capsys.readouterr().err.strip() == f"{spec}: --retries: need 0 or more"
 
 
 def test_the_local_launcher_never_imports_submitit(tmp_path):

@@ -12,6 +12,7 @@ submitted to Slurm as one array job through submitit.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from typing import Optional
@@ -78,15 +79,21 @@ def main(
     dry_run: bool,
     seeds: Optional[int],
     mark: bool = False,
+    retries: Optional[int] = None,
 ) -> int:
+    """`retries`: resubmissions of a failed run under the slurm launcher (default: the spec's slurm.retries)."""
     from fedranklite.study.sweep import local, slurm
 
     try:
         if workers is not None and workers < 1:
             raise SpecError("--workers: need at least 1")
+        if retries is not None and retries < 0:
+            raise SpecError("--retries: need 0 or more")
         if mark and dry_run:
             raise SpecError("--mark-only and --dry-run: choose one")
         plan = load_spec(spec, seeds)
+        if retries is not None:
+            plan.slurm = dataclasses.replace(plan.slurm, retries=retries)
     except SpecError as exc:
         for line in str(exc).splitlines():
             print(f"{spec}: {line}", file=sys.stderr)

@@ -72,13 +72,17 @@ class RunJob:
         folder.mkdir(parents=True, exist_ok=True)
         threads = os.environ.get("SLURM_CPUS_PER_TASK", "1")
         env = {**os.environ, **{k: threads for k in CHILD_ENV}}
-        job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID") or str(os.getpid())
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        try:  # the id submitit and Slurm know this job by (array jobs: <array id>_<task>)
+            from submitit import JobEnvironment
+
+            job = JobEnvironment().job_id
+        except Exception:  # noqa: BLE001 - called outside a submitit job (a test, a debug call)
+            job = os.environ.get("SLURM_JOB_ID") or str(os.getpid())
         began = time.monotonic()
         with open(folder / LOG_FILE, "a") as log:  # a resumed or resubmitted run keeps its earlier output
             log.write(
                 f"== {time.strftime('%Y-%m-%dT%H:%M:%S')} sweep: {'resume' if self.resuming else 'start'} "
-                f"(job {job}{'_' + task if task else ''}, attempt {self.attempt})\n"
+                f"(job {job}, attempt {self.attempt})\n"
             )
             log.flush()
             rc = subprocess.run(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

@@ -15,9 +15,9 @@ The spec (YAML)::
     axes:                                 # optional grid: key -> values (cartesian product with cells x seeds)
       deadline.seconds: [60, 90]
     reference: lite                       # optional: the cell `report` pairs against (default: the first)
-    slurm:                                # optional: how `--launcher slurm` submits (launchers/slurm.py)
-      partition: gpu
-      timeout_min: 120
+    slurm:                                # optional: how `--launcher slurm` submits (sweep/slurm.py)
+      partition: gpu                      # also: cluster (slurm | local), timeout_min, mem_gb, cpus_per_task,
+      timeout_min: 120                    # gpus_per_node, array_parallelism, retries, setup, additional
 
 Every run is one results folder ``<output_dir>/<cell>[/<key=value,...>]/seed<k>/`` (the sweep sets the run's
 `seed`, `output_dir` and `experiment_name`, so those three keys cannot be overridden in the spec). All runs'
