@@ -156,8 +156,27 @@ def overrides(cell: dict, scheduler: str, seed: int, out_dir: Path) -> list[str]
     return sets
 
 
+_ROWS: dict = {}
+
+
+def _cached_partition_sizes(cfg):
+    """The surrogate's rows per client depend only on the data section, the seed and the client count (stage 1
+    of `prepare`, a Dirichlet split that costs most of a run's time): computed once per seed, not per run."""
+    from fedranklite.backends.surrogate import engine
+
+    key = (cfg.seed, json.dumps(cfg.to_dict()["data"], sort_keys=True), len(cfg.client_tiers()))
+    if key not in _ROWS:
+        _ROWS[key] = engine._uncached_partition_sizes(cfg)
+    return _ROWS[key].copy()
+
+
 def run_one(cell: dict, scheduler: str, seed: int) -> dict:
+    from fedranklite.backends.surrogate import engine
     from fedranklite.backends.surrogate.engine import build_surrogate_engine
+
+    if not hasattr(engine, "_uncached_partition_sizes"):
+        engine._uncached_partition_sizes = engine.partition_sizes
+        engine.partition_sizes = _cached_partition_sizes
     from fedranklite.config.files import load_config
 
     scratch = Path(tempfile.mkdtemp(prefix="regime_map_"))
