@@ -17,6 +17,7 @@ import shlex
 import sys
 from typing import Optional
 
+from fedranklite.study.sweep import local, slurm
 from fedranklite.study.sweep.spec import MAX_RUNS, Plan, Run, SpecError, load_spec, plan_size, value_text
 from fedranklite.study.sweep.state import (
     DONE_FILE,
@@ -82,8 +83,6 @@ def main(
     retries: Optional[int] = None,
 ) -> int:
     """`retries`: resubmissions of a failed run under the slurm launcher (default: the spec's slurm.retries)."""
-    from fedranklite.study.sweep import local, slurm
-
     try:
         if workers is not None and workers < 1:
             raise SpecError("--workers: need at least 1")
