@@ -66,6 +66,8 @@ def winner(cmp_time: dict, means: dict) -> str:
         return min(faster, key=lambda n: means[n]["mean_round_s"])
     if slower:
         return "fixed"
+    if all(cmp_time[n]["mean_diff"] == 0 and cmp_time[n]["mde"] == 0 for n in OTHERS):
+        return "none: identical on every seed"
     mdes = [cmp_time[n]["mde"] for n in OTHERS if cmp_time[n]["mde"] is not None]
     return f"no difference larger than MDE ({max(mdes):.3g} s)" if mdes else "no data"
 
