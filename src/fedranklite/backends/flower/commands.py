@@ -82,6 +82,7 @@ def worker(
     parent_pid: Optional[int] = None,
     python: Optional[str] = None,
     runtime_host: str = "127.0.0.1",
+    prepare: Optional[Path] = None,
 ) -> list[str]:
     """The SuperNode's resident ClientApp worker (python -m fedranklite.backends.flower.worker)."""
     address = f"{runtime_host}:{runtime_port}"
@@ -91,6 +92,8 @@ def worker(
         out += ["--superexec-auth-secret-file", str(superexec_secret)]
     if parent_pid is not None:
         out += ["--parent-pid", str(parent_pid)]
+    if prepare is not None:
+        out += ["--prepare", str(prepare)]
     return out
 
 

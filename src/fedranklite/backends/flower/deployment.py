@@ -124,11 +124,12 @@ class Deployment:
                 self.nodes_file.write_text(json.dumps({str(k): v for k, v in self.node_ids.items()}))
             for i in range(self.num_supernodes):
                 self.supernodes.append(self.start_supernode(i))
+            experiment = self.run_dir / "experiment.yaml"  # what submit() sends: the workers build it now
+            dump_config(self.cfg, experiment)
             for i, (proc, port) in enumerate(zip(self.supernodes, self.node_ports)):
                 wait_port("127.0.0.1", port, timeout, proc)
-                self.workers.append(
-                    self._spawn(f"clientapp{i}", commands.worker(port, self.secrets[i], parent_pid=proc.pid))
-                )
+                worker = commands.worker(port, self.secrets[i], parent_pid=proc.pid, prepare=experiment)
+                self.workers.append(self._spawn(f"clientapp{i}", worker))
             if self.auth:
                 self.wait_online(list(self.node_ids.values()), timeout)
         except BaseException:

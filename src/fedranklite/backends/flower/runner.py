@@ -33,7 +33,7 @@ from fedranklite.run.runners import ClientTask, lost_result
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05  # between pulls from the in-memory Grid of the simulation engine
-POLL_SECONDS_REMOTE = 0.25  # between pulls over HTTP from a SuperLink
+POLL_SECONDS_REMOTE = 0.1  # between pulls over HTTP from a SuperLink (one small request each)
 DEFAULT_TTL = 3600.0
 
 

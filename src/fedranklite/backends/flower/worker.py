@@ -36,7 +36,10 @@ log = logging.getLogger("fedranklite.flower.worker")
 
 ACQUIRE_METHOD = "/flwr.proto.Runtime/AcquireTask"  # the call SuperExec authentication protects
 CLIENTAPP = "fedranklite.backends.flower.client_app:app"  # the only ClientApp a worker runs
-DEFAULT_POLL = 0.05  # seconds between AcquireTask calls when the node has no task (a local HTTP call)
+# seconds between AcquireTask calls (a local HTTP call) while the node has no task: FAST_POLL right after a
+# task (the node's next message of the round follows within a second), growing to DEFAULT_POLL when idle
+FAST_POLL = 0.02
+DEFAULT_POLL = 0.25
 
 
 def preload() -> float:
@@ -67,6 +70,17 @@ def fab_clientapp(content: bytes) -> str:
     with zipfile.ZipFile(io.BytesIO(content)) as z:
         config = tomllib.loads(z.read("pyproject.toml").decode())
     return str(config.get("tool", {}).get("flwr", {}).get("app", {}).get("components", {}).get("clientapp", ""))
+
+
+def prepare_side(experiment: Path) -> float:
+    """Build the resident client side of `experiment` (as the server loads it, so its config key matches the
+    messages' and the first message finds it built); return the seconds."""
+    from fedranklite.backends.flower.task import client_side, config_json
+    from fedranklite.config.files import load_config
+
+    start = time.perf_counter()
+    client_side(config_json(load_config(experiment, [])))
+    return time.perf_counter() - start
 
 
 class Worker:
@@ -119,7 +133,7 @@ class Worker:
         client = self._client(*interceptors)
         log.info("resident ClientApp worker (pid %d) serving %s", os.getpid(), self.address)
         try:
-            failing = False
+            failing, wait = False, FAST_POLL
             while not self._stop.is_set() and (max_tasks is None or self.tasks < max_tasks):
                 try:
                     res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
@@ -132,8 +146,10 @@ class Worker:
                 failing = False
                 if res.HasField("task") and res.token:
                     self.run_task(res.token)
+                    wait = FAST_POLL
                 else:
-                    self._stop.wait(self.poll)
+                    self._stop.wait(wait)
+                    wait = min(self.poll, wait * 1.3)
         finally:
             client.close()
 
@@ -228,6 +244,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--parent-pid", type=int, help="exit when this process (the SuperNode) is gone")
     parser.add_argument("--poll", type=float, default=DEFAULT_POLL, help="seconds between task polls")
     parser.add_argument("--no-preload", action="store_true", help="import the model stack at the first task")
+    parser.add_argument(
+        "--prepare",
+        metavar="EXPERIMENT_YAML",
+        help="build the run's client side (model, partitions, tokens) at start from the experiment the server "
+        "runs, so the first message does not pay it (a different config is built when its first message comes)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.insecure and not args.root_certificates:
@@ -241,6 +263,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _parent_monitor(args.parent_pid)
     if not args.no_preload:
         log.info("model stack imported in %.1f s", preload())
+    if args.prepare:
+        log.info("client side of %s built in %.1f s", args.prepare, prepare_side(Path(args.prepare)))
     worker = Worker(args.runtime_api_address, args.insecure, args.root_certificates, secret, args.poll)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
