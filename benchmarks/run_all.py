@@ -9,8 +9,9 @@
 BENCHES names every bench_*.py in this folder (tests/test_results_files.py checks it against the folder). Each
 benchmark writes its JSON (with the "script" that wrote it) into the results folder, which its process gets as
 $FEDRANKLITE_BENCH_RESULTS; summary.md there names, for each figure, the script that produced it. `--quick` is a
-check that every benchmark runs end to end (about 10-15 minutes on 2 cores), not a result: it writes elsewhere
-(default results/benchmarks_quick/, ignored by git) so the recorded numbers stay. The full run takes hours
+check that every benchmark runs end to end, not a result (33 min on a 2-core CPU shared with other work, load
+average ~10; GLUE, surrogate and Flower ~6 min each): it writes elsewhere (default results/benchmarks_quick/,
+ignored by git) so the recorded numbers stay. The full run takes hours
 (the GLUE suite ~2 h, the aggregators ~2.5 core-hours, surrogate scaling ~20 min). The GLUE benchmarks read
 the TSVs from $FEDRANKLITE_GLUE_DIR (else ../shared/data/glue beside the repository) and are skipped, and
 said so, where neither exists. One-off studies are not benchmarks: they live in experiments/.
@@ -70,7 +71,7 @@ BENCHES: dict[str, Bench] = {
     "flower": Bench(
         "bench_flower.py",
         "per-round cost: local engine vs Flower simulation vs Flower deployment",
-        quick=("--rounds", "1", "--no-before"),
+        quick=("--rounds", "2", "--no-before"),  # 2: its steady-state figure needs a round after the first
     ),
 }
 
