@@ -33,8 +33,34 @@ FORBIDDEN = [
 SCRIPT_REF = re.compile(r"`((?:benchmarks|experiments)/[\w./-]+\.py)`")
 
 
+def repository_files() -> list[Path] | None:
+    """The files git would commit under the results folders (tracked, or new and not ignored); None outside a
+    git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", *map(str, RESULT_DIRS)],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return [ROOT / name for name in out.decode().split("\0") if name]
+
+
 def results_files(suffix: str) -> list[Path]:
-    return sorted(p for d in RESULT_DIRS for p in d.rglob(f"*{suffix}") if p.is_file())
+    listed = repository_files()
+    found = listed if listed is not None else [p for d in RESULT_DIRS for p in d.rglob("*")]
+    return sorted(p for p in found if p.is_file() and p.name.endswith(suffix))
+
+
+def engine_output(path: Path) -> bool:
+    """A file of a `fedranklite run` results folder kept inside a study (metrics.json beside rounds.jsonl): the
+    engine wrote it, with its own schema; the study's script and notes name it."""
+    return (path.parent / "metrics.json").is_file() and (path.parent / "rounds.jsonl").is_file()
+
+
+NOTES = ("NOTES.md", "SPEC.md")  # a study's notes and plan: they name its script anywhere (see the study test)
 
 
 def rel(path: Path) -> str:
@@ -66,10 +92,11 @@ def test_there_are_results_files_to_check():
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in results_files(".json") + results_files(".md") if p.name != "NOTES.md"], ids=rel
+    "path",
+    [p for p in results_files(".json") + results_files(".md") if p.name not in NOTES and not engine_output(p)],
+    ids=rel,
 )
 def test_every_results_file_names_an_existing_script(path):
-    """(A study's NOTES.md names its script anywhere: see the study test below.)"""
     script = named_script(path)
     assert script, f"{rel(path)}: names no script (JSON: a top-level 'script'; Markdown: first or last line)"
     assert (ROOT / script).is_file(), f"{rel(path)}: names {script}, which does not exist"
@@ -152,8 +179,8 @@ def test_every_study_has_notes_a_script_and_its_results_inside_it(study):
     own = sorted(study.glob("*.py"))
     assert own, f"{rel(study)}: no script"
     assert any(f"`{rel(s)}`" in text for s in own), f"{rel(notes)}: names none of its scripts"
-    for path in [*study.rglob("*.json"), *study.rglob("*.md")]:
-        if path.name != "NOTES.md":
+    for path in results_files(".json") + results_files(".md"):
+        if path.is_relative_to(study) and path.name not in NOTES and not engine_output(path):
             assert (named_script(path) or "").startswith(rel(study) + "/"), f"{rel(path)}: not from this study's script"
 
 
