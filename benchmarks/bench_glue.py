@@ -63,7 +63,7 @@ def fp32_profile(config: Path, sets: list[str]) -> Path:
     4-bit arm (experiments/slm_budget/slm_lr_pilots.md). With one clock both arms train the same steps and their gap
     is the quantization's."""
     from fedranklite.config.files import load_config
-    from fedranklite.run.profiling import SHIPPED_DIR, key_file_name, profile_key
+    from fedranklite.run.rank_profile import SHIPPED_DIR, key_file_name, profile_key
 
     cfg = load_config(config, [*sets, "model.quantization=none"])
     path = SHIPPED_DIR / key_file_name({**profile_key(cfg), "device": "cpu"})

@@ -77,7 +77,7 @@ def test_dry_run_caps_rounds_at_a_stopping_deadline_and_counts_who_misses_it(tmp
 
 
 def write_profile(path, key, intercept=0.01, slope=0.001):
-    from fedranklite.run.profiling import SHIPPED_DIR
+    from fedranklite.run.rank_profile import SHIPPED_DIR
 
     data = json.loads(next(SHIPPED_DIR.glob("bundled-minilm-l6*.json")).read_text())
     data["key"] = key
@@ -90,7 +90,7 @@ def write_profile(path, key, intercept=0.01, slope=0.001):
 
 def test_dry_run_names_the_profile_it_would_use_or_that_it_would_measure_one(tmp_path, capsys, no_model):
     from fedranklite.config.files import load_config
-    from fedranklite.run.profiling import cache_dir, key_file_name, profile_key
+    from fedranklite.run.rank_profile import cache_dir, key_file_name, profile_key
 
     code, out, err = dry(tmp_path, capsys, "timing.mode=profile")
     assert code == 0, err

@@ -17,7 +17,7 @@ from fedranklite.run.pricing import (
     pricing,
     pricing_lines,
 )
-from fedranklite.run.profiling import SHIPPED_DIR, LinearFit, RankProfile, fit_line, key_file_name, profile_key
+from fedranklite.run.rank_profile import SHIPPED_DIR, LinearFit, RankProfile, fit_line, key_file_name, profile_key
 
 ROOT = SHIPPED_DIR.parents[2]
 BASE = ROOT / "configs" / "base.yaml"
@@ -192,7 +192,7 @@ def test_tiers_with_different_references_are_refused_in_one_line(tiny_config):
 
 
 def test_a_profile_whose_fit_goes_negative_over_the_runs_ranks_stops_the_time_model(tiny_config, tmp_path):
-    from fedranklite.run.profiling import ProfileError
+    from fedranklite.run.rank_profile import ProfileError
 
     cfg = tiny_config()
     key = {k: v for k, v in profile_key(cfg).items() if k != "device"}

@@ -9,16 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fedranklite.run.profiling import (
-    LinearFit,
-    ProfileError,
-    RankProfile,
-    ensure_profile,
-    fit_line,
-    key_file_name,
-    profile_key,
-    run_profile,
-)
+from fedranklite.run.profiling import ensure_profile, run_profile
+from fedranklite.run.rank_profile import LinearFit, ProfileError, RankProfile, fit_line, key_file_name, profile_key
 
 
 def test_a_profile_measured_on_a_busy_machine_says_so(tiny_config, monkeypatch, caplog):
@@ -236,7 +228,7 @@ def test_every_smollm2_glue_config_finds_a_shipped_profile(config, tmp_path, mon
     """On a fresh install (empty cache) each SmolLM2 GLUE config must find the rank profile its recorded runs used:
     one measured now, under whatever load, would move the simulated deadline and so which steps it cuts."""
     from fedranklite.config.files import load_config
-    from fedranklite.run.profiling import CACHE_ENV, SHIPPED_DIR, find_profile, profile_key
+    from fedranklite.run.rank_profile import CACHE_ENV, SHIPPED_DIR, find_profile, profile_key
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     found = find_profile(profile_key(load_config(config, ["device=cpu"])))
@@ -394,7 +386,7 @@ def test_a_measured_profile_names_its_device_and_can_be_dropped_in(tmp_path, tin
 
     import torch
 
-    from fedranklite.run.profiling import SCHEMA_VERSION, find_profile
+    from fedranklite.run.rank_profile import SCHEMA_VERSION, find_profile
 
     cfg = tiny_config()
     prof = run_profile(cfg, ranks=(1, 2), warmup=0, repeats=2, passes=1)
@@ -412,7 +404,7 @@ def test_a_measured_profile_names_its_device_and_can_be_dropped_in(tmp_path, tin
 
 
 def test_every_shipped_profile_passes_the_checks_and_names_its_device():
-    from fedranklite.run.profiling import SHIPPED_DIR
+    from fedranklite.run.rank_profile import SHIPPED_DIR
 
     shipped = sorted(SHIPPED_DIR.glob("*.json"))
     assert len(shipped) >= 4

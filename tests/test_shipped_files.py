@@ -112,7 +112,7 @@ def test_every_file_a_shipped_yaml_names_is_in_the_repository():
 
 def test_every_shipped_rank_profile_is_in_the_repository():
     """The profiles timing.mode: profile finds by key ship as package data, tracked like code."""
-    from fedranklite.run.profiling import SHIPPED_DIR
+    from fedranklite.run.rank_profile import SHIPPED_DIR
 
     tracked = tracked_files()
     shipped = sorted(SHIPPED_DIR.glob("*.json"))

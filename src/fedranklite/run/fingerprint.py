@@ -147,7 +147,7 @@ def _rank_profile(cfg: Any) -> Optional[str]:
     configured = getattr(cfg.timing, "profile", None)
     if configured:
         return file_fingerprint(Path(configured).expanduser())
-    from fedranklite.run.profiling import find_profile, profile_key
+    from fedranklite.run.rank_profile import find_profile, profile_key
 
     found = find_profile(profile_key(cfg))
     return "none (measured by the run)" if found is None else file_fingerprint(found)

@@ -27,7 +27,7 @@ def dry_run(cfg, args: argparse.Namespace, console) -> int:
     from fedranklite.backends.surrogate.engine import CalibrationError
     from fedranklite.cli.offline import offline_when_local
     from fedranklite.data.textsplit import DataError
-    from fedranklite.run.profiling import ProfileError
+    from fedranklite.run.rank_profile import ProfileError
 
     offline_when_local(cfg)
     try:
@@ -131,7 +131,7 @@ def surrogate_report(cfg) -> list[str]:
 # ---------------------------------------------------------------------------------------- compute prices
 def _profile(cfg) -> tuple[Optional[Path], str]:
     """The rank profile file a run of `cfg` would read, and where it comes from (None: none exists)."""
-    from fedranklite.run.profiling import SHIPPED_DIR, cache_dir, find_profile, key_file_name, profile_key
+    from fedranklite.run.rank_profile import SHIPPED_DIR, cache_dir, find_profile, key_file_name, profile_key
 
     named = getattr(cfg.timing, "profile", None)
     if named:
@@ -145,7 +145,7 @@ def _profile(cfg) -> tuple[Optional[Path], str]:
 
 
 def _load_profile(path: Optional[Path]):
-    from fedranklite.run.profiling import RankProfile
+    from fedranklite.run.rank_profile import RankProfile
 
     return RankProfile.load(path) if path is not None else None
 
@@ -183,7 +183,7 @@ def compute_prices(cfg) -> list[str]:
 
 
 def _key_text(cfg) -> str:
-    from fedranklite.run.profiling import profile_key
+    from fedranklite.run.rank_profile import profile_key
 
     k = profile_key(cfg)
     return f"{k['backbone']}, batch {k['batch_size']} x {k['max_length']} tokens, {k['device']}"

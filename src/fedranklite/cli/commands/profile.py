@@ -29,7 +29,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     import torch
 
     from fedranklite.model.backbones import ModelError
-    from fedranklite.run.profiling import cache_dir, key_file_name, run_profile
+    from fedranklite.run.profiling import run_profile
+    from fedranklite.run.rank_profile import cache_dir, key_file_name
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -78,7 +78,7 @@ def _run(cfg, args: argparse.Namespace, console) -> int:
     from fedranklite.run.checkpoint import ResumeError
     from fedranklite.run.outfolder import OutputFolderError
     from fedranklite.run.pricing import pricing, pricing_lines
-    from fedranklite.run.profiling import ProfileError
+    from fedranklite.run.rank_profile import ProfileError
     from fedranklite.run.viability import RunRefused, RunStopped
 
     log = logging.getLogger("fedranklite")
