@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +34,12 @@ def test_a_quantized_run_is_priced_with_the_shipped_fp32_profile(task, length):
 
 
 def test_no_shipped_fp32_profile_is_one_clear_error(tmp_path, monkeypatch):
-    import fedranklite.run.profiling
+    import importlib
+    import inspect
 
-    monkeypatch.setattr(fedranklite.run.profiling, "SHIPPED_DIR", tmp_path)
+    # the module bench_glue.fp32_profile takes SHIPPED_DIR from (read from its source, so a move follows)
+    module = re.search(r"from (fedranklite\.[\w.]+) import SHIPPED_DIR", inspect.getsource(bench_glue.fp32_profile))
+    monkeypatch.setattr(importlib.import_module(module.group(1)), "SHIPPED_DIR", tmp_path)
     config = bench_glue.CONFIGS / "smollm2" / "rte_lite.yaml"
     with pytest.raises(SystemExit, match=r"rte_lite\.yaml: no shipped fp32 CPU rank profile .*_none_b8_l128_"):
         bench_glue.fp32_profile(config, [])
