@@ -499,7 +499,14 @@ def test_a_second_ctrl_c_during_the_stop_wait_prints_no_traceback(tmp_path):
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
 
 
-@pytest.mark.parametrize("spec", sorted((ROOT / "benchmarks" / "verdict").glob("*.yaml")), ids=lambda p: p.stem)
+VERDICT_SPECS = sorted((ROOT / "experiments" / "three_settings_verdict" / "sweeps").glob("*.yaml"))
+
+
+def test_the_verdict_specs_are_found():
+    assert len(VERDICT_SPECS) == 3  # the parametrised test below would pass silently over none
+
+
+@pytest.mark.parametrize("spec", VERDICT_SPECS, ids=lambda p: p.stem)
 def test_verdict_specs_compare_schedulers_only(spec):
     """Each verdict spec loads, runs 10 paired seeds against `lite`, and its cells differ from the reference
     only in the scheduler's settings: anything else (data, tiers, budget) would make the comparison unfair."""
@@ -532,3 +539,17 @@ def test_bench_glue_rejects_a_bad_smollm2_seed_list(bad, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("bench_glue.py: error: --smollm2-seeds:")
     assert not out.exists()
+
+
+def test_set_on_the_command_line_reaches_every_run_after_the_spec_set(tmp_path, monkeypatch, capsys):
+    spec = write_spec(tmp_path, seeds=2, set={"federation.num_rounds": 2})
+    no_subprocess(monkeypatch)
+    args = ["sweep", str(spec), "--dry-run", "--set", "federation.num_rounds=5", "--set", "training.lr=0.01"]
+    assert cli.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all("--set federation.num_rounds=5" in ln and "training.lr=0.01" in ln for ln in lines)
+    assert not any("federation.num_rounds=2" in ln for ln in lines)  # the command line wins over the spec's set
+    for bad, expected in (("seed=3", "--set: seed: set by the sweep"), ("nokey", "expected KEY=VALUE")):
+        assert cli.main(["sweep", str(spec), "--dry-run", "--set", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err

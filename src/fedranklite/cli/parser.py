@@ -162,7 +162,15 @@ def _study_parsers(sub) -> None:
     sweep.add_argument("--config", "-c", metavar="SPEC", help="the sweep spec, as an option (same as SPEC)")
     sweep.add_argument("--workers", type=int, help="parallel runs (local: default 1; slurm: array throttle %%N)")
     sweep.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where the runs execute")
-    sweep.add_argument("--dry-run", action="store_true", help="print the runs (local) or the sbatch command (slurm)")
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="print the runs (local) or the runs and submitit parameters (slurm)"
+    )
+    sweep.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a config override for every run, after the spec's own set (repeatable)",
+    )
     sweep.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the spec's")
     sweep.add_argument(
         "--retries", type=int, help="slurm launcher: resubmissions of a failed run (default: the spec's slurm.retries)"

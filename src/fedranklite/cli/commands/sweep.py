@@ -13,7 +13,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if spec is None or (args.config and args.spec and args.config != args.spec):
         print("error: sweep needs one spec: SPEC or --config SPEC", file=sys.stderr)
         return 2
-    return sweep_main(spec, args.workers, args.launcher, args.dry_run, args.seeds, args.mark_only, args.retries)
+    return sweep_main(
+        spec, args.workers, args.launcher, args.dry_run, args.seeds, args.mark_only, args.retries, args.set or ()
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:

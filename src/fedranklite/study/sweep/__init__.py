@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import sys
-from typing import Optional
+from typing import Optional, Sequence
 
 from fedranklite.study.sweep import local, slurm
 from fedranklite.study.sweep.spec import MAX_RUNS, Plan, Run, SpecError, load_spec, plan_size, value_text
@@ -81,8 +81,10 @@ def main(
     seeds: Optional[int],
     mark: bool = False,
     retries: Optional[int] = None,
+    overrides: Sequence[str] = (),
 ) -> int:
-    """`retries`: resubmissions of a failed run under the slurm launcher (default: the spec's slurm.retries)."""
+    """`retries`: resubmissions of a failed run under the slurm launcher (default: the spec's slurm.retries);
+    `overrides`: --set KEY=VALUE items applied to every run after the spec's own `set`."""
     try:
         if workers is not None and workers < 1:
             raise SpecError("--workers: need at least 1")
@@ -90,7 +92,7 @@ def main(
             raise SpecError("--retries: need 0 or more")
         if mark and dry_run:
             raise SpecError("--mark-only and --dry-run: choose one")
-        plan = load_spec(spec, seeds)
+        plan = load_spec(spec, seeds, overrides)
         if retries is not None:
             plan.slurm = dataclasses.replace(plan.slurm, retries=retries)
     except SpecError as exc:
@@ -114,6 +116,7 @@ def main(
         return 0
     if launcher == "slurm":
         again = ["fedranklite", "sweep", str(plan.spec_path)] + (["--seeds", str(seeds)] if seeds is not None else [])
+        again += [arg for item in overrides for arg in ("--set", item)]
         try:
             launch = slurm.prepare(plan, states, workers, dry_run)
         except slurm.LauncherError as exc:

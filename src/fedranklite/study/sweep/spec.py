@@ -32,7 +32,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
 
@@ -237,8 +237,24 @@ def check_size(cells: dict, axes: dict, num_seeds: int, seeds_key: str = "seeds"
     )
 
 
-def load_spec(path: str | Path, seeds_override: Optional[int] = None) -> Plan:
-    """Read and check a spec, build every run and validate its config; raises SpecError (one line)."""
+def command_line_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items of the sweep command as a spec's `set` mapping (dotted key -> value)."""
+    from fedranklite.config.files import parse_override
+    from fedranklite.config.schema import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        try:
+            parts, value = parse_override(item)
+        except ConfigError as exc:
+            raise SpecError(str(exc)) from None
+        out[".".join(parts)] = value
+    return _check_overrides("--set", out)
+
+
+def load_spec(path: str | Path, seeds_override: Optional[int] = None, set_items: Sequence[str] = ()) -> Plan:
+    """Read and check a spec, build every run and validate its config; raises SpecError (one line).
+    `set_items` (the command's --set KEY=VALUE) apply to every run after the spec's own `set`."""
     from fedranklite.config.files import load_config
 
     path = Path(path)
@@ -284,7 +300,7 @@ def load_spec(path: str | Path, seeds_override: Optional[int] = None) -> Plan:
         shown = repr(seeds) if len(repr(seeds)) <= 80 else f"a {type(seeds).__name__}"
         raise SpecError(f"{seeds_key}: {shown}: an int n >= 1 (seeds 0..n-1) or a non-empty list of ints")
 
-    common = _check_overrides("set", spec.get("set"))
+    common = {**_check_overrides("set", spec.get("set")), **command_line_overrides(set_items)}
     cells = spec["schedulers"]
     if not isinstance(cells, dict) or not cells:
         raise SpecError("schedulers: need at least one named cell, e.g. lite: {federation.scheduler.type: lite}")
