@@ -241,7 +241,7 @@ def test_lite_noniid_deadline_values():
     assert cfg.timing.mode == "profile"  # the default: measured rank costs, deterministic
     # hidden per-client deviation and jitter on every tier; every client answers (availability is verdict c's)
     assert all(t.speed_sigma > 0 and t.jitter_sigma > 0 and t.availability == 1 for t in cfg.tiers.values())
-    # settings that learn under Dirichlet 0.1 (benchmarks/bench_headline_tuning.py): every client every round
+    # settings that learn under Dirichlet 0.1 (experiments/headline_tuning/): every client every round
     assert cfg.federation.clients_per_round == cfg.num_clients == 10
     assert (cfg.training.max_local_steps, cfg.federation.num_rounds, cfg.evaluation.target) == (4, 12, 0.85)
     assert cfg.federation.aggregation.type == "fedavg"  # blockwise ended at one class with mixed ranks here

@@ -144,8 +144,8 @@ GLUE_TASKS: dict[str, GlueTask] = {
 # Prompts of a causal LM's label-word scoring (`model.head: verbalizer`, verbalizer.py): per task the template
 # ({text_a}, {text_b} = the task's text columns in order) and one label word per class id (STS-B: words 0..5
 # standing for the centred scores of center_scores). Each is the best of three candidates by zero-shot
-# SmolLM2-135M-Instruct score on 200 seeded rows of the TRAIN split (benchmarks/bench_slm_prompts.py,
-# results/slm_prompts.json); dev was never read. Zero-shot on train: SST-2 0.75, QNLI 0.52, RTE 0.51,
+# SmolLM2-135M-Instruct score on 200 seeded rows of the TRAIN split (experiments/slm_prompts/,
+# slm_prompts.json); dev was never read. Zero-shot on train: SST-2 0.75, QNLI 0.52, RTE 0.51,
 # MRPC F1 0.79, STS-B Pearson 0.03 (the NLI tasks and STS-B are near chance before training).
 _CHAT = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"  # SmolLM2-Instruct's chat format
 PROMPTS: dict[str, dict[str, Any]] = {

@@ -26,13 +26,13 @@ from typing import Any, Optional
 
 from fedranklite.config.tiers import compute_reference
 from fedranklite.federation.timing import ProfileParams, TimeModel
-from fedranklite.run.profiling import (
+from fedranklite.run.profiling import ensure_profile
+from fedranklite.run.rank_profile import (
     SHIPPED_DIR,
     ProfileError,
     RankProfile,
     cache_dir,
     device_label,
-    ensure_profile,
     find_profile,
     profile_key,
 )

@@ -17,7 +17,7 @@ throughput; when none is observed every score is equal and the budget is split e
 State is kept in arrays indexed by client id, so a round costs O(N) vectorised work.
 
 Options (each off by default, so `type: lite` is the rule above exactly; measured as an ablation in
-benchmarks/results/verdict.md):
+experiments/three_settings_verdict/verdict.md):
 
 - `cold_start: tier`. Why: with partial participation most selected clients are newcomers, and the
   mean fill hands every newcomer the same throughput score whatever its hardware. With `tier` a
