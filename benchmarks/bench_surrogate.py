@@ -28,7 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py: the "script" stamp and portable paths)
+
+ROOT = common.ROOT
 CONFIG = ROOT / "configs" / "experiments" / "lite_noniid_deadline.yaml"
 CAL_ROUNDS = 6
 SCHEDULERS = {
@@ -301,7 +304,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "surrogate.json"))
+    parser.add_argument("--out", default=str(common.RESULTS / "surrogate.json"))
     parser.add_argument("--work", default="/tmp/fedranklite_bench_surrogate")
     parser.add_argument("--calibration", help="reuse this surrogate.json instead of a new calibration run")
     parser.add_argument("--quick", action="store_true", help="N = 1k, 10k only, 20 rounds (a smoke test)")
@@ -364,8 +367,9 @@ def main() -> None:
 
 def write(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=float))
-    out.with_suffix(".md").write_text(markdown(result))
+    result = common.stamp(json.loads(json.dumps(result, default=float)), __file__)  # script key, portable paths
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(markdown(result) + "\nWritten by `benchmarks/bench_surrogate.py`.\n")
     plot(result["scaling"], out.with_name("surrogate_scaling.png"))
     print(out.with_suffix(".md").read_text())
 
