@@ -173,28 +173,27 @@ def base_yaml_comments(path: str = str(BASE_YAML)) -> dict[str, str]:
 
 
 def field_help(cls: type[BaseModel], name: str, key: str = "", plugin: str = "") -> str:
-    """A field's help: its description, else `HELP[key]`, else the comment on its line in the source, else
+    """A field's help: its description, else the comment on its line in the source, else `HELP[key]`, else
     configs/base.yaml's comment on `key`, else the comment lines above the field in the source. `plugin`: a
     leading "<plugin>:" in base.yaml's comment is dropped (the table is that plugin's already)."""
     field = cls.model_fields[name]
     if field.description:
         return _tidy(field.description)
-    generic = re.sub(r"^tiers\.[^.]+\.", "tiers.<name>.", key)
-    if generic in HELP:
-        return HELP[generic]
     trailing, above = _source_comments(cls, name)
     if trailing and _tidy(trailing):
         return _tidy(trailing)
+    generic = re.sub(r"^tiers\.[^.]+\.", "tiers.<name>.", key)
+    if generic in HELP:
+        return HELP[generic]
     text = base_yaml_comments().get(key, "") if key and not key.startswith("tiers.") else ""
     if text and plugin:
         text = re.sub(rf"^{re.escape(plugin)}(?::|,)\s*", "", text)
     return _tidy(text) or _tidy(above)
 
 
-# Help for the keys whose comments in the source do not stand on their own (a comment shared by a block of
-# keys, or none). A field's `description` in the schema takes precedence over this.
+# Help for the keys without a comment on their own line in the source (a comment shared by a block of keys, or
+# none). A field's `description` or its own comment in the source takes precedence over this.
 HELP: dict[str, str] = {
-    "experiment_name": "The run's folder under output_dir: one folder name (no separators, no leading dot).",
     "seed": "Seeds every random draw of a run: data split, client selection, hidden client speeds, initial adapter.",
     "output_dir": "Results go to output_dir/experiment_name/.",
     "model.max_length": "Tokens per row (batches are padded to their longest row).",
@@ -224,7 +223,7 @@ HELP: dict[str, str] = {
     "data.label_column": "The column holding the label.",
     "data.embedded_train_size": "Embedded task: training rows generated.",
     "data.embedded_eval_size": "Embedded task: evaluation rows generated.",
-    "tiers.<name>.compute_factor": "Training throughput relative to the fastest tier (1.0).",
+    "tiers.<name>.compute_factor": "Training speed relative to the compute_reference device.",
     "tiers.<name>.num_clients": "Clients of this tier.",
     "tiers.<name>.memory_gb": "Memory of a client of this tier; caps the rank it can train.",
     "tiers.<name>.bandwidth_mbps": (
