@@ -37,9 +37,25 @@ def test_tensors_and_tasks_cross_the_wire_unchanged():
         assert wire_bytes(rec) == num_bytes(down)  # raw payload: exactly the local engine's byte count
         back = arrays_to_state(rec)
         assert all(torch.equal(back[k], down[k]) for k in down)
+    assert len(state_to_arrays(state)) == 2  # one payload array + its layout, whatever the tensor count
     task = ClientTask(3, 5, 4_000_000_000, DeadlineGate(90.0, 1.5, 0.25, "analytic", 0.7))
     assert task_from_record(task_record(task, 2, "{}")) == (task, 2)
     assert task_from_record(task_record(ClientTask(0, 1, 7), 1, "{}"))[0] == ClientTask(0, 1, 7)
+
+
+def test_a_packed_record_that_does_not_add_up_is_refused():
+    from flwr.app import Array, ArrayRecord
+
+    from fedranklite.backends.flower.task import LAYOUT, PAYLOAD
+
+    rec = state_to_arrays({"a": torch.randn(3, 2), "b": torch.randn(4)})
+    payload = bytes(rec[PAYLOAD].data)
+    for data, expect in ((payload[:-4], "ends before"), (payload + b"\0" * 4, "no tensor claims")):
+        bad = ArrayRecord({LAYOUT: rec[LAYOUT], PAYLOAD: Array("uint8", (len(data),), "raw", data)}, keep_input=True)
+        with pytest.raises(ValueError, match=expect):
+            arrays_to_state(bad)
+    with pytest.raises(ValueError, match="packed record"):
+        arrays_to_state(ArrayRecord({"a": rec[PAYLOAD]}, keep_input=True))
 
 
 def equivalence_tree(tmp_path, **kw):

@@ -1,9 +1,10 @@
 """What travels between the FlowerRunner and the ClientApp, and the ClientApp's resident state.
 
-Tensors travel as raw little-endian bytes in an ArrayRecord (`stype="raw"`: no per-array header), so the
-bytes counted for a client are exactly the payload bytes of the arrays that crossed the wire, and equal the
-local engine's count for the same tensors. The task (cid, rank, seed, round, deadline gate) and the run's
-configuration travel in a ConfigRecord; the telemetry comes back in a MetricRecord.
+Tensors travel as raw little-endian bytes packed into one array of an ArrayRecord (`stype="raw"`: no header;
+their names, dtypes and shapes in a small JSON layout array beside it), so the bytes counted for a client are
+exactly the tensors' payload bytes, equal to the local engine's count for the same tensors. The task (cid,
+rank, seed, round, deadline gate) and the run's configuration travel in a ConfigRecord; the telemetry comes
+back in a MetricRecord.
 """
 
 from __future__ import annotations
@@ -30,29 +31,58 @@ RAW = "raw"
 
 
 # ================================================================== tensors <-> ArrayRecord
+LAYOUT = "layout"  # the packed record's layout array: JSON [[name, dtype, shape], ...] as bytes
+PAYLOAD = "payload"  # the packed record's one payload array: every tensor's raw bytes, in layout order
+
+
 def state_to_arrays(state: State) -> ArrayRecord:
-    arrays = {}
+    """Every tensor's raw little-endian bytes in ONE array (plus a small layout array): Flower moves each
+    Array of a message as separate objects, one HTTP request each between the SuperLink, the SuperNode and
+    the ClientApp, so one array instead of one per tensor saves ~2 requests per tensor each way."""
+    layout, blobs = [], []
     for name, tensor in state.items():
         t = tensor.detach().to("cpu").contiguous()
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        arrays[name] = Array(dtype=str(t.dtype).removeprefix("torch."), shape=tuple(t.shape), stype=RAW, data=data)
-    return ArrayRecord(array_dict=arrays, keep_input=True)
+        layout.append([name, str(t.dtype).removeprefix("torch."), list(t.shape)])
+        blobs.append(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    payload = b"".join(blobs)
+    meta = json.dumps(layout).encode()
+    return ArrayRecord(
+        array_dict={
+            LAYOUT: Array(dtype="uint8", shape=(len(meta),), stype="json", data=meta),
+            PAYLOAD: Array(dtype="uint8", shape=(len(payload),), stype=RAW, data=payload),
+        },
+        keep_input=True,
+    )
 
 
 def arrays_to_state(record: ArrayRecord) -> State:
+    if LAYOUT not in record or PAYLOAD not in record or set(record.keys()) != {LAYOUT, PAYLOAD}:
+        raise ValueError(f"expected a packed record ({LAYOUT!r} + {PAYLOAD!r}), got {sorted(record.keys())}")
+    if record[PAYLOAD].stype != RAW:
+        raise ValueError(f"expected a raw payload, got stype {record[PAYLOAD].stype!r}")
+    layout = json.loads(bytes(record[LAYOUT].data).decode())
+    data = bytearray(record[PAYLOAD].data)
     state: State = {}
-    for name, arr in record.items():
-        if arr.stype != RAW:
-            raise ValueError(f"{name}: expected a raw array, got stype {arr.stype!r}")
-        dtype = getattr(torch, arr.dtype)
-        flat = torch.frombuffer(bytearray(arr.data), dtype=dtype) if arr.data else torch.zeros(0, dtype=dtype)
-        state[name] = flat.reshape(tuple(arr.shape)).clone()
+    offset = 0
+    for name, dtype_name, shape in layout:
+        dtype = getattr(torch, str(dtype_name))
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"{name}: unknown dtype {dtype_name!r}")
+        numel = math.prod(int(d) for d in shape)
+        size = numel * torch.empty(0, dtype=dtype).element_size()
+        if offset + size > len(data):
+            raise ValueError(f"{name}: the payload ends before this tensor")
+        flat = torch.frombuffer(data, dtype=dtype, offset=offset, count=numel) if numel else torch.zeros(0, dtype=dtype)
+        state[str(name)] = flat.reshape(tuple(int(d) for d in shape)).clone()
+        offset += size
+    if offset != len(data):
+        raise ValueError(f"{len(data) - offset} payload bytes no tensor claims")
     return state
 
 
 def wire_bytes(record: ArrayRecord) -> int:
-    """Payload bytes of the arrays in a record (what the tensors cost on the wire)."""
-    return int(sum(len(arr.data) for arr in record.values()))
+    """Payload bytes of the tensors in a record (what they cost on the wire; the layout is not counted)."""
+    return int(len(record[PAYLOAD].data)) if PAYLOAD in record else 0
 
 
 # ================================================================== the task <-> ConfigRecord
