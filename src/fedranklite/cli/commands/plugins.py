@@ -45,7 +45,8 @@ def _plain(text: str) -> str:
 
 
 def parameter_lines(registry, name: str) -> list[str]:
-    from fedranklite.config.reference import allowed, default_of, field_help, type_name
+    from fedranklite.config.help_text import field_help
+    from fedranklite.config.reference import allowed, default_of, type_name
     from fedranklite.config.schema import unwrap_model
 
     config = registry.config_class(name)
@@ -72,7 +73,7 @@ def parameter_lines(registry, name: str) -> list[str]:
 
 
 def plugin_lines(kind: str) -> list[str]:
-    from fedranklite.config.reference import plugin_help
+    from fedranklite.config.help_text import plugin_help
 
     registry = registry_of(kind)
     _, _, key = KINDS[kind]
