@@ -6,7 +6,7 @@ r_bar 8 (every client every round, the headline's 90 s deadline, which rank 8 ne
 --set overrides, in a subprocess, one at a time. A finished run's metrics.json, rounds.jsonl and config.yaml
 are copied to runs/<arm>/seed<k>/; finished runs are skipped, a killed run resumes from its checkpoint
 (kept in _work/, which git ignores). An arm stops once it cannot reach the rule on 9 of the 10 seeds (two
-failures); a cell's later arms are skipped once one of its arms met the rule. After every run
+failures); an arm that meets it runs all 10 seeds and the cell's later arms are skipped. After every run
 results.json and results.md are rewritten from runs/.
 
     OMP_NUM_THREADS=1 python experiments/learner_stability/run_pilots.py [--commit] [--summary-only]
@@ -242,11 +242,11 @@ def main() -> None:
     for arm, cell, overrides in ARMS:
         for seed in TUNING_SEEDS:
             s = summary()
-            if s["arms"][arm]["status"] != "undecided":
-                break
+            if s["arms"][arm]["status"] == "fails the rule":
+                break  # cannot reach 9 of 10 any more
             w = s["winners"][cell]
-            if w is not None and not w.startswith("undecided"):
-                break  # this cell already has its remedy
+            if w is not None and not w.startswith("undecided") and w != arm:
+                break  # an earlier arm of this cell already met the rule (the winning arm runs all 10 seeds)
             if finished(arm, seed) is not None:
                 continue
             run_one(arm, overrides, seed)
