@@ -88,8 +88,11 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 
 
 def messages(stderr: str) -> list[str]:
-    """stderr without the log lines (they start with a date), the run's opening line and blank lines."""
-    return [ln for ln in stderr.splitlines() if ln.strip() and not ln[:4].isdigit() and not ln.startswith("run: ")]
+    """stderr without the log lines (they start with a date), the run's opening lines (`run: ...` and the
+    indented lines under it) and blank lines: what is left is what the run said about a fault."""
+    return [
+        ln for ln in stderr.splitlines() if ln.strip() and not ln[:4].isdigit() and not ln.startswith(("run: ", " "))
+    ]
 
 
 def assert_whole(folder: Path, temporaries_allowed: bool = False) -> int:
@@ -262,7 +265,9 @@ def test_a_folder_made_read_only_mid_run_stops_with_one_line_then_resumes(refere
     lines = messages(err)
     assert child.returncode == 3 and len(lines) == 1, err
     assert "cannot write" in lines[0] and "continue with --resume" in lines[0], lines[0]
-    assert assert_whole(folder) >= 1  # round 2 or, when its line was written just before, round 1
+    # a temporary file whose writer could neither rename nor remove it in the read-only folder may be left (never
+    # read; the next start removes it); every result file is whole
+    assert assert_whole(folder, temporaries_allowed=True) >= 1  # round 2, or round 1 if caught between the two
     proc = run(config, "--resume")
     assert proc.returncode == 0, proc.stderr
     assert_same_results(reference, folder)

@@ -159,7 +159,10 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:  # a folder made read-only mid-write: the next run's start removes it
+            pass
         raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
