@@ -112,7 +112,8 @@ def analyse() -> dict:
             entry["cvx_lite_disagree"] = len(set(sig.values())) > 1
         cells.append(entry)
     return {
-        "script": "experiments/regime_map/analyze.py (runs by experiments/regime_map/run_map.py)",
+        "script": "experiments/regime_map/analyze.py",
+        "runs_written_by": "experiments/regime_map/run_map.py",
         "spec": "experiments/regime_map/SPEC.md",
         "calibration": "configs/surrogate/minilm_profile_clock.json",
         "seeds": run_map.SEEDS,
@@ -142,10 +143,10 @@ def positive_control(res: dict) -> dict:
 
 def markdown(res: dict) -> str:
     lines = [
-        "# Regime map (time only)",
+        "# Regime map (time only), written by `experiments/regime_map/analyze.py`",
         "",
-        "Written by `experiments/regime_map/analyze.py` from the runs of `experiments/regime_map/run_map.py` "
-        "(spec: SPEC.md). Surrogate backend, calibration `configs/surrogate/minilm_profile_clock.json`; 10 clients, "
+        "From the runs of `experiments/regime_map/run_map.py` (spec: SPEC.md). Surrogate backend, calibration "
+        "`configs/surrogate/minilm_profile_clock.json`; 10 clients, "
         f"all selected, {res['rounds_per_run']} rounds; seeds {res['seeds'][0]}-{res['seeds'][-1]} paired. "
         "Differences are scheduler - fixed (rank 8): mean over seeds [BCa 95 % CI]; * = Holm-adjusted Wilcoxon "
         "p < 0.05 within the cell. Round time in simulated seconds; compliance = client-rounds on time (%); "
