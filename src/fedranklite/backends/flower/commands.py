@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 WORKER_MODULE = "fedranklite.backends.flower.worker"
+SUPERNODE_MODULE = "fedranklite.backends.flower.supernode"
 
 
 def superlink(
@@ -50,17 +51,21 @@ def supernode(
     auth_key: Optional[Path] = None,
     superexec_secret: Optional[Path] = None,
     runtime_host: str = "127.0.0.1",
+    python: Optional[str] = None,
 ) -> list[str]:
     """`flower-supernode` for partition `partition`; its Runtime API (for its worker only) on
-    `runtime_host`:`runtime_port`, a loopback address."""
+    `runtime_host`:`runtime_port`, a loopback address. Run through supernode.py (the same program with its
+    idle pull and reply poll shortened) with `python` (default: this interpreter); `python=""`: plain
+    `flower-supernode`."""
     if ca_cert is None:
         security = ["--insecure"]
     else:
         security = ["--root-certificates", str(ca_cert)]
         security += ["--auth-supernode-private-key", str(auth_key)] if auth_key is not None else []
     secret = ["--superexec-auth-secret-file", str(superexec_secret)] if superexec_secret is not None else []
+    program = ["flower-supernode"] if python == "" else [python or sys.executable, "-m", SUPERNODE_MODULE]
     return [
-        "flower-supernode",
+        *program,
         *security,
         "--superlink",
         superlink_address,

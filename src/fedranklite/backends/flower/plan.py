@@ -155,14 +155,16 @@ def write_plan(
 
         make_superexec_secret(node / "superexec.secret")
         rport = fl.supernode_base_port + i
-        supernode = commands.supernode(address, i, n, rport, ca, key, Path("superexec.secret"), runtime_hosts[i])
+        supernode = commands.supernode(
+            address, i, n, rport, ca, key, Path("superexec.secret"), runtime_hosts[i], python="PYTHON"
+        )
         worker = commands.worker(rport, Path("superexec.secret"), python="PYTHON", runtime_host=runtime_hosts[i])
         worker_line = commands.shell(worker[1:])
         _script(
             node / "start.sh",
             f"SuperNode {i} (partition {i} of {n}) and its resident ClientApp worker; stops both when either ends",
             python,
-            commands.shell(supernode) + " &",
+            '"$PYTHON" ' + commands.shell(supernode[1:]) + " &",
             "node=$!",
             'worker=""',
             "trap 'kill \"$node\" $worker 2>/dev/null || true' EXIT INT TERM",
