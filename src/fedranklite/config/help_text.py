@@ -240,6 +240,10 @@ HELP: dict[str, str] = {
 # docstring, else its implementation's).
 PLUGIN_SUMMARIES: dict[tuple[str, str], str] = {
     ("scheduler", "fixed"): "Every client trains at `rank` (default `r_bar`), capped by what its tier's memory holds.",
+    ("scheduler", "uniform"): (
+        "Every client trains at the largest common rank all selected clients can afford (memory cap; predicted "
+        "round time within the deadline when one is set), else r_min; ignores the rank budget (the uniform baseline)."
+    ),
     ("scheduler", "cvx"): (
         "Minimises the predicted round time of the slowest client, max_i (a_i + b_i r_i), subject to "
         "sum r_i = budget and per-client bounds, exactly, in integers."
