@@ -224,7 +224,8 @@ def test_deadline_enabled_leaves_config_yaml_in_the_project_names(tmp_path):
 def test_data_paths_in_a_config_file_are_relative_to_the_file(tmp_path, monkeypatch):
     project = tmp_path / "project"
     write(project / "data" / "train.jsonl", '{"text": "good", "label": "pos"}\n{"text": "bad", "label": "neg"}\n')
-    write(project / "data" / "trace.csv", "cid,compute_factor\n0,1.0\n")
+    # a trace lists every client of the tiers (base.yaml's 10)
+    write(project / "data" / "trace.csv", "cid,compute_factor\n" + "".join(f"{c},1.0\n" for c in range(10)))
     leaf = write(
         project / "configs" / "exp.yaml",
         f"""\

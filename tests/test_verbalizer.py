@@ -273,7 +273,7 @@ def test_a_verbalizer_run_records_its_zero_shot_score_and_resumes(tmp_path):
     import json
 
     from fedranklite.cli import main as cli
-    from fedranklite.run.checkpoint import load_checkpoint
+    from fedranklite.run.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
     config = _config(tmp_path)
     assert cli.main(["run", "--config", config, "--quiet", "--set", "federation.num_rounds=1"]) == 0
@@ -284,7 +284,7 @@ def test_a_verbalizer_run_records_its_zero_shot_score_and_resumes(tmp_path):
     assert 0 <= initial["score"] <= 1 and initial["num_samples"] == 64
     # bytes: the LoRA factors alone (no head travels)
     assert summary["memory_profile"]["head_params"] == 0
-    assert load_checkpoint(folder / "checkpoint.pt")["initial_eval"] == initial
+    assert load_checkpoint(folder / CHECKPOINT_NAME)["initial_eval"] == initial
     # the same model scored independently gives the same zero-shot score
     from fedranklite.config.files import load_config
     from fedranklite.run.engine import build_engine
@@ -295,11 +295,11 @@ def test_a_verbalizer_run_records_its_zero_shot_score_and_resumes(tmp_path):
     # a checkpoint whose initial_eval is not an evaluation is refused before any round runs
     from fedranklite.run.checkpoint import ResumeError, save_checkpoint
 
-    payload = load_checkpoint(folder / "checkpoint.pt")
+    payload = load_checkpoint(folder / CHECKPOINT_NAME)
     payload["initial_eval"] = {"score": "abc"}
-    save_checkpoint(folder / "checkpoint.pt", payload)  # a correctly hashed, crafted checkpoint
+    save_checkpoint(folder / CHECKPOINT_NAME, payload)  # a correctly hashed, crafted checkpoint
     with pytest.raises(ResumeError, match="initial_eval"):
-        load_checkpoint(folder / "checkpoint.pt")
+        load_checkpoint(folder / CHECKPOINT_NAME)
 
 
 def test_a_word_clash_found_only_by_the_tokenizer_is_one_line(tmp_path, capsys):
