@@ -297,3 +297,28 @@ def test_summary_recomputed_from_rounds_jsonl(tmp_path, layout):
     assert again == in_memory
     assert again.to_json() == in_memory.to_json()
     assert again.bytes["up_total"] == 5000 and again.time_to_target == TimeToTarget(3, 210.0)
+
+
+def test_a_round_line_is_one_write_and_a_short_write_is_cut_back(tmp_path, monkeypatch):
+    """Each line reaches the file in one os.write; when the disk takes only part of it, the file is cut back to
+    its last whole line and the error is raised (the run stops in one line, resumable)."""
+    path = tmp_path / "rounds.jsonl"
+    recs = fixture_records()
+    real_write, calls = os.write, []
+
+    def counting(fd, data):
+        calls.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting)
+    with RoundLog(path) as log:
+        log.write(recs[0])
+    assert calls == [len(line(recs[0]).encode())]
+
+    def half(fd, data):  # a disk that fills up mid-line
+        return real_write(fd, data[: len(data) // 2])
+
+    monkeypatch.setattr(os, "write", half)
+    with RoundLog(path, append=True) as log, pytest.raises(OSError, match="only"):
+        log.write(recs[1])
+    assert path.read_text() == line(recs[0])  # no torn half line left behind

@@ -49,7 +49,10 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results should be as readable as any other
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:  # a folder turned read-only: the write's own error is the one to report
+            pass
         raise
 
 
@@ -87,22 +90,40 @@ def json_ready(obj: Any) -> Any:
 
 
 class RoundLog:
-    """rounds.jsonl: one JSON line per finished round, flushed and fsynced as the run goes."""
+    """rounds.jsonl: one JSON line per finished round, fsynced as the run goes.
+
+    Each line goes to the file in one `os.write` on an O_APPEND descriptor (a buffered text write may split a
+    long line into several writes, which a kill can tear), and a failed write (a full disk) is cut back to the
+    size before it, so the file only ever holds whole lines."""
 
     def __init__(self, path: str | Path, append: bool = False, layout: str = "full"):
         self.path, self.layout = Path(path), layout
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if append and self.path.exists():
             _drop_torn_tail(self.path)  # else the next record would be glued onto a torn line
-        self._fh = open(self.path, "a" if append else "w")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
+        self._fd: int | None = os.open(self.path, flags, 0o666)
 
     def write(self, record: RoundRecord) -> None:
-        self._fh.write(json.dumps(json_ready(record.to_json(self.layout)), allow_nan=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        line = (json.dumps(json_ready(record.to_json(self.layout)), allow_nan=False) + "\n").encode("utf-8")
+        assert self._fd is not None, "the round log is closed"
+        before = os.fstat(self._fd).st_size
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):  # a short write (the disk filled up mid-line)
+                raise OSError(28, f"{self.path}: only {written} of {len(line)} bytes of a round line written")
+            os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, before)
+            except OSError:
+                pass  # the reader drops a torn last line; the write's own error is the one to report
+            raise
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "RoundLog":
         return self
