@@ -437,7 +437,10 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Conf
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """The resolved config as YAML, written atomically (a reader never sees half a file)."""
+    from fedranklite.core.results_io import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
