@@ -55,11 +55,15 @@ def _lognormal(rng: np.random.Generator, sigma: np.ndarray) -> np.ndarray:
 
 
 def tier_arrays(cfg: Any, tier_of: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per-client copies of the tier figures (the prior every scheduler sees)."""
-    tiers = [cfg.tiers[t] for t in tier_of]
+    """Per-client copies of the tier figures (the prior every scheduler sees): one value per tier, spread to the
+    clients by their tier's index (a million clients cost one integer array, not a million Python lookups)."""
+    names = list(cfg.tiers)
+    index = {name: i for i, name in enumerate(names)}
+    codes = np.fromiter((index[t] for t in tier_of), dtype=np.intp, count=len(tier_of))
 
     def column(get) -> np.ndarray:
-        return np.array([np.nan if get(t) is None else get(t) for t in tiers], dtype=np.float64)
+        values = [get(cfg.tiers[name]) for name in names]
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)[codes]
 
     return {
         "compute_factor": column(lambda t: t.compute_factor),
