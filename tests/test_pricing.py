@@ -3,6 +3,7 @@ and the tiers' reference device, the time model that uses it, and the warning fo
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 
@@ -222,3 +223,15 @@ def test_a_refused_cached_profile_is_priced_as_measured_at_the_start_of_the_run(
     cached.write_text('{"ranks": [1]}')  # an older format: ensure_profile measures it again
     entry = pricing(cfg)["fast"]
     assert entry["profile"] == "measured at the start of the run" and entry["profile_device"] is None
+
+
+def test_metrics_json_records_where_compute_prices_come_from(tiny_config):
+    """The run summary carries the same per-tier pricing the run header prints."""
+    from fedranklite.run.engine import build_engine
+    from fedranklite.run.pricing import pricing
+
+    cfg = tiny_config(federation={"num_rounds": 1})
+    engine = build_engine(cfg)
+    engine.run()
+    recorded = json.loads((cfg.results_dir / "metrics.json").read_text())["pricing"]
+    assert set(recorded) == set(cfg.tiers) and recorded == pricing(cfg)

@@ -423,6 +423,7 @@ class Engine:
                 "sec_per_sample": self.time_model.sec_per_sample,
                 "sec_per_sample_per_rank": self.time_model.sec_per_sample_per_rank,
             },
+            "pricing": self.pricing(),
             **self.model_info,
             "num_clients": self.fed.num_clients,
             "clients_per_round": cfg.federation.clients_per_round,
@@ -452,6 +453,14 @@ class Engine:
             run=run,
             per_client_maps=cfg.metrics.client_records == "full",
         )
+
+    def pricing(self) -> dict:
+        """Per tier, where its simulated compute prices come from (run/pricing.py), worked out once per run."""
+        if getattr(self, "_pricing", None) is None:
+            from fedranklite.run.pricing import pricing
+
+            self._pricing = pricing(self.cfg)
+        return self._pricing
 
     def budget(self) -> Optional[dict]:
         data = self.fed.data
