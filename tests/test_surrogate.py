@@ -245,3 +245,16 @@ def test_surrogate_rank_caps_follow_each_clients_tier(tmp_path):
     for rec in engine.state.records:
         assert set(rec.out_of_memory) == medium & set(rec.selected)
         assert not medium & {int(c) for c in rec.clients.cid}
+
+
+def test_calibration_subtracts_each_direction_at_its_own_link(tmp_path):
+    """Tiers that give uplink and downlink separately (no bandwidth_mbps): the time fit still recovers the
+    configured analytic model exactly, because each direction's bytes are priced at that direction's link."""
+    tiers = {
+        "fast": {"compute_factor": 1.0, "num_clients": 2, "memory_gb": 8, "uplink_mbps": 0.5, "downlink_mbps": 50},
+        "slow": {"compute_factor": 0.25, "num_clients": 2, "memory_gb": 8, "uplink_mbps": 5, "downlink_mbps": 20},
+    }
+    cfg, _ = _real_run(tmp_path, tiers=tiers, deadline={"seconds": None, "straggler_policy": "wait"})
+    fit = calibrate(cfg.results_dir)
+    assert fit.sec_per_sample == pytest.approx(0.05, rel=1e-6)
+    assert fit.sec_per_sample_per_rank == pytest.approx(0.01, rel=1e-6)

@@ -35,6 +35,7 @@ Limits, said plainly: one scalar stands in for the model, so effects that need t
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +53,8 @@ from fedranklite.federation.memory import MemoryProfile
 from fedranklite.federation.ranks import State
 from fedranklite.federation.timing import comm_seconds
 from fedranklite.run.client import ClientResult, TrainSettings, samples_in_steps
+
+log = logging.getLogger(__name__)
 
 STATE_KEY = "surrogate.score_gap"  # the surrogate's whole "adapter": no rank axis, averaged like a head
 FIT_FILE = "surrogate.json"
@@ -211,14 +214,24 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
     if len(records) < 2:
         raise CalibrationError(f"{folder}: needs at least 2 finished rounds, found {len(records)}")
     if "memory_profile" not in summary.run:
-        raise CalibrationError(
-            f"{folder}/metrics.json has no memory_profile (written by FedRankLite >= 0.3); rerun the experiment"
-        )
+        raise CalibrationError(f"{folder}/metrics.json has no memory_profile; rerun the experiment to record it")
     r_max = cfg.r_max
     profile = summary.run["memory_profile"]
     head_bytes, per_rank = 4 * int(profile["head_params"]), 4 * int(profile["lora_params_per_rank"])
 
-    # time: per-sample compute seconds at compute_factor 1
+    # time: per-sample compute seconds at compute_factor 1. A client's simulated seconds are its compute plus its
+    # download at the tier's downlink and its upload at the uplink; the hidden per-client deviations are not in
+    # the records, so with any of them on the fit averages over them (said once)
+    hidden = sorted(
+        {k for t in cfg.tiers.values() for k in ("speed_sigma", "bandwidth_sigma", "jitter_sigma") if getattr(t, k)}
+    )
+    if hidden:
+        log.warning(
+            "%s: the run's tiers have hidden per-client deviations (%s); the surrogate's time fit averages over them "
+            "(calibrate on a run with them at 0 for an exact price)",
+            folder,
+            ", ".join(hidden),
+        )
     ranks, per_sample = [], []
     for rec in records:
         cols = rec.clients
@@ -227,7 +240,7 @@ def calibrate(results_dir: str | Path) -> SurrogateFit:
         ):
             t = cfg.tiers[tier]
             if samples:
-                compute = sim - comm_seconds(down + up, t.bandwidth_mbps)
+                compute = sim - comm_seconds(down, t.downlink) - comm_seconds(up, t.uplink)
                 ranks.append(rank)
                 per_sample.append(compute * t.compute_factor / samples)
     a, b, time_r2 = fit_time(ranks, per_sample)
