@@ -5,7 +5,7 @@
 
     config    = path of the experiment YAML (absolute, or relative to the current directory / the project)
     overrides = extra `--set` values, separated by ';' (e.g. "federation.num_rounds=2;seed=1")
-    resume    = continue from results/<experiment_name>/checkpoint.pt
+    resume    = continue from results/<experiment_name>/checkpoint.safetensors
 
 `fedranklite run --set engine.backend=flower` (launch.py) hands its already-loaded config over in-process
 instead (`REQUEST`), in simulation mode, and through a resolved YAML file in deployment mode.
