@@ -74,7 +74,7 @@ def _run_parser(sub) -> None:
     start_as.add_argument(
         "--resume",
         action="store_true",
-        help="continue a killed run from <output_dir>/<experiment_name>/checkpoint.safetensors (same config and inputs)",
+        help="continue a killed run from <output_dir>/<experiment_name>/checkpoint.safetensors (same config, inputs)",
     )
     start_as.add_argument(
         "--overwrite",
