@@ -553,3 +553,32 @@ def test_set_on_the_command_line_reaches_every_run_after_the_spec_set(tmp_path, 
         assert cli.main(["sweep", str(spec), "--dry-run", "--set", bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], err
+
+
+def test_a_second_sweep_into_a_folder_in_use_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """Another process holds the sweep's output folder (a sweep of the same spec still running): refused, nothing
+    written there; once that process is gone, the sweep starts."""
+    spec = write_spec(tmp_path, seeds=1)
+    out = tmp_path / "spec"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from fedranklite.run.folder_lock import acquire; acquire(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        no_subprocess(monkeypatch)
+        assert cli.main(["sweep", str(spec)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is in use by another run" in err[0] and f"process {holder.pid}" in err[0]
+        assert not (out / "sweep.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -125,7 +125,13 @@ def main(
         if dry_run:
             return 0
     from fedranklite.core.results_io import write_json_atomic
+    from fedranklite.run.folder_lock import OutputFolderError, acquire
 
+    try:  # one sweep per output folder at a time (held until this process ends, a kill included)
+        acquire(plan.output_dir)
+    except OutputFolderError as exc:
+        print(f"{spec}: {exc}", file=sys.stderr)
+        return 2
     write_json_atomic(plan.output_dir / SWEEP_FILE, plan.to_json())
     for run in plan.runs:  # finished without a marker (a cluster job, a sweep killed after the run ended)
         folder = plan.output_dir / run.folder
