@@ -185,7 +185,7 @@ def test_shipped_whatif_config_resolves_to_100k_clients_on_the_shipped_calibrati
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(
         root / "configs" / "experiments" / "whatif_100k.yaml",
-        [f"engine.surrogate.calibration={root / 'configs' / 'surrogate' / 'minilm_noniid_deadline.json'}"],
+        [f"engine.surrogate.calibration={root / 'configs' / 'surrogate' / 'minilm_profile_clock.json'}"],
     )
     assert cfg.engine.backend == "surrogate" and cfg.num_clients == 100_000
     assert cfg.federation.clients_per_round == 10_000 and cfg.metrics.client_records == "columns"
