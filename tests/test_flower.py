@@ -277,3 +277,17 @@ def test_resident_worker_runs_only_this_projects_clientapp():
         worker._app(None, fab("evil:app", "a"))
     assert "evil" not in sys.modules
     assert worker._app(None, fab(CLIENTAPP, "b")) is client_app.app
+
+
+def test_supernode_entry_point_shortens_only_the_loops_waits():
+    code = (
+        "import time, flwr.supernode.start_client_internal as loop; "
+        "from fedranklite.backends.flower import supernode; "
+        "assert supernode.patch(); t = time.perf_counter(); loop.time.sleep(3); idle = time.perf_counter() - t; "
+        "t = time.perf_counter(); loop.time.sleep(0.5); reply = time.perf_counter() - t; "
+        "assert loop.time.time() > 0 and time.sleep is not loop.time.sleep; print(round(idle, 2), round(reply, 2))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    idle, reply = map(float, proc.stdout.split())
+    assert 0.25 <= idle < 1.0 and reply < 0.3
