@@ -1,5 +1,5 @@
 """The Flower backend: wire format, equivalence with the local engine (simulation), CLI, deployment on
-127.0.0.1 (SuperLink + 3 SuperNodes) and a SuperNode killed mid-round."""
+127.0.0.1 (SuperLink + 3 SuperNodes with their resident ClientApp workers) and a SuperNode killed mid-round."""
 
 from __future__ import annotations
 
@@ -98,8 +98,8 @@ def test_simulation_matches_local_engine(tmp_path):
 
 
 def test_clientapp_module_imports_no_model_stack():
-    # a deployment starts one ClientApp process per message, partition queries included: loading the app
-    # must not import torch / transformers (the train handler imports them)
+    # a SuperNode with `--isolation subprocess` starts one ClientApp process per message, partition queries
+    # included: loading the app must not import torch / transformers (the train handler imports them)
     code = (
         "import sys; import fedranklite.backends.flower.client_app; "
         "print(sorted(m for m in ('torch', 'transformers', 'peft', 'fedranklite.run.engine') if m in sys.modules))"
