@@ -161,3 +161,25 @@ def test_help_shows_defaults_and_every_config_reading_command_takes_config_and_s
     text = " ".join(capsys.readouterr().out.split())
     assert "bootstrap resamples (default: 10000)" in text and "(default: None)" not in text
     assert "(default: False)" not in text
+
+
+def test_flower_plan_writes_one_folder_per_host_and_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from fedranklite.cli import main as main_module
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_tree(tmp_path)))
+    out = tmp_path / "plan"
+    assert main_module.main(["flower", "plan", "-c", str(config), "--out", str(out)]) == 0
+    hosts = sorted(p.name for p in out.iterdir())
+    assert "superlink" in hosts and len([h for h in hosts if h.startswith("supernode")]) == 4  # one per client
+    assert (out / "superlink" / "start.sh").is_file()
+    capsys.readouterr()
+    assert main_module.main(["flower", "plan", "-c", str(tmp_path / "missing.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.yaml" in err[0]
+    bad = ["flower", "plan", "-c", str(config), "--out", str(tmp_path / "p2"), "--set", "engine.flower.tls=false"]
+    bad += ["--set", "engine.flower.superlink_host=10.0.0.5", "--set", "engine.flower.supernode_auth=false"]
+    assert main_module.main(bad) == 2  # clear text off loopback: the config's own check, one line per problem
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: invalid configuration:" and any("superlink_host" in e and "in clear" in e for e in err)
+    assert not (tmp_path / "p2").exists()

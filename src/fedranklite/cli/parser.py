@@ -13,6 +13,7 @@ import argparse
 
 from fedranklite.cli.commands.calibrate import cmd_calibrate
 from fedranklite.cli.commands.compare import cmd_compare
+from fedranklite.cli.commands.flower import cmd_flower_plan
 from fedranklite.cli.commands.init import cmd_init
 from fedranklite.cli.commands.plot import cmd_plot
 from fedranklite.cli.commands.plugins import KINDS, cmd_list
@@ -211,6 +212,20 @@ def _setup_parsers(sub) -> None:
     )
     init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="folder to write into (default: .)")
     init.set_defaults(func=cmd_init)
+
+    flower = sub.add_parser("flower", help="Flower deployment across hosts", formatter_class=HelpFormatter)
+    flower_sub = flower.add_subparsers(dest="flower_command", required=True, metavar="FLOWER_COMMAND")
+    plan = flower_sub.add_parser(
+        "plan",
+        help="one folder per host (SuperLink, each SuperNode) with its credentials and start scripts",
+        formatter_class=HelpFormatter,
+    )
+    plan.add_argument("--config", "-c", required=True, help="the experiment YAML")
+    plan.add_argument("--out", required=True, help="folder for the per-host folders (replaced)")
+    plan.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (repeatable)")
+    plan.add_argument("--name", action="append", help="another name or address of the SuperLink (repeatable)")
+    plan.add_argument("--python", default="python3", help="interpreter with fedranklite on the SuperNode hosts")
+    plan.set_defaults(func=cmd_flower_plan)
 
 
 def build_parser() -> argparse.ArgumentParser:
