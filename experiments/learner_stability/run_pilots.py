@@ -57,6 +57,9 @@ ARMS: list[tuple[str, str, list[str]]] = [
     ("alpha05_eval2000", "headline", ALPHA05 + EVAL2000),
     ("headlr003_eval2000", "drift", HEADLR003 + EVAL2000),
     ("alpha05_headlr003_eval2000", "headline", ALPHA05 + HEADLR003 + EVAL2000),
+    # SPEC.md, amendment 1: smaller client steps for the Dirichlet 0.1 cell
+    ("lrhalf", "drift", ["training.lr=0.001", "training.head_lr=0.005"]),
+    ("lrquarter", "drift", ["training.lr=0.0005", "training.head_lr=0.0025"]),
 ]
 KEPT = ("metrics.json", "rounds.jsonl", "config.yaml")
 
