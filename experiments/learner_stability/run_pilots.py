@@ -165,7 +165,11 @@ def summary() -> dict:
                 winners[cell] = f"undecided (next: {arm})"
                 break
         else:
-            pass
+            winners[cell] = "none: no arm meets the rule (a remedy with code is next)"
+    for arm, a in arms.items():
+        w = winners[a["cell"]]
+        if a["seeds_run"] == 0 and w and not w.startswith(("undecided", "none")) and w != arm:
+            a["status"] = f"not run ({w} met the rule first)"
     return {
         "written_by": f"python {SCRIPT}",
         "spec": "experiments/learner_stability/SPEC.md",
@@ -191,7 +195,8 @@ def write_results(s: dict) -> None:
         "accuracy + 0.10 and no drop > 0.10 between consecutive evaluations in rounds 4-12. An arm meets the rule",
         "when >= 9 of 10 seeds do; an arm stops after its second failing seed.",
         "",
-        f"Decision so far: headline cell: {s['winners']['headline']}; Dirichlet 0.1 cell: {s['winners']['drift']}.",
+        f"Decision so far: headline cell (Dirichlet 0.5): {s['winners']['headline']}; Dirichlet 0.1 cell (`drift`): "
+        f"{s['winners']['drift']}.",
         "",
         "| arm | cell | seeds run | meeting rule | status | final accuracy per seed (threshold) |",
         "|---|---|---|---|---|---|",
