@@ -523,6 +523,7 @@ def markdown(p: dict) -> str:
         + f". Benchmark wall time {p['benchmark_wall_seconds'] / 60:.1f} min.",
         "",
     ]
+    lines += ["", "Written by `benchmarks/bench_flower.py`."]
     return "\n".join(lines)
 
 

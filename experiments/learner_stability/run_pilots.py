@@ -19,12 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import common  # noqa: E402  (benchmarks/common.py: portable paths)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -123,8 +125,8 @@ def run_one(arm: str, overrides: list[str], seed: int) -> dict:
         raise RuntimeError(f"{name}: exit {rc}, rounds {m.get('rounds_completed')} (log {WORK / name}.log)")
     dest = RUNS / arm / f"seed{seed}"
     dest.mkdir(parents=True, exist_ok=True)
-    for f in KEPT:
-        shutil.copy2(out / f, dest / f)
+    for f in KEPT:  # machine paths (the results folder, the backbone's files) made repository-relative or <tmp>
+        copy_portable(out / f, dest / f)
     print(f"   done in {time.time() - t0:.0f} s: {judge(m)}", flush=True)
     return m
 
@@ -171,7 +173,7 @@ def summary() -> dict:
         if a["seeds_run"] == 0 and w and not w.startswith(("undecided", "none")) and w != arm:
             a["status"] = f"not run ({w} met the rule first)"
     return {
-        "written_by": f"python {SCRIPT}",
+        "script": SCRIPT,
         "spec": "experiments/learner_stability/SPEC.md",
         "config": "configs/experiments/lite_noniid_deadline.yaml",
         "tuning_seeds": list(TUNING_SEEDS),
@@ -183,6 +185,18 @@ def summary() -> dict:
         "winners": winners,
         "arms": arms,
     }
+
+
+def copy_portable(src: Path, dest: Path) -> None:
+    """A run's record file copied with this machine's paths replaced (benchmarks/common.py `portable`)."""
+    text = src.read_text()
+    if src.suffix == ".jsonl":
+        text = "".join(json.dumps(common.portable(json.loads(line))) + "\n" for line in text.splitlines() if line)
+    elif src.suffix == ".json":
+        text = json.dumps(common.portable(json.loads(text)), indent=2) + "\n"
+    else:  # config.yaml
+        text = common.portable(text)
+    dest.write_text(text)
 
 
 def write_results(s: dict) -> None:
@@ -223,7 +237,7 @@ def write_results(s: dict) -> None:
                 f"{r['final_predicted_classes']} | {r['final_eval_loss']:.2f} | "
                 f"{'meets' if r['meets_rule'] else 'fails'} |"
             )
-    RESULTS_MD.write_text("\n".join(lines) + "\n")
+    RESULTS_MD.write_text("\n".join(lines) + f"\n\nWritten by `{SCRIPT}`.\n")
 
 
 def commit(paths: list[Path], message: str) -> None:
