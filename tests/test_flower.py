@@ -143,10 +143,11 @@ def test_cli_flower_backend_writes_the_same_files(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- deployment
-def deployment_config(tmp_path, name, rounds, round_timeout=None):
+def deployment_config(tmp_path, name, rounds, round_timeout=None, **sections):
     return validate(
         tiny_tree(
             tmp_path,
+            **sections,
             experiment_name=name,
             federation={"num_rounds": rounds, "clients_per_round": 3},
             tiers={
@@ -224,7 +225,11 @@ def test_deployment_superlink_and_three_supernodes(tmp_path):
 def test_supernode_killed_mid_round_is_a_straggler_and_the_run_completes(tmp_path):
     from fedranklite.backends.flower.launch import Deployment, alive
 
-    cfg = deployment_config(tmp_path, "fault", rounds=2, round_timeout=45)
+    # many local steps, so a client trains for seconds (the resident worker answers a 3-step round within the
+    # moment it takes to kill a node, and the kill would then land after the reply)
+    cfg = deployment_config(
+        tmp_path, "fault", rounds=2, round_timeout=60, training={"max_local_steps": 600, "local_epochs": 50}
+    )
     dep = Deployment(cfg, tmp_path / "run")
     victim = 2  # SuperNode with partition-id 2 holds client 2
     log2 = tmp_path / "run" / "logs" / f"supernode{victim}.log"
@@ -235,7 +240,7 @@ def test_supernode_killed_mid_round_is_a_straggler_and_the_run_completes(tmp_pat
         while "Receiving: train message" not in (log2.read_text() if log2.exists() else ""):
             assert time.monotonic() < end and dep.run_proc.poll() is None, "round 1 never reached SuperNode 2"
             time.sleep(0.2)
-        time.sleep(1.0)  # its ClientApp is starting / training: kill the node mid-round
+        time.sleep(0.5)  # its worker is training (several seconds): kill the node mid-round
         dep.kill_supernode(victim)
         rc = dep.wait(timeout=420)
     finally:
