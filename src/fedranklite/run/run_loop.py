@@ -152,16 +152,9 @@ class RunLoop:
         """The round's line in rounds.jsonl, the checkpoint and the summary. A failed write leaves no part of a
         file: the round log is cut back to its last whole line, the others are written atomically."""
         cfg, path = self.cfg, out / ROUNDS_FILE
-        before = path.stat().st_size if path.exists() else 0
         try:
-            rounds_log.write(record)
+            rounds_log.write(record)  # a failed write is cut back to the last whole line by RoundLog itself
         except OSError as exc:
-            try:
-                rounds_log.close()  # its buffer may still hold part of the line: closed before the cut
-            except OSError:
-                pass
-            with open(path, "r+b") as fh:
-                fh.truncate(before)
             raise RunStopped(self._write_failure(exc, path)) from None
         try:
             if cfg.metrics.checkpoint:
