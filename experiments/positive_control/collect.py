@@ -26,7 +26,7 @@ from collect import collect_sweep, summary_lines  # noqa: E402  (the regime cell
 
 SWEEP = HERE / "_work" / "sweep"
 SCRIPT = "experiments/positive_control/collect.py"
-ARMS = ["fixed8_drop", "cvx", "fixed8_wait", "fixed2_drop", "uniform", "lite"]
+ARMS = ["fixed8_drop", "cvx", "fixed8_wait", "fixed2_drop", "uniform", "lite", "lite_best"]
 
 
 def main(argv=None) -> int:
