@@ -128,16 +128,17 @@ def report(sweep: Path, out: Path, script: str) -> None:
 def collect_sweep(
     sweep: Path, arms: list[str], runs_dir: Path, report_dir: Path, script: str, make_report: bool = True
 ) -> tuple[list[dict], bool]:
-    """Copy a sweep's finished runs into `runs_dir/<arm>/seed<k>/` and summarise them; once every arm has at
-    least two finished seeds (and `make_report`), report the sweep into `report_dir`. Returns the per-run rows
-    (seed by seed, arms in spec order) and whether a report was written."""
+    """Copy a sweep's finished runs into `runs_dir/<arm>/seed<k>/` and summarise them; once every arm that has
+    started has at least two finished seeds (and `make_report`), report the sweep into `report_dir`. Returns the
+    per-run rows (seed by seed, arms in spec order) and whether a report was written."""
     rows = [
         summarize(arm, seed, copy_run(folder, runs_dir / arm / f"seed{seed}"))
         for arm, seed, folder in finished_runs(sweep, arms)
     ]
     rows.sort(key=lambda r: (r["seed"], arms.index(r["arm"])))
     per_arm = {a: sum(r["arm"] == a for r in rows) for a in arms}
-    reported = make_report and min(per_arm.values(), default=0) >= 2
+    started = [n for n in per_arm.values() if n]  # an arm added later (a spec amendment) joins once it has run
+    reported = make_report and len(started) >= 2 and min(started) >= 2
     if reported:
         report(sweep, report_dir, script)
     return rows, reported
