@@ -235,6 +235,7 @@ def run_one(config: Path, sets: list[str], centralized: bool = False) -> dict:
         "budget": budget_report(cfg, len(data.train), len(data.eval), engine.fed.partitions),
         "torch_threads": torch.get_num_threads(),
         "settings": run_settings(cfg),
+        "pricing": summary.get("pricing"),  # the tiers' prices (since the device-true clock; older rows lack it)
         "curve": curve([r.to_json() for r in engine.state.records]),
     }
 
@@ -262,13 +263,29 @@ def _baseline(b: dict) -> str:
     return f"{score:.3f} ({what})"
 
 
+EARLIER_CLOCK_NOTE = (
+    "Clock: rows marked `earlier` carry no `pricing` in the JSON: they were measured before the device-true clock "
+    "(MiniLM rows under the analytic time model, SmolLM2 rows under CPU rank profiles with tier factors 1.0 / 0.7 / "
+    "0.15 of the profile's own device). Their time-to-target and deadline compliance, and the training steps a "
+    "deadline cut (`use_partial`), belong to that clock: the shipped configs now price tiers against an NVIDIA H100 "
+    "(1.2 / 0.23 / 0.15, `pricing` in metrics.json), so running a config again does not reproduce those columns. "
+    "Rows measured since record their `pricing` and are marked `current`."
+)
+
+
+def clock(rows: list[dict]) -> str:
+    """`current` when every row records the tiers' pricing it ran under, `earlier` when one does not."""
+    return "current" if all(r.get("pricing") for r in rows) else "earlier"
+
+
 def markdown(results: dict) -> str:
     runs, base = results["runs"], results["baselines"]
-    lines = [
-        "| task | run | backbone | seeds | before training | final dev metric (mean ± sd) | secondary | "
+    lines = [EARLIER_CLOCK_NOTE, ""] if any(not r.get("pricing") for r in runs) else []
+    lines += [
+        "| task | run | backbone | seeds | clock | before training | final dev metric (mean ± sd) | secondary | "
         "trivial baseline | time-to-target (sim s; reached/seeds) | deadline compliance % | "
         "bytes up/down per client-round | fairness p10/p50/p90 (client loss) | train samples/s | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict = {}
     for r in runs:
@@ -299,7 +316,7 @@ def markdown(results: dict) -> str:
         )
         b = base.get(task, {})
         lines.append(
-            f"| {task} | {kind} | {bb} | {len(rs)} | {mean_sd([r.get('initial_score') for r in rs])} | "
+            f"| {task} | {kind} | {bb} | {len(rs)} | {clock(rs)} | {mean_sd([r.get('initial_score') for r in rs])} | "
             f"{metric} {mean_sd([r['final_score'] for r in rs])} | {sec or '-'} | "
             f"{_baseline(b)} | {ttt_txt} | "
             f"{np.mean([r['deadline_compliance_pct'] for r in rs]):.0f} | "

@@ -15,6 +15,10 @@ ignored by git) so the recorded numbers stay. The full run takes hours
 (the GLUE suite ~2 h, the aggregators ~2.5 core-hours, surrogate scaling ~20 min). The GLUE benchmarks read
 the TSVs from $FEDRANKLITE_GLUE_DIR (else ../shared/data/glue beside the repository) and are skipped, and
 said so, where neither exists. One-off studies are not benchmarks: they live in experiments/.
+
+Scheduler quality reports simulated time, so its table is shown only from a quality.json that records the tiers'
+pricing it was measured under (written since the device-true clock); an older file is named as superseded
+instead of being summarised.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ BENCHES: dict[str, Bench] = {
     "memory": Bench("bench_memory.py", "peak RSS of a 10- vs a 100-client simulation", quick=()),
     "overhead": Bench("bench_overhead.py", "client throughput vs a bare transformers+peft loop"),
     "round_cost": Bench("bench_round.py", "one engine round vs a plain FedAvg loop"),
-    "quality": Bench("bench_quality.py", "scheduler quality: lite / fixed / cvx on two experiments, 3 seeds"),
+    "quality": Bench(
+        "bench_quality.py", "scheduler quality: lite / fixed / cvx, Dirichlet 0.5 and IID, 3 seeds, reduced budget"
+    ),
     "kill_resume": Bench("bench_kill_resume.py", "kill -9 at random moments + --resume: bit-identical adapter?"),
     "aggregators": Bench(
         "bench_aggregators.py", "aggregators x schedulers x seeds, rank-collapse diagnostics", glue=("full",)
@@ -219,10 +225,19 @@ def summary_markdown(results: Path = RESULTS, quick: bool = False) -> str:
         if data:
             runs = data.get("runs")
             count = f"{len(runs)} runs; " if isinstance(runs, list) else ""
+            if name in ("glue", "aggregators") and isinstance(runs, list):  # runs priced since record `pricing`
+                earlier = sum(not r.get("pricing") for r in runs)
+                count += f"{earlier} measured under an earlier clock (marked in the table); " if earlier else ""
             where = f"`{stem}.md`" if (results / f"{stem}.md").is_file() else f"`{stem}.json`"
             row(name, what, f"{count}tables in {where}", "-", "-")
     q = load(results, "quality")
-    if q:
+    if q and not q.get("pricing"):
+        lines += [
+            "",
+            f"`quality.json` records no pricing: it was measured under an earlier clock and is not summarised "
+            f"here; `{script_of('quality')}` measures it again.",
+        ]
+    elif q:
         lines += [
             "",
             "## Scheduler quality (mean over seeds " + ", ".join(map(str, q["settings"]["seeds"])) + ")",

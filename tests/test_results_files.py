@@ -162,6 +162,59 @@ def test_a_quick_summary_says_it_is_not_a_result(tmp_path):
     )
 
 
+def test_the_summary_shows_scheduler_quality_only_from_results_that_record_their_pricing(tmp_path):
+    """Scheduler quality reports simulated time: a quality.json without the tiers' pricing was measured under an
+    earlier clock, and the summary names it as such instead of tabulating it."""
+    row = {
+        "experiment": "lite_iid",
+        "scheduler": "lite",
+        "final_score_mean": 0.8,
+        "final_score_std": 0.01,
+        "reached_target": "0/1",
+        "ttt_sim_seconds_mean": None,
+        "compliance_pct_mean": 100.0,
+        "sim_time_total_mean": 12.0,
+        "kb_up_per_client_round": 291.0,
+        "client_loss_p50_mean": 0.5,
+        "client_loss_p90_mean": 0.6,
+    }
+    quality = {"settings": {"seeds": [0]}, "table": [row]}
+    (tmp_path / "quality.json").write_text(json.dumps(quality))
+    text = run_all.summary_markdown(tmp_path)
+    assert "Scheduler quality" not in text and "| lite_iid |" not in text
+    assert "measured under an earlier clock" in text
+    (tmp_path / "quality.json").write_text(json.dumps({**quality, "pricing": {"lite_iid": {"gpu_fast": {}}}}))
+    text = run_all.summary_markdown(tmp_path)
+    assert "## Scheduler quality (mean over seeds 0)" in text and "| lite_iid | lite | 0.800 ± 0.010 |" in text
+
+
+def test_no_superseded_scheduler_or_aggregator_results_are_shipped():
+    """The scheduler-quality and aggregator results are shipped only with the pricing of the clock they were
+    measured under (each run records metrics.json's `pricing`)."""
+    quality = load_json(BENCH / "results" / "quality.json")
+    assert quality is None or quality.get("pricing"), "benchmarks/results/quality.json: no pricing (earlier clock)"
+    aggregators = load_json(BENCH / "results" / "aggregators.json")
+    if aggregators is not None:
+        stale = [r for r in aggregators["runs"] if not r.get("pricing") or not r.get("settings")]
+        assert not stale, f"benchmarks/results/aggregators.json: {len(stale)} runs without pricing or settings"
+
+
+def test_the_glue_table_is_the_committed_results_rendered_with_each_rows_clock():
+    from bench_glue import markdown
+
+    results = load_json(BENCH / "results" / "glue.json")
+    if results is None:
+        pytest.skip("no GLUE results")
+    table = (BENCH / "results" / "glue.md").read_text()
+    assert table == markdown(results) + "\nWritten by `benchmarks/bench_glue.py`.\n"
+    earlier = any(not r.get("pricing") for r in results["runs"])
+    assert ("rows marked `earlier`" in table) == earlier
+
+
+def load_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 STUDIES = sorted(p for p in EXPERIMENTS.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
 
 
