@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "experiments" / "regime_cells"))
-from collect import collect_sweep, summary_lines  # noqa: E402  (the regime cells' collector, shared)
+from collect import collect_sweep, restore_sweep, summary_lines  # noqa: E402  (the regime cells' collector, shared)
 
 SWEEP = HERE / "_work" / "sweep"
 SCRIPT = "experiments/positive_control/collect.py"
@@ -32,7 +32,11 @@ ARMS = ["fixed8_drop", "cvx", "fixed8_wait", "fixed2_drop", "uniform", "lite", "
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--restore", action="store_true", help="committed runs back into the work folder; no collecting")
     args = ap.parse_args(argv)
+    if args.restore:
+        print(f"{restore_sweep(HERE / 'runs', SWEEP, HERE / 'sweep.yaml')} runs restored")
+        return 0
     rows, reported = collect_sweep(SWEEP, ARMS, HERE / "runs", HERE / "report", SCRIPT, not args.no_report)
     (HERE / "summary.json").write_text(
         json.dumps({"script": SCRIPT, "spec": "experiments/positive_control/SPEC.md", "runs": rows}, indent=1) + "\n"

@@ -2,6 +2,8 @@
 
     python experiments/regime_cells/collect.py               # every cell: copy finished runs, summary, reports
     python experiments/regime_cells/collect.py --no-report
+    python experiments/regime_cells/collect.py --restore     # on a fresh clone: the committed runs back into the
+                                                             # work folders, marked finished (the sweeps skip them)
 
 Each cell is one sweep spec `experiments/regime_cells/<cell>.yaml`, run by `fedranklite sweep` into the
 git-ignored `_work/<cell>/<arm>/seed<k>/`. For every finished run (its `done.json` written by the sweep) this copies
@@ -144,10 +146,33 @@ def collect_sweep(
     return rows, reported
 
 
+def restore_sweep(runs_dir: Path, sweep: Path, spec: Path) -> int:
+    """Copy committed runs (`runs_dir/<arm>/seed<k>/`) into a sweep's work folder where it lacks them, then let
+    `fedranklite sweep --mark-only` mark them finished, so that a sweep on a fresh clone runs only what is
+    missing. Their config.yaml differs from the sweep's only in output_dir, which the sweep allows."""
+    restored = 0
+    for run in sorted(runs_dir.glob("*/seed*")):
+        dest = sweep / run.parent.name / run.name
+        if all((run / f).is_file() for f in FILES) and not (dest / "metrics.json").is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in FILES:
+                shutil.copy(run / name, dest / name)
+            restored += 1
+    cmd = [sys.executable, "-m", "fedranklite", "sweep", str(spec), "--mark-only"]
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return restored
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--restore", action="store_true", help="committed runs back into the work folders; no collecting")
     args = ap.parse_args(argv)
+    if args.restore:
+        for spec in sorted(HERE.glob("*.yaml")):
+            _, sweep = spec_arms(spec)
+            print(f"{spec.stem}: {restore_sweep(HERE / 'runs' / spec.stem, sweep, spec)} runs restored")
+        return 0
     cells = {}
     lines = [f"Written by `{SCRIPT}` from runs/ (spec: SPEC.md).", ""]
     for spec in sorted(HERE.glob("*.yaml")):
