@@ -45,15 +45,6 @@ SCHEDULERS = {
 }
 
 
-def reachable_target(calibration: Path) -> float:
-    """70 % of the way from the fitted initial score to the fitted limit: a target every surrogate run can reach
-    in principle (a config's own target may lie above a calibration's limit)."""
-    from fedranklite.backends.surrogate.engine import SurrogateFit
-
-    fit = SurrogateFit.load(calibration)
-    return round(fit.score_start + 0.7 * (fit.score_limit - fit.score_start), 4)
-
-
 def scale_sets(n: int, rounds: int, calibration: Path, out_dir: Path, name: str) -> list[str]:
     fast, medium = int(0.3 * n), int(0.3 * n)
     return [

@@ -223,7 +223,7 @@ def test_surrogate_rank_caps_follow_each_clients_tier(tmp_path):
         [
             f"output_dir={tmp_path}",
             "engine.backend=surrogate",
-            f"engine.surrogate.calibration={root / 'configs' / 'surrogate' / 'minilm_noniid_deadline.json'}",
+            f"engine.surrogate.calibration={root / 'configs' / 'surrogate' / 'minilm_profile_clock.json'}",
             "engine.surrogate.rows_per_client=50",
             "tiers.gpu_fast.num_clients=30",
             "tiers.gpu_medium.num_clients=20",
