@@ -11,10 +11,10 @@ benchmark writes its JSON (with the "script" that wrote it) into the results fol
 $FEDRANKLITE_BENCH_RESULTS; summary.md there names, for each figure, the script that produced it. `--quick` is a
 check that every benchmark runs end to end, not a result (33 min on a 2-core CPU shared with other work, load
 average ~10; GLUE, surrogate and Flower ~6 min each): it writes elsewhere (default results/benchmarks_quick/,
-ignored by git) so the recorded numbers stay. The full run takes hours
-(the GLUE suite ~2 h, the aggregators ~2.5 core-hours, surrogate scaling ~20 min). The GLUE benchmarks read
-the TSVs from $FEDRANKLITE_GLUE_DIR (else ../shared/data/glue beside the repository) and are skipped, and
-said so, where neither exists. One-off studies are not benchmarks: they live in experiments/.
+ignored by git) so the recorded numbers stay. The full run takes hours (the GLUE suite ~2 h, the aggregators
+~2.5 core-hours, the surrogate's cost at 1k-100k clients ~10 min). The GLUE benchmarks read the TSVs from
+$FEDRANKLITE_GLUE_DIR (else ../shared/data/glue beside the repository) and are skipped, and said so, where
+neither exists. One-off studies are not benchmarks: they live in experiments/.
 
 Scheduler quality reports simulated time, so its table is shown only from a quality.json that records the tiers'
 pricing it was measured under (written since the device-true clock); an older file is named as superseded
@@ -65,7 +65,7 @@ BENCHES: dict[str, Bench] = {
     ),
     "surrogate": Bench(
         "bench_surrogate.py",
-        "what-if surrogate: calibration, check at N = 10, scaling to 100k clients",
+        "what-if surrogate: cost (CPU s per round, peak RSS) at N = 1k to 100k clients",
         quick=("--quick", "--out", "{results}/surrogate.json", "--work", "{results}/surrogate_work"),
         full=("--out", "{results}/surrogate.json"),
     ),
@@ -217,7 +217,7 @@ def summary_markdown(results: Path = RESULTS, quick: bool = False) -> str:
     for name, stem, what in (
         ("glue", "glue", "GLUE suite (every task, run and seed)"),
         ("aggregators", "aggregators", "aggregators x schedulers x seeds, rank collapse"),
-        ("surrogate", "surrogate", "what-if surrogate: check at N = 10 and scaling to 100k clients"),
+        ("surrogate", "surrogate", "what-if surrogate: cost at N = 1k to 100k clients"),
         ("surrogate_scale", "surrogate_million", "surrogate backend at N = 1,000,000 clients"),
         ("flower", "flower", "per-round cost on the local engine, Flower simulation and deployment"),
     ):
