@@ -181,6 +181,10 @@ class TrainingConfig(_Section):
     # rows scored before/after local training for the loss drop; 0 (default): the first and last training
     # batches' losses, which cost nothing (a probe of 32 rows cost 8 % of client throughput)
     probe_samples: int = Field(0, ge=0)
+    # FedProx (Li et al. 2020): mu / 2 * ||w - w_global||^2 over the trained parameters (LoRA factors and
+    # head) added to every local step's loss, w_global being the adapter received that round; pulls each
+    # client back towards the global adapter (client drift under non-IID data). 0: off
+    proximal_mu: float = Field(0.0, ge=0)
 
 
 class DataConfig(_Section):
