@@ -25,6 +25,7 @@ from fedranklite.data.textsplit import MAX_CLASSES
 from fedranklite.federation.aggregation import AGGREGATORS
 from fedranklite.federation.hardware import TraceError, read_trace
 from fedranklite.federation.schedulers import SCHEDULERS
+from fedranklite.federation.server_optimizer import SERVER_OPTIMIZERS
 from fedranklite.federation.stragglers import STRAGGLER_POLICIES
 from fedranklite.federation.timing import TIMING_MODES
 from fedranklite.model.verbalizer import VerbalizerError, check_template, template_fields
@@ -147,6 +148,9 @@ class FederationConfig(_Section):
     num_rounds: int = Field(12, ge=1, le=MAX_ROUNDS)
     clients_per_round: int = Field(10, ge=1, le=MAX_CLIENTS)
     aggregation: AGGREGATORS.field("fedavg") = Field("fedavg", validate_default=True)
+    # what the server does with the aggregate: none (take it as the new global adapter), momentum (FedAvgM) or
+    # adam (FedAdam), which treat aggregate - previous global as a pseudo-gradient (server_optimizer.py)
+    server_optimizer: SERVER_OPTIMIZERS.field("none") = Field("none", validate_default=True)
     scheduler: SCHEDULERS.field("lite") = Field("lite", validate_default=True)
     # client updates further than this many times the round's median from the global adapter are
     # rejected (null: no norm check; NaN/Inf and wrong shapes are always rejected)
