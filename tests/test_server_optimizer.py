@@ -234,3 +234,15 @@ def test_a_server_optimizer_on_a_refactorizing_aggregator_is_refused(tiny_config
     with pytest.raises(ConfigError, match=expected):
         tiny_config(federation={"aggregation": aggregation, "server_optimizer": "momentum"})
     tiny_config(federation={"aggregation": aggregation, "server_optimizer": "none"})  # the default is fine
+
+
+def test_a_server_optimizer_on_the_surrogate_backend_is_refused():
+    from pathlib import Path
+
+    from fedranklite.config.files import load_config
+    from fedranklite.config.schema import ConfigError
+
+    whatif = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "whatif_100k.yaml"
+    load_config(whatif, [])  # the shipped what-if config itself loads
+    with pytest.raises(ConfigError, match="the surrogate backend does not model a server optimizer"):
+        load_config(whatif, ["federation.server_optimizer=adam"])
