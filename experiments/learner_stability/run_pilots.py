@@ -62,6 +62,9 @@ ARMS: list[tuple[str, str, list[str]]] = [
     # SPEC.md, amendment 1: smaller client steps for the Dirichlet 0.1 cell
     ("lrhalf", "drift", ["training.lr=0.001", "training.head_lr=0.005"]),
     ("lrquarter", "drift", ["training.lr=0.0005", "training.head_lr=0.0025"]),
+    # SPEC.md, amendment 2: remedies with code for the Dirichlet 0.1 cell, values fixed before their runs
+    ("fedprox", "drift", ["training.proximal_mu=0.1"]),
+    ("servermom", "drift", ["federation.server_optimizer={type: momentum, lr: 1.0, momentum: 0.9}"]),
 ]
 KEPT = ("metrics.json", "rounds.jsonl", "config.yaml")
 
@@ -167,7 +170,7 @@ def summary() -> dict:
                 winners[cell] = f"undecided (next: {arm})"
                 break
         else:
-            winners[cell] = "none: no arm meets the rule (a remedy with code is next)"
+            winners[cell] = "none: no arm of the plan meets the rule"
     for arm, a in arms.items():
         w = winners[a["cell"]]
         if a["seeds_run"] == 0 and w and not w.startswith(("undecided", "none")) and w != arm:

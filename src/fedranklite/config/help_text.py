@@ -30,6 +30,7 @@ BASE_YAML = Path(__file__).resolve().parents[3] / "configs" / "base.yaml"
 SLOT_INTROS: dict[tuple[str, ...], str] = {
     ("federation", "scheduler"): "Assigns every selected client its LoRA rank each round.",
     ("federation", "aggregation"): "Combines the accepted client updates into the new global adapter.",
+    ("federation", "server_optimizer"): "What the server does with the aggregate before it becomes the global adapter.",
     ("data", "partition"): "Splits the training rows among the clients.",
     ("deadline", "straggler_policy"): "What happens to a client that cannot finish before the round's deadline.",
     ("timing",): "How a client's simulated compute time is priced.",

@@ -25,6 +25,7 @@ from fedranklite.data.textsplit import MAX_CLASSES
 from fedranklite.federation.aggregation import AGGREGATORS
 from fedranklite.federation.hardware import TraceError, read_trace
 from fedranklite.federation.schedulers import SCHEDULERS
+from fedranklite.federation.server_optimizer import SERVER_OPTIMIZERS
 from fedranklite.federation.stragglers import STRAGGLER_POLICIES
 from fedranklite.federation.timing import TIMING_MODES
 from fedranklite.model.verbalizer import VerbalizerError, check_template, template_fields
@@ -147,6 +148,9 @@ class FederationConfig(_Section):
     num_rounds: int = Field(12, ge=1, le=MAX_ROUNDS)
     clients_per_round: int = Field(10, ge=1, le=MAX_CLIENTS)
     aggregation: AGGREGATORS.field("fedavg") = Field("fedavg", validate_default=True)
+    # what the server does with the aggregate: none (take it as the new global adapter), momentum (FedAvgM) or
+    # adam (FedAdam), which treat aggregate - previous global as a pseudo-gradient (server_optimizer.py)
+    server_optimizer: SERVER_OPTIMIZERS.field("none") = Field("none", validate_default=True)
     scheduler: SCHEDULERS.field("lite") = Field("lite", validate_default=True)
     # client updates further than this many times the round's median from the global adapter are
     # rejected (null: no norm check; NaN/Inf and wrong shapes are always rejected)
@@ -181,6 +185,10 @@ class TrainingConfig(_Section):
     # rows scored before/after local training for the loss drop; 0 (default): the first and last training
     # batches' losses, which cost nothing (a probe of 32 rows cost 8 % of client throughput)
     probe_samples: int = Field(0, ge=0)
+    # FedProx (Li et al. 2020): mu / 2 * ||w - w_global||^2 over the trained parameters (LoRA factors and
+    # head) added to every local step's loss, w_global being the adapter received that round; pulls each
+    # client back towards the global adapter (client drift under non-IID data). 0: off
+    proximal_mu: float = Field(0.0, ge=0)
 
 
 class DataConfig(_Section):

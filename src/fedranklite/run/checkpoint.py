@@ -4,11 +4,13 @@ A checkpoint holds everything that changes from round to round: the global adapt
 head), the scheduler's state (EMAs, deadline misses), the time model's calibration, the RNG states,
 the round records so far, the resolved config (a resume with a different config is refused) and the
 fingerprints of the inputs the results depend on (fingerprint.py: a resume whose inputs changed is refused).
-Client optimizers are created fresh every round, so there is no optimizer state to keep.
+Client optimizers are created fresh every round, so there is no client optimizer state to keep; the server
+optimizer's (momentum, Adam moments) is.
 
 The file, `checkpoint.safetensors` (format 3), is a safetensors file: no pickle is written or read, so
-loading it can never run code. Its tensors are the global adapter (`global_state/<name>`) and torch's CPU RNG
-state (`rng_torch`, uint8); its header's metadata holds
+loading it can never run code. Its tensors are the global adapter (`global_state/<name>`), torch's CPU RNG
+state (`rng_torch`, uint8) and, when the run has a server optimizer with state (`federation.server_optimizer`
+momentum or adam), its buffers (`server_optimizer/<buffer>/<name>`, float64); its header's metadata holds
 
     format: "fedranklite-checkpoint", format_version: "3",
     sha256: hex digest of the meta text and every tensor (see `digest`),
@@ -44,6 +46,9 @@ LEGACY_CHECKPOINT_NAME = "checkpoint.pt"  # formats 1 and 2 (torch.save, pickle-
 FORMAT_VERSION = 3
 FORMAT_TAG = "fedranklite-checkpoint"
 STATE_PREFIX, RNG_TENSOR = "global_state/", "rng_torch"
+# the server optimizer's buffers (federation/server_optimizer.py), present only when it has state: a run without
+# one writes exactly the tensors (and checksum) it wrote before the option existed
+SERVER_OPTIMIZER_PREFIX = "server_optimizer/"
 META_KEYS = ("round_idx", "sim_time", "reached_at", "records", "scheduler", "time_model", "telemetry", "rng", "config")
 # written when the run has them, absent from some checkpoints (read as None)
 OPTIONAL_META_KEYS = ("initial_eval", "fingerprints", "accepted_changes")
@@ -96,9 +101,15 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
 
-def digest(meta: str, global_state: dict[str, torch.Tensor], rng_torch: torch.Tensor) -> str:
+def digest(
+    meta: str,
+    global_state: dict[str, torch.Tensor],
+    rng_torch: torch.Tensor,
+    server_optimizer: Optional[dict[str, torch.Tensor]] = None,
+) -> str:
     """SHA-256 over a canonical serialisation: the meta JSON, then every tensor (sorted by name) as name,
-    dtype, shape and raw bytes, each length-prefixed so no two payloads share a byte stream."""
+    dtype, shape and raw bytes, each length-prefixed so no two payloads share a byte stream. The server
+    optimizer's tensors follow the RNG state under their prefixed names (none: the digest of earlier versions)."""
     h = hashlib.sha256()
 
     def put(data: bytes) -> None:
@@ -107,7 +118,8 @@ def digest(meta: str, global_state: dict[str, torch.Tensor], rng_torch: torch.Te
 
     put(f"fedranklite-checkpoint-{FORMAT_VERSION}".encode())
     put(meta.encode("utf-8"))
-    for name, t in [*sorted(global_state.items()), ("<rng_torch>", rng_torch)]:
+    extra = [(SERVER_OPTIMIZER_PREFIX + k, v) for k, v in sorted((server_optimizer or {}).items())]
+    for name, t in [*sorted(global_state.items()), ("<rng_torch>", rng_torch), *extra]:
         put(name.encode("utf-8"))
         put(str(t.dtype).encode())
         put(json.dumps(list(t.shape)).encode())
@@ -124,12 +136,14 @@ def encode_payload(payload: dict[str, Any]) -> tuple[dict[str, torch.Tensor], di
     text = json.dumps(meta, default=_plain, sort_keys=True, allow_nan=True)
     state = {str(k): v.detach().cpu().contiguous() for k, v in payload["global_state"].items()}
     rng_torch = rng["torch"].detach().cpu().contiguous()
+    server = {str(k): v.detach().cpu().contiguous() for k, v in (payload.get("server_optimizer") or {}).items()}
     tensors = {STATE_PREFIX + k: v for k, v in state.items()}
     tensors[RNG_TENSOR] = rng_torch
+    tensors.update({SERVER_OPTIMIZER_PREFIX + k: v for k, v in server.items()})
     metadata = {
         "format": FORMAT_TAG,
         "format_version": str(FORMAT_VERSION),
-        "sha256": digest(text, state, rng_torch),
+        "sha256": digest(text, state, rng_torch, server),
         "meta": text,
     }
     return tensors, metadata
@@ -271,13 +285,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if RNG_TENSOR not in tensors:
         raise _refuse(path, f"missing tensor '{RNG_TENSOR}'")
     rng_torch = tensors.pop(RNG_TENSOR)
-    foreign = [k for k in tensors if not k.startswith(STATE_PREFIX)]
+    foreign = [k for k in tensors if not k.startswith((STATE_PREFIX, SERVER_OPTIMIZER_PREFIX))]
     if foreign:
         raise _refuse(path, f"unexpected tensor '{one_line(foreign[0], 60)}'")
-    state = {k[len(STATE_PREFIX) :]: v for k, v in tensors.items()}
+    state = {k[len(STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
+    server = {k[len(SERVER_OPTIMIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(SERVER_OPTIMIZER_PREFIX)}
     if rng_torch.dtype != torch.uint8 or rng_torch.dim() != 1:
         raise _refuse(path, "rng_torch is not a uint8 vector (torch's RNG state)")
-    if digest(info["meta"], state, rng_torch) != info["sha256"]:
+    if digest(info["meta"], state, rng_torch, server) != info["sha256"]:
         raise _refuse(path, "checksum mismatch (SHA-256): the file was damaged or changed after it was written")
     try:
         meta = json.loads(info["meta"])
@@ -298,6 +313,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         **{k: meta.get(k) for k in OPTIONAL_META_KEYS},
         "global_state": state,
         "rng": {"torch": rng_torch, "numpy": meta["rng"]["numpy"]},
+        "server_optimizer": server,
     }
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from fedranklite.data.scoring import SCORE_METRICS
 from fedranklite.data.textsplit import TextSplit
+from fedranklite.federation.proximal import anchors, proximal_term
 from fedranklite.federation.ranks import State, num_bytes, truncate
 from fedranklite.model.fedmodel import FedModel
 from fedranklite.model.verbalizer import VerbalizerHead
@@ -129,6 +130,7 @@ class TrainSettings:
     probe_samples: int = 0
     regression: bool = False
     head_lr: Optional[float] = None  # None: lr
+    proximal_mu: float = 0.0  # FedProx's mu (federation/proximal.py); 0: no proximal term
 
     @classmethod
     def from_config(cls, cfg, regression: bool) -> "TrainSettings":
@@ -145,6 +147,7 @@ class TrainSettings:
             t.probe_samples,
             regression,
             t.head_lr,
+            t.proximal_mu,
         )
 
     def planned_steps(self, num_rows: int) -> int:
@@ -287,6 +290,8 @@ def train_client(
     )
 
     params = [p for p in model.parameters() if p.requires_grad]
+    # FedProx: the parameters as received (after rank masking), the centre of the proximal term
+    start_params = anchors(params) if settings.proximal_mu > 0 else None
     optimizer = make_optimizer(model, settings)
     planned = settings.planned_steps(len(rows))
     memory = PeakMemory(device)
@@ -308,7 +313,10 @@ def train_client(
             inputs, labels = collate(encoded, idx, pad_id, device, settings.regression)
             loss = loss_fn(model(**inputs), labels, settings.regression, model.head)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if start_params is None:
+                loss.backward()
+            else:  # the proximal term steers the step; the task loss alone is what the client reports
+                (loss + proximal_term(params, start_params, settings.proximal_mu)).backward()
             if settings.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
             optimizer.step()

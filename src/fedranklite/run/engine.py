@@ -1,7 +1,7 @@
 """The round loop, written once for every backend.
 
     1 select clients (seeded)            5 deadline policy -> accepted updates
-    2 scheduler.assign -> ranks          6 aggregate -> new global adapter
+    2 scheduler.assign -> ranks          6 aggregate (+ server optimizer) -> new global adapter
     3 runner trains the clients          7 evaluate every k rounds, record the round
     4 simulated time per client          8 scheduler.observe(reports)
 
@@ -39,6 +39,7 @@ from fedranklite.federation.hardware import (
 )
 from fedranklite.federation.ranks import State
 from fedranklite.federation.schedulers import Clients, Reports, build_scheduler
+from fedranklite.federation.server_optimizer import SERVER_OPTIMIZERS
 from fedranklite.federation.stragglers import STRAGGLER_POLICIES
 from fedranklite.federation.timing import TIMING_MODES, comm_seconds
 from fedranklite.federation.validation import (
@@ -129,6 +130,8 @@ class Engine(RunLoop):
         )
         self.scheduler = build_scheduler(cfg)
         self.aggregate = AGGREGATORS.build(cfg.federation.aggregation)
+        # step 6 after the aggregator: `none` passes the aggregate through untouched
+        self.server_optimizer = SERVER_OPTIMIZERS.build(cfg.federation.server_optimizer)
         self.policy = STRAGGLER_POLICIES.build(cfg.deadline.straggler_policy)
         self.time_model = TIMING_MODES.build(cfg.timing, cfg=cfg)
         # what the server knows of each client: its tier's figures, then the telemetry of its reports
@@ -281,8 +284,8 @@ class Engine(RunLoop):
             if ok and reason is None
         ]
         accepted = self._clipped(r, accepted)
-        if accepted:
-            st.global_state = self.aggregate(st.global_state, accepted)
+        if accepted:  # (a round without updates moves neither the adapter nor the server optimizer)
+            st.global_state = self.server_optimizer.step(st.global_state, self.aggregate(st.global_state, accepted))
         # step 7: evaluation and the round record
         evaluation = None
         if r % cfg.evaluation.eval_every == 0 or r == cfg.federation.num_rounds:

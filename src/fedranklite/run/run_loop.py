@@ -78,6 +78,7 @@ class RunLoop:
             "initial_eval": st.initial_eval,
             "fingerprints": self.fingerprints(),
             "accepted_changes": list(st.accepted_changes) or None,
+            "server_optimizer": self.server_optimizer.state_dict(),  # empty unless momentum / adam has stepped
         }
 
     def restore(self, payload: dict, allow_changed: Sequence[str] = ()) -> None:
@@ -104,6 +105,7 @@ class RunLoop:
             self.scheduler.load_state_dict(payload["scheduler"])
             self.time_model.load_state_dict(payload["time_model"])
             self.telemetry.load_state_dict(payload["telemetry"])
+            self.server_optimizer.load_state_dict(payload.get("server_optimizer") or {}, state.global_state)
             set_rng_state(payload["rng"])
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
             text = " ".join(str(exc).split())[:120]

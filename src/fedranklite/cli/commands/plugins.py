@@ -15,6 +15,11 @@ from typing import Any
 KINDS: dict[str, tuple[str, str, str]] = {
     "schedulers": ("fedranklite.federation.schedulers", "SCHEDULERS", "federation.scheduler.type"),
     "aggregators": ("fedranklite.federation.aggregation", "AGGREGATORS", "federation.aggregation.type"),
+    "server-optimizers": (
+        "fedranklite.federation.server_optimizer",
+        "SERVER_OPTIMIZERS",
+        "federation.server_optimizer.type",
+    ),
     "partitioners": ("fedranklite.data.partitioners", "PARTITIONERS", "data.partition.type"),
     "straggler-policies": ("fedranklite.federation.stragglers", "STRAGGLER_POLICIES", "deadline.straggler_policy.type"),
     "timing-modes": ("fedranklite.federation.timing", "TIMING_MODES", "timing.mode"),

@@ -21,7 +21,7 @@ import yaml
 
 from fedranklite.config.files import flatten
 from fedranklite.core.results_io import write_json_atomic
-from fedranklite.run.checkpoint import CHECKPOINT_NAME
+from fedranklite.run.checkpoint import CHECKPOINT_NAME, with_defaults
 from fedranklite.study.sweep.spec import Plan, Run
 
 SWEEP_FILE = "sweep.json"
@@ -65,11 +65,13 @@ MOVABLE = ("output_dir", "experiment_name")  # where a run lives, not what it co
 def _stale(plan: Plan, run: Run) -> list[str]:
     """Config keys (other than MOVABLE) in which a run's config.yaml differs from what the spec now makes."""
     try:
-        old = flatten(yaml.safe_load((plan.output_dir / run.folder / "config.yaml").read_text()) or {})
+        saved = yaml.safe_load((plan.output_dir / run.folder / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return []
-    if not isinstance(old, dict):
+    if not isinstance(saved, dict):
         return []
+    # a key added after the run was made counts at its default (what that run computed with), as on --resume
+    old = flatten(with_defaults(saved))
     new = flatten(yaml.safe_load(yaml.safe_dump(run.config)))
     return sorted(k for k in set(old) | set(new) if k not in MOVABLE and old.get(k) != new.get(k))
 
