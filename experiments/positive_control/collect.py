@@ -22,11 +22,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "experiments" / "regime_cells"))
-from collect import collect_sweep, restore_sweep, summary_lines  # noqa: E402  (the regime cells' collector, shared)
+from collect import collect_sweep, restore_sweep, spec_arms, summary_lines  # noqa: E402  (the regime cells' collector, shared)
 
-SWEEP = HERE / "_work" / "sweep"
 SCRIPT = "experiments/positive_control/collect.py"
-ARMS = ["fixed8_drop", "cvx", "fixed8_wait", "fixed2_drop", "uniform", "lite", "lite_best"]
+ARMS, SWEEP = spec_arms(HERE / "sweep.yaml")  # the arms and work folder the sweep spec names, in its order
 
 
 def main(argv=None) -> int:
