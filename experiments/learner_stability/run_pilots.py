@@ -9,9 +9,11 @@ are copied to runs/<arm>/seed<k>/; finished runs are skipped, a killed run resum
 failures); an arm that meets it runs all 10 seeds and the cell's later arms are skipped. After every run
 results.json and results.md are rewritten from runs/.
 
-    OMP_NUM_THREADS=1 python experiments/learner_stability/run_pilots.py [--commit] [--summary-only]
+    OMP_NUM_THREADS=1 python experiments/learner_stability/run_pilots.py [--commit] [--summary-only] [--arms A,B]
 
 --commit: after each finished run, commit its three files and the results (pathspec commit of this folder).
+--arms: run only these arms (in plan order), e.g. to run two arms of one amendment at once, one process each;
+the plan order, not which finishes first, still decides the learner.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ ARMS: list[tuple[str, str, list[str]]] = [
     # SPEC.md, amendment 2: remedies with code for the Dirichlet 0.1 cell, values fixed before their runs
     ("fedprox", "drift", ["training.proximal_mu=0.1"]),
     ("servermom", "drift", ["federation.server_optimizer={type: momentum, lr: 1.0, momentum: 0.9}"]),
+    # SPEC.md, amendment 3: logit-adjusted local training and a larger FedProx mu, run at the same time
+    ("logitadj", "drift", ["training.logit_adjustment=1.0"]),
+    ("fedprox05", "drift", ["training.proximal_mu=0.5"]),
 ]
 KEPT = ("metrics.json", "rounds.jsonl", "config.yaml")
 
@@ -260,11 +265,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--commit", action="store_true")
     ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--arms", help="comma-separated arms to run (default: the whole plan, in order)")
     args = ap.parse_args()
+    known = [arm for arm, _, _ in ARMS]
+    only = set(args.arms.split(",")) if args.arms else set(known)
+    if only - set(known):
+        ap.error(f"--arms: unknown arm(s) {sorted(only - set(known))}; the plan has {known}")
     if args.summary_only:
         write_results(summary())
         return
     for arm, cell, overrides in ARMS:
+        if arm not in only:
+            continue
         for seed in TUNING_SEEDS:
             s = summary()
             if s["arms"][arm]["status"] == "fails the rule":

@@ -189,6 +189,11 @@ class TrainingConfig(_Section):
     # head) added to every local step's loss, w_global being the adapter received that round; pulls each
     # client back towards the global adapter (client drift under non-IID data). 0: off
     proximal_mu: float = Field(0.0, ge=0)
+    # logit-adjusted local training against label skew (Menon et al. 2021; FedLC, Zhang et al. 2022): each
+    # client's loss sees logits + tau * log(its own label frequencies), so a client holding mostly one class
+    # need not push that class's logit up; the model sent and evaluated is not offset
+    # (federation/logit_adjustment.py). Classification only. 0: off
+    logit_adjustment: float = Field(0.0, ge=0, le=10)
 
 
 class DataConfig(_Section):
@@ -406,6 +411,11 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
         except TraceError as exc:
             problems.append(("federation.client_trace", str(exc)))
     problems += _verbalizer_problems(cfg)
+    if cfg.training.logit_adjustment > 0:
+        if cfg.data.task == "regression":
+            problems.append(("training.logit_adjustment", "needs a classification task (data.task is regression)"))
+        if cfg.engine.backend == "surrogate":
+            problems.append(("training.logit_adjustment", "the surrogate backend does not model it (use 0)"))
     metric = cfg.evaluation.metric
     if metric is not None and metric in SCORE_METRICS:
         kind = SCORE_METRICS[metric].task

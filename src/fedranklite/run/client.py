@@ -17,6 +17,7 @@ from torch import nn
 
 from fedranklite.data.scoring import SCORE_METRICS
 from fedranklite.data.textsplit import TextSplit
+from fedranklite.federation.logit_adjustment import adjusted, label_log_prior
 from fedranklite.federation.proximal import anchors, proximal_term
 from fedranklite.federation.ranks import State, num_bytes, truncate
 from fedranklite.model.fedmodel import FedModel
@@ -131,6 +132,7 @@ class TrainSettings:
     regression: bool = False
     head_lr: Optional[float] = None  # None: lr
     proximal_mu: float = 0.0  # FedProx's mu (federation/proximal.py); 0: no proximal term
+    logit_adjustment: float = 0.0  # tau of logit-adjusted training (federation/logit_adjustment.py); 0: off
 
     @classmethod
     def from_config(cls, cfg, regression: bool) -> "TrainSettings":
@@ -148,6 +150,7 @@ class TrainSettings:
             regression,
             t.head_lr,
             t.proximal_mu,
+            t.logit_adjustment,
         )
 
     def planned_steps(self, num_rows: int) -> int:
@@ -276,6 +279,8 @@ def train_client(
     on which process or in which order clients run. A fresh optimizer is made every round: optimizer
     state never leaks across clients or rank changes.
     """
+    if settings.logit_adjustment > 0 and settings.regression:
+        raise ValueError("training.logit_adjustment needs a classification task; this one is regression")
     download = truncate(global_state, rank)
     model.load_adapter_state(download)
     model.set_rank(rank)
@@ -292,6 +297,8 @@ def train_client(
     params = [p for p in model.parameters() if p.requires_grad]
     # FedProx: the parameters as received (after rank masking), the centre of the proximal term
     start_params = anchors(params) if settings.proximal_mu > 0 else None
+    tau = settings.logit_adjustment
+    log_prior: Optional[torch.Tensor] = None  # the client's label prior, once the first batch gives the classes
     optimizer = make_optimizer(model, settings)
     planned = settings.planned_steps(len(rows))
     memory = PeakMemory(device)
@@ -311,12 +318,18 @@ def train_client(
                 break
             idx = order[b : b + settings.batch_size]
             inputs, labels = collate(encoded, idx, pad_id, device, settings.regression)
-            loss = loss_fn(model(**inputs), labels, settings.regression, model.head)
+            logits = model(**inputs)
+            loss = loss_fn(logits, labels, settings.regression, model.head)
+            # what the step minimises; the task loss alone is what the client reports (and lite's loss drop reads)
+            objective = loss
+            if tau > 0:
+                if log_prior is None:
+                    log_prior = label_log_prior(encoded.labels[np.asarray(rows)], logits.shape[-1])
+                objective = loss_fn(adjusted(logits.float(), log_prior, tau), labels, False, model.head)
+            if start_params is not None:
+                objective = objective + proximal_term(params, start_params, settings.proximal_mu)
             optimizer.zero_grad(set_to_none=True)
-            if start_params is None:
-                loss.backward()
-            else:  # the proximal term steers the step; the task loss alone is what the client reports
-                (loss + proximal_term(params, start_params, settings.proximal_mu)).backward()
+            objective.backward()
             if settings.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
             optimizer.step()
