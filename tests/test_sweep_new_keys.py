@@ -24,6 +24,7 @@ def test_keys_a_newer_version_added_at_their_defaults_are_not_stale(tmp_path):
     older = yaml.safe_load(yaml.safe_dump(config))
     del older["training"]["proximal_mu"]  # a run made before these keys existed
     del older["training"]["logit_adjustment"]
+    del older["training"]["freeze_head"]
     del older["federation"]["server_optimizer"]
     plan, folder = _folder_with(tmp_path, older)
     assert _stale(plan, SimpleNamespace(folder=folder, config=config)) == []

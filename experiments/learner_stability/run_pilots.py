@@ -70,6 +70,9 @@ ARMS: list[tuple[str, str, list[str]]] = [
     # SPEC.md, amendment 3: logit-adjusted local training and a larger FedProx mu, run at the same time
     ("logitadj", "drift", ["training.logit_adjustment=1.0"]),
     ("fedprox05", "drift", ["training.proximal_mu=0.5"]),
+    # SPEC.md, amendment 4: a frozen head (FedBABU) and one local step, run at the same time
+    ("fedbabu", "drift", ["training.freeze_head=true"]),
+    ("local1", "drift", ["training.max_local_steps=1"]),
 ]
 KEPT = ("metrics.json", "rounds.jsonl", "config.yaml")
 

@@ -194,6 +194,9 @@ class TrainingConfig(_Section):
     # need not push that class's logit up; the model sent and evaluated is not offset
     # (federation/logit_adjustment.py). Classification only. 0: off
     logit_adjustment: float = Field(0.0, ge=0, le=10)
+    # FedBABU (Oh et al. 2022): the task head stays at its initialisation on every client (only the LoRA
+    # factors train and are averaged), so it cannot drift towards a client's classes. false: the head trains
+    freeze_head: bool = False
 
 
 class DataConfig(_Section):
@@ -416,6 +419,8 @@ def semantic_problems(cfg: Config) -> list[tuple[str, str]]:
             problems.append(("training.logit_adjustment", "needs a classification task (data.task is regression)"))
         if cfg.engine.backend == "surrogate":
             problems.append(("training.logit_adjustment", "the surrogate backend does not model it (use 0)"))
+    if cfg.training.freeze_head and cfg.engine.backend == "surrogate":
+        problems.append(("training.freeze_head", "the surrogate backend does not model it (use false)"))
     metric = cfg.evaluation.metric
     if metric is not None and metric in SCORE_METRICS:
         kind = SCORE_METRICS[metric].task

@@ -133,6 +133,7 @@ class TrainSettings:
     head_lr: Optional[float] = None  # None: lr
     proximal_mu: float = 0.0  # FedProx's mu (federation/proximal.py); 0: no proximal term
     logit_adjustment: float = 0.0  # tau of logit-adjusted training (federation/logit_adjustment.py); 0: off
+    freeze_head: bool = False  # FedBABU: the head is not trained (it stays as received, the initial head)
 
     @classmethod
     def from_config(cls, cfg, regression: bool) -> "TrainSettings":
@@ -151,6 +152,7 @@ class TrainSettings:
             t.head_lr,
             t.proximal_mu,
             t.logit_adjustment,
+            t.freeze_head,
         )
 
     def planned_steps(self, num_rows: int) -> int:
@@ -207,12 +209,13 @@ class ClientResult:
 
 
 def make_optimizer(model: FedModel, s: TrainSettings) -> torch.optim.Optimizer:
-    """The optimizer over the trainable parameters: LoRA factors at `lr`, the head at `head_lr`."""
+    """The optimizer over the trained parameters: LoRA factors at `lr`, the head at `head_lr` (none with
+    `freeze_head`)."""
     head = {id(p) for p in model.head.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in trainable if id(p) not in head]},
-        {"params": [p for p in trainable if id(p) in head], "lr": s.head_lr or s.lr},
+        {"params": [] if s.freeze_head else [p for p in trainable if id(p) in head], "lr": s.head_lr or s.lr},
     ]
     groups = [g for g in groups if g["params"]]  # a verbalizer has no trainable head
     if s.optimizer == "sgd":
@@ -295,6 +298,9 @@ def train_client(
     )
 
     params = [p for p in model.parameters() if p.requires_grad]
+    if settings.freeze_head:  # FedBABU: the head keeps what it received; clipping and FedProx see the body only
+        frozen = {id(p) for p in model.head.parameters()}
+        params = [p for p in params if id(p) not in frozen]
     # FedProx: the parameters as received (after rank masking), the centre of the proximal term
     start_params = anchors(params) if settings.proximal_mu > 0 else None
     tau = settings.logit_adjustment

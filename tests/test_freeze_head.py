@@ -1,0 +1,80 @@
+"""`training.freeze_head` (FedBABU): a client trains the LoRA factors only and sends the head back exactly as it
+received it; off, the head trains as before (bit-identical path); the Flower client side reads it; the surrogate
+refuses it in one line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from fedranklite.run.client import TrainSettings, train_client
+from fedranklite.run.engine import build_engine
+
+
+def _client(tiny_config, **training):
+    cfg = tiny_config(training={"head_lr": 0.05, "lr": 0.05, **training})
+    engine = build_engine(cfg)
+    prep = engine.prepared
+
+    def train(settings: TrainSettings):
+        return train_client(
+            engine.model,
+            engine.state.global_state,
+            0,
+            4,
+            prep.train,
+            prep.partitions[0],
+            settings,
+            prep.device,
+            seed=1234,
+        )
+
+    return engine, prep, train
+
+
+def _is_head(engine, name: str) -> bool:
+    head = {id(p) for p in engine.model.head.parameters()}
+    return id(dict(engine.model.named_parameters())[name]) in head
+
+
+def test_a_frozen_head_comes_back_as_received_while_the_lora_factors_train(tiny_config):
+    engine, prep, train = _client(tiny_config)
+    start = {k: v.clone() for k, v in engine.state.global_state.items()}
+    trained = train(dataclasses.replace(prep.settings, max_local_steps=3))
+    frozen = train(dataclasses.replace(prep.settings, max_local_steps=3, freeze_head=True))
+    heads = [k for k in frozen.update if _is_head(engine, k)]
+    loras = [k for k in frozen.update if "lora_B" in k]
+    assert heads and loras
+    for k in heads:
+        assert torch.equal(frozen.update[k], start[k]), k
+        assert not torch.equal(trained.update[k], start[k]), k  # without it the head moves
+    assert any((frozen.update[k] - start[k][..., : frozen.update[k].shape[-1]]).abs().max() > 0 for k in loras)
+    assert frozen.steps == trained.steps == 3
+
+
+def test_off_it_trains_exactly_as_before(tiny_config):
+    engine, prep, train = _client(tiny_config)
+    assert prep.settings.freeze_head is False
+    a = train(prep.settings)
+    b = train(dataclasses.replace(prep.settings, freeze_head=False))
+    for k, v in a.update.items():
+        assert torch.equal(v, b.update[k]), k
+
+
+def test_it_reaches_the_local_runner_and_the_flower_client_side(tiny_config):
+    pytest.importorskip("flwr")
+    from fedranklite.backends.flower.task import client_side, config_json
+
+    cfg = tiny_config(training={"freeze_head": True})
+    assert TrainSettings.from_config(cfg, False).freeze_head is True
+    assert build_engine(cfg).prepared.settings.freeze_head is True
+    assert client_side(config_json(cfg)).settings.freeze_head is True
+
+
+def test_the_surrogate_backend_refuses_it(tiny_config):
+    from fedranklite.config.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="training.freeze_head: the surrogate backend does not model it"):
+        tiny_config(training={"freeze_head": True}, engine={"backend": "surrogate"})
