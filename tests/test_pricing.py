@@ -235,3 +235,54 @@ def test_metrics_json_records_where_compute_prices_come_from(tiny_config):
     engine.run()
     recorded = json.loads((cfg.results_dir / "metrics.json").read_text())["pricing"]
     assert set(recorded) == set(cfg.tiers) and recorded == pricing(cfg)
+
+
+def test_a_cpu_linked_only_to_another_cpu_converts_in_two_steps(tmp_path):
+    """Profile device -> middle device (a device link of one setting) -> the reference (a pair of another setting):
+    the factor is the product of the two ratios, the run's own setting is preferred for each step, and it is marked
+    as assumed when a step borrows another setting."""
+    key_x = {"backbone": "x", "quantization": "none", "batch_size": 4, "max_length": 32, "target_modules": ["q"]}
+    key_y = {**key_x, "backbone": "y"}
+    other_cpu = {**TEST_CPU, "name": "Other CPU"}
+    (tmp_path / "devices").mkdir()
+    make_profile(tmp_path, key_x, TEST_CPU, a=0.04)  # the middle device, setting x
+    make_profile(tmp_path / "devices", key_x, other_cpu, a=0.02)  # the link: setting x on the other CPU (2x faster)
+    make_profile(tmp_path, key_y, TEST_CPU, a=0.09)
+    make_profile(tmp_path, key_y, TEST_GPU, a=0.01)  # the middle device -> GPU on setting y
+    run = make_profile(tmp_path / "run", key_x, other_cpu, a=0.02)
+    got = conversion_to("Test GPU", run, tmp_path)
+    step1 = (0.02 + 0.003) / (0.04 + 0.003)  # medians at ranks 1, 2, 4, 8: a + 3b
+    step2 = (0.09 + 0.003) / (0.01 + 0.003)
+    assert got.factor == pytest.approx(step1 * step2) and got.assumed  # step 2 borrows setting y
+    assert got.source.startswith("measured in two steps: x (none, batch 4 x 32 tokens)")
+    assert "profiles/devices/" in got.source and "assumed to hold for x" in got.source
+    # without the link there is no way from the other CPU to the GPU
+    for path in (tmp_path / "devices").glob("*.json"):
+        path.unlink()
+    assert conversion_to("Test GPU", run, tmp_path) is None
+    # a direct pair, where one exists, wins over two steps (here the link itself with a GPU profile of setting x)
+    make_profile(tmp_path, key_x, TEST_GPU, a=0.005)
+    make_profile(tmp_path / "devices", key_x, other_cpu, a=0.02)
+    direct = conversion_to("Test GPU", run, tmp_path)
+    assert direct.factor == pytest.approx((0.02 + 0.003) / (0.005 + 0.003)) and not direct.assumed
+    assert direct.source.startswith("measured: x") and "profiles/devices/x_none_b4_l32_q_cpu.json" in direct.source
+
+
+def test_the_shipped_intel_profiles_convert_to_the_h100_through_the_amd_cpu():
+    """The 128-token and all-linear MiniLM profiles were measured on a 2-thread Intel Xeon; the shipped device link
+    (MiniLM 16 x 64 on that Xeon) ties it to the 2-thread AMD EPYC, whose SmolLM2 pair ties that to the H100."""
+    link = SHIPPED_DIR / "devices" / "bundled-minilm-l6_none_b16_l64_query-value_cpu_intel-xeon-2-threads.json"
+    intel, amd = RankProfile.load(link), RankProfile.load(CPU_MINILM)
+    cpu, gpu = RankProfile.load(CPU_SMOLLM), RankProfile.load(GPU_SMOLLM)
+    median = lambda p: statistics.median(p.sec_per_step)  # noqa: E731
+    expected = median(intel) / median(amd) * median(cpu) / median(gpu)
+    for name in (
+        "bundled-minilm-l6_none_b16_l128_query-value_cpu.json",
+        "bundled-minilm-l6_none_b16_l64_intermediate.dense-key-output.dense-query-value_cpu.json",
+    ):
+        prof = RankProfile.load(SHIPPED_DIR / name)
+        assert prof.device == intel.device and prof.device != amd.device
+        got = conversion_to("NVIDIA H100", prof)
+        assert got.factor == pytest.approx(expected) and got.assumed, name
+        assert "two steps" in got.source
+    assert expected == pytest.approx(6.12, abs=0.01)

@@ -11,9 +11,9 @@
 - Every shipped config and every run of a shipped sweep spec (its `base:` with each cell's overrides) that prices
   compute with a rank profile finds that profile in the package (src/fedranklite/profiles/) on a fresh install:
   one measured at the start of a run depends on that machine and its load, and one measured on a device without
-  a shipped counterpart cannot be converted to the tiers' reference device. KNOWN_UNSHIPPED lists the profiles
-  that shipped settings still lack; the test fails when another goes missing, and when one of these ships
-  (remove it from the list then).
+  a shipped counterpart cannot be converted to the tiers' reference device. KNOWN_UNSHIPPED would list the
+  profiles that shipped settings still lack (none now); the test fails when one goes missing, and when a listed
+  one ships.
 """
 
 from __future__ import annotations
@@ -36,14 +36,7 @@ ILLUSTRATIONS = {"configs/experiments/x.yaml"}
 OUTPUT_KEYS = re.compile(r"^\s*output_dir\s*:.*$", re.MULTILINE)  # where a sweep writes: made by the run
 
 # Profiles that shipped settings need and the package does not ship yet (file name -> the settings that need it).
-KNOWN_UNSHIPPED = {
-    # MiniLM on the 128-token GLUE pair tasks
-    "bundled-minilm-l6_none_b16_l128_query-value_cpu.json": "configs/experiments/glue/{mrpc,qnli,rte,stsb}_*.yaml",
-    # MiniLM with adapters on every linear layer: the earlier clock's communication-bound sweep (b)
-    "bundled-minilm-l6_none_b16_l64_intermediate.dense-key-output.dense-query-value_cpu.json": (
-        "experiments/three_settings_verdict/sweeps/b_comm.yaml"
-    ),
-}
+KNOWN_UNSHIPPED: dict[str, str] = {}  # every profile a shipped setting needs ships; add a name here only with a reason
 
 
 def tracked_files() -> set[str]:

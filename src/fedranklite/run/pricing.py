@@ -72,9 +72,17 @@ def _setting(key: dict[str, Any]) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in key.items() if k != "device"))
 
 
+# shipped profiles that only link two devices (a setting measured on a second device, whose file name a run's
+# profile already takes): read for conversions, never found by key to price a run
+DEVICE_LINKS = "devices"
+
+
 def shipped_profiles(folder: Optional[Path] = None) -> list[RankProfile]:
-    """Every profile shipped with the package (a refused one is a packaging error: ProfileError)."""
-    return [RankProfile.load(p) for p in sorted(Path(folder or SHIPPED_DIR).glob("*.json"))]
+    """Every profile shipped with the package, the device links included (a refused one is a packaging error:
+    ProfileError)."""
+    root = Path(folder or SHIPPED_DIR)
+    paths = sorted(root.glob("*.json")) + sorted((root / DEVICE_LINKS).glob("*.json"))
+    return [RankProfile.load(p) for p in paths]
 
 
 def _median_step(profile: RankProfile) -> float:
@@ -99,19 +107,61 @@ def conversion_to(
         if device_matches(reference, fast.device) and _setting(fast.key) == _setting(slow.key)
     ]
     if not pairs:
-        return None
+        return _two_step(reference, profile, shipped)
     own = [p for p in pairs if _setting(p[0].key) == _setting(profile.key)]
     slow, fast = (own or pairs)[0]
-    k = slow.key
     factor = _median_step(slow) / _median_step(fast)
-    source = (
-        f"measured: {k['backbone']} ({k['quantization']}, batch {k['batch_size']} x {k['max_length']} tokens), "
-        f"median step {_median_step(slow):.3g} s on {slow.device_label} vs {_median_step(fast):.3g} s on "
-        f"{fast.device_label} (profiles/{Path(slow.source).name}, profiles/{Path(fast.source).name})"
-    )
+    source = f"measured: {_pair_text(slow, fast)}"
     if not own:
         source += f"; assumed to hold for {profile.key['backbone']}"
     return Conversion(factor, source, assumed=not own)
+
+
+def _pair_text(slow: RankProfile, fast: RankProfile) -> str:
+    k = slow.key
+    return (
+        f"{k['backbone']} ({k['quantization']}, batch {k['batch_size']} x {k['max_length']} tokens), median step "
+        f"{_median_step(slow):.3g} s on {slow.device_label} vs {_median_step(fast):.3g} s on {fast.device_label} "
+        f"(profiles/{_shipped_name(slow)}, profiles/{_shipped_name(fast)})"
+    )
+
+
+def _shipped_name(profile: RankProfile) -> str:
+    path = Path(profile.source)
+    return f"{DEVICE_LINKS}/{path.name}" if path.parent.name == DEVICE_LINKS else path.name
+
+
+def _two_step(reference: str, profile: RankProfile, shipped: list[RankProfile]) -> Optional[Conversion]:
+    """profile's device -> a middle device -> the reference, each step a shipped pair of one setting: used where
+    no pair links the profile's device to the reference directly (a CPU whose only link is to another CPU that
+    has a GPU pair). Steps on the run's own setting are preferred; the factor is the product of the two ratios."""
+    own = _setting(profile.key)
+    best: Optional[tuple[int, float, str]] = None
+    for a in shipped:  # step 1: the profile's device -> middle device, one setting
+        if not _same_device(a.device, profile.device):
+            continue
+        for m in shipped:
+            if _same_device(m.device, profile.device) or _setting(m.key) != _setting(a.key):
+                continue
+            if device_matches(reference, m.device):
+                continue  # a direct pair; conversion_to has looked for those
+            for m2 in shipped:  # step 2: the middle device -> the reference, one setting
+                if not _same_device(m2.device, m.device):
+                    continue
+                for f in shipped:
+                    if not device_matches(reference, f.device) or _setting(f.key) != _setting(m2.key):
+                        continue
+                    borrowed = (_setting(a.key) != own) + (_setting(m2.key) != own)
+                    factor = _median_step(a) / _median_step(m) * _median_step(m2) / _median_step(f)
+                    source = f"measured in two steps: {_pair_text(a, m)}; then {_pair_text(m2, f)}"
+                    if best is None or borrowed < best[0]:
+                        best = (borrowed, factor, source)
+    if best is None:
+        return None
+    borrowed, factor, source = best
+    if borrowed:
+        source += f"; assumed to hold for {profile.key['backbone']}"
+    return Conversion(factor, source, assumed=bool(borrowed))
 
 
 def _gpu_labelled(name: str, device: Optional[str]) -> bool:
