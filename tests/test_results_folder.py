@@ -325,3 +325,29 @@ def test_the_lock_is_reentrant_in_a_process_and_inherited_by_children(tmp_path):
     assert refused.returncode != 0 and f"process {os.getpid()}" in refused.stderr
     folder_lock.release(folder)
     assert not folder_lock.held(folder) and not folder.exists()
+
+
+@pytest.mark.skipif(folder_lock.fcntl is None, reason="no advisory locks on this platform")
+def test_a_run_refused_while_the_holder_is_still_writing_its_pid_names_that_pid(tmp_path):
+    """The holder takes the lock and then writes its process id; a run refused in between reads the file again
+    for a moment, so its one line names the holder instead of 'another process'."""
+    import fcntl
+    import threading
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    fd = os.open(folder / folder_lock.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked, the file still empty
+        late = threading.Timer(0.15, lambda: os.pwrite(fd, b"424242\n", 0))
+        late.start()
+        with pytest.raises(folder_lock.FolderInUse, match=r"process 424242 holds its lock"):
+            folder_lock.acquire(folder)
+        late.join()
+        assert folder_lock.holder(folder) == 424242
+        os.ftruncate(fd, 0)  # a holder that never writes one: named as unknown after the short wait
+        with pytest.raises(folder_lock.FolderInUse, match=r"another process holds its lock"):
+            folder_lock.acquire(folder)
+    finally:
+        os.close(fd)
+    assert not folder_lock.held(folder)

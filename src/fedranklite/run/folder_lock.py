@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -61,6 +62,17 @@ def _read_pid(fd: int) -> Optional[int]:
         return int(text) if text.isdigit() else None
     except OSError:
         return None
+
+
+def _holder_pid(fd: int, wait: float = 0.5) -> Optional[int]:
+    """The holder's process id. A holder writes it just after it takes the lock, so a file read as empty in that
+    moment is read again for up to `wait` seconds before the holder is called unknown."""
+    deadline = time.monotonic() + wait
+    while True:
+        pid = _read_pid(fd)
+        if pid is not None or time.monotonic() >= deadline:
+            return pid
+        time.sleep(0.01)
 
 
 def _inherited(key: str, pid: Optional[int]) -> bool:
@@ -111,7 +123,7 @@ def holder(folder: str | Path) -> Optional[int]:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        pid = _read_pid(fd)
+        pid = _holder_pid(fd)
         os.close(fd)
         return None if _inherited(key, pid) else (pid or 0)
     except OSError:
@@ -153,7 +165,7 @@ def acquire(folder: str | Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = _read_pid(fd)
+            pid = _holder_pid(fd)
             os.close(fd)
             if _inherited(key, pid):
                 return
