@@ -101,3 +101,33 @@ def test_random_cases_match_brute_force(seed):
     fits = [r for r in range(2, 33) if np.all(mem >= r) and np.all(intercept + slope * r <= deadline)]
     expected = max(fits) if fits else 2
     assert ranks.tolist() == np.minimum(expected, mem).tolist()
+
+
+def test_skip_hopeless_leaves_a_client_that_misses_the_deadline_at_any_rank_out_of_the_common_rank():
+    # deadline 10 s. client 2's compute alone (12 s) misses it at every rank; the others fit up to rank 16 and 8.
+    clients = Clients.of([0, 1, 2], max_rank=16, time_intercept=[2.0, 2.0, 12.0], time_per_rank=[0.5, 1.0, 0.01])
+    plain = UniformScheduler(r_min=2, r_max=16, deadline=10.0)
+    assert plain.assign(clients).tolist() == [2, 2, 2]  # the default rule: r_min for everyone
+    assert "does not fit every client" in plain.notes[0]
+    skip = UniformScheduler(r_min=2, r_max=16, deadline=10.0, skip_hopeless=True)
+    assert skip.assign(clients).tolist() == [8, 8, 8]  # client 1: 2 + 1.0 r <= 10 -> 8
+    assert skip.notes == ["uniform: 1 client(s) miss the deadline even at r_min=2; left out of the common rank 8"]
+    # a client that fits at r_min but not above still binds (it is not hopeless)
+    tight = Clients.of([0, 1], max_rank=16, time_intercept=[2.0, 9.0], time_per_rank=[0.5, 0.5])
+    assert skip.assign(tight).tolist() == [2, 2] and skip.notes == []
+    # everyone hopeless: nothing to leave out; r_min as before
+    gone = Clients.of([0, 1], max_rank=16, time_intercept=[11.0, 12.0], time_per_rank=[0.5, 0.5])
+    assert skip.assign(gone).tolist() == [2, 2] and "does not fit" in skip.notes[0]
+    # without a deadline nobody is hopeless; memory still caps the hopeless client's own rank
+    assert UniformScheduler(r_min=2, r_max=16, skip_hopeless=True).assign(clients).tolist() == [16, 16, 16]
+    capped = Clients.of([0, 1, 2], max_rank=[16, 16, 4], time_intercept=[2.0, 2.0, 12.0], time_per_rank=0.1)
+    assert skip.assign(capped).tolist() == [4, 4, 4]  # the memory bound counts every client, as before
+
+
+def test_skip_hopeless_is_a_config_option_off_by_default():
+    assert SCHEDULERS.parse(dict(type="uniform")).skip_hopeless is False
+    section = SCHEDULERS.parse(dict(type="uniform", skip_hopeless=True))
+    cfg = SimpleNamespace(
+        federation=SimpleNamespace(scheduler=section), r_max=16, deadline=SimpleNamespace(seconds=5.0)
+    )
+    assert build_scheduler(cfg).skip_hopeless is True

@@ -6,7 +6,10 @@ r in [r_min, r_max] that every selected client can afford,
   `time_intercept_i + time_per_rank_i * r` within it (the same predictions `cvx` minimises).
 
 If even r_min does not fit every client, everyone gets r_min (which is then capped by memory per client,
-as `fixed` is, so no client is handed a rank its memory cannot hold).
+as `fixed` is, so no client is handed a rank its memory cannot hold). With `skip_hopeless: true`, a client
+predicted to miss the deadline even at r_min is left out when the common rank is chosen: it misses the deadline
+at any rank, so holding everyone else at r_min for it buys nothing (under `use_partial` its partial work still
+counts). It then trains at the common rank of the others, capped by its memory. Off by default (the rule above).
 
 It ignores the rank budget (r_bar x selected clients): it is the uniform baseline, not a
 budget-constrained scheduler, so its total rank may be above or below the budget `fixed`, `cvx` and
@@ -26,6 +29,9 @@ class UniformParams(SchedulerParams):
     """Every client trains at the largest rank all selected clients can afford (memory cap; predicted round time
     within the deadline when one is set), else r_min. The uniform baseline: it ignores the rank budget (r_bar)."""
 
+    # leave clients that miss the deadline even at r_min out of the common rank (they miss it at any rank)
+    skip_hopeless: bool = False
+
 
 @SCHEDULERS.register("uniform", UniformParams)
 class UniformScheduler(Scheduler):
@@ -33,9 +39,17 @@ class UniformScheduler(Scheduler):
     def from_config(cls, params: UniformParams, r_max: int, deadline: Optional[float] = None) -> "UniformScheduler":
         return cls(r_max=r_max, deadline=deadline, **params.model_dump(exclude={params.plugin_key, "r_max"}))
 
-    def __init__(self, r_min: int, r_max: int, r_bar: float = 8.0, deadline: Optional[float] = None):
+    def __init__(
+        self,
+        r_min: int,
+        r_max: int,
+        r_bar: float = 8.0,
+        deadline: Optional[float] = None,
+        skip_hopeless: bool = False,
+    ):
         super().__init__(r_min, r_max, r_bar)
         self.deadline = None if deadline is None else float(deadline)
+        self.skip_hopeless = bool(skip_hopeless)
         self.last_rank = 0  # the common rank of the last assign (0: no clients)
 
     def common_rank(self, clients: Clients) -> int:
@@ -46,6 +60,9 @@ class UniformScheduler(Scheduler):
         r = int(hi.min())  # memory (and r_max) bound
         if self.deadline is not None:
             slope, intercept = clients.time_per_rank, clients.time_intercept
+            hopeless = self._hopeless(clients)
+            if hopeless.any() and not hopeless.all():
+                slope, intercept = slope[~hopeless], intercept[~hopeless]
             if np.any(intercept > self.deadline):
                 return self.r_min
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -60,6 +77,13 @@ class UniformScheduler(Scheduler):
                 r = min(r, r_int)
         return max(r, self.r_min)
 
+    def _hopeless(self, clients: Clients) -> np.ndarray:
+        """Clients predicted to miss the deadline even at r_min, when `skip_hopeless` leaves them out."""
+        if not self.skip_hopeless or self.deadline is None:
+            return np.zeros(len(clients), dtype=bool)
+        r_min = np.full(len(clients), self.r_min)
+        return clients.time_intercept + clients.time_per_rank * r_min > self.deadline
+
     def assign(self, clients: Clients) -> np.ndarray:
         self.notes = []
         r = self.common_rank(clients)
@@ -68,7 +92,13 @@ class UniformScheduler(Scheduler):
             return np.zeros(0, dtype=np.int64)
         lo, hi = self.bounds(clients)
         ranks = np.clip(np.full(len(clients), r, dtype=np.int64), lo, hi)
-        if r == self.r_min and not self._fits(clients, r):
+        hopeless = self._hopeless(clients)
+        if hopeless.any() and not hopeless.all():
+            self.notes.append(
+                f"uniform: {int(hopeless.sum())} client(s) miss the deadline even at r_min={self.r_min}; "
+                f"left out of the common rank {r}"
+            )
+        elif r == self.r_min and not self._fits(clients, r):
             self.notes.append(f"uniform: even r_min={self.r_min} does not fit every client; r_min used")
         return ranks
 
