@@ -256,8 +256,31 @@ def summary_markdown(results: Path = RESULTS, quick: bool = False) -> str:
                 f"{t['sim_time_total_mean']:.0f} | {t['kb_up_per_client_round']:.0f} | "
                 f"{t['client_loss_p50_mean']:.3f} / {t['client_loss_p90_mean']:.3f} |"
             )
+    if results == RESULTS:  # the committed summary points at the scheduler verdict, a study beside the benchmarks
+        lines += scheduler_verdict_pointer()
     lines += ["", "Written by `benchmarks/run_all.py`."]
     return "\n".join(lines) + "\n"
+
+
+def scheduler_verdict_pointer() -> list[str]:
+    """Where the scheduler verdict lives: the studies that answer "which scheduler?" are too long for a benchmark
+    run (hours of real training per cell) and are kept, with their specs and every per-seed value, under
+    experiments/. Each headline comes from the study's own JSON."""
+    cells = ROOT / "experiments" / "regime_cells" / "verdict.json"
+    if not cells.is_file():
+        return []
+    verdict = json.loads(cells.read_text())
+    names = list(verdict.get("cells", verdict))
+    return [
+        "",
+        "## Which scheduler: the regime map",
+        "",
+        "Not a benchmark run by this script (a real-training cell takes an hour or more of CPU time): the time-only regime map "
+        "(`experiments/regime_map/regime_map.md`, `results.json`) and the real-training verdict over "
+        f"{len(names)} cells (`experiments/regime_cells/verdict.md`; every per-seed value in "
+        "`experiments/positive_control/report/report.json` and `experiments/regime_cells/report/<cell>/report.json`), "
+        "each with the spec committed before its runs.",
+    ]
 
 
 def listing() -> str:
