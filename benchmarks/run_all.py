@@ -275,7 +275,8 @@ def scheduler_verdict_pointer() -> list[str]:
         "",
         "## Which scheduler: the regime map",
         "",
-        "Not a benchmark run by this script (a real-training cell takes an hour or more of CPU time): the time-only regime map "
+        "Not a benchmark run by this script (a real-training cell takes an hour or more of CPU time): "
+        "the time-only regime map "
         "(`experiments/regime_map/regime_map.md`, `results.json`) and the real-training verdict over "
         f"{len(names)} cells (`experiments/regime_cells/verdict.md`; every per-seed value in "
         "`experiments/positive_control/report/report.json` and "
