@@ -270,7 +270,7 @@ def scheduler_verdict_pointer() -> list[str]:
     if not cells.is_file():
         return []
     verdict = json.loads(cells.read_text())
-    names = list(verdict.get("cells", verdict))
+    names = list(verdict.get("cells") or {})
     return [
         "",
         "## Which scheduler: the regime map",

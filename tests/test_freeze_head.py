@@ -78,3 +78,23 @@ def test_the_surrogate_backend_refuses_it(tiny_config):
 
     with pytest.raises(ConfigError, match="training.freeze_head: the surrogate backend does not model it"):
         tiny_config(training={"freeze_head": True}, engine={"backend": "surrogate"})
+
+
+def test_a_frozen_head_leaves_no_gradient_behind_and_a_frozen_siamese_head_is_refused(tiny_config, tmp_path):
+    engine, prep, train = _client(tiny_config)
+    train(dataclasses.replace(prep.settings, max_local_steps=2, freeze_head=True))
+    assert all(p.grad is None for p in engine.model.head.parameters())  # nothing accumulates across steps
+
+    from fedranklite.model.backbones import ModelError
+    from fedranklite.model.fedmodel import build_model
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("a,b,label\n" + "".join(f"left {i},right {i},{i % 2}\n" for i in range(40)))
+    cfg = tiny_config(
+        training={"freeze_head": True},
+        model={"pair_encoding": "siamese"},
+        data={"source": "files", "train_file": str(pairs), "text_columns": ["a", "b"]},
+    )
+    with pytest.raises(ModelError, match="training.freeze_head: this pair task uses the siamese pair head"):
+        build_model(cfg, 2)
+    assert build_model(tiny_config(model={"pair_encoding": "siamese"}, data=cfg.data.model_dump()), 2).siamese

@@ -121,7 +121,7 @@ def test_skip_hopeless_leaves_a_client_that_misses_the_deadline_at_any_rank_out_
     # without a deadline nobody is hopeless; memory still caps the hopeless client's own rank
     assert UniformScheduler(r_min=2, r_max=16, skip_hopeless=True).assign(clients).tolist() == [16, 16, 16]
     capped = Clients.of([0, 1, 2], max_rank=[16, 16, 4], time_intercept=[2.0, 2.0, 12.0], time_per_rank=0.1)
-    assert skip.assign(capped).tolist() == [4, 4, 4]  # the memory bound counts every client, as before
+    assert skip.assign(capped).tolist() == [16, 16, 4]  # the hopeless client's own cap binds only itself
 
 
 def test_skip_hopeless_is_a_config_option_off_by_default():
@@ -131,3 +131,38 @@ def test_skip_hopeless_is_a_config_option_off_by_default():
         federation=SimpleNamespace(scheduler=section), r_max=16, deadline=SimpleNamespace(seconds=5.0)
     )
     assert build_scheduler(cfg).skip_hopeless is True
+
+
+def test_skip_hopeless_leaves_the_hopeless_clients_memory_cap_out_too_and_judges_them_at_their_own_lowest_rank():
+    # client 1 is hopeless (20 s of compute against 10 s) and can hold rank 4 only: the others' common rank is 16,
+    # and client 1 trains at its own cap
+    clients = Clients.of([0, 1], max_rank=[16, 4], time_intercept=[1.0, 20.0], time_per_rank=[0.1, 1.0])
+    skip = UniformScheduler(r_min=2, r_max=16, deadline=10.0, skip_hopeless=True)
+    assert skip.assign(clients).tolist() == [16, 4]
+    # a client whose memory holds only rank 1 (below r_min 4) is judged at rank 1: 8 + 1 = 9 s fits 10 s
+    fits_low = Clients.of([0, 1], max_rank=[16, 1], time_intercept=[1.0, 8.0], time_per_rank=[0.1, 1.0])
+    low = UniformScheduler(r_min=4, r_max=16, deadline=10.0, skip_hopeless=True)
+    assert not low._hopeless(fits_low).any()
+
+
+@pytest.mark.parametrize(
+    "deadline, policy, message",
+    [
+        (None, "drop", "needs a round deadline"),
+        (5.0, "wait", "under straggler_policy wait"),
+    ],
+)
+def test_skip_hopeless_without_a_deadline_or_under_wait_is_refused_naming_the_key(
+    tiny_config, deadline, policy, message
+):
+    from fedranklite.config.schema import ConfigError
+
+    sections = {
+        "federation": {"scheduler": {"type": "uniform", "skip_hopeless": True}},
+        "deadline": {"seconds": deadline, "straggler_policy": policy},
+    }
+    with pytest.raises(ConfigError, match=f"federation.scheduler.skip_hopeless: {message}"):
+        tiny_config(**sections)
+    sections["deadline"]["straggler_policy"] = "use_partial"
+    if deadline is not None:
+        assert tiny_config(**sections).federation.scheduler.skip_hopeless is True

@@ -189,7 +189,7 @@ class TrainingConfig(_Section):
     # head) added to every local step's loss, w_global being the adapter received that round; pulls each
     # client back towards the global adapter (client drift under non-IID data). 0: off
     proximal_mu: float = Field(0.0, ge=0)
-    # logit-adjusted local training against label skew (Menon et al. 2021; FedLC, Zhang et al. 2022): each
+    # logit-adjusted local training against label skew (Menon et al. 2021, per client): each
     # client's loss sees logits + tau * log(its own label frequencies), so a client holding mostly one class
     # need not push that class's logit up; the model sent and evaluated is not offset
     # (federation/logit_adjustment.py). Classification only. 0: off

@@ -1,5 +1,6 @@
-"""Logit-adjusted local training against label skew (Menon et al., ICLR 2021; in federated learning FedLC,
-Zhang et al., ICML 2022): a client trains on
+"""Logit-adjusted local training against label skew: the logit-adjusted loss of Menon et al. (ICLR 2021) applied
+to each client with its own label prior (FedLC, Zhang et al., ICML 2022, calibrates logits for label skew in
+federated learning with a related per-class offset; this is Menon's form, not FedLC's): a client trains on
 
     cross_entropy(logits + tau * log(prior), labels)
 

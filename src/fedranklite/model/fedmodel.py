@@ -298,6 +298,12 @@ def _build(cfg, backbone: Backbone, num_labels: int, label_names: Optional[list[
         siamese=use_siamese(cfg.model.pair_encoding, backbone, num_texts),
         verbalizer=verbalizer,
     )
+    if getattr(cfg.training, "freeze_head", False) and model.siamese:
+        # the pair head starts at zero (a constant prediction), so frozen it gives the LoRA factors no gradient
+        raise ModelError(
+            "training.freeze_head: this pair task uses the siamese pair head, which starts at zero and so would "
+            "train nothing when frozen; set model.pair_encoding: cross, or training.freeze_head: false"
+        )
     return model
 
 

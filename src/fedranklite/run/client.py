@@ -298,8 +298,10 @@ def train_client(
     )
 
     params = [p for p in model.parameters() if p.requires_grad]
+    frozen_head: list[torch.Tensor] = []
     if settings.freeze_head:  # FedBABU: the head keeps what it received; clipping and FedProx see the body only
-        frozen = {id(p) for p in model.head.parameters()}
+        frozen_head = [p for p in model.head.parameters() if p.requires_grad]
+        frozen = {id(p) for p in frozen_head}
         params = [p for p in params if id(p) not in frozen]
     # FedProx: the parameters as received (after rank masking), the centre of the proximal term
     start_params = anchors(params) if settings.proximal_mu > 0 else None
@@ -336,6 +338,8 @@ def train_client(
                 objective = objective + proximal_term(params, start_params, settings.proximal_mu)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
+            for p in frozen_head:  # not in the optimizer, so zero_grad does not clear them: drop them here
+                p.grad = None
             if settings.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
             optimizer.step()

@@ -29,8 +29,26 @@ class UniformParams(SchedulerParams):
     """Every client trains at the largest rank all selected clients can afford (memory cap; predicted round time
     within the deadline when one is set), else r_min. The uniform baseline: it ignores the rank budget (r_bar)."""
 
-    # leave clients that miss the deadline even at r_min out of the common rank (they miss it at any rank)
+    # leave clients that miss the deadline even at r_min out of the common rank (they miss it at any rank);
+    # needs deadline.seconds and a straggler policy that stops them (drop or use_partial, not wait)
     skip_hopeless: bool = False
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        out = super().problems(cfg)
+        if self.skip_hopeless:
+            if cfg.deadline.seconds is None:
+                out.append(
+                    ("skip_hopeless", "needs a round deadline (deadline.seconds); without one nobody is hopeless")
+                )
+            elif cfg.deadline.straggler_policy.type == "wait":
+                out.append(
+                    (
+                        "skip_hopeless",
+                        "under straggler_policy wait a hopeless client trains at the others' common rank to the end "
+                        "and lengthens the round; use drop or use_partial",
+                    )
+                )
+        return out
 
 
 @SCHEDULERS.register("uniform", UniformParams)
@@ -57,12 +75,11 @@ class UniformScheduler(Scheduler):
         if len(clients) == 0:
             return 0
         _, hi = self.bounds(clients)
-        r = int(hi.min())  # memory (and r_max) bound
+        hopeless = self._hopeless(clients)
+        counted = ~hopeless if hopeless.any() and not hopeless.all() else np.ones(len(clients), dtype=bool)
+        r = int(hi[counted].min())  # memory (and r_max) bound of the clients the common rank is chosen for
         if self.deadline is not None:
-            slope, intercept = clients.time_per_rank, clients.time_intercept
-            hopeless = self._hopeless(clients)
-            if hopeless.any() and not hopeless.all():
-                slope, intercept = slope[~hopeless], intercept[~hopeless]
+            slope, intercept = clients.time_per_rank[counted], clients.time_intercept[counted]
             if np.any(intercept > self.deadline):
                 return self.r_min
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -81,8 +98,8 @@ class UniformScheduler(Scheduler):
         """Clients predicted to miss the deadline even at r_min, when `skip_hopeless` leaves them out."""
         if not self.skip_hopeless or self.deadline is None:
             return np.zeros(len(clients), dtype=bool)
-        r_min = np.full(len(clients), self.r_min)
-        return clients.time_intercept + clients.time_per_rank * r_min > self.deadline
+        lo, _ = self.bounds(clients)  # r_min, or less where memory forces it
+        return clients.time_intercept + clients.time_per_rank * lo > self.deadline
 
     def assign(self, clients: Clients) -> np.ndarray:
         self.notes = []
