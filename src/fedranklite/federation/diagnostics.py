@@ -82,3 +82,18 @@ def rank_energy(state: Mapping[str, torch.Tensor]) -> dict[str, dict]:
         }
         for g in energy
     }
+
+
+def live_rank(state: Mapping[str, torch.Tensor]) -> int:
+    """How many leading rank slices of the adapter can still train: 1 + the last slice j with a nonzero A[j, :]
+    or B[:, j] in some LoRA pair; 0 for none (or no LoRA pair). A slice with A[j] = 0 and B[:, j] = 0 gets no
+    gradient (each factor's gradient is through the other), so it stays zero for the rest of a run. `fedavg`
+    and `hetlora` average zero-padded factors, so a round in which no client trains slice j leaves it there."""
+    alive = 0
+    for a, b in lora_pairs(state):
+        A, B = state[a], state[b]
+        used = (A.abs().sum(dim=1) > 0) | (B.abs().sum(dim=0) > 0)
+        nonzero = torch.nonzero(used).flatten()
+        if len(nonzero):
+            alive = max(alive, int(nonzero[-1]) + 1)
+    return alive

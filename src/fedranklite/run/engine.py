@@ -28,7 +28,7 @@ from fedranklite.core.records import ClientReport, ClientTable, RoundRecord, Run
 from fedranklite.data.load import LoadedData
 from fedranklite.data.scoring import SCORE_METRICS, default_metric, trivial_baseline
 from fedranklite.federation.aggregation import AGGREGATORS, Contribution
-from fedranklite.federation.diagnostics import rank_energy
+from fedranklite.federation.diagnostics import live_rank, rank_energy
 from fedranklite.federation.hardware import (
     Hardware,
     Telemetry,
@@ -199,6 +199,7 @@ class Engine(RunLoop):
         out_of_memory = [int(c) for c in selected[~fits]]
         clients = self.describe(runnable)
         ranks = self.scheduler.assign(clients) if len(runnable) else np.zeros(0, dtype=np.int64)
+        self._warn_dead_slices(r, ranks)
         # the clients' real conditions this round (hidden from the scheduler): jitter and who answers
         jitter, answers = round_conditions(fed.hardware, cfg.seed, r, runnable)
         speed = fed.hardware.compute_factor[runnable] / jitter
@@ -286,6 +287,7 @@ class Engine(RunLoop):
         accepted = self._clipped(r, accepted)
         if accepted:  # (a round without updates moves neither the adapter nor the server optimizer)
             st.global_state = self.server_optimizer.step(st.global_state, self.aggregate(st.global_state, accepted))
+            self._live_rank = live_rank(st.global_state)
         # step 7: evaluation and the round record
         evaluation = None
         if r % cfg.evaluation.eval_every == 0 or r == cfg.federation.num_rounds:
@@ -405,6 +407,7 @@ class Engine(RunLoop):
         run["warnings"] = (
             ([f"stopped early: {self.state.stopped}"] if self.state.stopped else [])
             + changed
+            + self.dead_slice_warning()
             + run_warnings(
                 run["final_eval"],
                 None if final is None else final.score,
@@ -421,6 +424,40 @@ class Engine(RunLoop):
             run=run,
             per_client_maps=cfg.metrics.client_records == "full",
         )
+
+    def _warn_dead_slices(self, r: int, ranks: np.ndarray) -> None:
+        """Say once when a round assigns ranks above the slices that can still train: slices zero in both factors
+        get no gradient (what zero-padding aggregators leave where no client trained a slice in a round), so
+        those ranks send bytes that carry nothing."""
+        live = getattr(self, "_live_rank", None)  # None until the first aggregation: every slice can train
+        if live is None or not len(ranks) or int(ranks.max()) <= live or getattr(self, "_dead_warned", False):
+            return
+        self._dead_warned = True
+        log.warning(
+            "round %d: ranks up to %d assigned, but LoRA slices %d-%d of the global adapter are zero in both "
+            "factors (a round in which no client trained them, under %s's zero padding): they cannot train again, "
+            "so ranks above %d carry nothing; blockwise aggregation keeps such slices",
+            r,
+            int(ranks.max()),
+            live + 1,
+            self.cfg.r_max,
+            self.cfg.federation.aggregation.type,
+            live,
+        )
+
+    def dead_slice_warning(self) -> list[str]:
+        """The run summary's line when clients were assigned ranks the global adapter could no longer use."""
+        live = live_rank(self.state.global_state)
+        assigned = max(
+            (int(np.max(rec.clients.rank)) for rec in self.state.records if len(rec.clients.rank)), default=0
+        )
+        if not live or assigned <= live:
+            return []
+        return [
+            f"the global adapter ends with LoRA slices {live + 1}-{self.cfg.r_max} zero in both factors (dead: "
+            f"they cannot train), yet clients were assigned ranks up to {assigned}; with ranks that vary, use "
+            "blockwise aggregation, which keeps a slice no client trained in a round"
+        ]
 
     def pricing(self) -> dict:
         """Per tier, where its simulated compute prices come from (run/pricing.py), worked out once per run."""
