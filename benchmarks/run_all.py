@@ -40,7 +40,7 @@ QUICK_RESULTS = ROOT / "results" / "benchmarks_quick"
 
 @dataclass(frozen=True)
 class Bench:
-    script: str  # in this folder
+    script: str  # in this folder, or a path from the repository root (a study's script that only reads its runs)
     about: str
     quick: tuple[str, ...] = ("--quick",)  # arguments of a quick run ({results}: the results folder)
     full: tuple[str, ...] = ()  # arguments of a full run
@@ -74,6 +74,12 @@ BENCHES: dict[str, Bench] = {
         "surrogate backend at N = 1,000,000 clients: setup, round and scheduler seconds, peak RSS",
         quick=("--clients", "10000", "--per-round", "100", "--rounds", "5", "--profile-rounds", "0"),
     ),
+    "verdict": Bench(
+        "experiments/regime_cells/verdict.py",
+        "scheduler verdict over the real-training cells of the regime map, from their committed reports",
+        quick=("--out", "{results}"),
+        full=("--out", "{results}"),
+    ),
     "flower": Bench(
         "bench_flower.py",
         "per-round cost: local engine vs Flower simulation vs Flower deployment",
@@ -94,11 +100,13 @@ def glue_dir() -> Path | None:
 def command(name: str, quick: bool, results: Path) -> list[str]:
     bench = BENCHES[name]
     args = bench.quick if quick else bench.full
-    return [sys.executable, str(HERE / bench.script), *(a.format(results=results) for a in args)]
+    script = ROOT / bench.script if "/" in bench.script else HERE / bench.script
+    return [sys.executable, str(script), *(a.format(results=results) for a in args)]
 
 
 def script_of(name: str) -> str:
-    return f"benchmarks/{BENCHES[name].script}"
+    script = BENCHES[name].script
+    return script if "/" in script else f"benchmarks/{script}"
 
 
 def load(results: Path, name: str):
@@ -230,6 +238,18 @@ def summary_markdown(results: Path = RESULTS, quick: bool = False) -> str:
                 count += f"{earlier} measured under an earlier clock (marked in the table); " if earlier else ""
             where = f"`{stem}.md`" if (results / f"{stem}.md").is_file() else f"`{stem}.json`"
             row(name, what, f"{count}tables in {where}", "-", "-")
+    v = load(results, "verdict")
+    if v and v.get("cells"):
+        cells = v["cells"]
+        pairs = min(c["pairs"] for c in cells.values())
+        row(
+            "verdict",
+            "scheduler verdict: the positive control and the regime map's real-training cells",
+            f"{len(cells)} cells, >= {pairs} paired seeds each; tables and readings in `verdict.md`, every per-seed "
+            "difference in `verdict.json` (time-only map: `experiments/regime_map/regime_map.md`)",
+            "a Holm-corrected paired answer or an MDE per comparison",
+            "met" if pairs >= v.get("planned_seeds", 10) else "**not met**",
+        )
     q = load(results, "quality")
     if q and not q.get("pricing"):
         lines += [
@@ -256,33 +276,8 @@ def summary_markdown(results: Path = RESULTS, quick: bool = False) -> str:
                 f"{t['sim_time_total_mean']:.0f} | {t['kb_up_per_client_round']:.0f} | "
                 f"{t['client_loss_p50_mean']:.3f} / {t['client_loss_p90_mean']:.3f} |"
             )
-    if results == RESULTS:  # the committed summary points at the scheduler verdict, a study beside the benchmarks
-        lines += scheduler_verdict_pointer()
     lines += ["", "Written by `benchmarks/run_all.py`."]
     return "\n".join(lines) + "\n"
-
-
-def scheduler_verdict_pointer() -> list[str]:
-    """Where the scheduler verdict lives: the studies that answer "which scheduler?" are too long for a benchmark
-    run (hours of real training per cell) and are kept, with their specs and every per-seed value, under
-    experiments/. Each headline comes from the study's own JSON."""
-    cells = ROOT / "experiments" / "regime_cells" / "verdict.json"
-    if not cells.is_file():
-        return []
-    verdict = json.loads(cells.read_text())
-    names = list(verdict.get("cells") or {})
-    return [
-        "",
-        "## Which scheduler: the regime map",
-        "",
-        "Not a benchmark run by this script (a real-training cell takes an hour or more of CPU time): "
-        "the time-only regime map "
-        "(`experiments/regime_map/regime_map.md`, `results.json`) and the real-training verdict over "
-        f"{len(names)} cells (`experiments/regime_cells/verdict.md`; every per-seed value in "
-        "`experiments/positive_control/report/report.json` and "
-        "`experiments/regime_cells/report/<cell>/report.json`), "
-        "each with the spec committed before its runs.",
-    ]
 
 
 def listing() -> str:

@@ -113,11 +113,17 @@ def test_no_results_or_notes_file_speaks_of_the_work_or_of_a_machine(path):
 
 
 def test_run_all_runs_every_benchmark_in_the_folder_and_nothing_else():
+    """Every bench_*.py here, plus study scripts named from the repository root that only read committed runs."""
     on_disk = sorted(p.name for p in BENCH.glob("bench_*.py"))
-    assert sorted(b.script for b in run_all.BENCHES.values()) == on_disk
+    here = [b.script for b in run_all.BENCHES.values() if "/" not in b.script]
+    assert sorted(here) == on_disk
+    studies = [b.script for b in run_all.BENCHES.values() if "/" in b.script]
+    assert studies == ["experiments/regime_cells/verdict.py"]
     for name in run_all.BENCHES:
         cmd = run_all.command(name, quick=True, results=Path("R"))
-        assert Path(cmd[1]) == BENCH / run_all.BENCHES[name].script and cmd[0] == sys.executable
+        script = run_all.BENCHES[name].script
+        assert Path(cmd[1]) == (ROOT / script if "/" in script else BENCH / script) and cmd[0] == sys.executable
+        assert Path(cmd[1]).is_file()
         assert all("{" not in arg for arg in cmd), cmd  # every placeholder filled
 
 
@@ -127,7 +133,8 @@ def test_run_all_list_names_every_benchmark_and_its_script():
     lines = proc.stdout.splitlines()
     assert len(lines) == len(run_all.BENCHES)
     for line, (name, bench) in zip(lines, run_all.BENCHES.items()):
-        assert line.split()[0] == name and f"benchmarks/{bench.script}" in line
+        assert line.split()[0] == name and run_all.script_of(name) in line
+        assert (ROOT / run_all.script_of(name)).is_file()
 
 
 def test_run_all_refuses_an_unknown_name_and_runs_nothing(tmp_path):
@@ -269,3 +276,23 @@ def test_the_private_import_check_sees_both_forms(tmp_path):
     assert private_imports(probe) == ["bench_glue._fmt", "bench_glue._baseline"]
     probe.write_text("from bench_glue import markdown\nimport common\nx = common.mean_sd\n")
     assert private_imports(probe) == []
+
+
+def test_the_committed_scheduler_verdict_is_what_its_script_writes_from_the_committed_reports(tmp_path):
+    """benchmarks/results/verdict.{md,json} are regenerated from the studies' committed report.json files, not
+    edited by hand; every finished cell carries its per-seed paired differences."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "regime_cells" / "verdict.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("verdict.md", "verdict.json"):
+        assert (tmp_path / name).read_text() == (BENCH / "results" / name).read_text(), name
+    verdict = json.loads((BENCH / "results" / "verdict.json").read_text())
+    assert "positive_control" in verdict["cells"] and len(verdict["cells"]) >= 5
+    for cell in verdict["cells"].values():
+        for arm in cell["arms"]:
+            diffs = arm["auc"]["differences"]
+            assert len(diffs) == arm["n"] == cell["pairs"] >= 10
+            assert abs(sum(diffs.values()) / len(diffs) - arm["auc"]["mean"]) < 1e-9

@@ -1,17 +1,23 @@
-"""The real-training verdict of the regime map: one table over the five real-training cells (the positive control
-and the four regime cells), from their `fedranklite report` outputs.
+"""The real-training verdict of the regime map: one table over its real-training cells (the positive control and
+the regime cells, `experiments/regime_cells/*.yaml`), from their `fedranklite report` outputs.
 
-    python experiments/regime_cells/verdict.py      # -> verdict.md, verdict.json beside this script
+    python experiments/regime_cells/verdict.py [--out DIR]   # -> DIR/verdict.md, DIR/verdict.json
+                                                                # (default DIR: benchmarks/results)
+
+`benchmarks/run_all.py verdict` runs it too: it reads the committed reports only (no training), so the verdict
+sits with the benchmark results while each cell's spec, notes and runs stay with its study.
 
 Per cell and arm, against the cell's reference (`fixed` at r_bar 8): the primary metric (accuracy averaged over the
 cell's common simulated horizon), round time and final accuracy as mean paired differences with their BCa 95 % CI,
 wins/losses/ties, Wilcoxon p after Holm over the cell's comparisons and the paired-t minimum detectable effect
 (alpha 0.05, power 0.8). A difference is *shown* when its Holm p < 0.05 and its CI excludes 0; otherwise it is
 read as "no difference larger than the MDE". Cells with fewer than 10 paired seeds are marked as unfinished.
+verdict.json keeps every per-seed paired difference (`differences`: seed -> arm minus reference).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SCRIPT = "experiments/regime_cells/verdict.py"
+OUT = ROOT / "benchmarks" / "results"
 PLANNED_SEEDS = 10
 METRICS = (("auc", "AUC / horizon"), ("sec_per_round", "s / round"), ("final_score", "final acc."))
 
@@ -52,6 +59,7 @@ def cell_rows(report: dict) -> list[dict]:
             "mde": p.get("mde"),
             "shown": shown(p),
             "lower_is_better": p["lower_is_better"],
+            "differences": p.get("differences"),  # seed -> arm minus reference
         }
     return list(per_arm.values())
 
@@ -92,7 +100,11 @@ def fmt(m: dict | None, digits: int = 3) -> str:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for verdict.md and verdict.json")
+    folder = ap.parse_args(argv).out
+    folder.mkdir(parents=True, exist_ok=True)
     out = {"script": SCRIPT, "planned_seeds": PLANNED_SEEDS, "cells": {}}
     lines = [
         "# Real-training verdict of the regime map",
@@ -100,7 +112,8 @@ def main() -> int:
         "Paired differences against `fixed` at r_bar 8 in each cell (d = arm - reference, mean over seeds, BCa 95 %",
         "CI, wins/losses/ties, Wilcoxon p after Holm over the cell's comparisons); **bold** = shown (Holm p < 0.05",
         "and the CI excludes 0). Primary metric: accuracy averaged over the cell's common simulated horizon. Specs:",
-        "`experiments/positive_control/SPEC.md`, `experiments/regime_cells/SPEC.md`.",
+        "`experiments/positive_control/SPEC.md`, `experiments/regime_cells/SPEC.md`; runs and notes beside them.",
+        "Every per-seed paired difference: `verdict.json` (`differences`).",
         "",
     ]
     for name, path in cells().items():
@@ -140,9 +153,10 @@ def main() -> int:
             )
         lines.append("")
     lines.append(f"Written by `{SCRIPT}`.")
-    (HERE / "verdict.md").write_text("\n".join(lines) + "\n")
-    (HERE / "verdict.json").write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {SCRIPT[: -len('verdict.py')]}verdict.md and verdict.json")
+    (folder / "verdict.md").write_text("\n".join(lines) + "\n")
+    (folder / "verdict.json").write_text(json.dumps(out, indent=1) + "\n")
+    shown_as = folder.resolve().relative_to(ROOT) if folder.resolve().is_relative_to(ROOT) else folder
+    print(f"wrote {shown_as / 'verdict.md'} and verdict.json")
     return 0
 
 
