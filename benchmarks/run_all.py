@@ -74,6 +74,12 @@ BENCHES: dict[str, Bench] = {
         "surrogate backend at N = 1,000,000 clients: setup, round and scheduler seconds, peak RSS",
         quick=("--clients", "10000", "--per-round", "100", "--rounds", "5", "--profile-rounds", "0"),
     ),
+    "regime_map": Bench(
+        "experiments/regime_map/analyze.py",
+        "time-only regime map: per cell, each scheduler against fixed on round time and compliance, from its records",
+        quick=("--out", "{results}"),
+        full=("--out", "{results}"),
+    ),
     "verdict": Bench(
         "experiments/regime_cells/verdict.py",
         "scheduler verdict over the real-training cells of the regime map, from their committed reports",
@@ -246,9 +252,21 @@ def summary_markdown(results: Path = RESULTS, quick: bool = False) -> str:
             "verdict",
             "scheduler verdict: the positive control and the regime map's real-training cells",
             f"{len(cells)} cells, >= {pairs} paired seeds each; tables and readings in `verdict.md`, every per-seed "
-            "difference in `verdict.json` (time-only map: `experiments/regime_map/regime_map.md`)",
+            "difference in `verdict.json`",
             "a Holm-corrected paired answer or an MDE per comparison",
             "met" if pairs >= v.get("planned_seeds", 10) else "**not met**",
+        )
+    m = load(results, "regime_map")
+    if m and m.get("cells"):
+        done = sum(c["complete"] for c in m["cells"])
+        control = m.get("positive_control", {}).get("passes")
+        row(
+            "regime_map",
+            "regime map, time only: link speed x heterogeneity x deadline x straggler policy (surrogate)",
+            f"{done} of {len(m['cells'])} cells complete; positive control passes: {control}; tables in "
+            "`regime_map.md`, every per-seed value in `regime_map.json`",
+            "positive control shows the expected winner",
+            yes(bool(control)),
         )
     q = load(results, "quality")
     if q and not q.get("pricing"):

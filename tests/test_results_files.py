@@ -118,7 +118,7 @@ def test_run_all_runs_every_benchmark_in_the_folder_and_nothing_else():
     here = [b.script for b in run_all.BENCHES.values() if "/" not in b.script]
     assert sorted(here) == on_disk
     studies = [b.script for b in run_all.BENCHES.values() if "/" in b.script]
-    assert studies == ["experiments/regime_cells/verdict.py"]
+    assert studies == ["experiments/regime_map/analyze.py", "experiments/regime_cells/verdict.py"]
     for name in run_all.BENCHES:
         cmd = run_all.command(name, quick=True, results=Path("R"))
         script = run_all.BENCHES[name].script

@@ -159,7 +159,7 @@ def test_the_checks_catch_a_missing_citation_profile_and_results_file(tmp_path):
 
     tracked = tracked_files()
     page = (
-        "See `experiments/regime_map/NOTES.md`, [the map](../experiments/regime_map/regime_map.md), "
+        "See `experiments/regime_map/NOTES.md`, [the map](../benchmarks/results/regime_map.md), "
         "`benchmarks/results/{summary,glue}.md`, `experiments/<question>/`, `configs/experiments/glue/` and "
         "`benchmarks/results/nosuch.json`; `experiments/no_such_study/` and `benchmarks/results/{glue,gone}.md`."
     )

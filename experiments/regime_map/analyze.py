@@ -1,12 +1,16 @@
 """Statistics of the regime map (SPEC.md): per cell, each scheduler against fixed at r_bar on mean round time and
 client compliance (paired by seed: mean difference with a BCa CI, Wilcoxon, Holm over the cell's 3 comparisons,
-MDE); writes results.json (every per-seed value), regime_map.md and regime_map.png.
+MDE); writes regime_map.json (every per-seed value), regime_map.md and regime_map.png.
 
-    python experiments/regime_map/analyze.py
+    python experiments/regime_map/analyze.py [--out DIR]    # default DIR: benchmarks/results
+
+`benchmarks/run_all.py regime_map` runs it too: it reads the committed records.jsonl only (no simulation), so the
+map sits with the benchmark results while its spec, notes, runner and records stay with the study.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+OUT = HERE.parents[1] / "benchmarks" / "results"
 sys.path.insert(0, str(HERE))
 
 import run_map  # noqa: E402
@@ -210,13 +215,17 @@ def figure(res: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for regime_map.json, .md and .png")
+    out = ap.parse_args(argv).out
+    out.mkdir(parents=True, exist_ok=True)
     res = analyse()
     if any(c["cell"] == run_map.POSITIVE_CONTROL and c["complete"] for c in res["cells"]):
         res["positive_control"] = positive_control(res)
-    (HERE / "results.json").write_text(json.dumps(res, separators=(",", ":")) + "\n")
-    (HERE / "regime_map.md").write_text(markdown(res))
-    figure(res, HERE / "regime_map.png")
+    (out / "regime_map.json").write_text(json.dumps(res, separators=(",", ":")) + "\n")
+    (out / "regime_map.md").write_text(markdown(res))
+    figure(res, out / "regime_map.png")
     done = sum(c["complete"] for c in res["cells"])
     print(
         f"{done}/{len(res['cells'])} cells complete; positive control: {res.get('positive_control', {}).get('passes')}"
