@@ -143,6 +143,9 @@ class Engine(RunLoop):
         # the server's copy lives on the CPU, like the updates clients send back
         self.state = RunState(global_state={k: v.cpu() for k, v in global_state.items()})
         self._resumed = False  # resume_from_checkpoint has restored the state
+        # rank slices of the global adapter that can still train (None until the first aggregation: all can)
+        self._live_rank: Optional[int] = None
+        self._dead_warned = False  # the dead-slice warning is logged once per run
         self._fingerprints: Optional[dict] = None
         self._saved_round: Optional[int] = None  # the round the checkpoint on disk holds (None: none written)
 
@@ -429,8 +432,8 @@ class Engine(RunLoop):
         """Say once when a round assigns ranks above the slices that can still train: slices zero in both factors
         get no gradient (what zero-padding aggregators leave where no client trained a slice in a round), so
         those ranks send bytes that carry nothing."""
-        live = getattr(self, "_live_rank", None)  # None until the first aggregation: every slice can train
-        if live is None or not len(ranks) or int(ranks.max()) <= live or getattr(self, "_dead_warned", False):
+        live = self._live_rank
+        if live is None or not len(ranks) or int(ranks.max()) <= live or self._dead_warned:
             return
         self._dead_warned = True
         log.warning(

@@ -22,7 +22,7 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from fedranklite.config.tiers import compute_reference
 from fedranklite.federation.timing import ProfileParams, TimeModel
@@ -99,13 +99,7 @@ def conversion_to(
     if device_matches(reference, profile.device):
         return Conversion(1.0, f"the profile was measured on {profile.device_label}")
     shipped = shipped_profiles(folder)
-    pairs = [
-        (slow, fast)
-        for slow in shipped
-        if _same_device(slow.device, profile.device)
-        for fast in shipped
-        if device_matches(reference, fast.device) and _setting(fast.key) == _setting(slow.key)
-    ]
+    pairs = _pairs(shipped, lambda d: _same_device(d, profile.device), lambda d: device_matches(reference, d))
     if not pairs:
         return _two_step(reference, profile, shipped)
     own = [p for p in pairs if _setting(p[0].key) == _setting(profile.key)]
@@ -115,6 +109,20 @@ def conversion_to(
     if not own:
         source += f"; assumed to hold for {profile.key['backbone']}"
     return Conversion(factor, source, assumed=not own)
+
+
+def _pairs(
+    shipped: list[RankProfile], slow_device: Callable[[dict], bool], fast_device: Callable[[dict], bool]
+) -> list[tuple[RankProfile, RankProfile]]:
+    """Every (slow, fast) pair of shipped profiles of one setting whose devices pass the two tests: what a
+    measured conversion between two devices is made of."""
+    return [
+        (slow, fast)
+        for slow in shipped
+        if slow_device(slow.device)
+        for fast in shipped
+        if fast_device(fast.device) and _setting(fast.key) == _setting(slow.key)
+    ]
 
 
 def _pair_text(slow: RankProfile, fast: RankProfile) -> str:
@@ -137,25 +145,19 @@ def _two_step(reference: str, profile: RankProfile, shipped: list[RankProfile]) 
     has a GPU pair). Steps on the run's own setting are preferred; the factor is the product of the two ratios."""
     own = _setting(profile.key)
     best: Optional[tuple[int, float, str]] = None
-    for a in shipped:  # step 1: the profile's device -> middle device, one setting
-        if not _same_device(a.device, profile.device):
-            continue
-        for m in shipped:
-            if _same_device(m.device, profile.device) or _setting(m.key) != _setting(a.key):
-                continue
-            if device_matches(reference, m.device):
-                continue  # a direct pair; conversion_to has looked for those
-            for m2 in shipped:  # step 2: the middle device -> the reference, one setting
-                if not _same_device(m2.device, m.device):
-                    continue
-                for f in shipped:
-                    if not device_matches(reference, f.device) or _setting(f.key) != _setting(m2.key):
-                        continue
-                    borrowed = (_setting(a.key) != own) + (_setting(m2.key) != own)
-                    factor = _median_step(a) / _median_step(m) * _median_step(m2) / _median_step(f)
-                    source = f"measured in two steps: {_pair_text(a, m)}; then {_pair_text(m2, f)}"
-                    if best is None or borrowed < best[0]:
-                        best = (borrowed, factor, source)
+    # step 1: the profile's device -> a middle device that is neither it nor the reference (those pairs are direct)
+    first = _pairs(
+        shipped,
+        lambda d: _same_device(d, profile.device),
+        lambda d: not _same_device(d, profile.device) and not device_matches(reference, d),
+    )
+    for a, m in first:
+        for m2, f in _pairs(shipped, lambda d: _same_device(d, m.device), lambda d: device_matches(reference, d)):
+            borrowed = (_setting(a.key) != own) + (_setting(m2.key) != own)
+            if best is None or borrowed < best[0]:
+                factor = _median_step(a) / _median_step(m) * _median_step(m2) / _median_step(f)
+                source = f"measured in two steps: {_pair_text(a, m)}; then {_pair_text(m2, f)}"
+                best = (borrowed, factor, source)
     if best is None:
         return None
     borrowed, factor, source = best

@@ -70,13 +70,13 @@ class UniformScheduler(Scheduler):
         self.skip_hopeless = bool(skip_hopeless)
         self.last_rank = 0  # the common rank of the last assign (0: no clients)
 
-    def common_rank(self, clients: Clients) -> int:
-        """The largest rank every client can afford, or r_min when none fits."""
+    def common_rank(self, clients: Clients, hopeless: Optional[np.ndarray] = None) -> int:
+        """The largest rank every client can afford, or r_min when none fits; `hopeless` (default: `_hopeless`)
+        marks the clients left out of that choice."""
         if len(clients) == 0:
             return 0
         _, hi = self.bounds(clients)
-        hopeless = self._hopeless(clients)
-        counted = ~hopeless if hopeless.any() and not hopeless.all() else np.ones(len(clients), dtype=bool)
+        counted = ~(self._hopeless(clients) if hopeless is None else hopeless)
         r = int(hi[counted].min())  # memory (and r_max) bound of the clients the common rank is chosen for
         if self.deadline is not None:
             slope, intercept = clients.time_per_rank[counted], clients.time_intercept[counted]
@@ -95,22 +95,25 @@ class UniformScheduler(Scheduler):
         return max(r, self.r_min)
 
     def _hopeless(self, clients: Clients) -> np.ndarray:
-        """Clients predicted to miss the deadline even at r_min, when `skip_hopeless` leaves them out."""
+        """Clients predicted to miss the deadline even at r_min, when `skip_hopeless` leaves them out; none when
+        every client is (then there is nobody to choose the common rank for, and the rule without it holds)."""
+        none = np.zeros(len(clients), dtype=bool)
         if not self.skip_hopeless or self.deadline is None:
-            return np.zeros(len(clients), dtype=bool)
+            return none
         lo, _ = self.bounds(clients)  # r_min, or less where memory forces it
-        return clients.time_intercept + clients.time_per_rank * lo > self.deadline
+        hopeless = clients.time_intercept + clients.time_per_rank * lo > self.deadline
+        return none if hopeless.all() else hopeless
 
     def assign(self, clients: Clients) -> np.ndarray:
         self.notes = []
-        r = self.common_rank(clients)
+        hopeless = self._hopeless(clients)
+        r = self.common_rank(clients, hopeless)
         self.last_rank = r
         if len(clients) == 0:
             return np.zeros(0, dtype=np.int64)
         lo, hi = self.bounds(clients)
         ranks = np.clip(np.full(len(clients), r, dtype=np.int64), lo, hi)
-        hopeless = self._hopeless(clients)
-        if hopeless.any() and not hopeless.all():
+        if hopeless.any():
             self.notes.append(
                 f"uniform: {int(hopeless.sum())} client(s) miss the deadline even at r_min={self.r_min}; "
                 f"left out of the common rank {r}"
