@@ -55,6 +55,36 @@ def tiny_config(tmp_path):
     return make
 
 
+def local_client(tiny_config, **training):
+    """(engine, prepared, train) for one client's local training on the tiny random model: `train(settings,
+    rows=None)` trains client 0 at rank 4 from the engine's global adapter with a fixed seed (its own rows
+    unless `rows` is given), so two calls with equal settings compute the same thing."""
+    from fedranklite.run.client import train_client
+    from fedranklite.run.engine import build_engine
+
+    engine = build_engine(tiny_config(training=training))
+    prep = engine.prepared
+
+    def train(settings, rows=None):
+        rows = prep.partitions[0] if rows is None else rows
+        return train_client(
+            engine.model, engine.state.global_state, 0, 4, prep.train, rows, settings, prep.device, seed=1234
+        )
+
+    return engine, prep, train
+
+
+def assert_same_training(reference, again) -> None:
+    """Two client results are the same: every update tensor bit for bit and the reported losses."""
+    for name, tensor in reference.update.items():
+        assert torch.equal(tensor, again.update[name]), name
+    assert (again.loss_before, again.loss_after, again.loss_rms) == (
+        reference.loss_before,
+        reference.loss_after,
+        reference.loss_rms,
+    )
+
+
 # The tiny model gains nothing from threads, and two cores shared with other processes thrash.
 import torch  # noqa: E402
 

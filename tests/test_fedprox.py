@@ -9,12 +9,12 @@ import dataclasses
 import pytest
 import torch
 import yaml
-from conftest import tiny_tree
+from conftest import assert_same_training, local_client, tiny_tree
 
 from fedranklite.federation.proximal import anchors, proximal_term
 from fedranklite.federation.ranks import truncate
 from fedranklite.run import client as client_mod
-from fedranklite.run.client import TrainSettings, train_client
+from fedranklite.run.client import TrainSettings
 from fedranklite.run.engine import build_engine
 
 
@@ -50,24 +50,9 @@ def test_the_term_is_zero_with_a_zero_gradient_at_the_anchor_and_anchors_are_det
 
 # ---- through a client's local training (tiny random model)
 def _client(tiny_config, **training):
-    cfg = tiny_config(training={"optimizer": "sgd", "grad_clip": None, "head_lr": None, "lr": 0.05, **training})
-    engine = build_engine(cfg)
-    prep = engine.prepared
-    cid = 0
-
-    def train(settings: TrainSettings, state=None):
-        return train_client(
-            engine.model,
-            state or engine.state.global_state,
-            cid,
-            4,
-            prep.train,
-            prep.partitions[cid],
-            settings,
-            prep.device,
-            seed=1234,
-        )
-
+    engine, prep, train = local_client(
+        tiny_config, **{"optimizer": "sgd", "grad_clip": None, "head_lr": None, "lr": 0.05, **training}
+    )
     return engine, prep.settings, train
 
 
@@ -103,14 +88,7 @@ def test_mu_zero_never_computes_the_term_and_trains_exactly_as_without_it(tiny_c
 
     monkeypatch.setattr(client_mod, "proximal_term", forbidden)
     monkeypatch.setattr(client_mod, "anchors", forbidden)
-    again = train(settings)
-    for name, tensor in reference.update.items():
-        assert torch.equal(tensor, again.update[name]), name
-    assert (again.loss_before, again.loss_after, again.loss_rms) == (
-        reference.loss_before,
-        reference.loss_after,
-        reference.loss_rms,
-    )
+    assert_same_training(reference, train(settings))
 
 
 def test_mu_reaches_the_settings_of_the_local_runner_and_of_the_flower_client_side(tiny_config):

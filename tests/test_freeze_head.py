@@ -8,30 +8,14 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import assert_same_training, local_client
 
-from fedranklite.run.client import TrainSettings, train_client
+from fedranklite.run.client import TrainSettings
 from fedranklite.run.engine import build_engine
 
 
 def _client(tiny_config, **training):
-    cfg = tiny_config(training={"head_lr": 0.05, "lr": 0.05, **training})
-    engine = build_engine(cfg)
-    prep = engine.prepared
-
-    def train(settings: TrainSettings):
-        return train_client(
-            engine.model,
-            engine.state.global_state,
-            0,
-            4,
-            prep.train,
-            prep.partitions[0],
-            settings,
-            prep.device,
-            seed=1234,
-        )
-
-    return engine, prep, train
+    return local_client(tiny_config, **{"head_lr": 0.05, "lr": 0.05, **training})
 
 
 def _is_head(engine, name: str) -> bool:
@@ -57,10 +41,7 @@ def test_a_frozen_head_comes_back_as_received_while_the_lora_factors_train(tiny_
 def test_off_it_trains_exactly_as_before(tiny_config):
     engine, prep, train = _client(tiny_config)
     assert prep.settings.freeze_head is False
-    a = train(prep.settings)
-    b = train(dataclasses.replace(prep.settings, freeze_head=False))
-    for k, v in a.update.items():
-        assert torch.equal(v, b.update[k]), k
+    assert_same_training(train(prep.settings), train(dataclasses.replace(prep.settings, freeze_head=False)))
 
 
 def test_it_reaches_the_local_runner_and_the_flower_client_side(tiny_config):

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_tree
+from conftest import assert_same_training, local_client, tiny_tree
 
 from fedranklite.federation.logit_adjustment import adjusted, label_log_prior
 from fedranklite.run import client as client_mod
-from fedranklite.run.client import TrainSettings, train_client
+from fedranklite.run.client import TrainSettings
 from fedranklite.run.engine import build_engine
 
 
@@ -48,24 +48,7 @@ def test_the_adjusted_logits_shift_each_class_by_tau_log_prior_and_a_balanced_pr
 
 # ---- through a client's local training (tiny random model)
 def _client(tiny_config, **training):
-    cfg = tiny_config(training={"optimizer": "sgd", "grad_clip": None, "head_lr": None, "lr": 0.05, **training})
-    engine = build_engine(cfg)
-    prep = engine.prepared
-
-    def train(settings: TrainSettings, rows=None, cid=0):
-        return train_client(
-            engine.model,
-            engine.state.global_state,
-            cid,
-            4,
-            prep.train,
-            prep.partitions[cid] if rows is None else rows,
-            settings,
-            prep.device,
-            seed=1234,
-        )
-
-    return engine, prep, train
+    return local_client(tiny_config, **{"optimizer": "sgd", "grad_clip": None, "head_lr": None, "lr": 0.05, **training})
 
 
 def test_a_client_with_balanced_labels_trains_exactly_as_without_the_adjustment(tiny_config):
@@ -112,14 +95,7 @@ def test_tau_zero_never_computes_a_prior_and_trains_exactly_as_without_it(tiny_c
 
     monkeypatch.setattr(client_mod, "label_log_prior", forbidden)
     monkeypatch.setattr(client_mod, "adjusted", forbidden)
-    again = train(prep.settings)
-    for name, tensor in reference.update.items():
-        assert torch.equal(tensor, again.update[name]), name
-    assert (again.loss_before, again.loss_after, again.loss_rms) == (
-        reference.loss_before,
-        reference.loss_after,
-        reference.loss_rms,
-    )
+    assert_same_training(reference, train(prep.settings))
 
 
 def test_a_regression_client_refuses_it(tiny_config):
