@@ -79,3 +79,27 @@ def test_a_frozen_head_leaves_no_gradient_behind_and_a_frozen_siamese_head_is_re
     with pytest.raises(ModelError, match="training.freeze_head: this pair task uses the siamese pair head"):
         build_model(cfg, 2)
     assert build_model(tiny_config(model={"pair_encoding": "siamese"}, data=cfg.data.model_dump()), 2).siamese
+
+
+@pytest.mark.parametrize(
+    "setting, key",
+    [
+        ("training.freeze_head=maybe", "training.freeze_head"),
+        ("federation.scheduler.skip_hopeless=maybe", "federation.scheduler.skip_hopeless"),
+    ],
+)
+def test_a_bad_new_switch_is_one_line_naming_the_key(tmp_path, capsys, monkeypatch, setting, key):
+    import yaml
+    from conftest import tiny_tree
+
+    import fedranklite.run.engine as engine_mod
+    from fedranklite.cli import main as cli
+
+    monkeypatch.setattr(engine_mod, "build_engine", lambda *a, **k: pytest.fail("a bad config reached the engine"))
+    tree = tiny_tree(tmp_path, federation={"scheduler": {"type": "uniform"}}, deadline={"seconds": 5.0})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    code = cli.main(["run", "--config", str(path), "--set", setting])
+    err = capsys.readouterr().err
+    assert code == 2 and key in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
